@@ -1,0 +1,88 @@
+"""Shared fixtures: an isolated real ROS 2 context per test, and executor spin helpers.
+
+Each test gets its own rclpy Context on a random domain id with localhost-only discovery, so
+parallel runs on one machine never see each other's topics. Nothing in ROS is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+# Must be set before the first rclpy.init: Kilted ignores ROS_LOCALHOST_ONLY.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+# Torch on 2 cores: keep tests from oversubscribing.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+class RosHarness:
+    """A private rclpy context with an executor, nodes it owns, and spin-until helpers."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.domain_id = random.SystemRandom().randint(1, 100)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=self.domain_id)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self._nodes: list = []
+
+    def make_node(self, name: str, **kwargs):
+        """A plain rclpy node in this context, spun by this harness's executor."""
+        from rclpy.node import Node
+
+        node = Node(name, context=self.context, **kwargs)
+        self.add_node(node)
+        return node
+
+    def add_node(self, node) -> None:
+        self._nodes.append(node)
+        self.executor.add_node(node)
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Spin until `condition()` is true or `timeout` seconds pass; returns the final value."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return bool(condition())
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def call(self, client, request, timeout: float = 10.0):
+        """Call a service the way `ros2 lifecycle` / `ros2 param` do, spinning until it answers."""
+        if not self.spin_until(client.service_is_ready, timeout):
+            raise TimeoutError(f"service {client.srv_name} not available")
+        future = client.call_async(request)
+        if not self.spin_until(future.done, timeout):
+            raise TimeoutError(f"service {client.srv_name} did not answer")
+        return future.result()
+
+    def close(self) -> None:
+        import rclpy
+
+        for node in self._nodes:
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.executor.shutdown()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def ros() -> Iterator[RosHarness]:
+    harness = RosHarness()
+    try:
+        yield harness
+    finally:
+        harness.close()

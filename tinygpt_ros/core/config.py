@@ -1,0 +1,149 @@
+"""Model configuration and runtime knobs, with validation shared by the engines and the ROS layer.
+
+`ModelConfig` is fixed when a model is built and saved with its weights. `Knobs` are the STTF/ANC
+settings that may change between frames (ROS parameters map onto them one to one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+GRID = 14  # tokens per side: 14 x 14 = 196 tokens per frame or event window
+NUM_TOKENS = GRID * GRID
+IMAGE_SIZE = 224  # camera frames are resized to this before 16 px patching
+EVENT_SENSOR = 128  # event sensor resolution (DVS128-like), events binned to EVENT_GRID_SIZE
+EVENT_GRID_SIZE = 112  # 8 px patches over the binned event histogram -> 14 x 14 tokens
+BRANCH_NAMES = ("reuse", "small", "medium", "large")  # index 0 = no encoder at all
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one TinyGPT model. Saved in the model manifest."""
+
+    dim: int = 128  # encoder width
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    # ANC encoder branches are nested depths of one block stack: branch i runs the first
+    # branch_depths[i] blocks, then its own exit norm. Costs differ ~1:2:4.
+    branch_depths: tuple[int, ...] = (1, 2, 4)
+    temporal_window: int = 4  # frames whose tokens are fused for the decoder
+    dec_dim: int = 128
+    dec_layers: int = 2
+    dec_heads: int = 4
+    max_caption_len: int = 16
+    vocab_size: int = 0  # set from the tokenizer when the model is built
+    num_gestures: int = 11
+    router_hidden: int = 16
+    num_router_features: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["branch_depths"] = list(self.branch_depths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "branch_depths" in d:
+            d["branch_depths"] = tuple(int(x) for x in d["branch_depths"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class KnobSpec:
+    """Type and range of one runtime knob; the ROS layer builds parameter descriptors from it."""
+
+    kind: type
+    low: float
+    high: float
+    description: str
+
+
+KNOB_SPECS: dict[str, KnobSpec] = {
+    "fusion_threshold": KnobSpec(
+        float, 0.0, 100.0,
+        "STTF: a token is recomputed when its change exceeds this (frames: embedding L2 "
+        "distance to its reference; events: events in the patch). 0 recomputes every token.",
+    ),
+    "max_active_tokens": KnobSpec(
+        int, 0, NUM_TOKENS,
+        "STTF: at most this many tokens recomputed per frame (top-k by change); 0 = no cap.",
+    ),
+    "refresh_interval": KnobSpec(
+        int, 0, 100000, "STTF: full recompute every N frames to bound drift; 0 = never."
+    ),
+    "max_fused_tokens": KnobSpec(
+        int, 1, 8 * NUM_TOKENS,
+        "STTF: temporal token fusion merges the window's tokens down to at most this many.",
+    ),
+    "caption_reuse_threshold": KnobSpec(
+        float, 0.0, 100.0,
+        "Republish the last caption without decoding when the fused tokens moved less than "
+        "this since it was decoded; 0 = always decode.",
+    ),
+    "routing_temperature": KnobSpec(
+        float, 0.01, 100.0, "ANC: router probabilities are softmax(logits / temperature)."
+    ),
+    "routing_hysteresis": KnobSpec(
+        float, 0.0, 1.0,
+        "ANC: switch branch only when the new branch's probability beats the current one's by "
+        "this margin (stops flapping).",
+    ),
+    "sttf_enabled": KnobSpec(
+        bool, 0, 1, "STTF on; off = dense: every token recomputed, no fusion, no caption reuse."
+    ),
+    "anc_enabled": KnobSpec(bool, 0, 1, "ANC on; off = always the largest encoder branch."),
+}
+
+
+@dataclass
+class Knobs:
+    """Runtime STTF / ANC settings. Use `Knobs.validated(name, value)` before assigning."""
+
+    fusion_threshold: float = 0.5
+    max_active_tokens: int = 0
+    refresh_interval: int = 60
+    max_fused_tokens: int = 32
+    caption_reuse_threshold: float = 0.05
+    routing_temperature: float = 1.0
+    routing_hysteresis: float = 0.1
+    sttf_enabled: bool = True
+    anc_enabled: bool = True
+
+    @staticmethod
+    def validated(name: str, value: Any) -> Any:
+        """Return `value` coerced to the knob's type, or raise ValueError saying why not."""
+        spec = KNOB_SPECS.get(name)
+        if spec is None:
+            raise ValueError(f"unknown knob {name!r}; known: {', '.join(KNOB_SPECS)}")
+        if spec.kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError(f"{name} must be a bool, got {type(value).__name__}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+        if spec.kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{name} must be an integer, got {value}")
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+        if not spec.low <= value <= spec.high:
+            raise ValueError(f"{name}={value} is out of range [{spec.low}, {spec.high}]")
+        return value
+
+    def set(self, name: str, value: Any) -> None:
+        """Validate then assign; on error nothing changes."""
+        setattr(self, name, self.validated(name, value))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in KNOB_SPECS}

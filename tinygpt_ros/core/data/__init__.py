@@ -1,0 +1,1 @@
+"""Deterministic compact data: captioned clips, event-camera simulator, gesture events."""

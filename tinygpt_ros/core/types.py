@@ -1,0 +1,82 @@
+"""Data types shared by the engines, the ROS layer and evaluation (no torch, no ROS)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+# One event: sensor pixel x, y; time stamp in microseconds; polarity 1 = brighter, 0 = darker.
+EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
+
+STAGES = ("preprocess", "change", "router", "encoder", "fusion", "decoder", "head")
+
+
+@dataclass
+class ComputeRecord:
+    """What one frame (or event window) cost. FLOPs are analytical, from tokens really processed."""
+
+    frame_index: int
+    modality: str  # "frame" | "events"
+    tokens_in: int  # tokens of this frame (196)
+    tokens_recomputed: int  # tokens that went through the encoder this frame
+    tokens_fused: int  # tokens handed to the decoder / head after temporal fusion
+    branch: str  # one of config.BRANCH_NAMES
+    flops: dict[str, float] = field(default_factory=dict)  # per stage (STAGES)
+    dense_flops: float = 0.0  # what the dense model (largest branch, no STTF) would cost here
+    latency_ms: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    caption_reused: bool = False
+    full_refresh: bool = False
+    router_probs: list[float] = field(default_factory=list)  # over the encoder branches
+
+    @property
+    def total_flops(self) -> float:
+        return float(sum(self.flops.values()))
+
+    @property
+    def encoder_flops(self) -> float:
+        return float(self.flops.get("encoder", 0.0))
+
+    @property
+    def total_latency_ms(self) -> float:
+        return float(sum(self.latency_ms.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["total_flops"] = self.total_flops
+        d["total_latency_ms"] = self.total_latency_ms
+        return d
+
+
+@dataclass
+class FrameResult:
+    """Output of one engine step."""
+
+    record: ComputeRecord
+    caption: str | None = None  # frames: the current caption (decoded or reused)
+    gesture: str | None = None  # events: predicted gesture class
+    gesture_confidence: float = 0.0
+    token_mask: np.ndarray | None = None  # (14, 14) bool: tokens recomputed this step
+
+
+class Engine(Protocol):
+    """The streaming API both engines (torch reference, onnxruntime) offer to the ROS layer."""
+
+    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
+        """One camera frame, HxWx3 uint8 RGB of any size (resized internally)."""
+        ...
+
+    def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
+        """One window of events (EVENT_DTYPE, sorted by t, coordinates inside the sensor)."""
+        ...
+
+    def set_knob(self, name: str, value: Any) -> None:
+        """Validate and apply a knob for the next frame; ValueError (old value kept) if bad."""
+        ...
+
+    def knobs(self) -> dict[str, Any]: ...
+
+    def reset(self) -> None:
+        """Forget all temporal state (caches, references, window, router history)."""
+        ...

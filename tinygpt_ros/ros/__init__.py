@@ -1,0 +1,1 @@
+"""Thin ROS 2 layer: message conversion, lifecycle nodes, parameters, diagnostics, bring-up."""
