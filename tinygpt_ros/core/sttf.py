@@ -1,0 +1,278 @@
+"""STTF, Sparse Temporal Token Fusion: change detection, token selection and temporal fusion.
+
+- Change detection (frames): L2 distance of each token's patch embedding to its reference, the
+  last value that was recomputed. References of unselected tokens stay stale, so a slowly
+  drifting token accumulates change until it fires (Eventful Transformers' gating rule).
+- Selection: threshold (TokenNormThreshold) with an optional top-k cap (TopK).
+- Temporal fusion: static positions are averaged over the window (HoliTom-style), then ToMe
+  bipartite soft matching with size-weighted averaging merges the rest down to a token budget.
+  Sizes travel with the tokens (the decoder adds log(size) to its attention logits); size 0
+  marks padding so batches keep one shape.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+_EPS = 1e-12
+
+
+def token_change(embed: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-token L2 norm of `embed - reference`: (N, D), (N, D) -> (N,)."""
+    if embed.shape != reference.shape:
+        raise ValueError(f"embed {tuple(embed.shape)} and reference {tuple(reference.shape)} "
+                         "must have the same shape")
+    return torch.linalg.vector_norm(embed - reference, dim=-1)
+
+
+def select_tokens(change: torch.Tensor, threshold: float, max_active: int = 0) -> torch.Tensor:
+    """Tokens to recompute, (N,) bool.
+
+    threshold == 0 means STTF gating is off: every token (the cap is ignored too, it only
+    budgets gated frames). Otherwise `change > threshold`, and with `max_active > 0` only the
+    `max_active` largest changes among those are kept (ties broken by torch.topk).
+    """
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    if max_active < 0:
+        raise ValueError(f"max_active must be >= 0, got {max_active}")
+    if change.ndim != 1:
+        raise ValueError(f"change must be 1-D (N,), got shape {tuple(change.shape)}")
+    if threshold == 0:
+        return torch.ones_like(change, dtype=torch.bool)
+    sel = change > threshold
+    if 0 < max_active < int(sel.sum()):
+        masked = torch.where(sel, change, torch.full_like(change, -float("inf")))
+        top = torch.topk(masked, max_active).indices
+        sel = torch.zeros_like(sel)
+        sel[top] = True
+    return sel
+
+
+class TokenReference:
+    """Per-token reference embeddings of one stream (the value each token had when last run)."""
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.value is None
+
+    def reset(self) -> None:
+        self.value = None
+
+    def update(self, embed: torch.Tensor, selected: torch.Tensor | None = None) -> None:
+        """Copy the selected rows of `embed` (N, D); all rows when empty or `selected` is None."""
+        embed = embed.detach()
+        if self.value is None or selected is None or self.value.shape != embed.shape:
+            self.value = embed.clone()
+            return
+        if selected.shape != embed.shape[:1] or selected.dtype != torch.bool:
+            raise ValueError(f"selected must be a ({embed.shape[0]},) bool tensor, got "
+                             f"{tuple(selected.shape)} {selected.dtype}")
+        sel = selected.to(embed.device)
+        self.value[sel] = embed[sel]
+
+
+# ---------------------------------------------------------------------------- merging
+
+
+def _size_weighted_scatter(
+    x: torch.Tensor,
+    size: torch.Tensor,
+    keep_x: torch.Tensor,
+    keep_size: torch.Tensor,
+    src_x: torch.Tensor,
+    src_size: torch.Tensor,
+    dst_idx: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge src tokens into keep tokens at `dst_idx` by size-weighted averaging.
+
+    keep_* (B, M, ...), src_* (B, R, ...), dst_idx (B, R) indexes keep. A destination whose
+    total size is 0 (padding merged with padding) keeps its old value.
+    """
+    d = x.shape[-1]
+    num = keep_x * keep_size[..., None]
+    num = num.scatter_add(1, dst_idx[..., None].expand(-1, -1, d), src_x * src_size[..., None])
+    den = keep_size.scatter_add(1, dst_idx, src_size)
+    merged = torch.where(den[..., None] > 0, num / den.clamp_min(_EPS)[..., None], keep_x)
+    return merged, den
+
+
+def bipartite_merge(
+    x: torch.Tensor, size: torch.Tensor, r: int, metric: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ToMe bipartite soft matching: (B, N, D), (B, N) sizes -> N - r tokens and their sizes.
+
+    Tokens alternate into sets A (even indices) and B (odd). Each A token finds its most similar
+    B token (cosine similarity of `metric`, default `x`); the r A tokens with the best matches are
+    merged into their B match by size-weighted averaging (sizes add), which keeps
+    sum(size * x) and sum(size) exactly. Padding (size 0): a padding A token is merged first
+    (similarity +inf: it changes nothing), and a real A token never picks a padding B token
+    (similarity -inf), so padding never alters a real token. Output order: unmerged A, then B.
+    Differentiable in x (the matching itself is not).
+    """
+    if x.ndim != 3 or size.shape != x.shape[:2]:
+        raise ValueError(f"x must be (B, N, D) and size (B, N), got {tuple(x.shape)}, "
+                         f"{tuple(size.shape)}")
+    n = x.shape[1]
+    r = min(int(r), n // 2)
+    if r <= 0:
+        return x, size
+    m = x if metric is None else metric
+    m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    a_m, b_m = m[:, ::2], m[:, 1::2]
+    a_x, b_x = x[:, ::2], x[:, 1::2]
+    a_s, b_s = size[:, ::2], size[:, 1::2]
+    with torch.no_grad():
+        scores = (a_m @ b_m.transpose(-2, -1)).float()  # (B, Na, Nb)
+        scores = scores.masked_fill((b_s <= 0)[:, None, :], -float("inf"))
+        scores = scores.masked_fill((a_s <= 0)[:, :, None], float("inf"))
+        best, best_idx = scores.max(dim=-1)  # (B, Na)
+        order = best.argsort(dim=-1, descending=True, stable=True)
+        src_idx, unm_idx = order[:, :r], order[:, r:]
+        dst_idx = best_idx.gather(1, src_idx)
+    d = x.shape[-1]
+    unm_x = a_x.gather(1, unm_idx[..., None].expand(-1, -1, d))
+    unm_s = a_s.gather(1, unm_idx)
+    src_x = a_x.gather(1, src_idx[..., None].expand(-1, -1, d))
+    src_s = a_s.gather(1, src_idx)
+    b_x, b_s = _size_weighted_scatter(x, size, b_x, b_s, src_x, src_s, dst_idx)
+    return torch.cat([unm_x, b_x], 1), torch.cat([unm_s, b_s], 1)
+
+
+def compact(x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move real tokens (size > 0) to the front of each row, keeping their order, and cut the
+    padding columns every row has. At least one column is kept."""
+    real = size > 0
+    k = max(int(real.sum(1).max()), 1) if size.numel() else 1
+    order = (~real).to(torch.int8).argsort(dim=1, stable=True)[:, :k]
+    xs = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
+    return xs, size.gather(1, order)
+
+
+class TemporalFusion(nn.Module):
+    """Fuse a window of T frames' encoder tokens into at most `max_tokens` sized tokens.
+
+    1. A learned time embedding (cfg.temporal_window, D) is added; the most recent frame uses
+       the last slot, so a short window (start of a stream) uses the last T slots.
+    2. Static averaging (HoliTom-like): a position whose raw token (before the time embedding)
+       stays within `static_threshold` of its window mean (relative L2: ||x_t - mean|| <=
+       thr * ||mean|| for every t) becomes one token, the mean over time of the embedded
+       tokens, with size T. The other T - 1 slots of that position become padding.
+    3. Padding is compacted away and ToMe bipartite merging is repeated until the row length
+       (hence the real count) is at most `max_tokens`.
+    Returns (tokens (B, K, D), sizes (B, K)), K <= max_tokens, size 0 = padding; sizes sum to
+    T * N per row and the size-weighted mean of the tokens equals the mean of the embedded input.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.temporal_window < 1:
+            raise ValueError(f"ModelConfig.temporal_window must be >= 1, got "
+                             f"{cfg.temporal_window}")
+        self.cfg = cfg
+        self.time_embed = nn.Parameter(torch.zeros(cfg.temporal_window, cfg.dim))
+        nn.init.trunc_normal_(self.time_embed, std=0.02)
+
+    def _embed_time(self, window: torch.Tensor) -> torch.Tensor:
+        if window.ndim != 4 or window.shape[-1] != self.cfg.dim:
+            raise ValueError(f"window must be (B, T, N, {self.cfg.dim}), got "
+                             f"{tuple(window.shape)}")
+        t = window.shape[1]
+        if not 1 <= t <= self.cfg.temporal_window:
+            raise ValueError(f"window has T={t} frames; must be in [1, "
+                             f"{self.cfg.temporal_window}] (cfg.temporal_window)")
+        return window + self.time_embed[-t:][None, :, None, :]
+
+    def dense(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """No fusion (the dense baseline): (B, T*N, D) time-embedded tokens, sizes all 1."""
+        x = self._embed_time(window)
+        b, t, n, d = x.shape
+        return x.reshape(b, t * n, d), x.new_ones(b, t * n)
+
+    @staticmethod
+    def static_mask(window: torch.Tensor, static_threshold: float) -> torch.Tensor:
+        """(B, T, N, D) -> (B, N) bool: positions that stayed put over the whole window."""
+        with torch.no_grad():
+            mean = window.mean(1, keepdim=True)
+            dev = (window - mean).norm(dim=-1).amax(1)  # (B, N)
+            return dev <= static_threshold * mean[:, 0].norm(dim=-1)
+
+    def forward(
+        self, window: torch.Tensor, max_tokens: int, static_threshold: float = 0.1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(max_tokens, bool) or int(max_tokens) < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if static_threshold < 0:
+            raise ValueError(f"static_threshold must be >= 0, got {static_threshold}")
+        max_tokens = int(max_tokens)
+        x = self._embed_time(window)
+        b, t, n, d = x.shape
+        size = x.new_ones(b, t, n)
+        if t > 1 and static_threshold > 0:
+            static = self.static_mask(window, static_threshold)  # (B, N)
+            # the latest slot of a static position holds the mean with size T; older slots pad
+            mean_tok = x.mean(1)
+            last = torch.where(static[..., None], mean_tok, x[:, -1])
+            x = torch.cat([x[:, :-1] * (~static)[:, None, :, None], last[:, None]], 1)
+            older = (~static).to(size.dtype)[:, None].expand(b, t - 1, n)
+            size = torch.cat([older, torch.where(static, float(t), 1.0)[:, None].to(size)], 1)
+        x, size = compact(x.reshape(b, t * n, d), size.reshape(b, t * n))
+        while x.shape[1] > max_tokens:
+            x, size = bipartite_merge(x, size, x.shape[1] - max_tokens)
+            x, size = compact(x, size)
+        return x, size
+
+
+# ------------------------------------------------------- compression-aware pre-training
+
+
+def random_token_drop(
+    tokens: torch.Tensor, keep_ratio: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep a random round(keep_ratio * N) (>= 1) tokens per row, in their original order.
+
+    (B, N, D) -> (kept (B, K, D), indices (B, K)). Use on embedded tokens (position included).
+    """
+    if not 0 < keep_ratio <= 1:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    b, n, d = tokens.shape
+    k = max(1, round(keep_ratio * n))
+    noise = torch.rand(b, n, generator=generator, device="cpu").to(tokens.device)
+    idx = noise.argsort(dim=1)[:, :k].sort(dim=1).values
+    return tokens.gather(1, idx[..., None].expand(-1, -1, d)), idx
+
+
+def random_token_merge(
+    tokens: torch.Tensor,
+    sizes: torch.Tensor | None,
+    keep_ratio: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge random tokens into random others (size-weighted) until round(keep_ratio * N) remain.
+
+    (B, N, D), sizes (B, N) or None (= ones) -> (tokens (B, K, D), sizes (B, K)). Keeps the
+    kept tokens' order; mass and the size-weighted mean are preserved like `bipartite_merge`.
+    """
+    if not 0 < keep_ratio <= 1:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    b, n, d = tokens.shape
+    if sizes is None:
+        sizes = tokens.new_ones(b, n)
+    k = max(1, round(keep_ratio * n))
+    if k >= n:
+        return tokens, sizes
+    perm = torch.rand(b, n, generator=generator, device="cpu").argsort(dim=1)
+    keep_idx = perm[:, :k].sort(dim=1).values.to(tokens.device)
+    src_idx = perm[:, k:].to(tokens.device)
+    dst = torch.randint(0, k, (b, n - k), generator=generator, device="cpu").to(tokens.device)
+    keep_x = tokens.gather(1, keep_idx[..., None].expand(-1, -1, d))
+    src_x = tokens.gather(1, src_idx[..., None].expand(-1, -1, d))
+    return _size_weighted_scatter(
+        tokens, sizes, keep_x, sizes.gather(1, keep_idx), src_x, sizes.gather(1, src_idx), dst
+    )
