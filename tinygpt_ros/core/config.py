@@ -110,7 +110,7 @@ class Knobs:
     fusion_threshold: float = 0.5
     max_active_tokens: int = 0
     refresh_interval: int = 60
-    max_fused_tokens: int = 32
+    max_fused_tokens: int = 31  # 196 -> 31 tokens per frame, the paper's gesture setting
     caption_reuse_threshold: float = 0.05
     routing_temperature: float = 1.0
     routing_hysteresis: float = 0.1

@@ -1,0 +1,549 @@
+"""Three-stage training recipe on freshly generated compact data (CPU-friendly).
+
+1. Compression-aware pre-training: captions and gestures, every ANC branch at once (nested
+   exits from one pass), random fusion budgets and random token drop so the decoder and the
+   gesture head tolerate reduced token sets.
+2. Stage-wise redundancy elimination: (a) STTF gates on (stale tokens keep the previous step's
+   output, as the gated encoder does at inference) with distillation from a frozen copy of the
+   dense model; (b) router training with Gumbel-softmax, an expected-FLOPs budget loss and a
+   load-balance term, everything else frozen.
+3. Specialisation: caption decoder and gesture head fine-tuned in the deployment setting
+   (gating + routed branches + the default fusion budget), encoder frozen.
+
+`tinygpt-ros train --preset full` is the shipped model's recipe; `--preset tiny` is the same
+recipe on a toy configuration for tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from . import flops as F
+from .anc import (
+    budget_loss,
+    event_complexity_features,
+    frame_complexity_features,
+    gumbel_route,
+    load_balance_loss,
+)
+from .config import NUM_TOKENS, Knobs, ModelConfig
+from .data.gestures import GESTURE_CLASSES, make_gesture_set
+from .data.scenes import make_clips
+from .model import TinyGPT
+from .preprocess import events_per_patch, events_to_histogram, frames_to_batch, small_gray
+from .tokenizer import Tokenizer
+
+EVENT_WINDOW_US = 50_000  # one event "frame" = 50 ms of events (the sample bag uses the same)
+FUSION_BUDGETS = (8, 16, 24, 31, 48, 64, 96)  # random budgets seen in training
+DEPLOY_FUSION = Knobs().max_fused_tokens
+PAD_ID = 0  # Tokenizer.pad_id: padded targets are ignored by the loss
+
+
+@dataclass
+class Preset:
+    model: ModelConfig
+    train_clips: int
+    clip_frames: int
+    gestures_per_class: int
+    seq_len: int  # consecutive frames encoded per sample; windows end at its last frames
+    batch_clips: int
+    gesture_batch: int
+    steps: dict[str, int]
+    lr: float = 2e-3
+    reuse_threshold: float = Knobs().fusion_threshold
+    budget_fraction: float = 0.5  # router's target: expected encoder FLOPs / largest branch
+    downsample_prob: float = 0.3  # frames degraded 224 -> 128 -> 224 like small camera images
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        model=ModelConfig(
+            dim=32, heads=2, branch_depths=(1, 2, 3), temporal_window=3, dec_dim=32,
+            dec_layers=1, dec_heads=2, max_caption_len=14,
+        ),
+        train_clips=6, clip_frames=12, gestures_per_class=1, seq_len=5, batch_clips=2,
+        gesture_batch=4,
+        steps={"pretrain": 6, "sttf_distill": 3, "router": 3, "caption": 3, "gesture": 3},
+    ),
+    "full": Preset(
+        model=ModelConfig(),
+        train_clips=360, clip_frames=40, gestures_per_class=40, seq_len=7, batch_clips=6,
+        gesture_batch=12,
+        steps={"pretrain": 1400, "sttf_distill": 300, "router": 200, "caption": 250,
+               "gesture": 250},
+    ),
+}
+
+
+# --------------------------------------------------------------------------------- data
+
+
+@dataclass
+class CaptionBatch:
+    frames: np.ndarray  # (B, L, H, W, 3) uint8
+    captions: list[str]  # one per window, B * (L - T + 1), ordered by clip then window
+
+
+class CaptionSampler:
+    """Random runs of consecutive frames; each window's target is a reference of the segment
+    that its last frame belongs to (motion segments skip their first frame: nothing moved yet)."""
+
+    def __init__(self, clips: Sequence[Any], seq_len: int, window: int, seed: int) -> None:
+        if any(len(c.frames) < seq_len for c in clips):
+            raise ValueError("seq_len is longer than a training clip")
+        self.clips = clips
+        self.seq_len = seq_len
+        self.window = window
+        self.rng = np.random.default_rng(seed)
+        self.seg_of_frame = []
+        for c in clips:
+            seg = np.zeros(len(c.frames), dtype=np.int64)
+            for i, s in enumerate(c.segments):
+                seg[s.start : s.end] = i
+            self.seg_of_frame.append(seg)
+
+    def batch(self, n: int, downsample_prob: float = 0.0) -> CaptionBatch:
+        frames, caps = [], []
+        for _ in range(n):
+            ci = int(self.rng.integers(len(self.clips)))
+            clip = self.clips[ci]
+            s0 = int(self.rng.integers(len(clip.frames) - self.seq_len + 1))
+            run = clip.frames[s0 : s0 + self.seq_len]
+            if self.rng.random() < downsample_prob:
+                run = _degrade(run)
+            frames.append(run)
+            for t in range(s0 + self.window - 1, s0 + self.seq_len):
+                seg = clip.segments[self.seg_of_frame[ci][t]]
+                caps.append(seg.captions[int(self.rng.integers(len(seg.captions)))])
+        return CaptionBatch(np.stack(frames), caps)
+
+
+def _degrade(frames: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = frames.shape[1:3]
+    out = [cv2.resize(cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA), (w, h),
+                      interpolation=cv2.INTER_LINEAR) for f in frames]
+    return np.stack(out)
+
+
+def event_windows(events: np.ndarray, window_us: int = EVENT_WINDOW_US) -> list[np.ndarray]:
+    """Split one clip's events into consecutive fixed-length windows (empty windows kept)."""
+    if len(events) == 0:
+        return []
+    t0 = int(events["t"][0])
+    n = int((int(events["t"][-1]) - t0) // window_us) + 1
+    idx = np.searchsorted(events["t"], t0 + window_us * np.arange(1, n + 1))
+    starts = np.concatenate([[0], idx[:-1]])
+    return [events[a:b] for a, b in zip(starts, idx, strict=True)]
+
+
+class GestureSampler:
+    def __init__(self, clips: Sequence[Any], window: int, seed: int) -> None:
+        self.items = [(event_windows(c.events), c.label_index) for c in clips]
+        self.items = [(w, y) for w, y in self.items if len(w) >= window]
+        if not self.items:
+            raise ValueError("no gesture clip is long enough for the temporal window")
+        self.window = window
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,T,2,112,112) histograms, (B,T,196) event counts, (B,) labels."""
+        hists, counts, labels = [], [], []
+        for _ in range(n):
+            wins, y = self.items[int(self.rng.integers(len(self.items)))]
+            s0 = int(self.rng.integers(len(wins) - self.window + 1))
+            chunk = wins[s0 : s0 + self.window]
+            hists.append(torch.stack([events_to_histogram(w) for w in chunk]))
+            counts.append(torch.from_numpy(np.stack([events_per_patch(w) for w in chunk])))
+            labels.append(y)
+        return torch.stack(hists), torch.stack(counts), torch.tensor(labels)
+
+
+# --------------------------------------------------------------------------------- model pieces
+
+
+def encode_frames(model: TinyGPT, frames: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(B,L,H,W,3) uint8 -> patch embeddings (B,L,N,D) and every branch's output (B,L,N,D)."""
+    b, l_ = frames.shape[:2]
+    x = frames_to_batch(frames.reshape(b * l_, *frames.shape[2:]))
+    emb = model.encoder.embed_frames(x)
+    exits = model.encoder.forward_exits(emb)
+    return emb.view(b, l_, NUM_TOKENS, -1), [e.view(b, l_, NUM_TOKENS, -1) for e in exits]
+
+
+def encode_events(model: TinyGPT, hists: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    b, t = hists.shape[:2]
+    emb = model.encoder.embed_events(hists.flatten(0, 1))
+    exits = model.encoder.forward_exits(emb)
+    return emb.view(b, t, NUM_TOKENS, -1), [e.view(b, t, NUM_TOKENS, -1) for e in exits]
+
+
+def simulate_reuse(out: torch.Tensor, stale: torch.Tensor) -> torch.Tensor:
+    """Gated reuse along time: a stale token (B,L,N) keeps its previous step's output."""
+    steps = [out[:, 0]]
+    for t in range(1, out.shape[1]):
+        steps.append(torch.where(stale[:, t, :, None], steps[-1], out[:, t]))
+    return torch.stack(steps, 1)
+
+
+def frame_staleness(emb: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B,L,N): token embedding moved at most `threshold` since the previous frame."""
+    change = torch.zeros(emb.shape[:3])
+    change[:, 1:] = (emb[:, 1:] - emb[:, :-1]).detach().norm(dim=-1)
+    stale = change <= threshold
+    stale[:, 0] = False
+    return stale
+
+
+def sliding_windows(seq: torch.Tensor, window: int) -> torch.Tensor:
+    """(B,L,N,D) -> (B*(L-T+1), T, N, D): every window of T consecutive steps."""
+    b, l_, n, d = seq.shape
+    w = seq.unfold(1, window, 1)  # (B, W, N, D, T)
+    return w.permute(0, 1, 4, 2, 3).reshape(b * (l_ - window + 1), window, n, d)
+
+
+def caption_targets(tok: Tokenizer, captions: list[str], max_len: int):
+    """Teacher forcing pairs (inputs from BOS, targets to EOS); padding is `tok.pad_id`."""
+    return tok.batch_encode(captions, max_len)
+
+
+def random_drop(sizes: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Drop fused tokens at random (size 0 = padding), always keeping at least one."""
+    keep = torch.rand(sizes.shape, generator=gen) >= p
+    keep[:, 0] |= ~(keep & (sizes > 0)).any(1)
+    return sizes * keep
+
+
+def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=None, tau=2.0):
+    tokens, sizes = model.fuse(windows, budget)
+    if drop_p > 0:
+        sizes = random_drop(sizes, drop_p, gen)
+    logits = model.decoder(tokens, sizes, inp)
+    loss = nnf.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD_ID)
+    if teacher_logits is not None:
+        mask = tgt != PAD_ID
+        kl = nnf.kl_div(
+            nnf.log_softmax(logits[mask] / tau, -1),
+            nnf.log_softmax(teacher_logits[mask] / tau, -1),
+            log_target=True, reduction="batchmean",
+        ) * tau * tau
+        loss = loss + kl
+    return loss, logits
+
+
+def gesture_loss(model, windows, labels, budget):
+    tokens, sizes = model.fuse(windows[:, None] if windows.dim() == 3 else windows, budget)
+    logits = model.gesture_head(tokens, sizes)
+    return nnf.cross_entropy(logits, labels), logits
+
+
+# --------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    def __init__(self, preset: Preset, seed: int, log: Callable[[str], None] = print) -> None:
+        self.p = preset
+        self.seed = seed
+        self.log = log
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        clips = make_clips("train", preset.train_clips, base_seed=seed,
+                           num_frames=preset.clip_frames)
+        gestures = make_gesture_set("train", preset.gestures_per_class, base_seed=seed)
+        self.tokenizer = Tokenizer.build(c for clip in clips for s in clip.segments
+                                         for c in s.captions)
+        cfg = dataclasses.replace(preset.model, vocab_size=self.tokenizer.vocab_size,
+                                  num_gestures=len(GESTURE_CLASSES))
+        self.model = TinyGPT(cfg)
+        self.cfg = cfg
+        self.captions = CaptionSampler(clips, preset.seq_len, cfg.temporal_window, seed)
+        self.gestures = GestureSampler(gestures, cfg.temporal_window, seed + 1)
+        branch = torch.tensor(F.branch_dense_flops(cfg), dtype=torch.float32)
+        self.branch_cost = branch / branch[-1]
+        self.history: dict[str, list[float]] = {}
+        self.log(f"[train] data: {len(clips)} clips, {len(gestures)} gesture clips, vocab "
+                 f"{self.tokenizer.vocab_size}, params {self.model.parameter_count():,} "
+                 f"({time.perf_counter() - t0:.0f}s)")
+
+    # -- helpers
+    def _budget(self, dense_p: float = 0.15) -> int | None:
+        if self.rng.random() < dense_p:
+            return None
+        return int(self.rng.choice(FUSION_BUDGETS))
+
+    def _opt(self, params, steps: int, lr: float | None = None):
+        params = [p for p in params if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr or self.p.lr, weight_decay=0.01)
+        warm = max(1, steps // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / steps))
+        )
+        return opt, sched
+
+    def _record(self, stage: str, step: int, steps: int, loss: float, t0: float) -> None:
+        self.history.setdefault(stage, []).append(loss)
+        every = max(1, steps // 10)
+        if step % every == 0 or step == steps - 1:
+            recent = self.history[stage][-every:]
+            self.log(f"[train] {stage} {step + 1}/{steps} loss {np.mean(recent):.3f} "
+                     f"({time.perf_counter() - t0:.0f}s)")
+
+    def _caption_batch(self):
+        b = self.captions.batch(self.p.batch_clips, self.p.downsample_prob)
+        inp, tgt = caption_targets(self.tokenizer, b.captions, self.cfg.max_caption_len)
+        return b, inp, tgt
+
+    # -- stage 1
+    def pretrain(self) -> None:
+        steps = self.p.steps["pretrain"]
+        m, cfg = self.model, self.cfg
+        m.train()
+        opt, sched = self._opt(m.parameters(), steps)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            b, inp, tgt = self._caption_batch()
+            _, exits = encode_frames(m, b.frames)
+            budget = self._budget()
+            loss = sum(
+                caption_loss(m, sliding_windows(e, cfg.temporal_window), inp, tgt, budget,
+                             0.2 if budget is not None else 0.0, self.gen)[0]
+                for e in exits
+            ) / len(exits)
+            if step % 2 == 0:
+                hists, _, labels = self.gestures.batch(self.p.gesture_batch)
+                _, gexits = encode_events(m, hists)
+                gb = self._budget()
+                loss = loss + sum(gesture_loss(m, e, labels, gb)[0] for e in gexits) / len(gexits)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            self._record("pretrain", step, steps, loss.item(), t0)
+
+    # -- stage 2a
+    def sttf_distill(self) -> None:
+        steps = self.p.steps["sttf_distill"]
+        m, cfg = self.model, self.cfg
+        teacher = copy.deepcopy(m).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        m.train()
+        opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.3)
+        t0 = time.perf_counter()
+        big = m.largest_branch
+        for step in range(steps):
+            b, inp, tgt = self._caption_batch()
+            with torch.no_grad():
+                _, t_exits = encode_frames(teacher, b.frames)
+                t_win = sliding_windows(t_exits[big], cfg.temporal_window)
+                t_tok, t_size = teacher.fuse(t_win, None)
+                t_logits = teacher.decoder(t_tok, t_size, inp)
+            emb, exits = encode_frames(m, b.frames)
+            stale = frame_staleness(emb, self.p.reuse_threshold)
+            loss = 0.0
+            for e in exits:
+                gated = sliding_windows(simulate_reuse(e, stale), cfg.temporal_window)
+                budget = self._budget(dense_p=0.0)
+                loss = loss + caption_loss(m, gated, inp, tgt, budget, 0.0, self.gen,
+                                           teacher_logits=t_logits)[0]
+            loss = loss / len(exits)
+            if step % 2 == 0:
+                hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
+                _, gexits = encode_events(m, hists)
+                stale_ev = counts <= self.p.reuse_threshold
+                stale_ev[:, 0] = False
+                gb = self._budget(dense_p=0.0)
+                loss = loss + sum(gesture_loss(m, simulate_reuse(e, stale_ev), labels, gb)[0]
+                                  for e in gexits) / len(gexits)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            self._record("sttf_distill", step, steps, loss.item(), t0)
+
+    # -- stage 2b
+    def router(self) -> None:
+        steps = self.p.steps["router"]
+        m, cfg = self.model, self.cfg
+        for name, p in m.named_parameters():
+            p.requires_grad_(name.startswith("router."))
+        m.train()
+        thr = self.p.reuse_threshold
+        self._fit_router_normalizer(thr)
+        opt, sched = self._opt(m.router.parameters(), steps, self.p.lr * 2)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            b, inp, tgt = self._caption_batch()
+            with torch.no_grad():
+                emb, exits = encode_frames(m, b.frames)
+                stale = frame_staleness(emb, thr)
+                feats = self._frame_features(b.frames, emb, thr)
+            logits = m.router(feats.flatten(0, 1))  # (B*L, nb)
+            route = gumbel_route(logits, 1.0, hard=True, generator=self.gen)
+            route = route.view(*feats.shape[:2], -1)  # (B,L,nb)
+            mixed = sum(route[..., i, None, None] * simulate_reuse(e, stale)
+                        for i, e in enumerate(exits))
+            windows = sliding_windows(mixed, cfg.temporal_window)
+            task, _ = caption_loss(m, windows, inp, tgt, DEPLOY_FUSION, 0.0, self.gen)
+            probs = torch.softmax(logits, -1)
+            if step % 2 == 1:  # event windows route on event features
+                hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
+                with torch.no_grad():
+                    _, gexits = encode_events(m, hists)
+                    stale_ev = counts <= thr
+                    stale_ev[:, 0] = False
+                    efeats = self._event_features(counts)
+                elogits = m.router(efeats.flatten(0, 1))
+                eroute = gumbel_route(elogits, 1.0, hard=True, generator=self.gen)
+                eroute = eroute.view(*efeats.shape[:2], -1)
+                emixed = sum(eroute[..., i, None, None] * simulate_reuse(e, stale_ev)
+                             for i, e in enumerate(gexits))
+                task = task + gesture_loss(m, emixed, labels, DEPLOY_FUSION)[0]
+                probs = torch.cat([probs, torch.softmax(elogits, -1)])
+            loss = (task + 2.0 * budget_loss(probs, self.branch_cost, self.p.budget_fraction)
+                    + 0.1 * load_balance_loss(probs))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            self._record("router", step, steps, loss.item(), t0)
+        for p in m.parameters():
+            p.requires_grad_(True)
+
+    @torch.no_grad()
+    def _fit_router_normalizer(self, thr: float, batches: int = 4) -> None:
+        """Standardise router inputs with statistics of frame and event features."""
+        feats = []
+        for _ in range(batches):
+            b = self.captions.batch(self.p.batch_clips)
+            emb, _ = encode_frames(self.model, b.frames)
+            feats.append(self._frame_features(b.frames, emb, thr).flatten(0, 1))
+            _, counts, _ = self.gestures.batch(self.p.gesture_batch)
+            feats.append(self._event_features(counts).flatten(0, 1))
+        self.model.router.fit_normalizer(torch.cat(feats))
+
+    def _frame_features(self, frames: np.ndarray, emb: torch.Tensor, thr: float) -> torch.Tensor:
+        """Router features per frame, computed exactly as the engine does at inference."""
+        b, l_ = frames.shape[:2]
+        change = torch.zeros(b, l_, NUM_TOKENS)
+        change[:, 1:] = (emb[:, 1:] - emb[:, :-1]).norm(dim=-1)
+        change[:, 0] = 1e6  # first frame of a run: treat as all new, like a stream start
+        feats = [frame_complexity_features(change[i, t], thr, small_gray(frames[i, t]))
+                 for i in range(b) for t in range(l_)]
+        return torch.stack(feats).view(b, l_, -1)
+
+    def _event_features(self, counts: torch.Tensor) -> torch.Tensor:
+        """Router features per event window (B,T,196 counts), as the engine computes them."""
+        b, t = counts.shape[:2]
+        feats = [event_complexity_features(counts[i, j].numpy(), int(counts[i, j].sum()),
+                                           EVENT_WINDOW_US)
+                 for i in range(b) for j in range(t)]
+        return torch.stack(feats).view(b, t, -1)
+
+    # -- stage 3
+    def specialise(self) -> None:
+        m, cfg = self.model, self.cfg
+        thr = self.p.reuse_threshold
+        # captions: decoder (and fusion's time embedding) in the deployment setting
+        steps = self.p.steps["caption"]
+        for name, p in m.named_parameters():
+            p.requires_grad_(name.startswith(("decoder.", "fusion.")))
+        m.train()
+        opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.3)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            b, inp, tgt = self._caption_batch()
+            with torch.no_grad():
+                emb, exits = encode_frames(m, b.frames)
+                stale = frame_staleness(emb, thr)
+                feats = self._frame_features(b.frames, emb, thr)
+                branch = m.router(feats.flatten(0, 1)).argmax(-1).view(*feats.shape[:2])
+                routed = torch.stack(exits, 0).gather(
+                    0, branch[None, :, :, None, None].expand(1, *exits[0].shape))[0]
+                windows = sliding_windows(simulate_reuse(routed, stale), cfg.temporal_window)
+            budget = DEPLOY_FUSION if self.rng.random() < 0.6 else self._budget(0.2)
+            loss, _ = caption_loss(m, windows, inp, tgt, budget, 0.0, self.gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            self._record("caption", step, steps, loss.item(), t0)
+        # gestures: head on frozen encoder outputs, every branch, gated, random budgets
+        steps = self.p.steps["gesture"]
+        for name, p in m.named_parameters():
+            p.requires_grad_(name.startswith("gesture_head."))
+        opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.5)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
+            with torch.no_grad():
+                _, gexits = encode_events(m, hists)
+                stale_ev = counts <= thr
+                stale_ev[:, 0] = False
+            budget = DEPLOY_FUSION if self.rng.random() < 0.5 else self._budget(0.2)
+            loss = sum(gesture_loss(m, simulate_reuse(e, stale_ev), labels, budget)[0]
+                       for e in gexits) / len(gexits)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            self._record("gesture", step, steps, loss.item(), t0)
+        for p in m.parameters():
+            p.requires_grad_(True)
+        m.eval()
+
+    def run(self) -> dict[str, float]:
+        times = {}
+        for stage in (self.pretrain, self.sttf_distill, self.router, self.specialise):
+            t0 = time.perf_counter()
+            stage()
+            times[stage.__name__] = round(time.perf_counter() - t0, 1)
+        self.log(f"[train] stage times (s): {times}")
+        return times
+
+
+def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | None = None,
+          command: str | None = None, log: Callable[[str], None] = print) -> Path:
+    """Run the whole recipe and write a model directory (weights + manifest)."""
+    from .weights import save_model
+
+    if preset_name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    trainer = Trainer(PRESETS[preset_name], seed, log)
+    stage_times = trainer.run()
+    final = {k: round(float(np.mean(v[-20:])), 4) for k, v in trainer.history.items()}
+    path = save_model(
+        out_dir, trainer.model.state_dict(), trainer.cfg, trainer.tokenizer,
+        gesture_classes=list(GESTURE_CLASSES), data_seed=seed,
+        command=command or "tinygpt-ros train " + shlex.join(sys.argv[1:]),
+        metrics={"train_final_loss": final},
+        extra={"training": {"preset": preset_name, "seconds": round(time.perf_counter() - t0),
+                            "stage_seconds": stage_times, "torch_threads": torch.get_num_threads(),
+                            "preset_config": json.loads(json.dumps(
+                                dataclasses.asdict(PRESETS[preset_name]), default=str))}},
+    )
+    log(f"[train] wrote {path} in {time.perf_counter() - t0:.0f}s")
+    return path
