@@ -117,6 +117,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _cmd_bench_engines(args: argparse.Namespace) -> int:
+    from .evaluation.engine_bench import main as engine_bench_main
+
+    return engine_bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinygpt-ros", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,6 +166,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--precision", nargs="+", default=["fp32", "fp16"])
     e.set_defaults(func=_cmd_export)
+
+    v = sub.add_parser("eval", help="replay rosbags through the engine and score them")
+    v.add_argument("bags", nargs="+", help="bag directories or files (mcap or sqlite3)")
+    v.add_argument("--refs", default=None,
+                   help="references JSON (default: refs.json inside each bag directory)")
+    v.add_argument("--model", default=str(default_model_dir()))
+    v.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    v.add_argument("--configs", nargs="+", default=["dense", "sttf", "anc", "sttf+anc"],
+                   help="named configs and/or sweeps like fusion_threshold=0.2,0.5,1.0")
+    v.add_argument("--image-topic", default="/camera/image_raw")
+    v.add_argument("--events-topic", default="/events")
+    v.add_argument("--out", default="reports/eval", help="report directory")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    v.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel")
+    v.add_argument("--live", action="store_true",
+                   help="also run the ROS nodes on the bag and compare with offline output")
+    v.set_defaults(func=_cmd_eval)
+
+    b = sub.add_parser("bench", help="peer benchmark on held-out clips (ratios, one run)")
+    b.add_argument("--model", default=str(default_model_dir()))
+    b.add_argument("--clips-per-motion", type=int, default=30)
+    b.add_argument("--frames", type=int, default=40)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--out", default="reports/bench", help="report directory (json, plots)")
+    b.add_argument("--markdown", default=None, help="also write the table here")
+    b.set_defaults(func=_cmd_bench)
+
+    g = sub.add_parser("bench-engines", help="onnxruntime vs torch engine per frame (ratios)")
+    g.add_argument("--model", default=str(default_model_dir()))
+    g.add_argument("--clips-per-motion", type=int, default=4)
+    g.add_argument("--frames", type=int, default=40)
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--out", default="reports/engines", help="report directory")
+    g.add_argument("--markdown", default=None, help="also write the table here")
+    g.set_defaults(func=_cmd_bench_engines)
 
     return p
 
