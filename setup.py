@@ -1,10 +1,21 @@
 """ament_python build for tinygpt_ros (colcon) that also works with plain pip."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "tinygpt_ros"
+
+
+def tree(src: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing every file under `src` into share/<pkg>/<src>/..."""
+    entries = []
+    for root, _dirs, files in os.walk(src, followlinks=True):  # colcon symlinks into build/
+        paths = [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+        if paths:
+            entries.append((os.path.join("share", PACKAGE, root), paths))
+    return entries
 
 setup(
     name=PACKAGE,
@@ -15,8 +26,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        (f"share/{PACKAGE}/models", [p for p in glob("models/*") if not p.endswith("/")]),
-        (f"share/{PACKAGE}/sample", glob("sample/*")),
+        *tree("models"),
+        *tree("sample"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -24,7 +35,6 @@ setup(
     maintainer_email="maintainers@tinygpt-ros.dev",
     description="Adaptive-compute vision-language perception (STTF + ANC) for ROS 2 edge robots",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "tinygpt-ros = tinygpt_ros.cli:main",

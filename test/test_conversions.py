@@ -1,0 +1,285 @@
+"""Message <-> numpy conversions (no ROS context needed, no engine)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from tinygpt_ros.core.types import EVENT_DTYPE
+from tinygpt_ros.ros import conversions as conv
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+
+
+def _image(arr: np.ndarray, encoding: str, step: int | None = None, bigendian: bool = False):
+    arr = np.ascontiguousarray(arr)
+    h, w = arr.shape[:2]
+    row = arr.reshape(h, -1).view(np.uint8).reshape(h, -1)
+    step = step or row.shape[1]
+    padded = np.zeros((h, step), np.uint8)
+    padded[:, : row.shape[1]] = row
+    return Image(height=h, width=w, encoding=encoding, is_bigendian=bigendian, step=step,
+                 data=padded.tobytes())
+
+
+def test_rgb8_roundtrip():
+    assert np.array_equal(conv.image_to_rgb(_image(RGB, "rgb8")), RGB)
+    assert np.array_equal(conv.image_to_rgb(conv.rgb_to_image(RGB)), RGB)
+
+
+def test_bgr8_channel_order():
+    out = conv.image_to_rgb(_image(RGB[:, :, ::-1], "bgr8"))
+    assert np.array_equal(out, RGB)
+    red_bgr = np.zeros((2, 2, 3), np.uint8)
+    red_bgr[..., 2] = 255  # red is the last channel in bgr8
+    assert conv.image_to_rgb(_image(red_bgr, "bgr8"))[0, 0].tolist() == [255, 0, 0]
+    assert np.array_equal(conv.image_to_rgb(conv.rgb_to_image(RGB, encoding="bgr8")), RGB)
+
+
+def test_rgba8_and_bgra8_drop_alpha():
+    alpha = np.full((5, 7, 1), 17, np.uint8)
+    assert np.array_equal(conv.image_to_rgb(_image(np.concatenate([RGB, alpha], 2), "rgba8")), RGB)
+    bgra = np.concatenate([RGB[:, :, ::-1], alpha], 2)
+    assert np.array_equal(conv.image_to_rgb(_image(bgra, "bgra8")), RGB)
+
+
+def test_mono8_replicated():
+    mono = RGB[:, :, 0]
+    out = conv.image_to_rgb(_image(mono, "mono8"))
+    assert out.shape == (5, 7, 3)
+    assert all(np.array_equal(out[:, :, c], mono) for c in range(3))
+
+
+def test_mono16_scaling_little_and_big_endian():
+    mono = np.array([[0, 255, 256, 0x1234], [0x8000, 0xFF00, 0xFFFF, 1]], np.uint16)
+    expect = (mono >> 8).astype(np.uint8)
+    little = conv.image_to_rgb(_image(mono.astype("<u2"), "mono16"))
+    assert np.array_equal(little[:, :, 0], expect)
+    big = conv.image_to_rgb(_image(mono.astype(">u2"), "mono16", bigendian=True))
+    assert np.array_equal(big[:, :, 0], expect)
+    assert big[0, 3].tolist() == [0x12] * 3
+
+
+def test_step_padding_larger_than_row():
+    msg = _image(RGB, "rgb8", step=7 * 3 + 11)
+    assert np.array_equal(conv.image_to_rgb(msg), RGB)
+    mono = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    padded = _image(mono, "mono16", step=4 * 2 + 6)
+    assert np.array_equal(conv.image_to_rgb(padded)[:, :, 0], (mono >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind"),
+    [
+        (lambda m: setattr(m, "encoding", "yuv422"), "encoding"),
+        (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "size"),
+        (lambda m: setattr(m, "step", 5), "size"),  # smaller than width*3
+        (lambda m: (setattr(m, "height", 0), setattr(m, "data", b"")), "size"),
+        (lambda m: setattr(m, "width", 0), "size"),
+    ],
+)
+def test_bad_images_raise_with_kind(mutate, kind):
+    msg = _image(RGB, "rgb8")
+    mutate(msg)
+    with pytest.raises(conv.ConversionError) as err:
+        conv.image_to_rgb(msg)
+    assert err.value.kind == kind
+    assert isinstance(err.value, ValueError)
+    assert "Image." in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_compressed_roundtrip(fmt):
+    smooth = np.zeros((16, 24, 3), np.uint8)
+    smooth[..., 0], smooth[..., 2] = 200, 40  # red-ish, flat: survives jpeg
+    out = conv.compressed_to_rgb(conv.rgb_to_compressed(smooth, fmt=fmt))
+    assert out.shape == smooth.shape
+    assert np.abs(out.astype(int) - smooth).max() <= (0 if fmt == "png" else 8)
+
+
+def test_compressed_image_transport_format_string():
+    _, enc = cv2.imencode(".png", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
+    msg = CompressedImage(format="rgb8; png compressed bgr8", data=enc.tobytes())
+    assert np.array_equal(conv.compressed_to_rgb(msg), RGB)
+
+
+def test_compressed_errors():
+    good = conv.rgb_to_compressed(RGB)
+    corrupt = CompressedImage(format="jpeg", data=bytes(good.data)[:20] + b"\x00" * 50)
+    with pytest.raises(conv.ConversionError) as err:
+        conv.compressed_to_rgb(corrupt)
+    assert err.value.kind == "decode"
+    with pytest.raises(conv.ConversionError) as err:
+        conv.compressed_to_rgb(CompressedImage(format="jpeg", data=b""))
+    assert err.value.kind == "size"
+    with pytest.raises(conv.ConversionError) as err:
+        conv.compressed_to_rgb(CompressedImage(format="h264", data=bytes(good.data)))
+    assert err.value.kind == "encoding"
+
+
+def test_token_mask_image():
+    mask = np.zeros((14, 14), bool)
+    mask[0, 1] = True
+    img = conv.token_mask_to_image(mask, Header(frame_id="cam"))
+    assert (img.height, img.width, img.encoding, img.step) == (224, 224, "mono8", 224)
+    arr = np.frombuffer(bytes(img.data), np.uint8).reshape(224, 224)
+    assert arr[0:16, 16:32].min() == 255 and arr[0:16, 0:16].max() == 0
+    assert img.header.frame_id == "cam"
+
+
+# ------------------------------------------------------------------------------------- events
+
+STAMP = Time(sec=100, nanosec=500_000)  # 100 000 500 us
+
+
+def _events(n: int = 6) -> np.ndarray:
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["x"] = np.arange(n) * 3
+    ev["y"] = 127 - np.arange(n)
+    ev["t"] = 100_000_500 + np.arange(n) * 10
+    ev["p"] = np.arange(n) % 2
+    return ev
+
+
+def _cloud(columns: dict[str, np.ndarray], types: dict[str, int], bigendian: bool = False,
+           pad: int = 0, row_pad: int = 0) -> PointCloud2:
+    order = ">" if bigendian else "<"
+    codes = {PointField.INT8: "i1", PointField.UINT8: "u1", PointField.INT16: "i2",
+             PointField.UINT16: "u2", PointField.INT32: "i4", PointField.UINT32: "u4",
+             PointField.FLOAT32: "f4", PointField.FLOAT64: "f8"}
+    names = list(columns)
+    dtype = np.dtype([(n, order + codes[types[n]]) for n in names] + [("_pad", f"V{pad}")]
+                     if pad else [(n, order + codes[types[n]]) for n in names])
+    n = len(next(iter(columns.values())))
+    arr = np.zeros(n, dtype)
+    for name in names:
+        arr[name] = columns[name]
+    row = arr.tobytes() + b"\x00" * row_pad
+    fields = [PointField(name=nm, offset=dtype.fields[nm][1], datatype=types[nm], count=1)
+              for nm in names]
+    return PointCloud2(header=Header(stamp=STAMP, frame_id="dvs"), height=1, width=n,
+                       fields=fields, is_bigendian=bigendian, point_step=dtype.itemsize,
+                       row_step=len(row), data=row, is_dense=True)
+
+
+def test_pointcloud2_roundtrip_relative_time():
+    ev = _events()
+    msg = conv.events_to_pointcloud2(ev, Header(stamp=STAMP))
+    assert [f.name for f in msg.fields] == ["x", "y", "t", "p"]
+    out = conv.pointcloud2_to_events(msg)
+    assert out.dtype == EVENT_DTYPE
+    assert np.array_equal(out, ev)
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_pointcloud2_any_numeric_types(bigendian):
+    ev = _events()
+    cols = {"p": ev["p"].astype(np.int8), "t": (ev["t"] - 100_000_500).astype(np.float64),
+            "y": ev["y"].astype(np.float32), "x": ev["x"].astype(np.int32)}
+    types = {"p": PointField.INT8, "t": PointField.FLOAT64, "y": PointField.FLOAT32,
+             "x": PointField.INT32}
+    out = conv.pointcloud2_to_events(_cloud(cols, types, bigendian, pad=3, row_pad=5))
+    assert np.array_equal(out, ev)
+
+
+def test_pointcloud2_absolute_time_and_sorting():
+    ev = _events()
+    cols = {"x": ev["x"][::-1], "y": ev["y"][::-1], "t": ev["t"][::-1].astype(np.float64),
+            "p": ev["p"][::-1]}
+    types = {"x": PointField.UINT16, "y": PointField.UINT16, "t": PointField.FLOAT64,
+             "p": PointField.UINT8}
+    out = conv.pointcloud2_to_events(_cloud(cols, types), time_reference="absolute")
+    assert np.array_equal(out, ev)  # re-sorted by t
+
+
+def test_pointcloud2_polarity_nonzero_is_on():
+    ev = _events(4)
+    cols = {"x": ev["x"], "y": ev["y"], "t": np.zeros(4), "p": np.array([-1, 0, 1, 7])}
+    types = {"x": PointField.UINT16, "y": PointField.UINT16, "t": PointField.FLOAT32,
+             "p": PointField.INT16}
+    assert conv.pointcloud2_to_events(_cloud(cols, types))["p"].tolist() == [0, 0, 1, 1]
+
+
+def test_pointcloud2_errors():
+    ev = _events()
+    types = {"x": PointField.UINT16, "y": PointField.UINT16, "t": PointField.FLOAT32,
+             "p": PointField.UINT8}
+    cols = {"x": ev["x"], "y": ev["y"], "t": np.zeros(len(ev)), "p": ev["p"]}
+    no_p = _cloud({k: v for k, v in cols.items() if k != "p"}, types)
+    with pytest.raises(conv.ConversionError) as err:
+        conv.pointcloud2_to_events(no_p)
+    assert err.value.kind == "fields" and "'p'" in str(err.value)
+
+    nan_t = dict(cols, t=np.array([0, 1, np.nan, 3, 4, 5], np.float32))
+    with pytest.raises(conv.ConversionError) as err:
+        conv.pointcloud2_to_events(_cloud(nan_t, types))
+    assert err.value.kind == "values" and "'t'" in str(err.value)
+
+    neg_x = dict(cols, x=np.array([-1, 0, 1, 2, 3, 4]))
+    with pytest.raises(conv.ConversionError) as err:
+        conv.pointcloud2_to_events(_cloud(neg_x, dict(types, x=PointField.INT16)))
+    assert err.value.kind == "values"
+
+    short = _cloud(cols, types)
+    short.data = bytes(short.data)[:-2]
+    with pytest.raises(conv.ConversionError) as err:
+        conv.pointcloud2_to_events(short)
+    assert err.value.kind == "size"
+
+    bad_type = _cloud(cols, types)
+    bad_type.fields[0].datatype = 42
+    with pytest.raises(conv.ConversionError) as err:
+        conv.pointcloud2_to_events(bad_type)
+    assert err.value.kind == "fields"
+
+    with pytest.raises(ValueError):
+        conv.pointcloud2_to_events(_cloud(cols, types), time_reference="sometimes")
+
+
+def test_pointcloud2_empty_is_empty_window():
+    msg = conv.events_to_pointcloud2(np.zeros(0, EVENT_DTYPE), Header(stamp=STAMP))
+    assert conv.pointcloud2_to_events(msg).size == 0
+
+
+class _Packet:
+    """Duck-typed event_camera_msgs/EventPacket (the package is not installable here)."""
+
+    def __init__(self, events: bytes, bigendian: bool = False, encoding: str = "mono") -> None:
+        self.header = Header(stamp=STAMP, frame_id="dvs")
+        self.height, self.width, self.seq = 128, 128, 0
+        self.time_base = 5_000_000_000
+        self.encoding, self.is_bigendian, self.events = encoding, bigendian, events
+
+
+def _pack_mono(x, y, dt_ns, p, bigendian=False) -> bytes:
+    u = np.uint64
+    words = ((np.asarray(p, u) << u(63)) | (np.asarray(y, u) << u(48))
+             | (np.asarray(x, u) << u(32)) | np.asarray(dt_ns, u))
+    return words.astype(">u8" if bigendian else "<u8").tobytes()
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_event_packet_mono_decoding(bigendian):
+    x, y, p = [0, 127, 65535], [5, 32767, 0], [1, 0, 1]
+    dt_ns = [0, 1_500, 4_000_000_000]
+    pkt = _Packet(_pack_mono(x, y, dt_ns, p, bigendian), bigendian)
+    rel = conv.event_packet_to_events(pkt)
+    assert rel["x"].tolist() == x and rel["y"].tolist() == y and rel["p"].tolist() == p
+    base_us = 100_000_500
+    assert rel["t"].tolist() == [base_us, base_us + 1, base_us + 4_000_000]
+    ab = conv.event_packet_to_events(pkt, time_reference="absolute")
+    assert ab["t"].tolist() == [5_000_000, 5_000_001, 9_000_000]
+
+
+def test_event_packet_errors():
+    with pytest.raises(conv.ConversionError) as err:
+        conv.event_packet_to_events(_Packet(b"\x00" * 12))
+    assert err.value.kind == "size"
+    with pytest.raises(conv.ConversionError) as err:
+        conv.event_packet_to_events(_Packet(b"\x00" * 8, encoding="evt3"))
+    assert err.value.kind == "encoding"

@@ -1,0 +1,344 @@
+"""ROS message <-> numpy conversion, without cv_bridge.
+
+Every decoder raises `ConversionError` (a ValueError) whose `kind` says what class of defect the
+message had, so the node can count errors per kind in its diagnostics, and whose message names the
+offending field. Decoders never trust header fields: sizes are checked against the data length
+before any reshape.
+
+Event time convention (documented for publishers): the core wants absolute microseconds
+(`types.EVENT_DTYPE`). With `time_reference="relative"` (the default) a PointCloud2 `t` field is
+microseconds since `header.stamp` and an EventPacket `dt` is nanoseconds since `header.stamp`;
+with `"absolute"` a PointCloud2 `t` is already microseconds on the header's clock and an
+EventPacket `dt` is added to `time_base` (the sensor clock, nanoseconds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from tinygpt_ros.core.types import EVENT_DTYPE
+
+TIME_REFERENCES = ("relative", "absolute")
+
+# encoding -> (numpy dtype, channels, channel order to RGB or None for mono)
+_IMAGE_ENCODINGS: dict[str, tuple[str, int, tuple[int, ...] | None]] = {
+    "rgb8": ("u1", 3, (0, 1, 2)),
+    "bgr8": ("u1", 3, (2, 1, 0)),
+    "rgba8": ("u1", 4, (0, 1, 2)),
+    "bgra8": ("u1", 4, (2, 1, 0)),
+    "mono8": ("u1", 1, None),
+    "mono16": ("u2", 1, None),
+}
+IMAGE_ENCODINGS = tuple(_IMAGE_ENCODINGS)
+
+# sensor_msgs/PointField datatype -> numpy type code
+_POINT_FIELD_TYPES: dict[int, str] = {
+    PointField.INT8: "i1",
+    PointField.UINT8: "u1",
+    PointField.INT16: "i2",
+    PointField.UINT16: "u2",
+    PointField.INT32: "i4",
+    PointField.UINT32: "u4",
+    PointField.FLOAT32: "f4",
+    PointField.FLOAT64: "f8",
+}
+EVENT_FIELDS = ("x", "y", "t", "p")
+
+
+class ConversionError(ValueError):
+    """A message that cannot be turned into model input. `kind` groups errors for diagnostics:
+    encoding (unsupported format), size (dimensions/data length), decode (corrupt payload),
+    fields (PointCloud2 layout), values (NaN/inf or out-of-range numbers)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def stamp_to_us(stamp: Any) -> int:
+    """builtin_interfaces/Time -> integer microseconds."""
+    return int(stamp.sec) * 1_000_000 + int(stamp.nanosec) // 1000
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _buffer(data: Any) -> np.ndarray:
+    return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------- images
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> HxWx3 uint8 RGB (a copy). mono16 keeps its 8 most significant bits."""
+    spec = _IMAGE_ENCODINGS.get(msg.encoding)
+    if spec is None:
+        raise ConversionError(
+            "encoding",
+            f"Image.encoding {msg.encoding!r} is not supported; use one of {IMAGE_ENCODINGS}",
+        )
+    code, channels, order = spec
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ConversionError("size", f"Image.height x Image.width is {height}x{width} (empty)")
+    dtype = np.dtype(code).newbyteorder(">" if msg.is_bigendian else "<")
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ConversionError(
+            "size", f"Image.step {step} < width*channels*bytes = {row_bytes} for {msg.encoding}"
+        )
+    buf = _buffer(msg.data)
+    if buf.size != height * step:
+        raise ConversionError(
+            "size",
+            f"Image.data has {buf.size} bytes, expected height*step = {height}*{step} = "
+            f"{height * step}",
+        )
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
+    if dtype.itemsize == 2:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if order is None:
+        return np.repeat(pixels, 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, list(order)])
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg or png, as image_transport `compressed` writes) -> RGB."""
+    fmt = msg.format.lower()
+    if "compresseddepth" in fmt or (fmt and not any(k in fmt for k in ("jpeg", "jpg", "png"))):
+        raise ConversionError(
+            "encoding", f"CompressedImage.format {msg.format!r} is not supported (jpeg or png)"
+        )
+    buf = _buffer(msg.data)
+    if buf.size == 0:
+        raise ConversionError("size", "CompressedImage.data is empty")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ConversionError(
+            "decode", f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) is corrupt"
+        )
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_image(rgb: np.ndarray, header: Header | None = None, encoding: str = "rgb8") -> Image:
+    """HxWx3 uint8 RGB (or HxW uint8 for mono8) -> sensor_msgs/Image (tests, bags, debug)."""
+    arr = np.asarray(rgb)
+    if encoding == "mono8":
+        if arr.ndim != 2 or arr.dtype != np.uint8:
+            raise ValueError(f"mono8 needs an HxW uint8 array, got {arr.shape} {arr.dtype}")
+        channels = 1
+    else:
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"rgb needs an HxWx3 uint8 array, got {arr.shape} {arr.dtype}")
+        if encoding == "bgr8":
+            arr = arr[:, :, ::-1]
+        elif encoding != "rgb8":
+            raise ValueError(f"encoding {encoding!r}: only rgb8, bgr8, mono8 are written")
+        channels = 3
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = msg.width * channels
+    msg.data = np.ascontiguousarray(arr).tobytes()
+    return msg
+
+
+def rgb_to_compressed(
+    rgb: np.ndarray, header: Header | None = None, fmt: str = "jpeg", quality: int = 90
+) -> CompressedImage:
+    """HxWx3 uint8 RGB -> sensor_msgs/CompressedImage (jpeg or png)."""
+    ext = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}.get(fmt)
+    if ext is None:
+        raise ValueError(f"fmt {fmt!r}: use jpeg or png")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext == ".jpg" else []
+    ok, enc = cv2.imencode(ext, cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError("rgb could not be encoded")
+    msg = CompressedImage()
+    if header is not None:
+        msg.header = header
+    msg.format = "jpeg" if ext == ".jpg" else "png"
+    msg.data = enc.tobytes()
+    return msg
+
+
+def token_mask_to_image(mask: np.ndarray, header: Header | None = None, cell: int = 16) -> Image:
+    """(14, 14) bool recomputed-token mask -> mono8 Image, 255 = recomputed, upscaled by `cell`."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"token mask must be 2-D, got shape {m.shape}")
+    big = np.repeat(np.repeat(m, cell, axis=0), cell, axis=1).astype(np.uint8) * 255
+    return rgb_to_image(big, header, encoding="mono8")
+
+
+# ----------------------------------------------------------------------------------- events
+
+
+def _check_time_reference(time_reference: str) -> None:
+    if time_reference not in TIME_REFERENCES:
+        raise ValueError(f"time_reference {time_reference!r} must be one of {TIME_REFERENCES}")
+
+
+def _finish_events(x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    events = np.empty(t.shape[0], dtype=EVENT_DTYPE)
+    events["x"], events["y"], events["t"], events["p"] = x, y, t, p
+    if events.size > 1 and np.any(np.diff(events["t"]) < 0):
+        events = events[np.argsort(events["t"], kind="stable")]
+    return events
+
+
+def _coords(name: str, values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        values = np.rint(values)
+    if values.size and (values.min() < 0 or values.max() > 0xFFFF):
+        raise ConversionError(
+            "values", f"PointCloud2 field {name!r} has values outside [0, 65535]"
+        )
+    return values.astype(np.uint16)
+
+
+def pointcloud2_to_events(msg: PointCloud2, time_reference: str = "relative") -> np.ndarray:
+    """PointCloud2 with fields x, y, t, p (any numeric PointField types) -> EVENT_DTYPE array,
+    sorted by t, with t in absolute microseconds (see the module docstring for `t`)."""
+    _check_time_reference(time_reference)
+    fields = {f.name: f for f in msg.fields}
+    missing = [name for name in EVENT_FIELDS if name not in fields]
+    if missing:
+        raise ConversionError(
+            "fields", f"PointCloud2 lacks field(s) {missing}; it has {sorted(fields)}"
+        )
+    height, width = int(msg.height), int(msg.width)
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    order = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for name in EVENT_FIELDS:
+        f = fields[name]
+        code = _POINT_FIELD_TYPES.get(int(f.datatype))
+        if code is None:
+            raise ConversionError(
+                "fields", f"PointCloud2 field {name!r} has unknown datatype {f.datatype}"
+            )
+        size = np.dtype(code).itemsize
+        if int(f.offset) + size > point_step:
+            raise ConversionError(
+                "fields",
+                f"PointCloud2 field {name!r} (offset {f.offset}, {size} bytes) does not fit in "
+                f"point_step {point_step}",
+            )
+        names.append(name)
+        formats.append(order + code)
+        offsets.append(int(f.offset))
+    buf = _buffer(msg.data)
+    n = height * width
+    if n == 0:
+        if buf.size:
+            raise ConversionError("size", "PointCloud2 has data but width*height is 0")
+        return np.empty(0, dtype=EVENT_DTYPE)
+    if row_step < width * point_step:
+        raise ConversionError(
+            "size", f"PointCloud2.row_step {row_step} < width*point_step = {width * point_step}"
+        )
+    if buf.size != height * row_step:
+        raise ConversionError(
+            "size",
+            f"PointCloud2.data has {buf.size} bytes, expected height*row_step = "
+            f"{height * row_step}",
+        )
+    layout = np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step}
+    )
+    rows = np.ascontiguousarray(buf.reshape(height, row_step)[:, : width * point_step])
+    points = rows.view(layout).reshape(-1)
+    columns = {}
+    for name in EVENT_FIELDS:
+        col = points[name]
+        if col.dtype.kind == "f":
+            bad = ~np.isfinite(col)
+            if bad.any():
+                raise ConversionError(
+                    "values", f"PointCloud2 field {name!r} has {int(bad.sum())} NaN/inf value(s)"
+                )
+        columns[name] = col
+    x = _coords("x", columns["x"])
+    y = _coords("y", columns["y"])
+    t_col = columns["t"]
+    t = np.rint(t_col).astype(np.int64) if t_col.dtype.kind == "f" else t_col.astype(np.int64)
+    if time_reference == "relative":
+        t = t + stamp_to_us(msg.header.stamp)
+    p = (columns["p"] > 0).astype(np.uint8)
+    return _finish_events(x, y, t, p)
+
+
+def event_packet_to_events(msg: Any, time_reference: str = "relative") -> np.ndarray:
+    """event_camera_msgs/EventPacket with encoding 'mono' -> EVENT_DTYPE array (t in us).
+
+    'mono' packs each event in one 64-bit word (byte order from `is_bigendian`): bit 63
+    polarity, bits 48-62 y, bits 32-47 x, bits 0-31 dt in nanoseconds; see the module docstring
+    for what dt is relative to. Typed loosely: event_camera_msgs is an optional dependency."""
+    _check_time_reference(time_reference)
+    if msg.encoding != "mono":
+        raise ConversionError(
+            "encoding", f"EventPacket.encoding {msg.encoding!r} is not supported (only 'mono')"
+        )
+    raw = _buffer(msg.events)
+    if raw.size % 8:
+        raise ConversionError(
+            "size", f"EventPacket.events has {raw.size} bytes, not a multiple of 8 ('mono')"
+        )
+    words = raw.view(">u8" if msg.is_bigendian else "<u8").astype(np.uint64)
+    dt_ns = (words & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    x = ((words >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.uint16)
+    y = ((words >> np.uint64(48)) & np.uint64(0x7FFF)).astype(np.uint16)
+    p = (words >> np.uint64(63)).astype(np.uint8)
+    base_ns = stamp_to_ns(msg.header.stamp) if time_reference == "relative" else int(msg.time_base)
+    t = (base_ns + dt_ns) // 1000
+    return _finish_events(x, y, t, p)
+
+
+def events_to_pointcloud2(
+    events: np.ndarray, header: Header | None = None, relative: bool = True
+) -> PointCloud2:
+    """EVENT_DTYPE array -> PointCloud2 in the sample bag's layout: x, y UINT16, p UINT8, and t
+    UINT32 microseconds since header.stamp (`relative`) or FLOAT64 absolute microseconds
+    (PointField has no 64-bit integer type)."""
+    ev = np.asarray(events)
+    if ev.dtype != EVENT_DTYPE:
+        raise ValueError(f"events must have EVENT_DTYPE, got {ev.dtype}")
+    msg = PointCloud2()
+    if header is not None:
+        msg.header = header
+    t = ev["t"].astype(np.int64)
+    if relative:
+        t = t - stamp_to_us(msg.header.stamp)
+        if t.size and (t.min() < 0 or t.max() > 0xFFFFFFFF):
+            raise ValueError("events: t - header.stamp must fit in uint32 microseconds")
+        t_code, t_type = "<u4", PointField.UINT32
+    else:
+        t_code, t_type = "<f8", PointField.FLOAT64
+    layout = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", t_code), ("p", "u1")])
+    packed = np.empty(ev.size, dtype=layout)
+    packed["x"], packed["y"], packed["t"], packed["p"] = ev["x"], ev["y"], t, ev["p"]
+    offsets = [0, 2, 4, 4 + np.dtype(t_code).itemsize]
+    types = [PointField.UINT16, PointField.UINT16, t_type, PointField.UINT8]
+    msg.fields = [
+        PointField(name=n, offset=o, datatype=d, count=1)
+        for n, o, d in zip(EVENT_FIELDS, offsets, types, strict=True)
+    ]
+    msg.height, msg.width = 1, int(ev.size)
+    msg.is_bigendian = False
+    msg.point_step = layout.itemsize
+    msg.row_step = layout.itemsize * int(ev.size)
+    msg.is_dense = True
+    msg.data = packed.tobytes()
+    return msg

@@ -1,0 +1,243 @@
+"""Compute-budget diagnostics: per-frame and 1 Hz summary `DiagnosticStatus` builders.
+
+Kept free of node state so the formats are testable and stable: consumers (dashboards, the
+evaluation scripts, `ros2 topic echo /diagnostics`) parse these key names.
+
+Per frame (`<node>: frame`): tokens_in, tokens_recomputed, tokens_fused, branch, flops_total,
+flops_encoder, flops_dense, flops_ratio, latency_ms_<stage> (every stage of core.types.STAGES),
+latency_ms_total, caption_reused, dropped_frames, errors, energy_mj, energy_source,
+ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, and for event windows
+gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead) or
+budget_gflops; ERROR for a message that could not be used (values error_kind, errors_<kind>).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+from tinygpt_ros.core.config import BRANCH_NAMES
+from tinygpt_ros.core.types import STAGES, FrameResult
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+ENERGY_SOURCE = "estimate"
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def key_values(pairs: Iterable[tuple[str, object]]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=fmt(v)) for k, v in pairs]
+
+
+def energy_mj(flops: float, j_per_gflop: float) -> float:
+    """Energy estimate in millijoules from analytical FLOPs."""
+    return float(flops) / 1e9 * float(j_per_gflop) * 1e3
+
+
+@dataclass
+class Budget:
+    budget_ms: float = 0.0  # 0 = none
+    budget_gflops: float = 0.0  # 0 = none
+    j_per_gflop: float = 0.1
+
+
+def frame_status(
+    name: str,
+    result: FrameResult,
+    *,
+    budget: Budget,
+    conversion_ms: float,
+    ros_overhead_ms: float,
+    dropped_frames: int,
+    errors: int,
+    hardware_id: str = "",
+) -> DiagnosticStatus:
+    """The per-frame status for one engine step."""
+    rec = result.record
+    total = rec.total_flops
+    dense = float(rec.dense_flops)
+    ratio = total / dense if dense > 0 else 1.0
+    latency_total = rec.total_latency_ms
+    pairs: list[tuple[str, object]] = [
+        ("modality", rec.modality),
+        ("frame_index", rec.frame_index),
+        ("tokens_in", rec.tokens_in),
+        ("tokens_recomputed", rec.tokens_recomputed),
+        ("tokens_fused", rec.tokens_fused),
+        ("branch", rec.branch),
+        ("full_refresh", bool(rec.full_refresh)),
+        ("flops_total", float(total)),
+        ("flops_encoder", float(rec.encoder_flops)),
+        ("flops_dense", dense),
+        ("flops_ratio", float(ratio)),
+    ]
+    pairs += [(f"latency_ms_{s}", float(rec.latency_ms.get(s, 0.0))) for s in STAGES]
+    pairs += [
+        ("latency_ms_total", float(latency_total)),
+        ("caption_reused", bool(rec.caption_reused)),
+        ("dropped_frames", int(dropped_frames)),
+        ("errors", int(errors)),
+        ("energy_mj", energy_mj(total, budget.j_per_gflop)),
+        ("energy_source", ENERGY_SOURCE),
+        ("conversion_ms", float(conversion_ms)),
+        ("ros_overhead_ms", float(ros_overhead_ms)),
+    ]
+    if rec.modality == "events" or result.gesture is not None:
+        pairs += [
+            ("gesture", result.gesture or ""),
+            ("gesture_confidence", float(result.gesture_confidence)),
+        ]
+    over = []
+    elapsed = latency_total + ros_overhead_ms
+    if budget.budget_ms > 0 and elapsed > budget.budget_ms:
+        over.append(f"{elapsed:.1f} ms > budget {budget.budget_ms:g} ms")
+    if budget.budget_gflops > 0 and total / 1e9 > budget.budget_gflops:
+        over.append(f"{total / 1e9:.3g} GFLOPs > budget {budget.budget_gflops:g} GFLOPs")
+    if over:
+        level, message = WARN, "over budget: " + "; ".join(over)
+    else:
+        level = OK
+        message = f"{rec.branch}, {rec.tokens_recomputed}/{rec.tokens_in} tokens recomputed"
+    return DiagnosticStatus(
+        level=level, name=f"{name}: frame", message=message, hardware_id=hardware_id,
+        values=key_values(pairs),
+    )
+
+
+def error_status(
+    name: str,
+    kind: str,
+    message: str,
+    *,
+    errors_by_kind: dict[str, int],
+    dropped_frames: int,
+    topic: str = "",
+    hardware_id: str = "",
+) -> DiagnosticStatus:
+    """ERROR status for a message the node could not use (it was skipped)."""
+    pairs: list[tuple[str, object]] = [
+        ("error_kind", kind),
+        ("topic", topic),
+        ("errors", sum(errors_by_kind.values())),
+        ("dropped_frames", int(dropped_frames)),
+    ]
+    pairs += [(f"errors_{k}", v) for k, v in sorted(errors_by_kind.items())]
+    return DiagnosticStatus(
+        level=ERROR, name=f"{name}: frame", message=message, hardware_id=hardware_id,
+        values=key_values(pairs),
+    )
+
+
+def diagnostic_array(header: Header, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
+    return DiagnosticArray(header=header, status=statuses)
+
+
+def status_values(status: DiagnosticStatus) -> dict[str, str]:
+    """KeyValue list -> dict (for consumers and tests)."""
+    return {kv.key: kv.value for kv in status.values}
+
+
+class FrameStats:
+    """Thread-safe running statistics behind the 1 Hz summary. Bounded: a fixed-size window of
+    recent frames for means and percentiles, plain counters for totals."""
+
+    def __init__(self, window: int = 256) -> None:
+        self._lock = threading.Lock()
+        self._recent: deque[tuple[float, float, str, float]] = deque(maxlen=window)
+        self.frames = 0
+        self.energy_mj_total = 0.0
+        self.errors: Counter[str] = Counter()
+        self.ignored_inactive = 0
+        self._last_summary_t = time.monotonic()
+        self._last_summary_frames = 0
+        self._last_summary_errors = 0
+
+    def add_frame(self, result: FrameResult, energy: float) -> None:
+        rec = result.record
+        pct = 100.0 * rec.tokens_recomputed / rec.tokens_in if rec.tokens_in else 0.0
+        ratio = rec.total_flops / rec.dense_flops if rec.dense_flops > 0 else 1.0
+        with self._lock:
+            self.frames += 1
+            self.energy_mj_total += energy
+            self._recent.append((pct, ratio, rec.branch, rec.total_latency_ms))
+
+    def add_error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    def add_ignored(self) -> None:
+        with self._lock:
+            self.ignored_inactive += 1
+
+    def error_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.errors)
+
+    @property
+    def error_total(self) -> int:
+        with self._lock:
+            return sum(self.errors.values())
+
+    def summary_status(
+        self, name: str, *, dropped: int, budget: Budget, hardware_id: str = ""
+    ) -> DiagnosticStatus:
+        """`<name>: summary` over the frames since the previous call (fps) and the window."""
+        now = time.monotonic()
+        with self._lock:
+            elapsed = max(now - self._last_summary_t, 1e-6)
+            fps = (self.frames - self._last_summary_frames) / elapsed
+            new_errors = sum(self.errors.values()) - self._last_summary_errors
+            self._last_summary_t, self._last_summary_frames = now, self.frames
+            self._last_summary_errors = sum(self.errors.values())
+            recent = list(self._recent)
+            frames, energy = self.frames, self.energy_mj_total
+            errors = dict(self.errors)
+            ignored = self.ignored_inactive
+        branches = Counter(r[2] for r in recent)
+        if recent:
+            arr = np.array([(r[0], r[1], r[3]) for r in recent], dtype=np.float64)
+            pct_mean, ratio_mean = float(arr[:, 0].mean()), float(arr[:, 1].mean())
+            p50, p95 = (float(v) for v in np.percentile(arr[:, 2], [50, 95]))
+        else:
+            pct_mean = ratio_mean = p50 = p95 = 0.0
+        pairs: list[tuple[str, object]] = [
+            ("frames", frames),
+            ("fps", float(fps)),
+            ("window_frames", len(recent)),
+            ("tokens_recomputed_pct_mean", pct_mean),
+            ("branch_histogram", " ".join(f"{b}:{branches.get(b, 0)}" for b in BRANCH_NAMES)),
+        ]
+        pairs += [(f"branch_{b}", branches.get(b, 0)) for b in BRANCH_NAMES]
+        pairs += [
+            ("flops_ratio_mean", ratio_mean),
+            ("latency_ms_p50", p50),
+            ("latency_ms_p95", p95),
+            ("dropped_frames", int(dropped)),
+            ("ignored_inactive", ignored),
+            ("errors", sum(errors.values())),
+        ]
+        pairs += [(f"errors_{k}", v) for k, v in sorted(errors.items())]
+        pairs += [("energy_mj_total", energy), ("energy_source", ENERGY_SOURCE)]
+        if new_errors > 0:
+            level, message = ERROR, f"{new_errors} bad message(s) since the last summary"
+        elif budget.budget_ms > 0 and p95 > budget.budget_ms:
+            level, message = WARN, f"latency p95 {p95:.1f} ms > budget {budget.budget_ms:g} ms"
+        else:
+            level, message = OK, f"{fps:.1f} fps, {pct_mean:.0f}% tokens recomputed"
+        return DiagnosticStatus(
+            level=level, name=f"{name}: summary", message=message, hardware_id=hardware_id,
+            values=key_values(pairs),
+        )

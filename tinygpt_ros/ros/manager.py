@@ -1,0 +1,308 @@
+"""lifecycle_manager: brings managed lifecycle nodes up (configure -> activate) and down.
+
+For each node in `node_names` (startup in order, shutdown in reverse) it asks `<node>/get_state`,
+requests the next transition on `<node>/change_state`, checks the state again, and repeats until
+the node is active (startup) or unconfigured (shutdown). A refused or timed-out transition stops
+the sequence: the manager goes to state `failed`, logs an ERROR naming the node and transition,
+and publishes an ERROR diagnostic; it never raises.
+
+No deadlocks: nothing blocks inside a callback. Requests are `call_async`; a 20 Hz timer (running
+only while a sequence is in progress) polls the pending future, service availability and the
+deadline (`transition_timeout_s`). This works in a single-threaded executor shared with the
+managed nodes, unlike blocking calls, and unlike coroutine callbacks it does not busy-spin the
+executor while a node takes seconds to load its model.
+
+Services (std_srvs is not available, so the installed lifecycle_msgs/srv/ChangeState is reused;
+its request is ignored): `~/startup` and `~/shutdown` start the sequence and answer at once:
+success=True if it was started (or the nodes are already there), False if another sequence is
+still running. The outcome is latched on `~/state` (std_msgs/String, transient local: idle,
+starting, active, stopping, unconfigured, failed) and reported on /diagnostics (status
+`<manager>: lifecycle`, ERROR when failed, on every change and at 1 Hz).
+`shutdown` means "bring the nodes back to unconfigured" (deactivate, cleanup), so `startup` can
+bring them up again; it does not finalize them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header, String
+
+STARTUP, SHUTDOWN = "active", "unconfigured"  # goal states
+_STEP_UP = {  # current state -> transition towards active
+    State.PRIMARY_STATE_UNCONFIGURED: (Transition.TRANSITION_CONFIGURE, "configure"),
+    State.PRIMARY_STATE_INACTIVE: (Transition.TRANSITION_ACTIVATE, "activate"),
+}
+_STEP_DOWN = {  # current state -> transition towards unconfigured
+    State.PRIMARY_STATE_ACTIVE: (Transition.TRANSITION_DEACTIVATE, "deactivate"),
+    State.PRIMARY_STATE_INACTIVE: (Transition.TRANSITION_CLEANUP, "cleanup"),
+}
+MAX_STEPS_PER_NODE = 6
+
+
+@dataclass
+class _Clients:
+    change: Any
+    get: Any
+
+
+@dataclass
+class _Step:
+    node: str
+    phase: str  # "get_state" | "change_state"
+    deadline: float
+    future: Any = None
+    transition: str = ""
+    transition_id: int = 0
+    steps: int = 0
+
+
+class LifecycleManager(Node):
+    """Drives the lifecycle of `node_names`; see the module docstring for the protocol."""
+
+    def __init__(self, node_name: str = "lifecycle_manager", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.declare_parameter(
+            "node_names", ["tinygpt_node"],
+            ParameterDescriptor(
+                description="Managed lifecycle nodes (relative to this node's namespace), brought "
+                "up in this order and down in reverse. Read at start-up.",
+                read_only=True,
+            ),
+        )
+        self.declare_parameter(
+            "autostart", True,
+            ParameterDescriptor(description="Configure and activate the nodes on start-up."),
+        )
+        self.declare_parameter(
+            "transition_timeout_s", 30.0,
+            ParameterDescriptor(
+                description="Longest wait for a node's lifecycle service or one transition "
+                "(model loading happens in configure).",
+                floating_point_range=[FloatingPointRange(from_value=0.1, to_value=3600.0)],
+            ),
+        )
+        self.node_names: list[str] = list(self.get_parameter("node_names").value)
+        self._group = MutuallyExclusiveCallbackGroup()
+        self._lc_clients = {
+            n: _Clients(
+                self.create_client(ChangeState, f"{n}/change_state", callback_group=self._group),
+                self.create_client(GetState, f"{n}/get_state", callback_group=self._group),
+            )
+            for n in self.node_names
+        }
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self._state_pub = self.create_publisher(String, "~/state", latched)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(ChangeState, "~/startup", self._on_startup, callback_group=self._group)
+        self.create_service(ChangeState, "~/shutdown", self._on_shutdown,
+                            callback_group=self._group)
+        self.state = "idle"
+        self.node_states: dict[str, str] = {n: "unknown" for n in self.node_names}
+        self.failures: dict[str, str] = {}
+        self._goal = ""
+        self._queue: list[str] = []
+        self._step: _Step | None = None
+        self._on_done: list[Callable[[bool], None]] = []
+        self._mutex = threading.RLock()  # startup()/shutdown() may come from other threads
+        self._tick = self.create_timer(0.05, self._on_tick, callback_group=self._group)
+        self._tick.cancel()
+        # Diagnostic aggregators mark silent items stale: repeat the status at 1 Hz.
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._group)
+        self._publish_state()
+        if self.get_parameter("autostart").value:
+            self.startup()
+
+    # ------------------------------------------------------------------------------ public API
+
+    @property
+    def busy(self) -> bool:
+        return self._step is not None
+
+    def startup(self, on_done: Callable[[bool], None] | None = None) -> bool:
+        """Configure + activate every managed node (in order). False if a sequence is running."""
+        return self._begin(STARTUP, list(self.node_names), "starting", on_done)
+
+    def shutdown(self, on_done: Callable[[bool], None] | None = None) -> bool:
+        """Deactivate + clean up every managed node (reverse order) back to unconfigured."""
+        return self._begin(SHUTDOWN, list(reversed(self.node_names)), "stopping", on_done)
+
+    # ------------------------------------------------------------------------------- services
+
+    def _on_startup(self, request: ChangeState.Request, response: ChangeState.Response):
+        response.success = self.startup()
+        return response
+
+    def _on_shutdown(self, request: ChangeState.Request, response: ChangeState.Response):
+        response.success = self.shutdown()
+        return response
+
+    # -------------------------------------------------------------------------- state machine
+
+    def _begin(self, goal: str, nodes: list[str], label: str,
+               on_done: Callable[[bool], None] | None) -> bool:
+        with self._mutex:
+            return self._begin_locked(goal, nodes, label, on_done)
+
+    def _begin_locked(self, goal: str, nodes: list[str], label: str,
+                      on_done: Callable[[bool], None] | None) -> bool:
+        if self._step is not None:
+            self.get_logger().warning(f"{label} refused: a sequence is still running")
+            return False
+        self._goal, self._queue = goal, nodes
+        self.failures = {}
+        self._on_done = [on_done] if on_done else []
+        self._set_state(label)
+        self._next_node()
+        if self._step is not None:
+            self._tick.reset()
+        return True
+
+    def _timeout(self) -> float:
+        return time.monotonic() + float(self.get_parameter("transition_timeout_s").value)
+
+    def _next_node(self) -> None:
+        if not self._queue:
+            self._finish(True)
+            return
+        self._step = _Step(self._queue.pop(0), "get_state", self._timeout())
+
+    def _on_tick(self) -> None:
+        with self._mutex:
+            self._advance()
+
+    def _advance(self) -> None:
+        step = self._step
+        if step is None:
+            self._tick.cancel()
+            return
+        clients = self._lc_clients[step.node]
+        if step.future is None:
+            client = clients.get if step.phase == "get_state" else clients.change
+            if client.service_is_ready():
+                if step.phase == "get_state":
+                    step.future = client.call_async(GetState.Request())
+                else:
+                    req = ChangeState.Request(transition=Transition(id=step.transition_id))
+                    step.future = client.call_async(req)
+            elif time.monotonic() > step.deadline:
+                self._fail(step.node, f"service {client.srv_name} not available")
+            return
+        if not step.future.done():
+            if time.monotonic() > step.deadline:
+                what = step.transition or "get_state"
+                self._fail(step.node, f"{what} timed out")
+            return
+        try:
+            result = step.future.result()
+        except Exception as exc:  # a service that died mid-call
+            self._fail(step.node, f"{step.phase} call failed: {exc!r}")
+            return
+        if step.phase == "get_state":
+            self._after_get_state(step, result.current_state)
+        else:
+            self._after_change_state(step, bool(result.success))
+
+    def _after_get_state(self, step: _Step, current: State) -> None:
+        self.node_states[step.node] = current.label
+        goal_id = (
+            State.PRIMARY_STATE_ACTIVE if self._goal == STARTUP
+            else State.PRIMARY_STATE_UNCONFIGURED
+        )
+        if current.id == goal_id or (
+            self._goal == SHUTDOWN and current.id == State.PRIMARY_STATE_FINALIZED
+        ):
+            self.get_logger().info(f"{step.node} is {current.label}")
+            self._next_node()
+            return
+        table = _STEP_UP if self._goal == STARTUP else _STEP_DOWN
+        if current.id not in table or step.steps >= MAX_STEPS_PER_NODE:
+            self._fail(step.node, f"cannot reach {self._goal} from state {current.label!r}")
+            return
+        step.transition_id, step.transition = table[current.id]
+        step.steps += 1
+        step.phase, step.future, step.deadline = "change_state", None, self._timeout()
+
+    def _after_change_state(self, step: _Step, success: bool) -> None:
+        if not success:
+            self._fail(step.node, f"transition {step.transition!r} failed")
+            return
+        self.get_logger().info(f"{step.node}: {step.transition} done")
+        step.phase, step.future, step.deadline = "get_state", None, self._timeout()
+
+    def _fail(self, node: str, reason: str) -> None:
+        self.failures[node] = reason
+        self.get_logger().error(
+            f"lifecycle of {node} failed: {reason}; the sequence stopped (see the node's log)"
+        )
+        self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        self._step, self._queue = None, []
+        self._tick.cancel()
+        if ok:
+            self._set_state(self._goal)
+        else:
+            self._set_state("failed")
+        callbacks, self._on_done = self._on_done, []
+        for cb in callbacks:
+            cb(ok)
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        self._state_pub.publish(String(data=self.state))
+        self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        with self._mutex:
+            state, failures, nodes = self.state, dict(self.failures), dict(self.node_states)
+        level = DiagnosticStatus.ERROR if state == "failed" else DiagnosticStatus.OK
+        message = "; ".join(f"{n}: {r}" for n, r in failures.items()) if failures else state
+        values = [KeyValue(key="state", value=state)]
+        values += [KeyValue(key=f"node.{n}", value=s) for n, s in nodes.items()]
+        values += [KeyValue(key=f"failure.{n}", value=r) for n, r in failures.items()]
+        status = DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: lifecycle", message=message, values=values
+        )
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+
+
+def main(args: list[str] | None = None) -> None:
+    """`ros2 run tinygpt_ros lifecycle_manager --ros-args -p node_names:=[tinygpt_node]`."""
+    rclpy.init(args=args)
+    node = LifecycleManager()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.remove_node(node)
+        node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

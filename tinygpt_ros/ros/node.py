@@ -1,0 +1,466 @@
+"""tinygpt_node: the lifecycle node that captions camera frames and classifies event windows.
+
+Threading: subscription callbacks only drop the message into a depth-1 mailbox per input (they
+never convert or block); one worker thread takes the newest message, converts it (conversion
+errors are counted there), applies pending knob changes to the engine between frames, runs the
+engine and publishes. Decoding in the worker means a frame that is replaced before the worker
+gets to it costs nothing, which matters when the camera is faster than the model.
+
+Lifecycle: configure loads and warms up the engine and creates publishers, subscriptions, the
+summary timer and the worker; activate/deactivate only gate processing and publishing (lifecycle
+publishers; messages arriving while inactive are ignored and counted); cleanup and shutdown
+release everything, so transitions can repeat without leaking threads or subscriptions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header, String
+
+from tinygpt_ros.core.config import IMAGE_SIZE
+from tinygpt_ros.core.types import Engine, FrameResult
+from tinygpt_ros.ros import conversions as conv
+from tinygpt_ros.ros import diagnostics as diag
+from tinygpt_ros.ros import params
+from tinygpt_ros.ros.mailbox import LatestMailbox
+
+EngineFactory = Callable[..., Engine]
+RUNTIME_PARAMS = ("budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference")
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+
+def event_packet_type() -> type | None:
+    """event_camera_msgs/EventPacket when that package is installed (optional dependency)."""
+    try:
+        from event_camera_msgs.msg import EventPacket  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return EventPacket
+
+
+def _default_engine_factory() -> EngineFactory:
+    from tinygpt_ros.core.engine import load_engine
+
+    return load_engine
+
+
+@dataclass
+class _Pending:
+    msg: Any
+    recv_us: int
+
+
+@dataclass
+class _Input:
+    kind: str  # image | compressed | pointcloud2 | event_packet
+    topic: str
+    mailbox: LatestMailbox[_Pending]
+    subscription: Any = None
+
+
+class TinyGptNode(LifecycleNode):
+    """Lifecycle node wrapping an `Engine`. `engine_factory(model_dir, backend=..., **options)`
+    defaults to `tinygpt_ros.core.engine.load_engine` (imported on configure)."""
+
+    def __init__(
+        self,
+        engine_factory: EngineFactory | None = None,
+        *,
+        node_name: str = "tinygpt_node",
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self._engine_factory = engine_factory
+        self._lock = threading.Lock()  # pending knobs and runtime settings
+        self._proc_lock = threading.Lock()  # held while one message is processed
+        self._active = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._pending_knobs: dict[str, Any] = {}
+        self._runtime: dict[str, Any] = {}
+        self._engine: Engine | None = None
+        self._inputs: list[_Input] = []
+        self._pubs: dict[str, Any] = {}
+        self._timer: Any = None
+        self._worker: threading.Thread | None = None
+        self._hardware_id = ""
+        self._io_group = MutuallyExclusiveCallbackGroup()
+        self.stats = diag.FrameStats()
+        self.last_error = ""  # why the last configure failed (also logged)
+        self.token_maps_built = 0
+
+        self.add_on_set_parameters_callback(params.make_validator())
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        params.declare_all(self)
+        with self._lock:
+            self._pending_knobs.clear()
+            self._runtime = {n: self.get_parameter(n).value for n in RUNTIME_PARAMS}
+
+    # ---------------------------------------------------------------------------- parameters
+
+    def _on_parameters_set(self, changed: list[Any]) -> None:
+        """Validated changes: knobs go to the engine before the next frame, budgets and the event
+        time reference apply to the next frame, the rest on the next configure."""
+        later = []
+        with self._lock:
+            for p in changed:
+                if p.name in params.KNOB_NAMES:
+                    self._pending_knobs[p.name] = p.value
+                elif p.name in RUNTIME_PARAMS:
+                    self._runtime[p.name] = p.value
+                elif p.name in params.PARAM_SPECS:
+                    later.append(p.name)
+        if later and self._engine is not None:
+            self.get_logger().info(f"{', '.join(later)} changed: takes effect on next configure")
+
+    def _apply_pending_knobs(self, engine: Engine) -> None:
+        with self._lock:
+            pending, self._pending_knobs = self._pending_knobs, {}
+        for name, value in pending.items():
+            try:
+                engine.set_knob(name, value)
+            except ValueError as exc:  # validated already; the engine disagreeing is a bug
+                self.stats.add_error("knob")
+                self.get_logger().error(f"engine refused {name}={value!r}: {exc}")
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return self._configure()
+        except Exception as exc:  # never stay half-configured
+            self._fail(f"unexpected error: {exc!r}")
+            self._teardown()
+            return FAILURE
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._proc_lock:
+            if self._engine is not None:
+                self._engine.reset()  # frames before the pause are no valid reference
+        ret = super().on_activate(state)  # enables the lifecycle publishers
+        self._active.set()
+        self.get_logger().info("active: processing input")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active.clear()
+        with self._proc_lock:  # wait for the frame in flight; nothing publishes after this
+            for inp in self._inputs:
+                inp.mailbox.clear()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return SUCCESS  # back to unconfigured, may configure again
+
+    def destroy_node(self) -> None:
+        self._teardown()
+        super().destroy_node()
+
+    @property
+    def engine(self) -> Engine | None:
+        return self._engine
+
+    @property
+    def dropped_frames(self) -> int:
+        return sum(inp.mailbox.dropped for inp in self._inputs)
+
+    # ----------------------------------------------------------------------------- configure
+
+    def _fail(self, reason: str) -> None:
+        self.last_error = reason
+        self.get_logger().error(f"configure failed: {reason}")
+
+    def _configure(self) -> TransitionCallbackReturn:
+        values = params.read_all(self)
+        model_dir = values["model_dir"] or params.default_model_dir()
+        backend = values["backend"]
+        options: dict[str, Any] = {"precision": values["precision"]}
+        if backend == "onnxruntime":
+            options["providers"] = list(values["providers"])
+        try:
+            factory = self._engine_factory or _default_engine_factory()
+        except ImportError as exc:
+            self._fail(f"no engine implementation available ({exc})")
+            return FAILURE
+        try:
+            engine = factory(model_dir, backend=backend, **options)
+        except (RuntimeError, OSError, ValueError, TypeError) as exc:
+            looked = model_dir
+            if not values["model_dir"]:
+                looked = " then ".join(params.model_dir_candidates())
+            self._fail(
+                f"cannot load the {backend} model: {exc} (looked in {looked}; set the read-only "
+                "parameter model_dir at launch to point at a model directory)"
+            )
+            return FAILURE
+        try:
+            for name in params.KNOB_NAMES:
+                engine.set_knob(name, values[name])
+            engine.process_frame(np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), 0)  # warm-up
+            engine.reset()
+        except Exception as exc:
+            self._fail(f"engine warm-up with model {model_dir} failed: {exc!r}")
+            _close(engine)
+            return FAILURE
+
+        events_kind = values["events_msg_type"]
+        packet_type = event_packet_type()
+        if events_kind == "auto":
+            events_kind = "event_packet" if packet_type is not None else "pointcloud2"
+        if events_kind == "event_packet" and packet_type is None:
+            self._fail("events_msg_type is event_packet but event_camera_msgs is not installed")
+            _close(engine)
+            return FAILURE
+
+        with self._lock:
+            self._pending_knobs.clear()  # all applied above
+            self._runtime = {n: values[n] for n in RUNTIME_PARAMS}
+        self._engine = engine
+        self._hardware_id = f"{backend}:{values['precision']}"
+        self.stats = diag.FrameStats()
+        self.token_maps_built = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        # A fresh group per configure: rclpy groups keep (weak) references to every entity ever
+        # added, so reusing one across cycles would grow without bound.
+        self._io_group = MutuallyExclusiveCallbackGroup()
+        group = {"callback_group": self._io_group}
+        self._pubs = {
+            "caption": self.create_lifecycle_publisher(String, "caption", 10, **group),
+            "gesture": self.create_lifecycle_publisher(String, "gesture", 10, **group),
+            "token_map": self.create_lifecycle_publisher(Image, "debug/token_map", 1, **group),
+            "diagnostics": self.create_lifecycle_publisher(
+                DiagnosticArray, "/diagnostics", 10, **group
+            ),
+        }
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=int(values["qos_depth"]),
+            reliability=(
+                ReliabilityPolicy.RELIABLE
+                if values["qos_reliability"] == "reliable"
+                else ReliabilityPolicy.BEST_EFFORT
+            ),
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        if values["image_transport"] == "compressed":
+            self._add_input("compressed", CompressedImage, "image/compressed", qos)
+        else:
+            self._add_input("image", Image, "image", qos)
+        if events_kind == "event_packet":
+            self._add_input("event_packet", packet_type, "events", qos)
+        else:
+            self._add_input("pointcloud2", PointCloud2, "events", qos)
+        self._timer = self.create_timer(1.0, self._publish_summary, callback_group=self._io_group)
+        self._worker = threading.Thread(
+            target=self._run_worker, name=f"{self.get_name()}_worker", daemon=True
+        )
+        self._worker.start()
+        self.last_error = ""
+        self.get_logger().info(
+            f"configured: model {model_dir} ({self._hardware_id}), inputs "
+            f"{[i.subscription.topic_name for i in self._inputs]}"
+        )
+        return SUCCESS
+
+    def _add_input(self, kind: str, msg_type: Any, topic: str, qos: QoSProfile) -> None:
+        inp = _Input(kind, topic, LatestMailbox(self._wake))
+        inp.subscription = self.create_subscription(
+            msg_type, topic, lambda msg, inp=inp: self._on_message(inp, msg), qos,
+            callback_group=self._io_group,
+        )
+        self._inputs.append(inp)
+
+    def _teardown(self) -> None:
+        """Release everything configure created. Idempotent; safe from any state."""
+        self._active.clear()
+        self._stop.set()
+        self._wake.set()
+        for inp in self._inputs:
+            inp.mailbox.close()
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=30.0)
+            if worker.is_alive():
+                self.get_logger().error("worker thread did not stop within 30 s")
+        for inp in self._inputs:
+            if inp.subscription is not None:
+                self.destroy_subscription(inp.subscription)
+        self._inputs = []
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        with self._proc_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            _close(engine)
+
+    # ----------------------------------------------------------------------------- data path
+
+    def _on_message(self, inp: _Input, msg: Any) -> None:
+        """Subscription callback: O(1), never blocks, never converts."""
+        if not self._active.is_set():
+            self.stats.add_ignored()
+            return
+        inp.mailbox.put(_Pending(msg, time.time_ns() // 1000))
+
+    def _run_worker(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            for inp in list(self._inputs):
+                item = inp.mailbox.take()
+                if item is None:
+                    continue
+                with self._proc_lock:
+                    if self._stop.is_set() or self._engine is None:
+                        return
+                    if not self._active.is_set():
+                        self.stats.add_ignored()
+                        continue
+                    try:
+                        self._process(inp, item, self._engine)
+                    except Exception as exc:  # keep the worker alive whatever happens
+                        self.stats.add_error("internal")
+                        self.get_logger().error(f"processing {inp.topic} failed: {exc!r}")
+
+    def _process(self, inp: _Input, item: _Pending, engine: Engine) -> None:
+        t0 = time.perf_counter()
+        msg = item.msg
+        with self._lock:
+            runtime = dict(self._runtime)
+        try:
+            if inp.kind == "image":
+                data = conv.image_to_rgb(msg)
+            elif inp.kind == "compressed":
+                data = conv.compressed_to_rgb(msg)
+            elif inp.kind == "pointcloud2":
+                data = conv.pointcloud2_to_events(msg, runtime["events_time_reference"])
+            else:
+                data = conv.event_packet_to_events(msg, runtime["events_time_reference"])
+        except conv.ConversionError as exc:
+            self._report_error(inp, msg.header, exc.kind, str(exc))
+            return
+        conversion_ms = (time.perf_counter() - t0) * 1e3
+        stamp_us = conv.stamp_to_us(msg.header.stamp) or item.recv_us
+        self._apply_pending_knobs(engine)
+        try:
+            if inp.kind in ("image", "compressed"):
+                result = engine.process_frame(data, stamp_us)
+            else:
+                result = engine.process_events(data, stamp_us)
+        except ValueError as exc:
+            self._report_error(inp, msg.header, "engine_input", f"engine refused input: {exc}")
+            return
+        except Exception as exc:
+            self._report_error(inp, msg.header, "engine", f"engine failed: {exc!r}")
+            return
+        t1 = time.perf_counter()
+        self._publish_outputs(result, msg.header)
+        ros_overhead_ms = conversion_ms + (time.perf_counter() - t1) * 1e3
+        budget = diag.Budget(
+            runtime["budget_ms"], runtime["budget_gflops"], runtime["energy_j_per_gflop"]
+        )
+        status = diag.frame_status(
+            self.get_name(), result, budget=budget, conversion_ms=conversion_ms,
+            ros_overhead_ms=ros_overhead_ms, dropped_frames=self.dropped_frames,
+            errors=self.stats.error_total, hardware_id=self._hardware_id,
+        )
+        self.stats.add_frame(result, diag.energy_mj(result.record.total_flops, budget.j_per_gflop))
+        self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(msg.header), [status]))
+
+    def _publish_outputs(self, result: FrameResult, header: Header) -> None:
+        if result.caption is not None:
+            self._pubs["caption"].publish(String(data=result.caption))
+        if result.gesture is not None:
+            self._pubs["gesture"].publish(String(data=result.gesture))
+        token_pub = self._pubs["token_map"]
+        if result.token_mask is not None and token_pub.get_subscription_count() > 0:
+            self.token_maps_built += 1
+            token_pub.publish(conv.token_mask_to_image(result.token_mask, _copy_header(header)))
+
+    def _report_error(self, inp: _Input, header: Header, kind: str, message: str) -> None:
+        self.stats.add_error(kind)
+        self.get_logger().error(
+            f"{inp.subscription.topic_name}: skipped a message: {message}",
+            throttle_duration_sec=1.0,
+        )
+        status = diag.error_status(
+            self.get_name(), kind, message, errors_by_kind=self.stats.error_counts(),
+            dropped_frames=self.dropped_frames, topic=inp.subscription.topic_name,
+            hardware_id=self._hardware_id,
+        )
+        self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(header), [status]))
+
+    def _publish_summary(self) -> None:
+        if not self._active.is_set() or "diagnostics" not in self._pubs:
+            return
+        with self._lock:
+            budget = diag.Budget(
+                self._runtime["budget_ms"], self._runtime["budget_gflops"],
+                self._runtime["energy_j_per_gflop"],
+            )
+        status = self.stats.summary_status(
+            self.get_name(), dropped=self.dropped_frames, budget=budget,
+            hardware_id=self._hardware_id,
+        )
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._pubs["diagnostics"].publish(diag.diagnostic_array(header, [status]))
+
+
+def _copy_header(header: Header) -> Header:
+    return Header(stamp=header.stamp, frame_id=header.frame_id)
+
+
+def _close(engine: Any) -> None:
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()
+
+
+def main(args: list[str] | None = None) -> None:
+    """`ros2 run tinygpt_ros tinygpt_node`: one lifecycle node, unconfigured until a manager
+    (or `ros2 lifecycle set`) drives it."""
+    rclpy.init(args=args)
+    node = TinyGptNode()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.remove_node(node)
+        node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

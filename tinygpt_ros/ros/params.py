@@ -1,0 +1,266 @@
+"""Parameters of tinygpt_node: one table (`PARAM_SPECS`) for declaration, descriptors, validation
+and the yaml file.
+
+The STTF/ANC knobs come from `core.config.KNOB_SPECS` and are validated with `Knobs.validated`,
+so the node refuses exactly what the engine would refuse, with the same words. rclpy checks the
+descriptor's type and range first (its own message names the parameter and the range); the
+callback returned by `make_validator` adds the checks descriptors cannot express (choices, NaN,
+provider names).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+
+from tinygpt_ros.core.config import KNOB_SPECS, Knobs
+
+PACKAGE = "tinygpt_ros"
+NEXT_FRAME = "next frame"
+NEXT_CONFIGURE = "next configure"
+
+# Rough energy per GFLOP for an edge GPU at batch 1 (about 10 W at about 100 GFLOP/s sustained on
+# a Jetson Orin Nano class module). Only an estimate until a power sensor reader is plugged in.
+DEFAULT_J_PER_GFLOP = 0.1
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    kind: type  # bool, int, float, str or list (of str)
+    default: Any
+    description: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+    applies: str = NEXT_FRAME  # when a change made while running takes effect
+
+    @property
+    def is_knob(self) -> bool:
+        return self.name in KNOB_SPECS
+
+
+def _knob_specs() -> list[ParamSpec]:
+    defaults = Knobs()
+    return [
+        ParamSpec(
+            name, spec.kind, getattr(defaults, name), spec.description,
+            None if spec.kind is bool else spec.low,
+            None if spec.kind is bool else spec.high,
+        )
+        for name, spec in KNOB_SPECS.items()
+    ]
+
+
+def _ros_specs() -> list[ParamSpec]:
+    return [
+        ParamSpec(
+            "model_dir", str, "",
+            "Model directory (model.pt / ONNX + manifest.json). Empty = <share>/models/tinygpt, "
+            "or the source tree's models/tinygpt when not installed. Read-only: set it at launch.",
+            read_only=True, applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "backend", str, "torch", "Inference engine implementation.",
+            choices=("torch", "onnxruntime"), applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "providers", list, ["CPUExecutionProvider"],
+            "onnxruntime execution providers in order of preference (e.g. "
+            "TensorrtExecutionProvider, CUDAExecutionProvider, CPUExecutionProvider); "
+            "ignored by the torch backend.",
+            applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "precision", str, "fp32", "Inference precision.",
+            choices=("fp32", "fp16"), applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "image_transport", str, "raw",
+            "Camera input: 'raw' subscribes to image (sensor_msgs/Image), 'compressed' to "
+            "image/compressed (sensor_msgs/CompressedImage, jpeg or png).",
+            choices=("raw", "compressed"), applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "events_msg_type", str, "auto",
+            "Event input type on topic events: 'pointcloud2' (fields x, y, t, p), "
+            "'event_packet' (event_camera_msgs/EventPacket, 'mono' encoding) or 'auto' "
+            "(EventPacket when event_camera_msgs is installed, else PointCloud2).",
+            choices=("auto", "pointcloud2", "event_packet"), applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "events_time_reference", str, "relative",
+            "'relative': PointCloud2 t is microseconds since header.stamp (EventPacket dt: ns "
+            "since header.stamp); 'absolute': t is microseconds on the header's clock "
+            "(EventPacket: dt is added to time_base).",
+            choices=("relative", "absolute"),
+        ),
+        ParamSpec(
+            "qos_reliability", str, "best_effort",
+            "Reliability of the input subscriptions (sensor-data QoS by default).",
+            choices=("best_effort", "reliable"), applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "qos_depth", int, 5, "History depth of the input subscriptions.",
+            1, 1000, applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "budget_ms", float, 0.0,
+            "Per-frame time budget (engine latency + ROS conversion/publish); frames over it are "
+            "reported at WARN level in /diagnostics. 0 = no budget.",
+            0.0, 60000.0,
+        ),
+        ParamSpec(
+            "budget_gflops", float, 0.0,
+            "Per-frame compute budget in GFLOPs; frames over it are reported at WARN level. "
+            "0 = no budget.",
+            0.0, 1.0e6,
+        ),
+        ParamSpec(
+            "energy_j_per_gflop", float, DEFAULT_J_PER_GFLOP,
+            "Joules per GFLOP used for the energy estimate in /diagnostics (energy_source "
+            "'estimate'); default is a rough edge-GPU figure.",
+            0.0, 100.0,
+        ),
+    ]
+
+
+PARAM_SPECS: dict[str, ParamSpec] = {s.name: s for s in _knob_specs() + _ros_specs()}
+KNOB_NAMES = tuple(KNOB_SPECS)
+
+
+def default_model_dir() -> str:
+    """<share>/models/tinygpt when installed and present, else the source tree's models dir."""
+    candidates = model_dir_candidates()
+    for path in candidates:
+        if os.path.isdir(path):
+            return path
+    return candidates[0]
+
+
+def model_dir_candidates() -> list[str]:
+    found = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        found.append(os.path.join(get_package_share_directory(PACKAGE), "models", "tinygpt"))
+    except (ImportError, LookupError, ValueError):
+        pass
+    found.append(str(Path(__file__).resolve().parents[2] / "models" / "tinygpt"))
+    return found
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """ParameterDescriptor with type, range, read-only flag and a description saying when a
+    change takes effect."""
+    text = spec.description
+    if not spec.read_only:
+        text += f" Changes take effect on the {spec.applies}."
+    d = ParameterDescriptor(description=text, read_only=spec.read_only)
+    if spec.kind is bool:
+        d.type = ParameterType.PARAMETER_BOOL
+    elif spec.kind is int:
+        d.type = ParameterType.PARAMETER_INTEGER
+        if spec.low is not None and spec.high is not None:
+            d.integer_range = [
+                IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=1)
+            ]
+    elif spec.kind is float:
+        d.type = ParameterType.PARAMETER_DOUBLE
+        if spec.low is not None and spec.high is not None:
+            d.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
+            ]
+    elif spec.kind is list:
+        d.type = ParameterType.PARAMETER_STRING_ARRAY
+    else:
+        d.type = ParameterType.PARAMETER_STRING
+    if spec.choices:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    return d
+
+
+def validate(name: str, value: Any) -> Any:
+    """Return the value to use for parameter `name`, or raise ValueError saying why not."""
+    spec = PARAM_SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown parameter {name!r}")
+    if spec.is_knob:
+        return Knobs.validated(name, value)
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise ValueError(f"{name}={value!r} is not one of {list(spec.choices)}")
+        return value
+    if spec.kind is list:
+        items = list(value) if isinstance(value, list | tuple) else None
+        if not items or not all(isinstance(v, str) and v for v in items):
+            raise ValueError(f"{name} must be a non-empty list of names, got {value!r}")
+        bad = [v for v in items if not v.endswith("ExecutionProvider")]
+        if bad:
+            raise ValueError(f"{name}: {bad} are not onnxruntime providers (*ExecutionProvider)")
+        return items
+    if spec.kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value}")
+    elif spec.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {type(value).__name__}")
+    elif spec.kind is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+    if spec.low is not None and spec.high is not None and not spec.low <= value <= spec.high:
+        raise ValueError(f"{name}={value} is out of range [{spec.low}, {spec.high}]")
+    return value
+
+
+def declare_all(node: Any, model_dir_default: str | None = None) -> None:
+    """Declare every parameter of PARAM_SPECS on `node` (overrides from launch/yaml apply)."""
+    for spec in PARAM_SPECS.values():
+        default = spec.default
+        if spec.name == "model_dir":
+            default = model_dir_default if model_dir_default is not None else default_model_dir()
+        node.declare_parameter(spec.name, default, descriptor(spec))
+
+
+def make_validator(
+    names: Sequence[str] | None = None,
+) -> Callable[[list[Any]], SetParametersResult]:
+    """An on-set-parameters callback refusing any invalid value with the reason (old value kept).
+    Parameters not in PARAM_SPECS (use_sim_time, ...) are left to rclpy."""
+    checked = set(PARAM_SPECS if names is None else names)
+
+    def on_set(params: list[Any]) -> SetParametersResult:
+        for p in params:
+            if p.name not in checked:
+                continue
+            try:
+                validate(p.name, p.value)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    return on_set
+
+
+def read_all(node: Any) -> dict[str, Any]:
+    """Current values of every PARAM_SPECS parameter (lists as plain lists)."""
+    out: dict[str, Any] = {}
+    for name in PARAM_SPECS:
+        value = node.get_parameter(name).value
+        out[name] = list(value) if isinstance(value, list | tuple) else value
+    return out
