@@ -180,6 +180,11 @@ class TinyGptNode(LifecycleNode):
         super().destroy_node()
 
     @property
+    def is_active(self) -> bool:
+        """True between on_activate and on_deactivate: messages are processed and published."""
+        return self._active.is_set()
+
+    @property
     def engine(self) -> Engine | None:
         return self._engine
 
