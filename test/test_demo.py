@@ -3,19 +3,17 @@ appear. Runs the real node graph in-process on a private ROS domain."""
 
 from __future__ import annotations
 
-import os
 import random
-
-from ros_fixtures import SHIPPED_MODEL_DIR
 
 from tinygpt_ros.cli import default_sample_bag
 from tinygpt_ros.demo import run_demo
 
+pytest_plugins = ["ros_fixtures"]  # fixture: model_dir (the shipped model)
 
-def test_demo_plays_sample_bag_and_summarises():
+
+def test_demo_plays_sample_bag_and_summarises(model_dir):
     lines: list[str] = []
-    model = os.environ.get("TINYGPT_ROS_TEST_MODEL_DIR") or str(SHIPPED_MODEL_DIR)
-    rc = run_demo(default_sample_bag(), model, out=lines.append,
+    rc = run_demo(default_sample_bag(), model_dir, out=lines.append,
                   domain_id=random.SystemRandom().randint(1, 100))
     text = "\n".join(lines)
     assert rc == 0, text
