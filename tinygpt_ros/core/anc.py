@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,9 +35,16 @@ from torch import nn
 
 from .config import GRID, NUM_TOKENS, ModelConfig
 
-CHANGE_FLOOR = 0.05  # minimum change that counts as "changed" for the feature (embedding L2)
-EDGE_THRESHOLD = 0.5  # Sobel magnitude on [0, 1] gray; a 1/8 intensity step gives ~0.5
-NUM_FEATURES = 4
+# Torch-free pieces live in np_ops (the onnxruntime engine runs without torch); re-exported.
+# np_ops also has numpy twins of the two feature functions below, which both engines use;
+# test_onnx_engine.py checks they agree with these (training keeps the torch versions).
+from .np_ops import (  # noqa: F401
+    CHANGE_FLOOR,
+    EDGE_THRESHOLD,
+    NUM_FEATURES,
+    BranchSelector,
+    edge_density,
+)
 
 
 def _as_vector(v: torch.Tensor | np.ndarray, name: str, n: int = NUM_TOKENS) -> torch.Tensor:
@@ -49,16 +55,6 @@ def _as_vector(v: torch.Tensor | np.ndarray, name: str, n: int = NUM_TOKENS) -> 
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or inf values")
     return t
-
-
-def edge_density(gray_small: np.ndarray) -> float:
-    """Fraction of pixels whose Sobel gradient magnitude exceeds EDGE_THRESHOLD."""
-    g = np.asarray(gray_small, np.float32)
-    if g.ndim != 2 or g.size == 0:
-        raise ValueError(f"gray_small must be a non-empty 2-D array, got shape {g.shape}")
-    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
-    return float((np.sqrt(gx * gx + gy * gy) > EDGE_THRESHOLD).mean())
 
 
 def frame_complexity_features(
@@ -186,37 +182,3 @@ def load_balance_loss(probs: torch.Tensor) -> torch.Tensor:
     """nb * sum_k(mean_b p_bk ** 2) - 1: 0 for uniform average use, nb - 1 for total collapse."""
     p = probs.reshape(-1, probs.shape[-1]).mean(0)
     return p.numel() * (p * p).sum() - 1.0
-
-
-class BranchSelector:
-    """Argmax with hysteresis: switch only when another branch beats the current one by more
-    than `hysteresis` (in probability). hysteresis 0 = plain argmax (ties keep the current)."""
-
-    def __init__(self, hysteresis: float = 0.0) -> None:
-        self.hysteresis = hysteresis
-        self.current: int | None = None
-
-    @property
-    def hysteresis(self) -> float:
-        return self._hysteresis
-
-    @hysteresis.setter
-    def hysteresis(self, value: float) -> None:
-        v = float(value)
-        if not 0 <= v <= 1:
-            raise ValueError(f"hysteresis must be in [0, 1], got {value}")
-        self._hysteresis = v
-
-    def reset(self) -> None:
-        self.current = None
-
-    def choose(self, probs: torch.Tensor | np.ndarray | list[float]) -> int:
-        p = torch.as_tensor(np.asarray(probs, np.float32) if not isinstance(probs, torch.Tensor)
-                            else probs).detach().float().reshape(-1).cpu()
-        if p.numel() == 0 or not torch.isfinite(p).all():
-            raise ValueError(f"probs must be a non-empty finite vector, got {p.tolist()}")
-        best = int(p.argmax())
-        cur = self.current
-        if cur is None or cur >= p.numel() or float(p[best] - p[cur]) > self.hysteresis:
-            self.current = best
-        return self.current

@@ -1,0 +1,221 @@
+"""Streaming torch engine: behaviour the ROS node and the evaluation rely on (tiny trained model).
+
+Written against the engine before the streaming/kernels refactor, so the refactor is held to it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tinygpt_ros.core.config import GRID, KNOB_SPECS, NUM_TOKENS
+from tinygpt_ros.core.data.gestures import GESTURE_CLASSES, make_gesture_clip
+from tinygpt_ros.core.data.scenes import render_clip
+from tinygpt_ros.core.engine import TorchEngine, load_engine
+from tinygpt_ros.core.train import event_windows
+from tinygpt_ros.core.types import STAGES
+from tinygpt_ros.core.weights import MODEL_FILE, ModelLoadError
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tinygpt_ros.core.train import train
+
+    return train("tiny", tmp_path_factory.mktemp("engine") / "tiny", seed=0, threads=1,
+                 log=lambda _m: None)
+
+
+@pytest.fixture()
+def engine(model_dir):
+    return TorchEngine.from_dir(model_dir)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return render_clip(20_000_001, motion="slow", num_frames=8)
+
+
+def _last_tokens(engine, modality: str = "frame") -> torch.Tensor:
+    return torch.as_tensor(np.asarray(engine._streams[modality].last_output))
+
+
+def test_threshold_zero_is_dense(engine, clip):
+    engine.set_knob("fusion_threshold", 0.0)
+    engine.set_knob("anc_enabled", False)
+    model = engine.model
+    for frame in clip.frames[:4]:
+        res = engine.process_frame(frame)
+        r = res.record
+        assert r.tokens_recomputed == NUM_TOKENS and r.full_refresh
+        assert r.branch == "large" and res.token_mask.all()
+        from tinygpt_ros.core.preprocess import frame_to_tensor
+
+        with torch.no_grad():
+            emb = model.encoder.embed_frames(frame_to_tensor(frame)[None])
+            dense = model.encoder(emb, model.largest_branch)[0]
+        assert torch.allclose(_last_tokens(engine), dense, atol=1e-5)
+
+
+def test_record_fields(engine, clip):
+    res = engine.process_frame(clip.frames[0], 123)
+    r = res.record
+    assert r.frame_index == 0 and r.modality == "frame" and r.tokens_in == NUM_TOKENS
+    assert set(r.flops) == {"preprocess", "change", "router", "encoder", "fusion", "decoder"}
+    assert set(r.latency_ms) <= set(STAGES) and r.total_latency_ms > 0
+    assert r.branch in ("small", "medium", "large")  # first frame: never "reuse"
+    assert r.full_refresh and r.tokens_recomputed == NUM_TOKENS
+    assert 1 <= r.tokens_fused <= engine.knobs()["max_fused_tokens"]
+    assert len(r.router_probs) == 3 and abs(sum(r.router_probs) - 1) < 1e-5
+    assert r.dense_flops > 0 and r.total_flops > 0
+    assert isinstance(res.caption, str) and res.gesture is None
+    assert res.token_mask.shape == (GRID, GRID) and res.token_mask.dtype == bool
+    json.dumps(r.as_dict())  # plain types only (the ROS layer serialises it)
+
+
+def test_unchanged_frame_recomputes_nothing(engine, clip):
+    engine.set_knob("refresh_interval", 0)
+    engine.process_frame(clip.frames[0])
+    for i in range(1, 3):
+        res = engine.process_frame(clip.frames[0].copy())
+        r = res.record
+        assert r.frame_index == i
+        assert r.tokens_recomputed == 0 and r.branch == "reuse"
+        assert r.flops["encoder"] == 0.0 and not r.full_refresh
+        assert not res.token_mask.any()
+
+
+def test_refresh_interval_forces_full_pass(engine, clip):
+    engine.set_knob("refresh_interval", 3)
+    refresh = [engine.process_frame(clip.frames[0]).record.full_refresh for _ in range(7)]
+    assert refresh == [True, False, False, True, False, False, True]
+
+
+def test_partial_recompute_on_small_change(engine, clip):
+    engine.set_knob("refresh_interval", 0)
+    engine.set_knob("anc_enabled", False)
+    frame = clip.frames[0].copy()
+    engine.process_frame(frame)
+    frame[:32, :32] = 255 - frame[:32, :32]  # change the top-left 2 x 2 patches only
+    res = engine.process_frame(frame)
+    r = res.record
+    assert 0 < r.tokens_recomputed < NUM_TOKENS
+    assert res.token_mask[:2, :2].all() and res.token_mask.sum() == r.tokens_recomputed
+    assert 0 < r.flops["encoder"] < engine.process_frame(clip.frames[0]).record.dense_flops
+
+
+def test_max_active_tokens_caps(engine, clip):
+    engine.set_knob("max_active_tokens", 5)
+    engine.set_knob("fusion_threshold", 0.01)
+    engine.set_knob("refresh_interval", 0)
+    engine.process_frame(clip.frames[0])
+    noisy = np.clip(clip.frames[0].astype(int) + 40, 0, 255).astype(np.uint8)
+    assert engine.process_frame(noisy).record.tokens_recomputed <= 5
+
+
+def test_bad_frame_leaves_state_untouched(model_dir, clip):
+    a, b = TorchEngine.from_dir(model_dir), TorchEngine.from_dir(model_dir)
+    a.process_frame(clip.frames[0])
+    b.process_frame(clip.frames[0])
+    for bad in (np.zeros((10, 10), np.uint8), np.full((8, 8, 3), np.nan, np.float32),
+                np.zeros((4, 4, 3), np.int32), "frame"):
+        with pytest.raises(ValueError, match="frame"):
+            a.process_frame(bad)  # type: ignore[arg-type]
+    ra, rb = a.process_frame(clip.frames[1]), b.process_frame(clip.frames[1])
+    assert ra.record.frame_index == rb.record.frame_index == 1
+    assert ra.caption == rb.caption and ra.record.branch == rb.record.branch
+    assert ra.record.tokens_recomputed == rb.record.tokens_recomputed
+    assert torch.equal(_last_tokens(a), _last_tokens(b))
+
+
+def test_bad_events_raise_and_next_window_works(engine):
+    ev = np.zeros(3, [("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
+    ev["x"] = [1, 200, 3]
+    with pytest.raises(ValueError, match="'x'"):
+        engine.process_events(ev)
+    ev["x"] = [1, 2, 3]
+    ev["t"] = [0, 10, 20]
+    assert engine.process_events(ev).record.frame_index == 0
+
+
+def test_knob_out_of_range_keeps_old_value(engine):
+    before = engine.knobs()
+    for name, value in (("fusion_threshold", -1.0), ("max_fused_tokens", 0),
+                        ("routing_temperature", 0.0), ("routing_hysteresis", 2.0),
+                        ("sttf_enabled", 1), ("nope", 1)):
+        with pytest.raises(ValueError):
+            engine.set_knob(name, value)
+    assert engine.knobs() == before
+    engine.set_knob("fusion_threshold", 1.5)
+    assert engine.knobs()["fusion_threshold"] == 1.5
+    assert set(engine.knobs()) == set(KNOB_SPECS)
+
+
+def test_caption_reuse_on_still_clip(engine, clip):
+    engine.set_knob("refresh_interval", 0)
+    first = engine.process_frame(clip.frames[0])
+    assert not first.record.caption_reused and first.record.flops["decoder"] > 0
+    for _ in range(engine.cfg.temporal_window - 1):  # the window fills up: fused tokens move
+        first = engine.process_frame(clip.frames[0])
+    for _ in range(3):
+        res = engine.process_frame(clip.frames[0])
+        assert res.record.caption_reused and res.caption == first.caption
+        assert res.record.flops["decoder"] == 0.0
+    engine.set_knob("caption_reuse_threshold", 0.0)
+    assert not engine.process_frame(clip.frames[0]).record.caption_reused
+
+
+def test_sttf_off_is_dense_and_never_reuses(engine, clip):
+    engine.set_knob("sttf_enabled", False)
+    for _ in range(3):
+        r = engine.process_frame(clip.frames[0]).record
+        assert r.tokens_recomputed == NUM_TOKENS and not r.caption_reused
+        assert r.flops["fusion"] == 0.0
+    assert r.tokens_fused == engine.cfg.temporal_window * NUM_TOKENS
+
+
+def test_mode_switch_resets_streams(engine, clip):
+    engine.process_frame(clip.frames[0])
+    engine.set_knob("anc_enabled", False)
+    assert engine.process_frame(clip.frames[0]).record.frame_index == 0
+
+
+def test_gesture_output_for_events(engine):
+    gclip = make_gesture_clip("hand_clap", 20_000_000, num_frames=18)
+    windows = event_windows(gclip.events, 50_000)
+    assert windows
+    for i, w in enumerate(windows):
+        res = engine.process_events(w)
+        r = res.record
+        assert r.modality == "events" and r.frame_index == i
+        assert res.gesture in GESTURE_CLASSES and 0 < res.gesture_confidence <= 1
+        assert res.caption is None and "head" in r.flops and "decoder" not in r.flops
+    # events and frames are separate streams
+    assert engine.process_frame(np.zeros((32, 32, 3), np.uint8)).record.frame_index == 0
+    empty = engine.process_events(windows[0][:0])
+    assert empty.record.tokens_recomputed == 0 and empty.gesture in GESTURE_CLASSES
+
+
+def test_reset_forgets_state(engine, clip):
+    engine.process_frame(clip.frames[0])
+    engine.reset()
+    r = engine.process_frame(clip.frames[0]).record
+    assert r.frame_index == 0 and r.full_refresh
+
+
+def test_load_engine_errors(model_dir, tmp_path):
+    assert isinstance(load_engine(model_dir, backend="torch", precision="fp32"), TorchEngine)
+    with pytest.raises(ValueError, match="backend"):
+        load_engine(model_dir, backend="tensorflow")
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_engine(tmp_path / "missing")
+    import shutil
+
+    bad = tmp_path / "truncated"
+    shutil.copytree(model_dir, bad)
+    data = (bad / MODEL_FILE).read_bytes()
+    (bad / MODEL_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match=rf"{MODEL_FILE}.*size mismatch"):
+        load_engine(bad)

@@ -1,0 +1,206 @@
+"""ONNX export: files, manifest entries, checker, dynamic shapes and graph-level parity with torch.
+
+Tolerances (fp32 graphs vs the torch modules, CPU): 1e-4 absolute.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from tinygpt_ros.core import np_ops as ops
+from tinygpt_ros.core.encoder import GatedEncoderCache
+from tinygpt_ros.core.export import export_model
+from tinygpt_ros.core.model import TinyGPT
+from tinygpt_ros.core.onnx_engine import (
+    FUSION_FILE,
+    GRAPHS,
+    graph_file,
+    graph_names,
+    graph_spec,
+)
+from tinygpt_ros.core.weights import (
+    MODEL_FILE,
+    ModelLoadError,
+    load_manifest,
+    load_model_files,
+    verify_files,
+)
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from tinygpt_ros.core.train import train
+
+    d = train("tiny", tmp_path_factory.mktemp("export") / "tiny", seed=0, threads=1,
+              log=lambda _m: None)
+    entries = export_model(d, opset=17, precisions=("fp32", "fp16"), command="test export",
+                           log=lambda _m: None)
+    loaded = load_model_files(d)
+    model = TinyGPT(loaded.config)
+    model.load_state_dict(loaded.state_dict)
+    return d, entries, model.eval(), loaded
+
+
+def _session(d, name, precision="fp32"):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(d / graph_file(name, precision)), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def test_files_manifest_and_checker(exported):
+    d, entries, model, loaded = exported
+    cfg = loaded.config
+    names = graph_names(cfg)
+    assert names == ["embed_frames", "embed_events", "encoder_b0", "encoder_b1", "encoder_b2",
+                     "router", "decoder_prefill", "decoder_step", "gesture_head"]
+    manifest = load_manifest(d)
+    expected = {graph_file(n, p) for n in names for p in ("fp32", "fp16")} | {FUSION_FILE}
+    assert set(entries) == expected and expected <= set(manifest["files"])
+    verify_files(d, sorted(expected))  # sha256 + size recorded
+    source = manifest["files"][MODEL_FILE]["sha256"]
+    for rel in sorted(expected - {FUSION_FILE}):
+        e = manifest["files"][rel]
+        assert e["opset"] == 17 and e["export_command"] == "test export"
+        assert e["source_sha256"] == source and e["precision"] in rel
+        proto = onnx.load(str(d / rel))
+        onnx.checker.check_model(proto, full_check=True)
+        assert {o.domain: o.version for o in proto.opset_import}[""] == 17
+        spec = graph_spec(e["graph"])
+        assert [i.name for i in proto.graph.input] == list(spec["inputs"]) == e["inputs"]
+        assert [o.name for o in proto.graph.output] == list(spec["outputs"]) == e["outputs"]
+        # fp16 graphs keep float32 I/O; their weights are float16
+        io_types = {v.type.tensor_type.elem_type for v in [*proto.graph.input,
+                                                            *proto.graph.output]}
+        assert onnx.TensorProto.FLOAT16 not in io_types
+        init_types = {t.data_type for t in proto.graph.initializer}
+        if e["precision"] == "fp16":
+            assert onnx.TensorProto.FLOAT16 in init_types
+        else:
+            assert onnx.TensorProto.FLOAT16 not in init_types
+    te = np.load(d / FUSION_FILE)
+    assert np.array_equal(te, model.fusion.time_embed.detach().numpy())
+
+
+def test_encoder_graph_matches_gated_cache(exported):
+    d, _, model, loaded = exported
+    cfg = loaded.config
+    gen = torch.Generator().manual_seed(1)
+    ref_cache, np_cache = GatedEncoderCache(), ops.StackedEncoderCache()
+    sessions = {b: _session(d, f"encoder_b{b}") for b in range(len(cfg.branch_depths))}
+
+    def step_for(b):
+        s = sessions[b]
+        names = [i.name for i in s.get_inputs()]
+        return lambda *a: tuple(s.run(None, dict(zip(names, a, strict=True))))
+
+    base = torch.randn(196, cfg.dim, generator=gen)
+    # dense, gated with several n, a shallower branch (cache cut), a deeper one (dense again)
+    plan = [(2, None), (2, 1), (2, 30), (0, 5), (0, 196), (1, 7), (2, 3)]
+    for branch, n_sel in plan:
+        tokens = base + 0.3 * torch.randn(196, cfg.dim, generator=gen)
+        sel = None
+        if n_sel is not None:
+            sel = torch.zeros(196, dtype=torch.bool)
+            sel[torch.randperm(196, generator=gen)[:n_sel]] = True
+        with torch.no_grad():
+            want = ref_cache.run(model.encoder, tokens, sel, branch).numpy()
+        got = np_cache.run(step_for(branch), tokens.numpy(), None if sel is None else
+                           sel.numpy(), cfg.branch_depths[branch], cfg.heads)
+        assert np_cache.n_recomputed == ref_cache.n_recomputed
+        assert np_cache.depth == ref_cache.depth
+        np.testing.assert_allclose(got, want, atol=ATOL)
+        np.testing.assert_allclose(np_cache.y, torch.stack(ref_cache.outputs).numpy(), atol=ATOL)
+
+
+def test_decoder_graphs_dynamic_lengths(exported):
+    d, _, model, loaded = exported
+    cfg, tok = loaded.config, loaded.tokenizer
+    prefill, step = _session(d, "decoder_prefill"), _session(d, "decoder_step")
+    gen = torch.Generator().manual_seed(2)
+    for k in (1, 7, 31, 3 * 196):
+        vis = torch.randn(1, k, cfg.dim, generator=gen)
+        size = torch.randint(1, 5, (1, k), generator=gen).float()
+        if k > 2:
+            size[0, 1] = 0.0  # padding
+        ids = torch.tensor([[tok.bos_id]])
+        with torch.no_grad():
+            want, cache = model.decoder.prefill(vis, size, ids)
+        got, pk, pv, kb = prefill.run(None, {"vis": vis.numpy(), "vis_size": size.numpy(),
+                                             "ids": ids.numpy()})
+        np.testing.assert_allclose(got, want.numpy(), atol=ATOL)
+        np.testing.assert_allclose(pk, torch.stack(cache.k).numpy(), atol=ATOL)
+        for pos in (1, 2, 3):
+            nxt = torch.tensor([pos + 3])
+            with torch.no_grad():
+                want, cache = model.decoder.step(nxt, cache)
+            got, pk, pv, kb = step.run(None, {"next_ids": nxt.numpy(),
+                                              "position": np.array([pos]), "past_k": pk,
+                                              "past_v": pv, "key_bias": kb})
+            np.testing.assert_allclose(got, want.numpy(), atol=ATOL)
+            assert kb.shape == (1, k + 1 + pos)
+
+
+def test_small_graphs_match_torch(exported):
+    d, _, model, loaded = exported
+    cfg = loaded.config
+    gen = torch.Generator().manual_seed(3)
+    frames = torch.randn(3, 3, 224, 224, generator=gen)
+    hist = torch.rand(1, 2, 112, 112, generator=gen)
+    feats = torch.randn(5, cfg.num_router_features, generator=gen)
+    vis = torch.randn(2, 9, cfg.dim, generator=gen)
+    size = torch.ones(2, 9)
+    size[1, 4:] = 0
+    with torch.no_grad():
+        cases = [
+            ("embed_frames", (frames,), model.encoder.embed_frames(frames)),
+            ("embed_events", (hist,), model.encoder.embed_events(hist)),
+            ("router", (feats,), model.router(feats)),
+            ("gesture_head", (vis, size), model.gesture_head(vis, size)),
+        ]
+    for name, args, want in cases:
+        got = _session(d, name).run(None, {n: a.numpy() for n, a in
+                                           zip(GRAPHS[name]["inputs"], args, strict=True)})[0]
+        np.testing.assert_allclose(got, want.numpy(), atol=ATOL, err_msg=name)
+        half = _session(d, name, "fp16").run(None, {n: a.numpy() for n, a in
+                                                    zip(GRAPHS[name]["inputs"], args,
+                                                        strict=True)})[0]
+        assert half.dtype == np.float32
+        np.testing.assert_allclose(half, want.numpy(), atol=5e-2, err_msg=name)
+
+
+def test_bad_arguments_and_missing_model(exported, tmp_path):
+    d, *_ = exported
+    with pytest.raises(ValueError, match="opset"):
+        export_model(d, opset=16)
+    with pytest.raises(ValueError, match="precision"):
+        export_model(d, precisions=("int8",))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        export_model(tmp_path / "nope")
+
+
+def test_cli_export(exported, tmp_path):
+    from tinygpt_ros.cli import main
+
+    d, *_ = exported
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for name in (MODEL_FILE, "manifest.json"):
+        shutil.copy(d / name, copy / name)
+    manifest = load_manifest(copy)
+    manifest["files"] = {MODEL_FILE: manifest["files"][MODEL_FILE]}  # a fresh, unexported model
+    (copy / "manifest.json").write_text(__import__("json").dumps(manifest))
+    assert main(["export", "--model", str(copy), "--precision", "fp32"]) == 0
+    files = load_manifest(copy)["files"]
+    assert graph_file("decoder_step", "fp32") in files
+    assert graph_file("decoder_step", "fp16") not in files
+    assert files[graph_file("router", "fp32")]["export_command"] == (
+        f"tinygpt-ros export --model {copy} --opset 17 --precision fp32")
