@@ -106,6 +106,22 @@ def test_image_gives_caption_and_frame_diagnostics(ros, lifecycle, tinygpt):
     assert values["errors"] == "0"
 
 
+def test_jetson_power_rails_give_measured_energy(ros, lifecycle, tinygpt, tmp_path):
+    """With INA3221 rails readable (a fake hwmon tree here), energy per frame is measured."""
+    dev = tmp_path / "ina3221" / "1-0040" / "hwmon" / "hwmon3"
+    dev.mkdir(parents=True)
+    for name, text in {"in1_label": "VDD_IN", "in1_input": "5000", "curr1_input": "2000"}.items():
+        (dev / name).write_text(text + "\n")
+    _, io = _start(ros, lifecycle, tinygpt, power_iio_glob=str(tmp_path / "none" / "*"),
+                   power_hwmon_glob=str(tmp_path / "ina3221" / "*" / "hwmon" / "hwmon*"))
+    io.image.publish(_frame())
+    assert ros.spin_until(lambda: io.statuses(": frame"))
+    values = status_values(io.statuses(": frame")[0][1])
+    assert values["energy_source"] == "ina3221:VDD_IN"
+    # 10 W held over the frame's processing time: millijoules = 10 W x seconds x 1000
+    assert 0 < float(values["energy_mj"]) < 10.0 * 5.0 * 1e3
+
+
 def test_sensor_data_qos_by_default(ros, lifecycle, tinygpt):
     tinygpt()
     lc = lifecycle()

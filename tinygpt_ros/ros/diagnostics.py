@@ -64,8 +64,10 @@ def frame_status(
     dropped_frames: int,
     errors: int,
     hardware_id: str = "",
+    energy: tuple[float, str] | None = None,
 ) -> DiagnosticStatus:
-    """The per-frame status for one engine step."""
+    """The per-frame status for one engine step. `energy` = (millijoules, source) measured by a
+    power monitor; None = the FLOPs estimate."""
     rec = result.record
     total = rec.total_flops
     dense = float(rec.dense_flops)
@@ -90,8 +92,8 @@ def frame_status(
         ("caption_reused", bool(rec.caption_reused)),
         ("dropped_frames", int(dropped_frames)),
         ("errors", int(errors)),
-        ("energy_mj", energy_mj(total, budget.j_per_gflop)),
-        ("energy_source", ENERGY_SOURCE),
+        ("energy_mj", energy[0] if energy else energy_mj(total, budget.j_per_gflop)),
+        ("energy_source", energy[1] if energy else ENERGY_SOURCE),
         ("conversion_ms", float(conversion_ms)),
         ("ros_overhead_ms", float(ros_overhead_ms)),
     ]
@@ -159,19 +161,22 @@ class FrameStats:
         self._recent: deque[tuple[float, float, str, float]] = deque(maxlen=window)
         self.frames = 0
         self.energy_mj_total = 0.0
+        self.energy_source = ENERGY_SOURCE
         self.errors: Counter[str] = Counter()
         self.ignored_inactive = 0
         self._last_summary_t = time.monotonic()
         self._last_summary_frames = 0
         self._last_summary_errors = 0
 
-    def add_frame(self, result: FrameResult, energy: float) -> None:
+    def add_frame(self, result: FrameResult, energy: float,
+                  energy_source: str = ENERGY_SOURCE) -> None:
         rec = result.record
         pct = 100.0 * rec.tokens_recomputed / rec.tokens_in if rec.tokens_in else 0.0
         ratio = rec.total_flops / rec.dense_flops if rec.dense_flops > 0 else 1.0
         with self._lock:
             self.frames += 1
             self.energy_mj_total += energy
+            self.energy_source = energy_source
             self._recent.append((pct, ratio, rec.branch, rec.total_latency_ms))
 
     def add_error(self, kind: str) -> None:
@@ -203,7 +208,7 @@ class FrameStats:
             self._last_summary_t, self._last_summary_frames = now, self.frames
             self._last_summary_errors = sum(self.errors.values())
             recent = list(self._recent)
-            frames, energy = self.frames, self.energy_mj_total
+            frames, energy, source = self.frames, self.energy_mj_total, self.energy_source
             errors = dict(self.errors)
             ignored = self.ignored_inactive
         branches = Counter(r[2] for r in recent)
@@ -230,7 +235,7 @@ class FrameStats:
             ("errors", sum(errors.values())),
         ]
         pairs += [(f"errors_{k}", v) for k, v in sorted(errors.items())]
-        pairs += [("energy_mj_total", energy), ("energy_source", ENERGY_SOURCE)]
+        pairs += [("energy_mj_total", energy), ("energy_source", source)]
         if new_errors > 0:
             level, message = ERROR, f"{new_errors} bad message(s) since the last summary"
         elif budget.budget_ms > 0 and p95 > budget.budget_ms:

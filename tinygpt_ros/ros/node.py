@@ -31,6 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from tinygpt_ros.core.config import IMAGE_SIZE
+from tinygpt_ros.core.power import PowerMonitor
 from tinygpt_ros.core.types import Engine, FrameResult
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
@@ -93,6 +94,7 @@ class TinyGptNode(LifecycleNode):
         self._pending_knobs: dict[str, Any] = {}
         self._runtime: dict[str, Any] = {}
         self._engine: Engine | None = None
+        self._power: PowerMonitor | None = None
         self._inputs: list[_Input] = []
         self._pubs: dict[str, Any] = {}
         self._timer: Any = None
@@ -245,6 +247,10 @@ class TinyGptNode(LifecycleNode):
             self._runtime = {n: values[n] for n in RUNTIME_PARAMS}
         self._engine = engine
         self._hardware_id = f"{backend}:{values['precision']}"
+        self._power = PowerMonitor(iio_glob=values["power_iio_glob"],
+                                   hwmon_glob=values["power_hwmon_glob"],
+                                   j_per_gflop=values["energy_j_per_gflop"])
+        self._power.start()
         self.stats = diag.FrameStats()
         self.token_maps_built = 0
         self._stop = threading.Event()
@@ -325,6 +331,9 @@ class TinyGptNode(LifecycleNode):
             engine, self._engine = self._engine, None
         if engine is not None:
             _close(engine)
+        if self._power is not None:
+            self._power.stop()
+            self._power = None
 
     # ----------------------------------------------------------------------------- data path
 
@@ -375,6 +384,8 @@ class TinyGptNode(LifecycleNode):
         conversion_ms = (time.perf_counter() - t0) * 1e3
         stamp_us = conv.stamp_to_us(msg.header.stamp) or item.recv_us
         self._apply_pending_knobs(engine)
+        power = self._power
+        t_power = power.mark() if power is not None else 0.0
         try:
             if inp.kind in ("image", "compressed"):
                 result = engine.process_frame(data, stamp_us)
@@ -386,6 +397,11 @@ class TinyGptNode(LifecycleNode):
         except Exception as exc:
             self._report_error(inp, msg.header, "engine", f"engine failed: {exc!r}")
             return
+        energy = None
+        if power is not None:
+            power.j_per_gflop = runtime["energy_j_per_gflop"]
+            joules, source = power.energy_for(t_power, power.mark(), result.record.total_flops)
+            energy = (joules * 1e3, source)
         t1 = time.perf_counter()
         self._publish_outputs(result, msg.header)
         ros_overhead_ms = conversion_ms + (time.perf_counter() - t1) * 1e3
@@ -395,9 +411,12 @@ class TinyGptNode(LifecycleNode):
         status = diag.frame_status(
             self.get_name(), result, budget=budget, conversion_ms=conversion_ms,
             ros_overhead_ms=ros_overhead_ms, dropped_frames=self.dropped_frames,
-            errors=self.stats.error_total, hardware_id=self._hardware_id,
+            errors=self.stats.error_total, hardware_id=self._hardware_id, energy=energy,
         )
-        self.stats.add_frame(result, diag.energy_mj(result.record.total_flops, budget.j_per_gflop))
+        if energy is None:
+            energy = (diag.energy_mj(result.record.total_flops, budget.j_per_gflop),
+                      diag.ENERGY_SOURCE)
+        self.stats.add_frame(result, energy[0], energy[1])
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(msg.header), [status]))
 
     def _publish_outputs(self, result: FrameResult, header: Header) -> None:

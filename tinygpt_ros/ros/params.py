@@ -25,6 +25,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 
+from tinygpt_ros.core import power
 from tinygpt_ros.core.config import KNOB_SPECS, Knobs
 
 PACKAGE = "tinygpt_ros"
@@ -132,8 +133,18 @@ def _ros_specs() -> list[ParamSpec]:
         ParamSpec(
             "energy_j_per_gflop", float, DEFAULT_J_PER_GFLOP,
             "Joules per GFLOP used for the energy estimate in /diagnostics (energy_source "
-            "'estimate'); default is a rough edge-GPU figure.",
+            "'estimate') when no INA3221 power rail is readable; a rough edge-GPU figure.",
             0.0, 100.0,
+        ),
+        ParamSpec(
+            "power_iio_glob", str, power.IIO_GLOB,
+            "INA3221 rails, older JetPack (iio, in_power*_input in mW); energy per frame is "
+            "measured from them when present.", applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "power_hwmon_glob", str, power.HWMON_GLOB,
+            "INA3221 rails, newer JetPack (hwmon, in*_input mV x curr*_input mA).",
+            applies=NEXT_CONFIGURE,
         ),
     ]
 
