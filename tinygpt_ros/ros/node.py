@@ -207,6 +207,7 @@ class TinyGptNode(LifecycleNode):
         options: dict[str, Any] = {"precision": values["precision"]}
         if backend == "onnxruntime":
             options["providers"] = list(values["providers"])
+            options["logger"] = self.get_logger().warning  # provider fallback, TensorRT builds
         try:
             factory = self._engine_factory or _default_engine_factory()
         except ImportError as exc:
