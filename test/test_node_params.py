@@ -17,7 +17,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from tinygpt_ros.core.config import KNOB_SPECS
+from tinygpt_ros.core.config import KNOB_SPECS, Knobs
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.conversions import rgb_to_image
 
@@ -153,7 +153,7 @@ def test_nan_refused_with_core_message(ros, tinygpt):
     pc = ParamClient(ros)
     result = pc.set("caption_reuse_threshold", math.nan)
     assert not result.successful and "caption_reuse_threshold" in result.reason
-    assert pc.get("caption_reuse_threshold") == 0.05
+    assert pc.get("caption_reuse_threshold") == Knobs().caption_reuse_threshold
 
 
 def test_model_dir_is_read_only(ros, tinygpt, model_dir):

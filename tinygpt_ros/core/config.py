@@ -85,8 +85,9 @@ KNOB_SPECS: dict[str, KnobSpec] = {
     ),
     "caption_reuse_threshold": KnobSpec(
         float, 0.0, 100.0,
-        "Republish the last caption without decoding when the fused tokens moved less than "
-        "this since it was decoded; 0 = always decode.",
+        "Republish the last caption without decoding when no fused token moved more than "
+        "this (distance to its nearest token at the last decode, relative to token norm) "
+        "since it was decoded; 0 = always decode.",
     ),
     "routing_temperature": KnobSpec(
         float, 0.01, 100.0, "ANC: router probabilities are softmax(logits / temperature)."
@@ -111,7 +112,7 @@ class Knobs:
     max_active_tokens: int = 0
     refresh_interval: int = 60
     max_fused_tokens: int = 31  # 196 -> 31 tokens per frame, the paper's gesture setting
-    caption_reuse_threshold: float = 0.05
+    caption_reuse_threshold: float = 0.1
     routing_temperature: float = 1.0
     routing_hysteresis: float = 0.1
     sttf_enabled: bool = True

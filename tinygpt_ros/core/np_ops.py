@@ -505,3 +505,18 @@ def temporal_fusion(
         x, size = bipartite_merge(x, size, x.shape[0] - max_tokens)
         x, size = compact(x, size)
     return x, size
+
+
+def fused_set_movement(current: np.ndarray, previous: np.ndarray) -> float:
+    """How far the fused token set moved: the largest distance from a current token to its
+    nearest previous token, relative to the previous tokens' mean norm.
+
+    A max over tokens, not a mean: one small object moving changes a few fused tokens a lot
+    and the set's average hardly at all, and that object is what the caption is about.
+    """
+    if len(current) == 0 or len(previous) == 0:
+        return float("inf")
+    d2 = ((current[:, None, :] - previous[None, :, :]) ** 2).sum(-1)
+    nearest = np.sqrt(d2.min(axis=1))
+    scale = float(np.linalg.norm(previous, axis=1).mean()) + 1e-8
+    return float(nearest.max() / scale)

@@ -30,8 +30,6 @@ from .config import BRANCH_NAMES, GRID, NUM_TOKENS, Knobs, ModelConfig
 from .tokenizer import Tokenizer
 from .types import ComputeRecord, FrameResult
 
-# Fused-token movement is measured relative to the summary's norm, so the threshold is unitless.
-_EPS = 1e-8
 # Static-token averaging tolerance used by temporal fusion (relative L2 to the window mean).
 STATIC_THRESHOLD = 0.1
 MODALITIES = ("frame", "events")
@@ -93,7 +91,7 @@ class Stream:
     last_output: np.ndarray | None = None
     last_caption: str | None = None
     last_caption_len: int = 0
-    last_summary: np.ndarray | None = None
+    last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
 
 
 class StageTimer:
@@ -312,21 +310,18 @@ class StreamingEngine:
         self, s: Stream, fused: np.ndarray, sizes: np.ndarray
     ) -> tuple[str, bool, float]:
         k = self._knobs
-        w = sizes[:, None].astype(np.float32)
-        summary = (fused * w).sum(0) / max(float(w.sum()), _EPS)
+        real = fused[sizes > 0]
         if (
             k.sttf_enabled
             and k.caption_reuse_threshold > 0
             and s.last_summary is not None
             and s.last_caption is not None
+            and ops.fused_set_movement(real, s.last_summary) < k.caption_reuse_threshold
         ):
-            moved = float(np.linalg.norm(summary - s.last_summary)
-                          / (np.linalg.norm(s.last_summary) + _EPS))
-            if moved < k.caption_reuse_threshold:
-                return s.last_caption, True, 0.0
+            return s.last_caption, True, 0.0
         ids = self.kernels.generate(fused, sizes)
         s.last_caption = self.tokenizer.decode(ids)
         # decoding ran one step per token, plus one for EOS unless it stopped at max length
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
-        s.last_summary = summary
+        s.last_summary = real.copy()
         return s.last_caption, False, F.decode_flops(self.cfg, fused.shape[0], s.last_caption_len)
