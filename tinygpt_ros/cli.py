@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=str(default_model_dir()))
     d.add_argument("--rate", type=float, default=0.0,
                    help="playback rate (1 = original timing, 0 = as fast as the node keeps up)")
-    d.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
+    d.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime"))
     d.add_argument("--image-transport", default="raw", choices=("raw", "compressed"))
     d.set_defaults(func=_cmd_demo)
 

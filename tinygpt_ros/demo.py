@@ -14,7 +14,7 @@ import random
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import yaml
 FRAME_STATUS_SUFFIX = ": frame"
 IMAGE_TOPIC = "/camera/image_raw"
 EVENTS_TOPIC = "/events"
+GESTURE_VOTE_WINDOWS = 8  # printed gesture = majority of the last 8 windows (0.4 s)
 
 
 class _Collector:
@@ -42,6 +43,7 @@ class _Collector:
         self.cond = threading.Condition()
         self.last_caption = ""
         self.last_gesture = ""
+        self.recent_gestures: deque[str] = deque(maxlen=GESTURE_VOTE_WINDOWS)
         self.t0_ns: int | None = None
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos)
         node.create_subscription(String, f"{ns}/caption", self._on_caption, qos)
@@ -79,10 +81,14 @@ class _Collector:
         pass  # printed from diagnostics, which carry the stamp and confidence
 
     def _gesture(self, stamp: int, label: str, conf: str) -> None:
+        """Print the majority of the last windows when it changes (per-window output flickers)."""
+        self.recent_gestures.append(label)
+        label = Counter(self.recent_gestures).most_common(1)[0][0]
         if label != self.last_gesture:
             self.last_gesture = label
             t = self._stamp_s(stamp)
-            self.out(f"  gesture : {label} ({float(conf or 0):.2f}) at t={t:.2f}s")
+            self.out(f"  gesture : {label} (majority of last {len(self.recent_gestures)} "
+                     f"windows) at t={t:.2f}s")
 
     def wait_for(self, stamp_ns: int, modality: str, timeout: float) -> bool:
         with self.cond:
@@ -159,7 +165,7 @@ def run_demo(
     bag: str | Path,
     model_dir: str | Path,
     rate: float = 0.0,
-    backend: str = "torch",
+    backend: str = "onnxruntime",
     image_transport: str = "raw",
     out=print,
     domain_id: int | None = None,

@@ -75,7 +75,9 @@ def _ros_specs() -> list[ParamSpec]:
             read_only=True, applies=NEXT_CONFIGURE,
         ),
         ParamSpec(
-            "backend", str, "torch", "Inference engine implementation.",
+            "backend", str, "onnxruntime",
+            "Inference engine: onnxruntime (deployment default, no torch needed; the model dir "
+            "must hold the `tinygpt-ros export` graphs) or torch (the reference).",
             choices=("torch", "onnxruntime"), applies=NEXT_CONFIGURE,
         ),
         ParamSpec(
