@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--workers", type=int, default=1, help="bags evaluated in parallel")
     v.add_argument("--live", action="store_true",
                    help="also run the ROS nodes on the bag and compare with offline output")
+    v.add_argument("--max-frames", type=int, default=None,
+                   help="evaluate only the first N camera frames of each bag")
+    v.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    v.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar on stderr")
     v.set_defaults(func=_cmd_eval)
 
     b = sub.add_parser("bench", help="peer benchmark on held-out clips (ratios, one run)")

@@ -1,0 +1,356 @@
+"""Live evaluation: play a bag into the real node graph and compare with the offline output.
+
+The offline evaluation calls the engine directly; users run the ROS node. This brings the edge
+graph up in-process (`ros.bringup.bring_up`: TinyGptNode + lifecycle manager, on a fresh rclpy
+context with a random domain id and localhost-only discovery), plays the bag with
+`ros.bag_player.BagPlayer` in lockstep (each message is published only after the node answered
+the previous one on /diagnostics, so nothing is dropped for being early) and records every
+caption, gesture and per-frame diagnostic, matched to its source message by the stamp in the
+diagnostics header. `compare` then lists every difference from the offline rows of the same
+configuration: missing outputs (dropped frames), other captions or gestures, other token
+counts, branches or FLOPs.
+
+Lockstep works through the player's public constructor: it is given a stand-in node whose
+publishers block after each publish until the answer is in.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+_IMAGE_OUT = "/tinygpt_eval/camera/image_raw"
+_EVENTS_OUT = "/tinygpt_eval/events"
+_FLOPS_RTOL = 1e-5  # diagnostics print floats with 6 significant digits
+_MAX_DIFFS = 50
+
+
+@dataclass
+class LiveRow:
+    """What the node answered to one message."""
+
+    modality: str  # frame | events (from the topic it was published on)
+    stamp_ns: int
+    ok: bool  # False: the node refused the message (ERROR status) or did not answer
+    caption: str | None = None
+    gesture: str | None = None
+    values: dict[str, str] = field(default_factory=dict)  # the frame status' key values
+    message: str = ""
+
+
+class _Listener:
+    """Collects the node's captions, gestures and per-frame diagnostics (executor threads)."""
+
+    def __init__(self, node: Any) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from std_msgs.msg import String
+
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.cond = threading.Condition()
+        self.captions: list[str] = []
+        self.gestures: list[str] = []
+        self.statuses: list[tuple[int, Any]] = []  # (header stamp ns, DiagnosticStatus)
+        self.subs = [
+            node.create_subscription(String, "caption", self._caption, qos),
+            node.create_subscription(String, "gesture", self._gesture, qos),
+            node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, qos),
+        ]
+
+    def _caption(self, msg: Any) -> None:
+        with self.cond:
+            self.captions.append(msg.data)
+            self.cond.notify_all()
+
+    def _gesture(self, msg: Any) -> None:
+        with self.cond:
+            self.gestures.append(msg.data)
+            self.cond.notify_all()
+
+    def _diag(self, msg: Any) -> None:
+        from ..ros.conversions import stamp_to_ns
+
+        stamp = stamp_to_ns(msg.header.stamp)
+        with self.cond:
+            for st in msg.status:
+                if st.name.endswith(": frame"):
+                    self.statuses.append((stamp, st))
+            self.cond.notify_all()
+
+    def connected(self) -> bool:
+        return all(s.get_publisher_count() > 0 for s in self.subs[::2])  # caption, diagnostics
+
+
+class _Gate:
+    """Stand-in node for BagPlayer: its publishers publish one message, then wait for the
+    node's answer (or `timeout_s`); after `limit` messages they stop the player."""
+
+    def __init__(self, node: Any, listener: _Listener, modality_of: dict[str, str],
+                 limit: int | None, timeout_s: float) -> None:
+        self.node = node
+        self.listener = listener
+        self.modality_of = modality_of  # published topic -> frame | events
+        self.limit = limit
+        self.timeout_s = timeout_s
+        self.stop = threading.Event()
+        self.sent = 0
+        self.rows: list[LiveRow] = []
+        self.timeouts = 0
+
+    def create_publisher(self, msg_type: Any, topic: str, qos: Any) -> _GatedPublisher:
+        return _GatedPublisher(self.node.create_publisher(msg_type, topic, qos), self,
+                               self.modality_of.get(topic, "frame"))
+
+    def destroy_publisher(self, pub: _GatedPublisher) -> None:
+        self.node.destroy_publisher(pub.inner)
+
+    def publish(self, inner: Any, modality: str, msg: Any) -> None:
+        from ..ros.conversions import stamp_to_ns
+        from ..ros.diagnostics import ERROR, status_values
+
+        if self.limit is not None and self.sent >= self.limit:
+            self.stop.set()
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        lst = self.listener
+        with lst.cond:
+            n_status, n_cap, n_gest = len(lst.statuses), len(lst.captions), len(lst.gestures)
+        inner.publish(msg)
+        self.sent += 1
+        outputs = lst.captions if modality == "frame" else lst.gestures
+        n_out = n_cap if modality == "frame" else n_gest
+
+        def answered() -> Any:
+            for s, st in lst.statuses[n_status:]:
+                if s == stamp and (st.level == ERROR or len(outputs) > n_out):
+                    return st
+            return None
+
+        with lst.cond:
+            lst.cond.wait_for(lambda: answered() is not None, timeout=self.timeout_s)
+            st = answered()
+            out = outputs[n_out] if len(outputs) > n_out else None
+        if st is None:
+            self.timeouts += 1
+            self.rows.append(LiveRow(modality, stamp, False,
+                                     message=f"no answer within {self.timeout_s:g} s"))
+            return
+        values = status_values(st)
+        row = LiveRow(modality, stamp, st.level != ERROR, values=values, message=st.message)
+        if row.ok:
+            if modality == "frame":
+                row.caption = out
+            else:
+                row.gesture = out
+        self.rows.append(row)
+
+
+class _GatedPublisher:
+    def __init__(self, inner: Any, gate: _Gate, modality: str) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.modality = modality
+
+    def publish(self, msg: Any) -> None:
+        self.gate.publish(self.inner, self.modality, msg)
+
+    def get_subscription_count(self) -> int:
+        return self.inner.get_subscription_count()
+
+
+def _params_file(directory: Path, model_dir: str, backend: str, knobs: dict[str, Any],
+                 image_type: str | None, events_type: str | None) -> str:
+    params: dict[str, Any] = {
+        "model_dir": str(model_dir),
+        "backend": backend,
+        "image_transport": ("compressed" if image_type == "sensor_msgs/msg/CompressedImage"
+                            else "raw"),
+        "events_msg_type": ("event_packet" if events_type == "event_camera_msgs/msg/EventPacket"
+                            else "pointcloud2"),
+        "qos_reliability": "reliable",  # lockstep: nothing may be lost on the way either
+        "qos_depth": 10,
+        **knobs,
+    }
+    path = directory / "live_params.yaml"
+    path.write_text(yaml.safe_dump({"/**/tinygpt_node": {"ros__parameters": params}}))
+    return str(path)
+
+
+def run_live(
+    bag: str | Path,
+    model_dir: str | Path,
+    knobs: dict[str, Any],
+    topics: dict[str, tuple[str, str]],
+    backend: str = "torch",
+    limit: int | None = None,
+    timeout_s: float = 30.0,
+    startup_timeout_s: float = 60.0,
+) -> dict[str, Any]:
+    """Play `bag` into a freshly started node graph configured with `knobs`.
+
+    topics: role (image, events) -> (bag topic, message type). limit: publish only the first
+    `limit` messages of those topics (the offline evaluation's prefix). Returns {"rows": [LiveRow],
+    "error": str | None, "published": int, "timeouts": int}."""
+    import rclpy
+
+    from ..ros.bag_player import BagError, BagPlayer
+    from ..ros.bringup import bring_up, tear_down
+
+    # Before rclpy.init of this context: discovery stays on this machine (Kilted ignores
+    # ROS_LOCALHOST_ONLY), and a random domain keeps parallel runs apart.
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    domain = random.SystemRandom().randint(1, 100)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    out: dict[str, Any] = {"rows": [], "error": None, "published": 0, "timeouts": 0,
+                           "domain_id": domain}
+    executor = nodes = spinner = None
+    image = topics.get("image")
+    events = topics.get("events")
+    try:
+        with tempfile.TemporaryDirectory(prefix="tinygpt_live_") as tmp:
+            params = _params_file(Path(tmp), str(model_dir), backend, knobs,
+                                  image[1] if image else None, events[1] if events else None)
+            executor, nodes = bring_up(context, params_file=params, model_dir=str(model_dir),
+                                       backend=backend, image_topic=_IMAGE_OUT,
+                                       events_topic=_EVENTS_OUT, log_level="error")
+        probe = rclpy.create_node("tinygpt_eval_probe", context=context)
+        nodes.append(probe)
+        listener = _Listener(probe)
+        executor.add_node(probe)
+        spinner = threading.Thread(target=executor.spin, daemon=True, name="tinygpt_eval_spin")
+        spinner.start()
+        node, manager = nodes[0], nodes[1]
+        deadline = time.monotonic() + startup_timeout_s
+        while manager.state not in ("active", "failed") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if manager.state != "active":
+            out["error"] = (f"node graph did not come up (manager {manager.state}): "
+                            f"{node.last_error or manager.failures}")
+            return out
+        remap, modality_of = {}, {}
+        if image:
+            dest = _IMAGE_OUT + ("/compressed" if image[1].endswith("CompressedImage") else "")
+            remap[image[0]], modality_of[dest] = dest, "frame"
+        if events:
+            remap[events[0]], modality_of[_EVENTS_OUT] = _EVENTS_OUT, "events"
+        gate = _Gate(probe, listener, modality_of, limit, timeout_s)
+        try:
+            player = BagPlayer(gate, bag, topics=list(remap), rate=None, remap=remap)
+        except BagError as exc:
+            out["error"] = f"bag could not be played: {exc}"
+            return out
+        try:
+            player.wait_for_subscribers(10.0)
+            deadline = time.monotonic() + 10.0
+            while not listener.connected() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            try:
+                player.play(stop=gate.stop)
+            except BagError as exc:
+                out["error"] = f"playback stopped: {exc}"
+        finally:
+            player.close()
+        out.update(rows=gate.rows, published=gate.sent, timeouts=gate.timeouts)
+        return out
+    except Exception as exc:  # a live failure is a finding for the report, not a crash
+        out["error"] = f"live run failed: {exc!r}"
+        return out
+    finally:
+        if executor is not None:
+            tear_down(executor, nodes)
+        if spinner is not None:
+            spinner.join(5.0)
+        if context.ok():
+            rclpy.shutdown(context=context)
+
+
+def compare(offline: Sequence[Any], live: Sequence[LiveRow]) -> dict[str, Any]:
+    """Differences between offline rows (`bag_eval.FrameRow`) and live rows of one config."""
+    pending: dict[tuple[str, int], deque[LiveRow]] = defaultdict(deque)
+    for row in live:
+        pending[(row.modality, row.stamp_ns)].append(row)
+    diffs: list[str] = []
+    dropped = compared = 0
+    for off in offline:
+        where = f"{off.modality} @ {off.stamp_ns}"
+        queue = pending.get((off.modality, off.stamp_ns))
+        row = queue.popleft() if queue else None
+        if row is None or not row.ok:
+            dropped += 1
+            why = "no output" if row is None else f"node refused it or did not answer: " \
+                                                  f"{row.message}"
+            diffs.append(f"{where}: dropped live ({why})")
+            continue
+        compared += 1
+        rec = off.record
+        v = row.values
+        if off.modality == "frame" and row.caption != off.caption:
+            diffs.append(f"{where}: caption {row.caption!r} live vs {off.caption!r} offline")
+        if off.modality == "events" and row.gesture != off.gesture:
+            diffs.append(f"{where}: gesture {row.gesture!r} live vs {off.gesture!r} offline")
+        for key, want in (("tokens_recomputed", rec.tokens_recomputed),
+                          ("tokens_fused", rec.tokens_fused), ("branch", rec.branch)):
+            if v.get(key) != str(want):
+                diffs.append(f"{where}: {key} {v.get(key)} live vs {want} offline")
+        live_flops = float(v.get("flops_total", "nan"))
+        if not np.isclose(live_flops, rec.total_flops, rtol=_FLOPS_RTOL, atol=0.0):
+            diffs.append(f"{where}: flops_total {live_flops:.6g} live vs "
+                         f"{rec.total_flops:.6g} offline")
+    extra = [r for q in pending.values() for r in q if r.ok]
+    diffs += [f"{r.modality} @ {r.stamp_ns}: live output with no offline counterpart"
+              for r in extra]
+    oks = [r for r in live if r.ok]
+
+    def p50(key: str, modality: str) -> float | None:
+        vals = [float(r.values.get(key, "nan")) for r in oks if r.modality == modality]
+        return float(np.median(vals)) if vals else None
+
+    drops = [int(r.values.get("dropped_frames", "0")) for r in oks]
+    return {
+        "offline": len(offline), "live": len(live), "compared": compared,
+        "equal": not diffs, "n_differences": len(diffs), "differences": diffs[:_MAX_DIFFS],
+        "dropped": dropped, "node_dropped_frames": max(drops, default=0),
+        # per modality: the engine's own stage times, and conversion + publish in the node
+        "latency_ms_p50": {m: p50("latency_ms_total", m) for m in ("frame", "events")},
+        "ros_overhead_ms_p50": {m: p50("ros_overhead_ms", m) for m in ("frame", "events")},
+    }
+
+
+def live_section(results: Sequence[Any], configs: dict[str, dict[str, Any]], model_dir: str,
+                 backend: str, issues: list[Any], timeout_s: float = 30.0) -> dict[str, Any]:
+    """Run every evaluated bag live for every configuration and compare (`bag_eval.run_eval`)."""
+    from .bag_eval import Issue
+
+    section: dict[str, Any] = {"bags": {}, "equal": True}
+    for r in results:
+        per: dict[str, Any] = {}
+        section["bags"][r.name] = per
+        topics = {role: (t, r.topics[t][0]) for role, t in r.used_topics.items()}
+        if not r.ok or not topics:
+            per["-"] = {"equal": False, "error": "bag not evaluated offline"}
+            section["equal"] = False
+            continue
+        for name, knobs in configs.items():
+            run = run_live(r.path, model_dir, knobs, topics, backend=backend,
+                           limit=r.messages_read, timeout_s=timeout_s)
+            cmp = compare(r.rows[name], run["rows"])
+            cmp["published"] = run["published"]
+            cmp["error"] = run["error"]
+            if run["error"]:
+                cmp["equal"] = False
+                issues.append(Issue(r.name, "live", "warning", f"live [{name}]: {run['error']}"))
+            per[name] = cmp
+            section["equal"] = section["equal"] and cmp["equal"]
+    return section
