@@ -169,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(md)
     if getattr(args, "markdown", None):
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(md)
+        from .bench import write_markdown_section
+
+        write_markdown_section(args.markdown, md, name="bench-engines")
     print(md)
     return 0
