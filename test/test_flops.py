@@ -138,7 +138,7 @@ def test_reference_decoder_prefill_and_step():
 
 
 def test_real_decoder_if_present():
-    decoder = pytest.importorskip("tinygpt_ros.core.decoder")
+    from tinygpt_ros.core import decoder
     torch.manual_seed(0)
     dec = decoder.TinyGPTDecoder(CFG).eval()
     vis, size = torch.randn(1, 20, CFG.dim), torch.ones(1, 20)
@@ -156,7 +156,7 @@ def test_real_decoder_if_present():
 
 
 def test_real_gesture_head_if_present():
-    heads = pytest.importorskip("tinygpt_ros.core.heads")
+    from tinygpt_ros.core import heads
     head = heads.GestureHead(CFG).eval()
     vis, size = torch.randn(1, 31, CFG.dim), torch.ones(1, 31)
     measured, _ = _measure(lambda: head(vis, size))

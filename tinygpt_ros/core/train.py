@@ -226,6 +226,14 @@ def frame_staleness(emb: torch.Tensor, threshold: float) -> torch.Tensor:
     return stale
 
 
+def event_staleness(counts: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B,T,N) events per patch -> stale tokens: no more events than `threshold` (the first
+    window of a run is always computed, like a stream start)."""
+    stale = counts <= threshold
+    stale[:, 0] = False
+    return stale
+
+
 def sliding_windows(seq: torch.Tensor, window: int) -> torch.Tensor:
     """(B,L,N,D) -> (B*(L-T+1), T, N, D): every window of T consecutive steps."""
     b, l_, n, d = seq.shape
@@ -313,6 +321,14 @@ class Trainer:
         )
         return opt, sched
 
+    def _update(self, opt, sched, loss: torch.Tensor, clip: bool = False) -> None:
+        opt.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+
     def _record(self, stage: str, step: int, steps: int, loss: float, t0: float) -> None:
         self.history.setdefault(stage, []).append(loss)
         every = max(1, steps // 10)
@@ -350,11 +366,7 @@ class Trainer:
                 _, gexits = encode_events(m, hists)
                 gb = self._budget()
                 loss = loss + sum(gesture_loss(m, e, labels, gb)[0] for e in gexits) / len(gexits)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            self._update(opt, sched, loss, clip=True)
             self._record("pretrain", step, steps, loss.item(), t0)
 
     # -- stage 2a
@@ -387,16 +399,11 @@ class Trainer:
             if step % 2 == 0:
                 hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
                 _, gexits = encode_events(m, hists)
-                stale_ev = counts <= self.p.reuse_threshold
-                stale_ev[:, 0] = False
+                stale_ev = event_staleness(counts, self.p.reuse_threshold)
                 gb = self._budget(dense_p=0.0)
                 loss = loss + sum(gesture_loss(m, simulate_reuse(e, stale_ev), labels, gb)[0]
                                   for e in gexits) / len(gexits)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            self._update(opt, sched, loss, clip=True)
             self._record("sttf_distill", step, steps, loss.item(), t0)
 
     # -- stage 2b
@@ -428,8 +435,7 @@ class Trainer:
                 hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
                 with torch.no_grad():
                     _, gexits = encode_events(m, hists)
-                    stale_ev = counts <= thr
-                    stale_ev[:, 0] = False
+                    stale_ev = event_staleness(counts, thr)
                     efeats = self._event_features(counts)
                 elogits = m.router(efeats.flatten(0, 1))
                 eroute = gumbel_route(elogits, 1.0, hard=True, generator=self.gen)
@@ -440,10 +446,7 @@ class Trainer:
                 probs = torch.cat([probs, torch.softmax(elogits, -1)])
             loss = (task + 2.0 * budget_loss(probs, self.branch_cost, self.p.budget_fraction)
                     + 0.1 * load_balance_loss(probs))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            self._update(opt, sched, loss)
             self._record("router", step, steps, loss.item(), t0)
         for p in m.parameters():
             p.requires_grad_(True)
@@ -501,10 +504,7 @@ class Trainer:
                 windows = sliding_windows(simulate_reuse(routed, stale), cfg.temporal_window)
             budget = DEPLOY_FUSION if self.rng.random() < 0.6 else self._budget(0.2)
             loss, _ = caption_loss(m, windows, inp, tgt, budget, 0.0, self.gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            self._update(opt, sched, loss)
             self._record("caption", step, steps, loss.item(), t0)
         # gestures: head on frozen encoder outputs, every branch, gated, random budgets
         steps = self.p.steps["gesture"]
@@ -516,15 +516,11 @@ class Trainer:
             hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
             with torch.no_grad():
                 _, gexits = encode_events(m, hists)
-                stale_ev = counts <= thr
-                stale_ev[:, 0] = False
+                stale_ev = event_staleness(counts, thr)
             budget = DEPLOY_FUSION if self.rng.random() < 0.5 else self._budget(0.2)
             loss = sum(gesture_loss(m, simulate_reuse(e, stale_ev), labels, budget)[0]
                        for e in gexits) / len(gexits)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+            self._update(opt, sched, loss)
             self._record("gesture", step, steps, loss.item(), t0)
         for p in m.parameters():
             p.requires_grad_(True)
