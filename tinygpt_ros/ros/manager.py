@@ -30,16 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
+
+from tinygpt_ros.ros.spin import spin_node_main
 
 STARTUP, SHUTDOWN = "active", "unconfigured"  # goal states
 _STEP_UP = {  # current state -> transition towards active
@@ -289,19 +290,7 @@ class LifecycleManager(Node):
 
 def main(args: list[str] | None = None) -> None:
     """`ros2 run tinygpt_ros lifecycle_manager --ros-args -p node_names:=[tinygpt_node]`."""
-    rclpy.init(args=args)
-    node = LifecycleManager()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
+    spin_node_main(LifecycleManager, SingleThreadedExecutor, args)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
@@ -37,6 +36,7 @@ from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.mailbox import LatestMailbox
+from tinygpt_ros.ros.spin import spin_node_main
 
 EngineFactory = Callable[..., Engine]
 RUNTIME_PARAMS = ("budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference")
@@ -472,19 +472,7 @@ def _close(engine: Any) -> None:
 def main(args: list[str] | None = None) -> None:
     """`ros2 run tinygpt_ros tinygpt_node`: one lifecycle node, unconfigured until a manager
     (or `ros2 lifecycle set`) drives it."""
-    rclpy.init(args=args)
-    node = TinyGptNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
+    spin_node_main(TinyGptNode, lambda: MultiThreadedExecutor(num_threads=2), args)
 
 
 if __name__ == "__main__":
