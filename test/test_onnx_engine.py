@@ -274,4 +274,11 @@ def test_bench_engines_smoke(model_dir, tmp_path):
     row = report["motions"]["slow"]["onnxruntime"]
     assert row["ratio_vs_torch"]["ms_mean"] > 0 and row["agreement_vs_torch"]["branch"] == 1.0
     assert "onnxruntime-fp16" in report["engines"]
-    assert (tmp_path / "t.md").read_text() == (tmp_path / "rep" / "report.md").read_text()
+    # --markdown gets the table as its own marked section; the rest of that file is kept
+    doc = (tmp_path / "t.md").read_text()
+    assert (tmp_path / "rep" / "report.md").read_text() in doc
+    assert "<!-- bench-engines:start" in doc and "<!-- bench-engines:end -->" in doc
+    (tmp_path / "t.md").write_text("# Mine\n\nkeep me\n\n" + doc)
+    assert main(args) == 0
+    assert (tmp_path / "t.md").read_text().count("<!-- bench-engines:end -->") == 1
+    assert "keep me" in (tmp_path / "t.md").read_text()

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .beam import best_finished, expand_beams
 from .config import ModelConfig
 
 
@@ -333,29 +334,13 @@ class TinyGPTDecoder(nn.Module):
             logp[:, bos] = float("-inf")
             cand = (scores[:, None] + logp).view(-1)
             top_s, top_i = cand.topk(min(2 * width, cand.numel()))
-            new_seqs, new_scores, parents, next_tok = [], [], [], []
-            for s, i in zip(top_s.tolist(), top_i.tolist(), strict=True):
-                if s == float("-inf"):
-                    break
-                parent, tok = divmod(i, v)
-                if tok == eos:
-                    finished.append((s / (t + 1) ** alpha, seqs[parent]))
-                else:
-                    new_seqs.append([*seqs[parent], tok])
-                    new_scores.append(s)
-                    parents.append(parent)
-                    next_tok.append(tok)
-                    if len(new_seqs) == width:
-                        break
-            if t + 1 == max_len:
-                finished.extend(
-                    (s / (t + 1) ** alpha, q) for s, q in zip(new_scores, new_seqs, strict=True)
-                )
-            if len(finished) >= width or not new_seqs or t + 1 == max_len:
+            beams, done = expand_beams(zip(top_s.tolist(), top_i.tolist(), strict=True), seqs, v,
+                                       eos, width, t, max_len, alpha, finished)
+            if done:
                 break
-            seqs = new_seqs
-            scores = torch.tensor(new_scores, device=dev)
-            feed = torch.tensor(next_tok, dtype=torch.long, device=dev)
+            seqs, parents = beams.seqs, beams.parents
+            scores = torch.tensor(beams.scores, device=dev)
+            feed = torch.tensor(beams.tokens, dtype=torch.long, device=dev)
             if use_cache:
                 cache = cache.select(torch.tensor(parents, dtype=torch.long, device=dev))
                 logits, cache = self.step(feed, cache)
@@ -365,7 +350,4 @@ class TinyGPTDecoder(nn.Module):
                 logits = self.forward(
                     vis.expand(n, -1, -1), vis_size.expand(n, -1), ids
                 )[:, -1]
-        if not finished:
-            return []
-        best = max(range(len(finished)), key=lambda j: finished[j][0])  # first of equal scores
-        return list(finished[best][1])
+        return best_finished(finished)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import np_ops as ops
+from .beam import best_finished, expand_beams
 from .config import NUM_TOKENS, Knobs, ModelConfig
 from .providers import (
     CPU,
@@ -243,36 +244,17 @@ class OnnxKernels:
             logp[:, bos] = -np.inf
             cand = (scores[:, None] + logp).reshape(-1)
             top = np.argsort(-cand, kind="stable")[: min(2 * width, cand.size)]
-            new_seqs, new_scores, parents, next_tok = [], [], [], []
-            for i in top.tolist():
-                s = float(cand[i])
-                if s == -np.inf:
-                    break
-                parent, tok = divmod(i, v)
-                if tok == eos:
-                    finished.append((s / (t + 1) ** alpha, seqs[parent]))
-                else:
-                    new_seqs.append([*seqs[parent], tok])
-                    new_scores.append(s)
-                    parents.append(parent)
-                    next_tok.append(tok)
-                    if len(new_seqs) == width:
-                        break
-            if t + 1 == max_len:
-                finished.extend((s / (t + 1) ** alpha, q)
-                                for s, q in zip(new_scores, new_seqs, strict=True))
-            if len(finished) >= width or not new_seqs or t + 1 == max_len:
+            ranked = ((float(cand[i]), i) for i in top.tolist())
+            beams, done = expand_beams(ranked, seqs, v, eos, width, t, max_len, alpha, finished)
+            if done:
                 break
-            seqs = new_seqs
-            scores = np.array(new_scores, np.float32)
+            seqs, parents, next_tok = beams.seqs, beams.parents, beams.tokens
+            scores = np.array(beams.scores, np.float32)
             sel = np.array(parents, np.int64)
             past = [past[0][:, sel], past[1][:, sel], past[2][sel]]
             logits, *past = self._step(np.array(next_tok), position, past)
             position += 1
-        if not finished:
-            return []
-        best = max(range(len(finished)), key=lambda j: finished[j][0])
-        return list(finished[best][1])
+        return best_finished(finished)
 
 
 # ---------------------------------------------------------------------------- loading
