@@ -337,6 +337,16 @@ class Trainer:
             self.log(f"[train] {stage} {step + 1}/{steps} loss {np.mean(recent):.3f} "
                      f"({time.perf_counter() - t0:.0f}s)")
 
+    @torch.no_grad()
+    def _frozen_caption_batch(self, thr: float):
+        """A caption batch through the frozen encoder: every branch's output, which tokens
+        the gated encoder would reuse, and the router's features (stages 2b and 3)."""
+        b, inp, tgt = self._caption_batch()
+        emb, exits = encode_frames(self.model, b.frames)
+        stale = frame_staleness(emb, thr)
+        feats = self._frame_features(b.frames, emb, thr)
+        return inp, tgt, exits, stale, feats
+
     def _caption_batch(self):
         b = self.captions.batch(self.p.batch_clips, self.p.downsample_prob)
         inp, tgt = caption_targets(self.tokenizer, b.captions, self.cfg.max_caption_len)
@@ -418,11 +428,7 @@ class Trainer:
         opt, sched = self._opt(m.router.parameters(), steps, self.p.lr * 2)
         t0 = time.perf_counter()
         for step in range(steps):
-            b, inp, tgt = self._caption_batch()
-            with torch.no_grad():
-                emb, exits = encode_frames(m, b.frames)
-                stale = frame_staleness(emb, thr)
-                feats = self._frame_features(b.frames, emb, thr)
+            inp, tgt, exits, stale, feats = self._frozen_caption_batch(thr)
             logits = m.router(feats.flatten(0, 1))  # (B*L, nb)
             route = gumbel_route(logits, 1.0, hard=True, generator=self.gen)
             route = route.view(*feats.shape[:2], -1)  # (B,L,nb)
@@ -493,11 +499,8 @@ class Trainer:
         opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.3)
         t0 = time.perf_counter()
         for step in range(steps):
-            b, inp, tgt = self._caption_batch()
+            inp, tgt, exits, stale, feats = self._frozen_caption_batch(thr)
             with torch.no_grad():
-                emb, exits = encode_frames(m, b.frames)
-                stale = frame_staleness(emb, thr)
-                feats = self._frame_features(b.frames, emb, thr)
                 branch = m.router(feats.flatten(0, 1)).argmax(-1).view(*feats.shape[:2])
                 routed = torch.stack(exits, 0).gather(
                     0, branch[None, :, :, None, None].expand(1, *exits[0].shape))[0]
