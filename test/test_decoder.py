@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tinygpt_ros.core import flops as F
 from tinygpt_ros.core.config import ModelConfig
 from tinygpt_ros.core.decoder import TinyGPTDecoder
-from tinygpt_ros.core.heads import GestureHead
+from tinygpt_ros.core.heads import GestureHead, tent_weights
 
 CFG = ModelConfig(dim=16, dec_dim=32, dec_layers=2, dec_heads=4, vocab_size=12,
                   max_caption_len=8, num_gestures=5)
@@ -170,30 +170,66 @@ def test_gesture_head_excludes_padding_and_weights_by_size():
     head = GestureHead(CFG).eval()
     vis = torch.randn(2, 5, CFG.dim)
     size = torch.tensor([[1, 2, 1, 0, 0], [3, 1, 1, 1, 2]])
+    pos = torch.rand(2, 5, 3)
     with torch.no_grad():
-        ref = head(vis, size)
+        ref = head(vis, size, pos)
         assert ref.shape == (2, CFG.num_gestures)
         # padding content and extra padding slots change nothing
-        vis2 = vis.clone()
+        vis2, pos2 = vis.clone(), pos.clone()
         vis2[0, 3:] = 1e3
-        torch.testing.assert_close(head(vis2, size), ref, atol=1e-5, rtol=0)
+        pos2[0, 3:] = 0.0
+        torch.testing.assert_close(head(vis2, size, pos2), ref, atol=1e-5, rtol=0)
         vis3 = torch.cat([vis, torch.randn(2, 3, CFG.dim)], 1)
         size3 = torch.cat([size, torch.zeros(2, 3, dtype=size.dtype)], 1)
-        torch.testing.assert_close(head(vis3, size3), ref, atol=1e-5, rtol=0)
-        # a size-2 token pools like two identical size-1 tokens
+        pos3 = torch.cat([pos, torch.rand(2, 3, 3)], 1)
+        torch.testing.assert_close(head(vis3, size3, pos3), ref, atol=1e-5, rtol=0)
+        # a size-2 token counts like two identical size-1 tokens at the same place
         dup = torch.cat([vis[:, 1:2], vis], 1)
+        dpos = torch.cat([pos[:, 1:2], pos], 1)
         dsize = torch.cat([torch.ones(2, 1, dtype=size.dtype), size], 1)
         dsize[0, 2] = 1  # token 1 of row 0 had size 2
-        got = head(dup, dsize)
+        got = head(dup, dsize, dpos)
         torch.testing.assert_close(got[0], ref[0], atol=1e-5, rtol=0)
         # all padding: finite
-        assert torch.isfinite(head(vis, torch.zeros_like(size))).all()
+        assert torch.isfinite(head(vis, torch.zeros_like(size), pos)).all()
+
+
+def test_gesture_head_sees_where_tokens_are():
+    """The same tokens at mirrored places must be told apart (the old pooled head could not)."""
+    torch.manual_seed(1)
+    head = GestureHead(CFG).eval()
+    vis, size = torch.randn(1, 6, CFG.dim), torch.ones(1, 6)
+    pos = torch.rand(1, 6, 3)
+    mirrored = pos.clone()
+    mirrored[..., 0] = 1 - mirrored[..., 0]
+    with torch.no_grad():
+        assert not torch.allclose(head(vis, size, pos), head(vis, size, mirrored), atol=1e-4)
+
+
+def test_tent_weights_interpolate_and_sum_to_one():
+    w = tent_weights(torch.tensor([0.0, 1 / 3, 0.5, 1.0, 1.7]), 4)
+    torch.testing.assert_close(w.sum(-1), torch.ones(5))
+    torch.testing.assert_close(w[1], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    torch.testing.assert_close(w[2], torch.tensor([0.0, 0.5, 0.5, 0.0]))
+    torch.testing.assert_close(w[4], torch.tensor([0.0, 0.0, 0.0, 1.0]))  # clamped
+    assert torch.equal(tent_weights(torch.tensor([0.3]), 1), torch.ones(1, 1))
+
+
+def test_gesture_head_input_errors():
+    head = GestureHead(CFG)
+    vis, size, pos = torch.randn(1, 4, CFG.dim), torch.ones(1, 4), torch.rand(1, 4, 3)
+    with pytest.raises(ValueError, match="vis_pos"):
+        head(vis, size, pos[..., :2])
+    with pytest.raises(ValueError, match="vis_size"):
+        head(vis, size[:, :3], pos)
+    with pytest.raises(ValueError, match="vis must"):
+        head(vis[0], size, pos)
 
 
 def test_gesture_head_flops_match_flop_counter():
     head = GestureHead(CFG)
-    vis, size = torch.randn(1, 9, CFG.dim), torch.ones(1, 9)
+    vis, size, pos = torch.randn(1, 9, CFG.dim), torch.ones(1, 9), torch.rand(1, 9, 3)
     with FlopCounterMode(display=False) as fc, torch.no_grad():
-        head(vis, size)
+        head(vis, size, pos)
     expected = F.gesture_head_flops(CFG, 9)
     assert abs(fc.get_total_flops() - expected) <= 0.10 * expected

@@ -16,7 +16,7 @@ from tinygpt_ros.core.data.gestures import GESTURE_CLASSES, make_gesture_clip
 from tinygpt_ros.core.data.scenes import render_clip
 from tinygpt_ros.core.engine import TorchEngine, load_engine
 from tinygpt_ros.core.train import event_windows
-from tinygpt_ros.core.types import STAGES
+from tinygpt_ros.core.types import EVENT_DTYPE, STAGES
 from tinygpt_ros.core.weights import MODEL_FILE, ModelLoadError
 
 
@@ -195,7 +195,33 @@ def test_gesture_output_for_events(engine):
     # events and frames are separate streams
     assert engine.process_frame(np.zeros((32, 32, 3), np.uint8)).record.frame_index == 0
     empty = engine.process_events(windows[0][:0])
-    assert empty.record.tokens_recomputed == 0 and empty.gesture in GESTURE_CLASSES
+    assert empty.gesture in GESTURE_CLASSES
+    assert engine.process_events(windows[0][:0]).record.tokens_recomputed == 0
+
+
+def _events_in_patch(row: int, col: int, n: int) -> np.ndarray:
+    """n events inside one 14 x 14 grid cell of the 128 px sensor, sorted by time."""
+    ev = np.zeros(n, dtype=EVENT_DTYPE)
+    ev["x"] = col * 128 // GRID + 4
+    ev["y"] = row * 128 // GRID + 4
+    ev["t"] = np.arange(n) * 100
+    ev["p"] = 1
+    return ev
+
+
+def test_event_sttf_recomputes_changed_and_silenced_patches(engine):
+    engine.set_knob("refresh_interval", 0)
+    engine.set_knob("anc_enabled", False)
+    ten = _events_in_patch(2, 3, 10)
+    assert engine.process_events(ten).record.tokens_recomputed == NUM_TOKENS  # stream start
+    assert engine.process_events(ten).record.tokens_recomputed == 0  # same counts
+    silent = engine.process_events(ten[:0])  # the patch fell silent: its token must update
+    assert silent.record.tokens_recomputed == 1 and silent.token_mask[2, 3]
+    assert engine.process_events(ten[:0]).record.tokens_recomputed == 0
+    engine.set_knob("event_fusion_threshold", 20.0)  # now 10 events are no change
+    assert engine.process_events(ten).record.tokens_recomputed == 0
+    engine.set_knob("event_fusion_threshold", 0.0)  # 0 recomputes everything
+    assert engine.process_events(ten).record.tokens_recomputed == NUM_TOKENS
 
 
 def test_reset_forgets_state(engine, clip):

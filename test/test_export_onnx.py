@@ -159,12 +159,13 @@ def test_small_graphs_match_torch(exported):
     vis = torch.randn(2, 9, cfg.dim, generator=gen)
     size = torch.ones(2, 9)
     size[1, 4:] = 0
+    pos = torch.rand(2, 9, 3, generator=gen)
     with torch.no_grad():
         cases = [
             ("embed_frames", (frames,), model.encoder.embed_frames(frames)),
             ("embed_events", (hist,), model.encoder.embed_events(hist)),
             ("router", (feats,), model.router(feats)),
-            ("gesture_head", (vis, size), model.gesture_head(vis, size)),
+            ("gesture_head", (vis, size, pos), model.gesture_head(vis, size, pos)),
         ]
     for name, args, want in cases:
         got = _session(d, name).run(None, {n: a.numpy() for n, a in

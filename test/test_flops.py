@@ -79,7 +79,7 @@ def test_router_and_fusion():
     _close(measured, flops.router_flops(CFG))
     fusion = TemporalFusion(CFG)
     window = torch.randn(1, 4, 196, CFG.dim)
-    measured, (tok, _) = _measure(lambda: fusion(window, 31, static_threshold=0.0))
+    measured, (tok, _, _) = _measure(lambda: fusion(window, 31, static_threshold=0.0))
     assert tok.shape[1] == 31
     _close(measured, flops.fusion_flops(CFG, 4 * 196, 31))
     assert flops.fusion_flops(CFG, 10, 20) == 0.0
@@ -158,7 +158,7 @@ def test_real_decoder_if_present():
 def test_real_gesture_head_if_present():
     from tinygpt_ros.core import heads
     head = heads.GestureHead(CFG).eval()
-    vis, size = torch.randn(1, 31, CFG.dim), torch.ones(1, 31)
-    measured, _ = _measure(lambda: head(vis, size))
+    vis, size, pos = torch.randn(1, 31, CFG.dim), torch.ones(1, 31), torch.rand(1, 31, 3)
+    measured, _ = _measure(lambda: head(vis, size, pos))
     _close(measured, flops.gesture_head_flops(CFG, 31))
     assert flops.gesture_head_flops(CFG) < flops.gesture_head_flops(CFG, 31)

@@ -164,14 +164,15 @@ def test_numpy_twins_match_torch():
     cfg = ModelConfig(dim=16, heads=2, temporal_window=4, vocab_size=10)
     fusion = TemporalFusion(cfg)
     te = fusion.time_embed.detach().numpy()
-    for t, max_tokens in ((1, 50), (3, 31), (4, 8), (4, 500)):
+    for t, max_tokens in ((1, 50), (3, 31), (4, 8), (4, 500), (4, None)):
         w = torch.randn(1, t, 196, 16)
         w[:, :, :60] = w[:, -1:, :60]  # static positions
         with torch.no_grad():
-            want_x, want_s = fusion(w, max_tokens, 0.1)
-        got_x, got_s = ops.temporal_fusion(w[0].numpy(), te, max_tokens, 0.1)
-        assert np.array_equal(got_s, want_s[0].numpy())
-        np.testing.assert_allclose(got_x, want_x[0].numpy(), atol=1e-5)
+            want = fusion.dense(w) if max_tokens is None else fusion(w, max_tokens, 0.1)
+        got = ops.temporal_fusion(w[0].numpy(), te, max_tokens, 0.1, cfg.fusion_pos_weight)
+        assert np.array_equal(got[1], want[1][0].numpy())
+        np.testing.assert_allclose(got[0], want[0][0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(got[2], want[2][0].numpy(), atol=1e-6)
 
 
 def test_streaming_behaviour_on_onnx(model_dir, streams):

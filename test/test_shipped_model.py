@@ -1,5 +1,6 @@
-"""The shipped model: its files match the manifest, and it captions held-out clips better than a
-blind captioner on the same clips (scored together with pycocoevalcap)."""
+"""The shipped model: its files match the manifest, it captions held-out clips better than a
+blind captioner on the same clips (scored together with pycocoevalcap), and it recognises
+held-out gestures well above chance."""
 
 from __future__ import annotations
 
@@ -9,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from tinygpt_ros.core.data.gestures import make_gesture_set
 from tinygpt_ros.core.data.scenes import make_clips
 from tinygpt_ros.core.engine import load_engine
+from tinygpt_ros.core.train import EVENT_WINDOW_US
 from tinygpt_ros.core.weights import ModelLoadError, load_model_files, sha256_file
 from tinygpt_ros.evaluation.metrics import caption_scores_many
-from tinygpt_ros.evaluation.quality import run_caption_stream
+from tinygpt_ros.evaluation.quality import evaluate_gestures, run_caption_stream
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "tinygpt"
 # Floors well under what `tinygpt-ros quality` measured for the shipped model (docs/quality.md)
 # on a larger set, so this catches a broken model or pipeline, not noise.
 BLEU4_FLOOR = 0.10
 ROUGE_L_FLOOR = 0.30
+GESTURE_FLOOR = 0.30  # majority vote per clip; chance is 1/11
 
 
 def test_manifest_hashes_match_files():
@@ -72,3 +76,16 @@ def test_captions_held_out_clips_above_floor(backend, blind_caption):
     # not: generic still-scene phrasing matches many n-grams; see docs/quality.md.)
     assert model["CIDEr"] > blind["CIDEr"], scores
     assert model["METEOR"] > blind["METEOR"], scores
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_recognises_held_out_gestures_above_floor(backend):
+    """Held-out subjects (test split, a seed range `quality` does not use), STTF+ANC deployment
+    settings, 196 -> 31 fused tokens: far above the 1-in-11 chance."""
+    engine = load_engine(MODEL, backend=backend)
+    clips = make_gesture_set("test", 3, base_seed=500)
+    res = evaluate_gestures(engine, clips, EVENT_WINDOW_US,
+                            configs={"sttf+anc": {"sttf_enabled": True, "anc_enabled": True}})
+    acc = res["sttf+anc"]["accuracy"]
+    assert acc >= GESTURE_FLOOR, res
+    assert res["sttf+anc"]["compute"].fused_tokens <= 31

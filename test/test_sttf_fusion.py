@@ -14,6 +14,7 @@ from tinygpt_ros.core.sttf import (
     random_token_merge,
     select_tokens,
     token_change,
+    token_positions,
 )
 
 CFG = ModelConfig(dim=16, heads=2, branch_depths=(1, 2, 3), temporal_window=4)
@@ -119,14 +120,19 @@ def test_fusion_invariants(b, t, max_tokens):
     window = torch.randn(b, t, 196, 16)
     window[0, :, :50] = window[0, -1:, :50]  # some static positions in row 0 only
     with torch.no_grad():
-        tok, size = fusion(window, max_tokens)
+        tok, size, pos = fusion(window, max_tokens)
         embedded = window + fusion.time_embed[-t:][None, :, None]
     k = tok.shape[1]
-    assert tok.shape == (b, k, 16) and size.shape == (b, k)
+    assert tok.shape == (b, k, 16) and size.shape == (b, k) and pos.shape == (b, k, 3)
     assert k <= max_tokens and int((size > 0).sum(1).max()) <= max_tokens
     assert torch.allclose(size.sum(1), torch.full((b,), float(t * 196)))
     ref = embedded.reshape(b, t * 196, 16).mean(1)
     assert torch.allclose(_wmean(tok, size), ref, atol=1e-5)
+    # centroids are averaged with the same weights: their size-weighted mean is the grid's
+    grid = token_positions(t, CFG.temporal_window).reshape(t * 196, 3).mean(0)
+    assert torch.allclose(_wmean(pos, size), grid.expand(b, 3), atol=1e-5)
+    real = size > 0
+    assert ((pos[real] >= 0) & (pos[real] <= 1)).all()
 
 
 def test_fusion_without_reduction_equals_dense_tokens():
@@ -134,10 +140,12 @@ def test_fusion_without_reduction_equals_dense_tokens():
     fusion = TemporalFusion(CFG)
     window = torch.randn(1, 3, 196, 16)
     with torch.no_grad():
-        tok, size = fusion(window, 10_000, static_threshold=0.0)
-        dense, ones = fusion.dense(window)
+        tok, size, pos = fusion(window, 10_000, static_threshold=0.0)
+        dense, ones, dense_pos = fusion.dense(window)
     assert torch.equal(size, ones)
     assert torch.equal(tok, dense)  # no static, no merge: same tokens, same order
+    assert torch.equal(pos, dense_pos)
+    assert torch.equal(dense_pos[0], token_positions(3, CFG.temporal_window).reshape(-1, 3))
     assert torch.allclose(dense.reshape(1, 3, 196, 16) - window,
                           fusion.time_embed[-3:][None, :, None].expand(1, 3, 196, 16),
                           atol=1e-6)
@@ -154,7 +162,7 @@ def test_static_averaging_triggers_only_for_static_positions():
     assert static[0, :100].all() and not static[0, 100:].any()
     assert static[1, :150].all() and not static[1, 150:].any()
     with torch.no_grad():
-        tok, size = fusion(window, 10_000, static_threshold=0.1)
+        tok, size, pos = fusion(window, 10_000, static_threshold=0.1)
         embedded = window + fusion.time_embed[None, :, None]
     real = (size > 0).sum(1)
     assert real.tolist() == [100 + 96 * t, 150 + 46 * t]
@@ -164,13 +172,15 @@ def test_static_averaging_triggers_only_for_static_positions():
     means = embedded[0].mean(0)[:100]
     got = tok[0][size[0] == t]
     assert torch.allclose(got.sort(0).values, means.sort(0).values, atol=1e-6)
+    # ... sitting at its grid cell, half-way through the window in time
+    assert torch.allclose(pos[0][size[0] == t][:, 2], torch.full((100,), 0.5))
     assert torch.allclose(size.sum(1), torch.full((2,), float(t * 196)))
 
 
 def test_fusion_gradients_and_errors():
     fusion = TemporalFusion(CFG)
     window = torch.randn(1, 2, 196, 16, requires_grad=True)
-    tok, size = fusion(window, 20)
+    tok, size, _ = fusion(window, 20)
     (tok * size[..., None]).sum().backward()
     assert window.grad is not None and fusion.time_embed.grad is not None
     assert fusion.time_embed.grad[:2].abs().sum() == 0  # T=2 uses the last two slots
@@ -180,6 +190,36 @@ def test_fusion_gradients_and_errors():
         fusion(torch.randn(1, 2, 196, 16), 0)
     with pytest.raises(ValueError, match="window"):
         fusion(torch.randn(2, 196, 16), 10)
+
+
+def test_token_positions_layout():
+    pos = token_positions(2, 4)
+    assert pos.shape == (2, 196, 3)
+    assert torch.allclose(pos[0, 0], torch.tensor([0.5 / 14, 0.5 / 14, 2 / 3]))
+    assert torch.allclose(pos[1, 15], torch.tensor([1.5 / 14, 1.5 / 14, 1.0]))  # row 1, col 1
+    assert torch.equal(token_positions(1, 1)[..., 2], torch.zeros(1, 196))
+    with pytest.raises(ValueError, match="t must be"):
+        token_positions(5, 4)
+
+
+def test_position_weight_keeps_merges_local():
+    """Identical features everywhere: plain ToMe merges arbitrary pairs, the position term
+    merges neighbours, so fused centroids stay spread over the image."""
+    x = torch.ones(1, 196, 8) + 1e-3 * torch.randn(1, 196, 8, generator=torch.Generator()
+                                                    .manual_seed(0))
+    pos = token_positions(1, 1)
+    aug = torch.cat([x, pos], -1)
+    size = torch.ones(1, 196)
+    far, near = [], []
+    for w, out in ((0.0, far), (5.0, near)):
+        y, s = bipartite_merge(aug, size, 98, metric=aug[..., :8], pos=aug[..., 8:],
+                               pos_weight=w)
+        merged = y[0, s[0] == 2, 8:10]  # centroids of the merged pairs
+        out.append(merged)
+    # a merged pair's centroid is the midpoint of two cells; neighbours keep it on the
+    # half-cell lattice, far pairs pull it towards the middle of the image
+    spread = lambda c: float((c - 0.5).abs().max(-1).values.mean())  # noqa: E731
+    assert spread(near[0]) > spread(far[0]) + 0.05
 
 
 def test_random_token_drop_and_merge():

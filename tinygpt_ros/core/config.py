@@ -17,6 +17,15 @@ IMAGE_SIZE = 224  # camera frames are resized to this before 16 px patching
 EVENT_SENSOR = 128  # event sensor resolution (DVS128-like), events binned to EVENT_GRID_SIZE
 EVENT_GRID_SIZE = 112  # 8 px patches over the binned event histogram -> 14 x 14 tokens
 BRANCH_NAMES = ("reuse", "small", "medium", "large")  # index 0 = no encoder at all
+# Gesture head (heads.py): lattice nodes per image axis, features per token, MLP width.
+GESTURE_SPACE_CELLS = 4
+GESTURE_CHANNELS = 32
+GESTURE_HIDDEN = 128
+
+
+def gesture_head_features(temporal_window: int) -> int:
+    """Length of the gesture head's flattened space-time lattice (its MLP's input)."""
+    return GESTURE_SPACE_CELLS ** 2 * temporal_window * (GESTURE_CHANNELS + 1)
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,9 @@ class ModelConfig:
     max_caption_len: int = 16
     vocab_size: int = 0  # set from the tokenizer when the model is built
     num_gestures: int = 11
+    # temporal fusion's match score: cosine similarity - this * squared centroid distance
+    # (normalised x, y, t), so fused tokens stay local and keep the layout the gesture head uses
+    fusion_pos_weight: float = 5.0
     router_hidden: int = 16
     num_router_features: int = 4
 
@@ -69,8 +81,14 @@ class KnobSpec:
 KNOB_SPECS: dict[str, KnobSpec] = {
     "fusion_threshold": KnobSpec(
         float, 0.0, 100.0,
-        "STTF: a token is recomputed when its change exceeds this (frames: embedding L2 "
-        "distance to its reference; events: events in the patch). 0 recomputes every token.",
+        "STTF on camera frames: a token is recomputed when its patch embedding's L2 distance "
+        "to its reference exceeds this. 0 recomputes every token.",
+    ),
+    "event_fusion_threshold": KnobSpec(
+        float, 0.0, 1000.0,
+        "STTF on event windows: a token is recomputed when its patch's event count differs "
+        "by more than this from the count it had when last recomputed. 0 recomputes every "
+        "token.",
     ),
     "max_active_tokens": KnobSpec(
         int, 0, NUM_TOKENS,
@@ -109,6 +127,7 @@ class Knobs:
     """Runtime STTF / ANC settings. Use `Knobs.validated(name, value)` before assigning."""
 
     fusion_threshold: float = 0.5
+    event_fusion_threshold: float = 2.0
     max_active_tokens: int = 0
     refresh_interval: int = 60
     max_fused_tokens: int = 31  # 196 -> 31 tokens per frame, the paper's gesture setting

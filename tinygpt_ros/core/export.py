@@ -22,7 +22,7 @@ E dec_dim, V vocabulary, G gestures; leading dims named below are dynamic):
   logits (B,V) for the next token, past_k/past_v (layers,B,H,K+T,E/H), key_bias (B,K+T).
 - `decoder_step`: next_ids (B,) int64, position (1,) int64 (text position of next_ids), past_k,
   past_v, key_bias -> logits (B,V) and the caches grown by one position.
-- `gesture_head`: vis (B,K,D), vis_size (B,K) -> logits (B,G).
+- `gesture_head`: vis (B,K,D), vis_size (B,K), vis_pos (B,K,3) -> logits (B,G).
 
 Precisions: fp32 as exported; fp16 converted with onnxruntime.transformers' float16 converter
 (onnx's own converter is not in onnx 1.23) with `keep_io_types=True`, so every graph's inputs
@@ -161,8 +161,9 @@ class _Gesture(nn.Module):
         super().__init__()
         self.head = model.gesture_head
 
-    def forward(self, vis: torch.Tensor, vis_size: torch.Tensor) -> torch.Tensor:
-        return self.head(vis, vis_size)
+    def forward(self, vis: torch.Tensor, vis_size: torch.Tensor,
+                vis_pos: torch.Tensor) -> torch.Tensor:
+        return self.head(vis, vis_size, vis_pos)
 
 
 # ------------------------------------------------------------------------------ examples
@@ -196,7 +197,8 @@ def _example_inputs(model: TinyGPT, name: str, gen: torch.Generator) -> tuple[to
         return (torch.tensor([4, 5]), torch.tensor([2]), r(layers, 2, dh, s, e // dh),
                 r(layers, 2, dh, s, e // dh), bias)
     if name == "gesture_head":
-        return (r(2, 7, d), torch.tensor([[1.0, 2.0, 0.0, 3.0, 1.0, 1.0, 4.0]]).repeat(2, 1))
+        return (r(2, 7, d), torch.tensor([[1.0, 2.0, 0.0, 3.0, 1.0, 1.0, 4.0]]).repeat(2, 1),
+                torch.rand(2, 7, 3, generator=gen))
     raise ValueError(f"unknown graph {name!r}")
 
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import math
 
-from .config import EVENT_GRID_SIZE, IMAGE_SIZE, NUM_TOKENS, ModelConfig
+from .config import (
+    EVENT_GRID_SIZE,
+    GESTURE_CHANNELS,
+    GESTURE_HIDDEN,
+    GESTURE_SPACE_CELLS,
+    IMAGE_SIZE,
+    NUM_TOKENS,
+    ModelConfig,
+    gesture_head_features,
+)
 
 FRAME_PATCH = 16
 EVENT_PATCH = 8
@@ -130,8 +139,11 @@ def decode_flops(cfg: ModelConfig, n_vis: int, n_generated: int) -> float:
 
 
 def gesture_head_flops(cfg: ModelConfig, n_tokens: int = 0) -> float:
-    """Gesture head (heads.py): pooling over n_tokens fused tokens (mean, attention scores,
-    attention sum: 3 K D multiply-adds; pass n_tokens to include it) + Linear(2D, D) +
-    Linear(D, num_gestures)."""
-    d = cfg.dim
-    return 2.0 * (3 * n_tokens * d + 2 * d * d + d * cfg.num_gestures)
+    """Gesture head (heads.py) over n_tokens fused tokens: projection K D C, splat onto the
+    lattice cells K (C+1), then Linear(cells (C+1), HIDDEN) and Linear(HIDDEN, G)."""
+    c, hidden = GESTURE_CHANNELS, GESTURE_HIDDEN
+    cells = GESTURE_SPACE_CELLS ** 2 * cfg.temporal_window
+    k = n_tokens
+    macs = (k * cfg.dim * c + cells * k * (c + 1)
+            + gesture_head_features(cfg.temporal_window) * hidden + hidden * cfg.num_gestures)
+    return 2.0 * macs

@@ -42,8 +42,9 @@ class TinyGPT(nn.Module):
 
     def fuse(
         self, window: torch.Tensor, max_tokens: int | None, static_threshold: float = 0.1
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window (B,T,N,D) -> decoder tokens; `max_tokens=None` is the dense (unfused) path."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Window (B,T,N,D) -> (tokens, sizes, (x, y, t) centroids); `max_tokens=None` is the
+        dense (unfused) path."""
         if max_tokens is None:
             return self.fusion.dense(window)
         return self.fusion(window, max_tokens, static_threshold)

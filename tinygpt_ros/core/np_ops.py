@@ -433,19 +433,40 @@ def compact(x: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[order], size[order]
 
 
-def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """ToMe bipartite soft matching on one row, (N, D), (N,) -> N - r tokens; the same rule as
+def token_positions(t: int, temporal_window: int) -> np.ndarray:
+    """(t, N, 3) float32 (x, y, time) of every token of a window's last t slots, in [0, 1]:
+    x = (col + 0.5) / GRID, y = (row + 0.5) / GRID, time = slot / (temporal_window - 1) with
+    the newest frame in the last slot (0 when the window holds one frame)."""
+    if not 1 <= t <= temporal_window:
+        raise ValueError(f"t must be in [1, {temporal_window}], got {t}")
+    rows, cols = np.divmod(np.arange(NUM_TOKENS), GRID)
+    xy = np.stack([(cols + 0.5) / GRID, (rows + 0.5) / GRID], -1)
+    slots = np.arange(temporal_window - t, temporal_window) / max(temporal_window - 1, 1)
+    pos = np.concatenate([np.broadcast_to(xy, (t, NUM_TOKENS, 2)),
+                          np.broadcast_to(slots[:, None, None], (t, NUM_TOKENS, 1))], -1)
+    return pos.astype(np.float32)
+
+
+def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int, d: int | None = None,
+                    pos_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """ToMe bipartite soft matching on one row, (N, C), (N,) -> N - r tokens; the same rule as
     `sttf.bipartite_merge` (A = even, B = odd indices; padding A merged first, never into
-    padding B; the r best-matched A tokens are size-weighted into their B match)."""
+    padding B; the r best-matched A tokens are size-weighted into their B match). Channels
+    `d:` are positions: excluded from the cosine metric, and with `pos_weight` > 0 their
+    squared distance is subtracted from it."""
     n = x.shape[0]
     r = min(int(r), n // 2)
     if r <= 0:
         return x, size
-    m = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    d = x.shape[1] if d is None else d
+    m = x[:, :d] / np.maximum(np.linalg.norm(x[:, :d], axis=-1, keepdims=True), 1e-6)
     a_m, b_m = m[::2], m[1::2]
     a_x, b_x = x[::2], x[1::2]
     a_s, b_s = size[::2], size[1::2]
     scores = (a_m @ b_m.T).astype(np.float32)
+    if pos_weight > 0 and d < x.shape[1]:
+        diff = a_x[:, None, d:] - b_x[None, :, d:]
+        scores = scores - np.float32(pos_weight) * (diff * diff).sum(-1).astype(np.float32)
     scores[:, b_s <= 0] = -np.inf
     scores[a_s <= 0, :] = np.inf
     best_idx = scores.argmax(-1)
@@ -475,11 +496,11 @@ def temporal_fusion(
     time_embed: np.ndarray,
     max_tokens: int | None,
     static_threshold: float = 0.1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`sttf.TemporalFusion` for one window (T, N, D) -> tokens (K, D), sizes (K,).
-
-    `max_tokens=None` is the dense path (time embedding only, T*N tokens of size 1).
-    """
+    pos_weight: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`sttf.TemporalFusion` for one window (T, N, D) -> tokens (K, D), sizes (K,), size-weighted
+    (x, y, t) centroids (K, 3). `max_tokens=None` is the dense path (time embedding only, T*N
+    tokens of size 1 at their own positions)."""
     window = np.asarray(window, np.float32)
     if window.ndim != 3 or window.shape[-1] != time_embed.shape[-1]:
         raise ValueError(f"window must be (T, N, {time_embed.shape[-1]}), got {window.shape}")
@@ -487,11 +508,13 @@ def temporal_fusion(
     if not 1 <= t <= time_embed.shape[0]:
         raise ValueError(f"window has T={t} frames; must be in [1, {time_embed.shape[0]}]")
     x = window + time_embed[-t:][:, None, :]
+    pos = token_positions(t, time_embed.shape[0])
     if max_tokens is None:
-        return x.reshape(t * n, d), np.ones(t * n, np.float32)
+        return x.reshape(t * n, d), np.ones(t * n, np.float32), pos.reshape(t * n, 3)
     if isinstance(max_tokens, bool) or int(max_tokens) < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     max_tokens = int(max_tokens)
+    x = np.concatenate([x, pos], -1)  # positions are averaged exactly like the tokens
     size = np.ones((t, n), np.float32)
     if t > 1 and static_threshold > 0:
         static = static_mask(window, static_threshold)
@@ -500,11 +523,11 @@ def temporal_fusion(
         older = np.broadcast_to((~static).astype(np.float32)[None], (t - 1, n))
         size = np.concatenate([older, np.where(static, float(t), 1.0)[None]], 0)
         size = size.astype(np.float32)
-    x, size = compact(x.reshape(t * n, d), size.reshape(t * n))
+    x, size = compact(x.reshape(t * n, d + 3), size.reshape(t * n))
     while x.shape[0] > max_tokens:
-        x, size = bipartite_merge(x, size, x.shape[0] - max_tokens)
+        x, size = bipartite_merge(x, size, x.shape[0] - max_tokens, d, pos_weight)
         x, size = compact(x, size)
-    return x, size
+    return x[:, :d], size, x[:, d:]
 
 
 def fused_set_movement(current: np.ndarray, previous: np.ndarray) -> float:

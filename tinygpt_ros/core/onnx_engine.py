@@ -75,7 +75,8 @@ GRAPHS: dict[str, dict[str, dict[str, dict[int, str]]]] = {
                     "key_bias_out": {0: "batch", 1: "n_next"}},
     },
     "gesture_head": {
-        "inputs": {"vis": {0: "batch", 1: "n_vis"}, "vis_size": {0: "batch", 1: "n_vis"}},
+        "inputs": {"vis": {0: "batch", 1: "n_vis"}, "vis_size": {0: "batch", 1: "n_vis"},
+                   "vis_pos": {0: "batch", 1: "n_vis"}},
         "outputs": {"logits": {0: "batch"}},
     },
 }
@@ -126,7 +127,8 @@ def trt_profile_shapes(cfg: ModelConfig, name: str) -> dict[str, tuple[tuple[int
                 "key_bias": ((1, 2), (1, 40), (beams, s_max))}
     if name == "gesture_head":
         return {"vis": ((1, 1, d), (1, 31, d), (1, k_max, d)),
-                "vis_size": ((1, 1), (1, 31), (1, k_max))}
+                "vis_size": ((1, 1), (1, 31), (1, k_max)),
+                "vis_pos": ((1, 1, 3), (1, 31, 3), (1, k_max, 3))}
     batch = {"embed_frames": ("frames", (3, 224, 224)), "embed_events": ("hist", (2, 112, 112)),
              "router": ("features", (cfg.num_router_features,))}[name]
     inp, rest = batch
@@ -188,12 +190,15 @@ class OnnxKernels:
         return self._run("router", np.asarray(features, np.float32)[None])[0][0]
 
     def fuse(self, window: np.ndarray, max_tokens: int | None,
-             static_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        return ops.temporal_fusion(window, self.time_embed, max_tokens, static_threshold)
+             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return ops.temporal_fusion(window, self.time_embed, max_tokens, static_threshold,
+                                   self.cfg.fusion_pos_weight)
 
-    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
+                       positions: np.ndarray) -> np.ndarray:
         return self._run("gesture_head", tokens[None].astype(np.float32),
-                         sizes[None].astype(np.float32))[0][0]
+                         sizes[None].astype(np.float32),
+                         positions[None].astype(np.float32))[0][0]
 
     # -------------------------------------------------------------- decoder
 

@@ -65,16 +65,18 @@ class Kernels(Protocol):
 
     def fuse(
         self, window: np.ndarray, max_tokens: int | None, static_threshold: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(T, 196, D) window -> tokens (K, D), sizes (K,) (0 = padding); None = no fusion."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(T, 196, D) window -> tokens (K, D), sizes (K,) (0 = padding), (x, y, t) centroids
+        (K, 3); max_tokens None = no fusion."""
         ...
 
     def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
         """Caption ids (without bos/eos) for (K, D) tokens with sizes (K,)."""
         ...
 
-    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        """(num_gestures,) logits for (K, D) tokens with sizes (K,)."""
+    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
+                       positions: np.ndarray) -> np.ndarray:
+        """(num_gestures,) logits for (K, D) tokens with sizes (K,) and centroids (K, 3)."""
         ...
 
 
@@ -84,6 +86,8 @@ class Stream:
 
     cache: Any
     reference: ops.TokenReference = field(default_factory=ops.TokenReference)
+    # events: each patch's event count when its token was last recomputed
+    count_reference: ops.TokenReference = field(default_factory=ops.TokenReference)
     window: deque = field(default_factory=deque)
     selector: ops.BranchSelector | None = None
     steps: int = 0
@@ -190,13 +194,15 @@ class StreamingEngine:
         s = self._streams["events"]
         with timer.stage("change"):
             counts = ops.events_per_patch(events)
-            change = counts
-            if s.reference.is_empty:  # first window: everything is new
+            if s.count_reference.is_empty:  # first window: everything is new
                 change = np.full(NUM_TOKENS, np.inf, np.float32)
+            else:
+                # A patch that fell silent changed too: its token must stop saying "motion".
+                change = np.abs(counts - s.count_reference.value[:, 0])  # type: ignore[index]
         with timer.stage("router"):
             window_us = int(events["t"][-1] - events["t"][0]) if len(events) > 1 else 0
             feats = ops.event_complexity_features(counts, len(events), max(window_us, 1))
-        return self._step(s, "events", emb, change, feats, timer)
+        return self._step(s, "events", emb, change, feats, timer, counts)
 
     def _step(
         self,
@@ -206,6 +212,7 @@ class StreamingEngine:
         change: np.ndarray,
         feats: np.ndarray,
         timer: StageTimer,
+        counts: np.ndarray | None = None,
     ) -> FrameResult:
         k = self._knobs
         cfg = self.cfg
@@ -226,7 +233,8 @@ class StreamingEngine:
             if refresh:
                 selected = np.ones(NUM_TOKENS, bool)
             else:
-                selected = ops.select_tokens(change, k.fusion_threshold, k.max_active_tokens)
+                thr = k.fusion_threshold if counts is None else k.event_fusion_threshold
+                selected = ops.select_tokens(change, thr, k.max_active_tokens)
         n_sel = int(selected.sum())
 
         with timer.stage("encoder"):
@@ -243,6 +251,8 @@ class StreamingEngine:
                 if n_sel >= NUM_TOKENS:
                     selected = np.ones(NUM_TOKENS, bool)
         s.reference.update(emb, selected)
+        if counts is not None:
+            s.count_reference.update(counts.astype(np.float32)[:, None], selected)
         s.since_refresh = 0 if n_sel >= NUM_TOKENS else s.since_refresh + 1
         s.last_output = out
         s.window.append(out)
@@ -252,15 +262,16 @@ class StreamingEngine:
             window = np.stack(list(s.window))  # (T, N, D)
             n_window = window.shape[0] * NUM_TOKENS
             if k.sttf_enabled:
-                fused, sizes = kern.fuse(window, k.max_fused_tokens, STATIC_THRESHOLD)
+                fused, sizes, positions = kern.fuse(window, k.max_fused_tokens,
+                                                    STATIC_THRESHOLD)
                 fusion_flops = F.fusion_flops(cfg, n_window, int((sizes > 0).sum()))
             else:
-                fused, sizes = kern.fuse(window, None, STATIC_THRESHOLD)
+                fused, sizes, positions = kern.fuse(window, None, STATIC_THRESHOLD)
                 fusion_flops = 0.0
         n_fused = int((sizes > 0).sum())
         # A real token count: drop padding before the decoder so FLOPs match what runs.
         real = sizes > 0
-        fused, sizes = fused[real], sizes[real]
+        fused, sizes, positions = fused[real], sizes[real], positions[real]
 
         flops = {
             "preprocess": F.patch_embed_flops(cfg, modality),
@@ -279,11 +290,11 @@ class StreamingEngine:
             dense_head = F.decode_flops(cfg, n_window, max(1, s.last_caption_len))
         else:
             with timer.stage("head"):
-                p = ops.softmax(kern.gesture_logits(fused, sizes))
+                p = ops.softmax(kern.gesture_logits(fused, sizes, positions))
                 idx = int(p.argmax())
                 gesture, confidence = self.gesture_classes[idx], float(p[idx])
-            flops["head"] = F.gesture_head_flops(cfg)
-            dense_head = F.gesture_head_flops(cfg)
+            flops["head"] = F.gesture_head_flops(cfg, n_fused)
+            dense_head = F.gesture_head_flops(cfg, n_window)
 
         record = ComputeRecord(
             frame_index=s.steps - 1,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import np_ops
 from .config import ModelConfig
 
 _EPS = 1e-12
@@ -104,14 +105,21 @@ def _size_weighted_scatter(
 
 
 def bipartite_merge(
-    x: torch.Tensor, size: torch.Tensor, r: int, metric: torch.Tensor | None = None
+    x: torch.Tensor,
+    size: torch.Tensor,
+    r: int,
+    metric: torch.Tensor | None = None,
+    pos: torch.Tensor | None = None,
+    pos_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ToMe bipartite soft matching: (B, N, D), (B, N) sizes -> N - r tokens and their sizes.
 
     Tokens alternate into sets A (even indices) and B (odd). Each A token finds its most similar
     B token (cosine similarity of `metric`, default `x`); the r A tokens with the best matches are
     merged into their B match by size-weighted averaging (sizes add), which keeps
-    sum(size * x) and sum(size) exactly. Padding (size 0): a padding A token is merged first
+    sum(size * x) and sum(size) exactly. With `pos` (B, N, P) and `pos_weight` w > 0 the
+    match score is cosine similarity - w * squared centroid distance, so merges stay local.
+    Padding (size 0): a padding A token is merged first
     (similarity +inf: it changes nothing), and a real A token never picks a padding B token
     (similarity -inf), so padding never alters a real token. Output order: unmerged A, then B.
     Differentiable in x (the matching itself is not).
@@ -130,6 +138,8 @@ def bipartite_merge(
     a_s, b_s = size[:, ::2], size[:, 1::2]
     with torch.no_grad():
         scores = (a_m @ b_m.transpose(-2, -1)).float()  # (B, Na, Nb)
+        if pos is not None and pos_weight > 0:
+            scores = scores - pos_weight * _sq_dist(pos[:, ::2], pos[:, 1::2])
         scores = scores.masked_fill((b_s <= 0)[:, None, :], -float("inf"))
         scores = scores.masked_fill((a_s <= 0)[:, :, None], float("inf"))
         best, best_idx = scores.max(dim=-1)  # (B, Na)
@@ -143,6 +153,17 @@ def bipartite_merge(
     src_s = a_s.gather(1, src_idx)
     b_x, b_s = _size_weighted_scatter(x, size, b_x, b_s, src_x, src_s, dst_idx)
     return torch.cat([unm_x, b_x], 1), torch.cat([unm_s, b_s], 1)
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, Na, P), (B, Nb, P) -> (B, Na, Nb) squared Euclidean distances (exact, no cdist
+    matmul trick, so the numpy twin agrees to rounding)."""
+    return ((a[:, :, None, :] - b[:, None, :, :]) ** 2).sum(-1).float()
+
+
+def token_positions(t: int, temporal_window: int) -> torch.Tensor:
+    """(t, N, 3) normalised (x, y, time) of every token of a window's last t slots."""
+    return torch.from_numpy(np_ops.token_positions(t, temporal_window))
 
 
 def compact(x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,9 +186,13 @@ class TemporalFusion(nn.Module):
        thr * ||mean|| for every t) becomes one token, the mean over time of the embedded
        tokens, with size T. The other T - 1 slots of that position become padding.
     3. Padding is compacted away and ToMe bipartite merging is repeated until the row length
-       (hence the real count) is at most `max_tokens`.
-    Returns (tokens (B, K, D), sizes (B, K)), K <= max_tokens, size 0 = padding; sizes sum to
-    T * N per row and the size-weighted mean of the tokens equals the mean of the embedded input.
+       (hence the real count) is at most `max_tokens`; with cfg.fusion_pos_weight > 0 the match
+       score penalises distance between token centroids (merges stay local in space-time).
+    Every token carries its size-weighted (x, y, t) centroid in [0, 1] (see
+    `np_ops.token_positions`), averaged exactly like the tokens; the gesture head reads them.
+    Returns (tokens (B, K, D), sizes (B, K), positions (B, K, 3)), K <= max_tokens, size 0 =
+    padding; sizes sum to T * N per row and the size-weighted mean of the tokens equals the
+    mean of the embedded input.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -189,11 +214,25 @@ class TemporalFusion(nn.Module):
                              f"{self.cfg.temporal_window}] (cfg.temporal_window)")
         return window + self.time_embed[-t:][None, :, None, :]
 
-    def dense(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """No fusion (the dense baseline): (B, T*N, D) time-embedded tokens, sizes all 1."""
+    def _positions(self, b: int, t: int, like: torch.Tensor) -> torch.Tensor:
+        pos = token_positions(t, self.cfg.temporal_window).to(like)
+        return pos[None].expand(b, -1, -1, -1)
+
+    def dense(
+        self, window: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """No fusion (the dense baseline): (B, T*N, D) time-embedded tokens, sizes all 1, and
+        their positions: the 14 x 14 grid's, or `positions` (T, N, 3) for another layout."""
         x = self._embed_time(window)
         b, t, n, d = x.shape
-        return x.reshape(b, t * n, d), x.new_ones(b, t * n)
+        if positions is None:
+            pos = self._positions(b, t, x).reshape(b, t * n, 3)
+        else:
+            if positions.shape != (t, n, 3):
+                raise ValueError(f"positions must be ({t}, {n}, 3), got "
+                                 f"{tuple(positions.shape)}")
+            pos = positions.to(x)[None].expand(b, -1, -1, -1).reshape(b, t * n, 3)
+        return x.reshape(b, t * n, d), x.new_ones(b, t * n), pos
 
     @staticmethod
     def static_mask(window: torch.Tensor, static_threshold: float) -> torch.Tensor:
@@ -205,7 +244,7 @@ class TemporalFusion(nn.Module):
 
     def forward(
         self, window: torch.Tensor, max_tokens: int, static_threshold: float = 0.1
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if isinstance(max_tokens, bool) or int(max_tokens) < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if static_threshold < 0:
@@ -213,6 +252,8 @@ class TemporalFusion(nn.Module):
         max_tokens = int(max_tokens)
         x = self._embed_time(window)
         b, t, n, d = x.shape
+        # positions ride along as 3 extra channels: every average below applies to them too
+        x = torch.cat([x, self._positions(b, t, x)], -1)
         size = x.new_ones(b, t, n)
         if t > 1 and static_threshold > 0:
             static = self.static_mask(window, static_threshold)  # (B, N)
@@ -222,11 +263,13 @@ class TemporalFusion(nn.Module):
             x = torch.cat([x[:, :-1] * (~static)[:, None, :, None], last[:, None]], 1)
             older = (~static).to(size.dtype)[:, None].expand(b, t - 1, n)
             size = torch.cat([older, torch.where(static, float(t), 1.0)[:, None].to(size)], 1)
-        x, size = compact(x.reshape(b, t * n, d), size.reshape(b, t * n))
+        x, size = compact(x.reshape(b, t * n, d + 3), size.reshape(b, t * n))
+        w = float(self.cfg.fusion_pos_weight)
         while x.shape[1] > max_tokens:
-            x, size = bipartite_merge(x, size, x.shape[1] - max_tokens)
+            x, size = bipartite_merge(x, size, x.shape[1] - max_tokens, metric=x[..., :d],
+                                      pos=x[..., d:], pos_weight=w)
             x, size = compact(x, size)
-        return x, size
+        return x[..., :d], size, x[..., d:]
 
 
 # ------------------------------------------------------- compression-aware pre-training

@@ -57,9 +57,9 @@ class TorchKernels:
 
     @torch.no_grad()
     def fuse(self, window: np.ndarray, max_tokens: int | None,
-             static_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        fused, sizes = self.model.fuse(self._t(window)[None], max_tokens, static_threshold)
-        return _np(fused[0]), _np(sizes[0])
+             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fused, sizes, pos = self.model.fuse(self._t(window)[None], max_tokens, static_threshold)
+        return _np(fused[0]), _np(sizes[0]), _np(pos[0])
 
     @torch.no_grad()
     def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
@@ -70,5 +70,7 @@ class TorchKernels:
         )[0]
 
     @torch.no_grad()
-    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        return _np(self.model.gesture_head(self._t(tokens)[None], self._t(sizes)[None])[0])
+    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
+                       positions: np.ndarray) -> np.ndarray:
+        return _np(self.model.gesture_head(self._t(tokens)[None], self._t(sizes)[None],
+                                           self._t(positions)[None])[0])

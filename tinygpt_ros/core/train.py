@@ -70,6 +70,10 @@ class Preset:
     steps: dict[str, int]
     lr: float = 2e-3
     reuse_threshold: float = Knobs().fusion_threshold
+    event_reuse_threshold: float = Knobs().event_fusion_threshold
+    # stage 3 trains the gesture head on a cache of frozen-encoder tokens: batches x size
+    gesture_cache_batches: int = 32
+    gesture_cache_batch: int = 48
     budget_fraction: float = 0.5  # router's target: expected encoder FLOPs / largest branch
     downsample_prob: float = 0.3  # frames degraded 224 -> 128 -> 224 like small camera images
     extra: dict[str, Any] = field(default_factory=dict)
@@ -84,13 +88,14 @@ PRESETS: dict[str, Preset] = {
         train_clips=6, clip_frames=12, gestures_per_class=1, seq_len=5, batch_clips=2,
         gesture_batch=4,
         steps={"pretrain": 6, "sttf_distill": 3, "router": 3, "caption": 3, "gesture": 3},
+        gesture_cache_batches=2, gesture_cache_batch=4,
     ),
     "full": Preset(
         model=ModelConfig(),
         train_clips=400, clip_frames=40, gestures_per_class=40, seq_len=7, batch_clips=4,
         gesture_batch=12,
         steps={"pretrain": 1000, "sttf_distill": 150, "router": 150, "caption": 200,
-               "gesture": 200},
+               "gesture": 1500},
     ),
 }
 
@@ -227,10 +232,14 @@ def frame_staleness(emb: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def event_staleness(counts: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(B,T,N) events per patch -> stale tokens: no more events than `threshold` (the first
-    window of a run is always computed, like a stream start)."""
-    stale = counts <= threshold
-    stale[:, 0] = False
+    """(B,T,N) events per patch -> stale tokens, the engine's rule: a patch whose count is
+    within `threshold` of its count when last recomputed (the first window of a run is
+    always computed, like a stream start)."""
+    stale = torch.zeros(counts.shape, dtype=torch.bool)
+    ref = counts[:, 0].clone()
+    for t in range(1, counts.shape[1]):
+        stale[:, t] = (counts[:, t] - ref).abs() <= threshold
+        ref = torch.where(stale[:, t], ref, counts[:, t])
     return stale
 
 
@@ -253,8 +262,17 @@ def random_drop(sizes: torch.Tensor, p: float, gen: torch.Generator) -> torch.Te
     return sizes * keep
 
 
+def caption_loss_per_sample(model, windows, inp, tgt, budget) -> torch.Tensor:
+    """Mean token cross-entropy of each window's caption, (W,), no token drop."""
+    tokens, sizes = model.fuse(windows, budget)[:2]
+    logits = model.decoder(tokens, sizes, inp)
+    ce = nnf.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=PAD_ID, reduction="none")
+    real = (tgt != PAD_ID).to(ce.dtype)
+    return (ce * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+
 def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=None, tau=2.0):
-    tokens, sizes = model.fuse(windows, budget)
+    tokens, sizes = model.fuse(windows, budget)[:2]
     if drop_p > 0:
         sizes = random_drop(sizes, drop_p, gen)
     logits = model.decoder(tokens, sizes, inp)
@@ -270,10 +288,10 @@ def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=N
     return loss, logits
 
 
-def gesture_loss(model, windows, labels, budget):
-    tokens, sizes = model.fuse(windows[:, None] if windows.dim() == 3 else windows, budget)
-    logits = model.gesture_head(tokens, sizes)
-    return nnf.cross_entropy(logits, labels), logits
+def gesture_loss(model, windows, labels, budget, reduction: str = "mean"):
+    fused = model.fuse(windows[:, None] if windows.dim() == 3 else windows, budget)
+    logits = model.gesture_head(*fused)
+    return nnf.cross_entropy(logits, labels, reduction=reduction), logits
 
 
 # --------------------------------------------------------------------------------- trainer
@@ -395,7 +413,7 @@ class Trainer:
             with torch.no_grad():
                 _, t_exits = encode_frames(teacher, b.frames)
                 t_win = sliding_windows(t_exits[big], cfg.temporal_window)
-                t_tok, t_size = teacher.fuse(t_win, TEACHER_FUSION)
+                t_tok, t_size = teacher.fuse(t_win, TEACHER_FUSION)[:2]
                 t_logits = teacher.decoder(t_tok, t_size, inp)
             emb, exits = encode_frames(m, b.frames)
             stale = frame_staleness(emb, self.p.reuse_threshold)
@@ -409,7 +427,7 @@ class Trainer:
             if step % 2 == 0:
                 hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
                 _, gexits = encode_events(m, hists)
-                stale_ev = event_staleness(counts, self.p.reuse_threshold)
+                stale_ev = event_staleness(counts, self.p.event_reuse_threshold)
                 gb = self._budget(dense_p=0.0)
                 loss = loss + sum(gesture_loss(m, simulate_reuse(e, stale_ev), labels, gb)[0]
                                   for e in gexits) / len(gexits)
@@ -418,6 +436,11 @@ class Trainer:
 
     # -- stage 2b
     def router(self) -> None:
+        """Router only. Every branch's exit is computed anyway, so each sample's task loss is
+        known for every branch; a Gumbel-softmax sample weights those losses (an exact
+        mixture, no straight-through estimate, whose bias collapsed the router onto one
+        branch). Windows route on their newest frame. The budget loss bounds the expected
+        FLOPs; inside the budget the large branch goes where it lowers the loss most."""
         steps = self.p.steps["router"]
         m, cfg = self.model, self.cfg
         for name, p in m.named_parameters():
@@ -427,29 +450,34 @@ class Trainer:
         self._fit_router_normalizer(thr)
         opt, sched = self._opt(m.router.parameters(), steps, self.p.lr * 2)
         t0 = time.perf_counter()
+        newest = cfg.temporal_window - 1
         for step in range(steps):
             inp, tgt, exits, stale, feats = self._frozen_caption_batch(thr)
-            logits = m.router(feats.flatten(0, 1))  # (B*L, nb)
-            route = gumbel_route(logits, 1.0, hard=True, generator=self.gen)
-            route = route.view(*feats.shape[:2], -1)  # (B,L,nb)
-            mixed = sum(route[..., i, None, None] * simulate_reuse(e, stale)
-                        for i, e in enumerate(exits))
-            windows = sliding_windows(mixed, cfg.temporal_window)
-            task, _ = caption_loss(m, windows, inp, tgt, DEPLOY_FUSION, 0.0, self.gen)
-            probs = torch.softmax(logits, -1)
+            with torch.no_grad():
+                per_branch = torch.stack([
+                    caption_loss_per_sample(
+                        m, sliding_windows(simulate_reuse(e, stale), cfg.temporal_window),
+                        inp, tgt, DEPLOY_FUSION)
+                    for e in exits], -1)  # (windows, nb)
+            logits = m.router(feats.flatten(0, 1)).view(*feats.shape[:2], -1)  # (B,L,nb)
+            wlogits = logits[:, newest:].reshape(-1, logits.shape[-1])  # sliding_windows order
+            route = gumbel_route(wlogits, 1.0, hard=False, generator=self.gen)
+            task = (route * per_branch).sum(-1).mean()
+            probs = torch.softmax(logits.flatten(0, 1), -1)
             if step % 2 == 1:  # event windows route on event features
                 hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
                 with torch.no_grad():
                     _, gexits = encode_events(m, hists)
-                    stale_ev = event_staleness(counts, thr)
+                    stale_ev = event_staleness(counts, self.p.event_reuse_threshold)
                     efeats = self._event_features(counts)
-                elogits = m.router(efeats.flatten(0, 1))
-                eroute = gumbel_route(elogits, 1.0, hard=True, generator=self.gen)
-                eroute = eroute.view(*efeats.shape[:2], -1)
-                emixed = sum(eroute[..., i, None, None] * simulate_reuse(e, stale_ev)
-                             for i, e in enumerate(gexits))
-                task = task + gesture_loss(m, emixed, labels, DEPLOY_FUSION)[0]
-                probs = torch.cat([probs, torch.softmax(elogits, -1)])
+                    g_branch = torch.stack([
+                        gesture_loss(m, simulate_reuse(e, stale_ev), labels, DEPLOY_FUSION,
+                                     reduction="none")[0]
+                        for e in gexits], -1)  # (B, nb)
+                elogits = m.router(efeats[:, -1])  # the window's newest event window routes
+                eroute = gumbel_route(elogits, 1.0, hard=False, generator=self.gen)
+                task = task + (eroute * g_branch).sum(-1).mean()
+                probs = torch.cat([probs, torch.softmax(m.router(efeats.flatten(0, 1)), -1)])
             loss = (task + 2.0 * budget_loss(probs, self.branch_cost, self.p.budget_fraction)
                     + 0.1 * load_balance_loss(probs))
             self._update(opt, sched, loss)
@@ -509,25 +537,42 @@ class Trainer:
             loss, _ = caption_loss(m, windows, inp, tgt, budget, 0.0, self.gen)
             self._update(opt, sched, loss)
             self._record("caption", step, steps, loss.item(), t0)
-        # gestures: head on frozen encoder outputs, every branch, gated, random budgets
+        # gestures: head only, many passes over a cache of frozen-encoder tokens
+        cache = self._gesture_cache()
         steps = self.p.steps["gesture"]
         for name, p in m.named_parameters():
             p.requires_grad_(name.startswith("gesture_head."))
-        opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.5)
+        m.gesture_head.train()
+        opt, sched = self._opt(m.parameters(), steps)
         t0 = time.perf_counter()
         for step in range(steps):
-            hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
-            with torch.no_grad():
-                _, gexits = encode_events(m, hists)
-                stale_ev = event_staleness(counts, thr)
-            budget = DEPLOY_FUSION if self.rng.random() < 0.5 else self._budget(0.2)
-            loss = sum(gesture_loss(m, simulate_reuse(e, stale_ev), labels, budget)[0]
-                       for e in gexits) / len(gexits)
+            tokens, sizes, pos, labels = cache[int(self.rng.integers(len(cache)))]
+            loss = nnf.cross_entropy(m.gesture_head(tokens, sizes, pos), labels)
             self._update(opt, sched, loss)
             self._record("gesture", step, steps, loss.item(), t0)
         for p in m.parameters():
             p.requires_grad_(True)
         m.eval()
+
+    @torch.no_grad()
+    def _gesture_cache(self) -> list[tuple[torch.Tensor, ...]]:
+        """Fused event tokens of fresh gesture batches through every frozen branch: gated and
+        fused to the deployment or a random budget, sometimes dense (no gating, no fusion)."""
+        m = self.model
+        m.eval()
+        t0 = time.perf_counter()
+        cache = []
+        for _ in range(self.p.gesture_cache_batches):
+            hists, counts, labels = self.gestures.batch(self.p.gesture_cache_batch)
+            _, gexits = encode_events(m, hists)
+            stale = event_staleness(counts, self.p.event_reuse_threshold)
+            for e in gexits:
+                budget = DEPLOY_FUSION if self.rng.random() < 0.5 else self._budget(0.15)
+                windows = e if budget is None else simulate_reuse(e, stale)
+                cache.append((*m.fuse(windows, budget), labels))
+        self.log(f"[train] gesture cache: {len(cache)} batches "
+                 f"({time.perf_counter() - t0:.0f}s)")
+        return cache
 
     def run(self) -> dict[str, float]:
         times = {}

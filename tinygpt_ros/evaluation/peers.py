@@ -46,7 +46,7 @@ from ..core import flops as F
 from ..core.config import GRID, NUM_TOKENS, Knobs, ModelConfig
 from ..core.model import TinyGPT
 from ..core.preprocess import events_to_histogram, frame_to_tensor, validate_events
-from ..core.sttf import bipartite_merge
+from ..core.sttf import bipartite_merge, token_positions
 from ..core.tokenizer import Tokenizer
 from ..core.types import ComputeRecord, FrameResult
 
@@ -253,20 +253,21 @@ class PeerEngine:
             emb = self.model.encoder.embed_events(events_to_histogram(events)[None])
         return self._step("events", emb, timer)
 
-    def _reduce(self, tokens: torch.Tensor, sizes: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def _reduce(self, tokens: torch.Tensor, sizes: torch.Tensor, pos: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         budget = int(self._knobs.max_fused_tokens)
-        n = tokens.shape[1]
+        n, d = tokens.shape[1:]
         if self.method == "tome" and n > budget:
-            while tokens.shape[1] > budget:
-                tokens, sizes = bipartite_merge(tokens, sizes, tokens.shape[1] - budget)
-            return tokens, sizes, F.fusion_flops(self.cfg, n, budget)
+            x = torch.cat([tokens, pos], -1)  # centroids are averaged like the tokens
+            while x.shape[1] > budget:
+                x, sizes = bipartite_merge(x, sizes, x.shape[1] - budget, metric=x[..., :d])
+            return x[..., :d], sizes, x[..., d:], F.fusion_flops(self.cfg, n, budget)
         if self.method == "random_drop" and n > budget:
             idx = torch.randperm(n, generator=self._gen)[:budget].sort().values
-            return tokens[:, idx], sizes[:, idx], 0.0
+            return tokens[:, idx], sizes[:, idx], pos[:, idx], 0.0
         if self.method == "downscale":
-            return tokens, sizes * float(POOL * POOL), 0.0
-        return tokens, sizes, 0.0
+            return tokens, sizes * float(POOL * POOL), pos, 0.0
+        return tokens, sizes, pos, 0.0
 
     def _step(self, modality: str, emb: torch.Tensor, timer: _Timer) -> FrameResult:
         cfg = self.cfg
@@ -280,8 +281,13 @@ class PeerEngine:
         window.append(out)
         self._steps[modality] += 1
         with timer.stage("fusion"):
-            tokens, sizes = self.model.fusion.dense(torch.stack(list(window))[None])
-            tokens, sizes, fusion_flops = self._reduce(tokens, sizes)
+            stacked = torch.stack(list(window))[None]
+            layout = None
+            if self.method == "downscale":  # pooled tokens sit at their k x k blocks' centres
+                t = stacked.shape[1]
+                layout = pool_tokens(token_positions(t, self.cfg.temporal_window))
+            tokens, sizes, pos = self.model.fusion.dense(stacked, layout)
+            tokens, sizes, pos, fusion_flops = self._reduce(tokens, sizes, pos)
         n_fused = tokens.shape[1]
         flops = {
             "preprocess": F.patch_embed_flops(cfg, modality),
@@ -312,11 +318,11 @@ class PeerEngine:
             dense_head = F.decode_flops(cfg, len(window) * NUM_TOKENS, n_gen)
         else:
             with timer.stage("head"):
-                p = torch.softmax(self.model.gesture_head(tokens, sizes)[0], -1)
+                p = torch.softmax(self.model.gesture_head(tokens, sizes, pos)[0], -1)
                 idx = int(p.argmax())
                 gesture, confidence = self.gesture_classes[idx], float(p[idx])
-            flops["head"] = F.gesture_head_flops(cfg)
-            dense_head = F.gesture_head_flops(cfg)
+            flops["head"] = F.gesture_head_flops(cfg, n_fused)
+            dense_head = F.gesture_head_flops(cfg, len(window) * NUM_TOKENS)
         record = ComputeRecord(
             frame_index=self._steps[modality] - 1, modality=modality, tokens_in=NUM_TOKENS,
             tokens_recomputed=n_enc, tokens_fused=n_fused, branch="large", flops=flops,
