@@ -46,16 +46,18 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     from .core.weights import add_metrics
     from .evaluation.quality import evaluate_captions, evaluate_gestures, quality_markdown
 
+    if args.record and args.split != "test":
+        raise SystemExit("--record stores held-out figures: use it with --split test only")
     torch.set_num_threads(args.threads)
     engine = TorchEngine.from_dir(args.model)
     clips = []
     for motion in ("still", "slow", "busy"):
-        clips += make_clips("test", args.clips_per_motion, motion=motion, base_seed=args.seed,
-                            num_frames=args.frames)
+        clips += make_clips(args.split, args.clips_per_motion, motion=motion,
+                            base_seed=args.seed, num_frames=args.frames)
     cap = evaluate_captions(engine, clips, progress=lambda m: print(f"[quality] {m}"))
     ges = None
     if args.gestures_per_class > 0:
-        gclips = make_gesture_set("test", args.gestures_per_class, base_seed=args.seed)
+        gclips = make_gesture_set(args.split, args.gestures_per_class, base_seed=args.seed)
         ges = evaluate_gestures(engine, gclips, EVENT_WINDOW_US)
     command = "tinygpt-ros " + shlex.join(sys.argv[1:])
     md = quality_markdown(cap, ges, command)
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--frames", type=int, default=40)
     q.add_argument("--gestures-per-class", type=int, default=10)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--split", choices=("test", "val"), default="test",
+                   help="held-out test clips (the reported figures) or validation clips")
     q.add_argument("--threads", type=int, default=2)
     q.add_argument("--markdown", default=None, help="write the table here")
     q.add_argument("--json", default=None, help="write the figures here")
