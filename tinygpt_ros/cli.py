@@ -69,6 +69,7 @@ def _cmd_quality(args: argparse.Namespace) -> int:
         "command": command,
         "segments": cap["segments"],
         "captions": cap["scores"],
+        "cider_vs_dense_interval": cap["cider_vs_dense_interval"],
         "compute": {n: {m: c.__dict__ for m, c in per.items()}
                     for n, per in cap["compute"].items()},
         "gestures": None if ges is None else {

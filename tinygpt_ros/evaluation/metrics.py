@@ -158,6 +158,62 @@ def caption_scores_many(
     return dict(zip(configs, _score_tokenized(gts, results), strict=True))
 
 
+def cider_ratio_intervals(
+    configs: Mapping[str, Mapping[Hashable, str]],
+    refs: Mapping[Hashable, Sequence[str]],
+    groups: Mapping[Hashable, Hashable],
+    baseline: str,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Paired bootstrap interval of CIDEr(config) / CIDEr(baseline) for every config.
+
+    Resamples whole groups (clips: their segments are correlated) with replacement, scores
+    every configuration on the same resample (CIDEr-D's document frequencies come from the
+    resampled references) and returns the central `level` interval of the ratio (NaN when the
+    baseline scored 0 on some resample). The tokenisation runs once; each resample costs one
+    CIDEr pass per configuration.
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    if baseline not in configs:
+        raise ValueError(f"baseline {baseline!r} is not among the configs {list(configs)}")
+    if n_boot < 10 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 10 and 0 < level < 1, got {n_boot}, {level}")
+    for name, hyps in configs.items():
+        _validate(refs, hyps, f"configs[{name!r}]")
+    ids = list(refs)
+    missing = [k for k in ids if k not in groups]
+    if missing:
+        raise ValueError(f"groups has no entry for id(s) {missing[:5]!r}")
+    texts: list[str] = [r for k in ids for r in refs[k]]
+    for hyps in configs.values():
+        texts.extend(hyps[k] for k in ids)
+    tok = iter(ptb_tokenize(texts))
+    gts = [[next(tok) for _ in refs[k]] for k in ids]
+    res = {name: [next(tok) for _ in ids] for name in configs}
+    members: dict[Hashable, list[int]] = {}
+    for i, k in enumerate(ids):
+        members.setdefault(groups[k], []).append(i)
+    group_list = list(members.values())
+    rng = np.random.default_rng(seed)
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(n_boot):
+        picked = [i for g in rng.integers(len(group_list), size=len(group_list))
+                  for i in group_list[g]]
+        sample_gts = {j: gts[i] for j, i in enumerate(picked)}
+        scores = {name: float(Cider().compute_score(
+            sample_gts, {j: [r[i]] for j, i in enumerate(picked)})[0])
+            for name, r in res.items()}
+        for name in configs:
+            base = scores[baseline]
+            ratios[name].append(scores[name] / base if base > 0 else float("nan"))
+    tail = 100 * (1 - level) / 2
+    return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
+            for name, v in ratios.items()}
+
+
 def caption_scores(
     refs: Mapping[Hashable, Sequence[str]], hyps: Mapping[Hashable, str]
 ) -> dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.types import ComputeRecord, Engine
-from .metrics import caption_scores_many
+from .metrics import caption_scores_many, cider_ratio_intervals
 
 CAPTION_CONFIGS: dict[str, dict[str, bool]] = {
     "dense": {"sttf_enabled": False, "anc_enabled": False},
@@ -25,6 +25,7 @@ CAPTION_CONFIGS: dict[str, dict[str, bool]] = {
     "anc": {"sttf_enabled": False, "anc_enabled": True},
     "sttf+anc": {"sttf_enabled": True, "anc_enabled": True},
 }
+BOOTSTRAP_RESAMPLES = 200  # clip resamples for the CIDEr-vs-dense interval (about 1 min)
 GESTURE_CONFIGS: dict[str, dict[str, bool]] = {
     "dense": {"sttf_enabled": False, "anc_enabled": False},
     "sttf": {"sttf_enabled": True, "anc_enabled": False},
@@ -85,7 +86,10 @@ def evaluate_captions(
     clips: Sequence[Any],
     configs: dict[str, dict[str, bool]] | None = None,
     progress: Callable[[str], None] | None = None,
+    n_boot: int = BOOTSTRAP_RESAMPLES,
 ) -> dict[str, Any]:
+    """Every config over the clips; scores, compute by motion level, and (with a "dense"
+    config) a 95% paired-bootstrap interval over clips of each config's CIDEr vs dense."""
     configs = configs or CAPTION_CONFIGS
     refs: dict[int, list[str]] = {}
     seg_id = 0
@@ -118,7 +122,17 @@ def evaluate_captions(
     for k, v in base.items():
         engine.set_knob(k, v)
     scores = caption_scores_many(hyps, refs)
-    return {"segments": len(refs), "scores": scores, "compute": compute, "examples": examples}
+    intervals = {}
+    if "dense" in hyps and n_boot > 0:
+        clip_of = {}
+        seg_id = 0
+        for ci, clip in enumerate(clips):
+            for _ in clip.segments:
+                clip_of[seg_id] = ci
+                seg_id += 1
+        intervals = cider_ratio_intervals(hyps, refs, clip_of, "dense", n_boot=n_boot)
+    return {"segments": len(refs), "scores": scores, "compute": compute, "examples": examples,
+            "cider_vs_dense_interval": intervals}
 
 
 def evaluate_gestures(
@@ -164,15 +178,21 @@ def quality_markdown(cap: dict[str, Any], ges: dict[str, Any] | None, command: s
         f"{cap['segments']} held-out segments, scored together with pycocoevalcap. "
         f"Reproduce: `{command}`",
         "",
-        "| config | BLEU-4 | METEOR | ROUGE-L | CIDEr | CIDEr vs dense |",
-        "|---|---|---|---|---|---|",
+        "| config | BLEU-4 | METEOR | ROUGE-L | CIDEr | CIDEr vs dense | 95% interval* |",
+        "|---|---|---|---|---|---|---|",
     ]
     dense_cider = cap["scores"].get("dense", {}).get("CIDEr") or float("nan")
+    intervals = cap.get("cider_vs_dense_interval") or {}
     for name, s in cap["scores"].items():
+        iv = intervals.get(name)
+        iv_text = f"{100 * iv[0]:.1f}% – {100 * iv[1]:.1f}%" if iv else "–"
         lines.append(
             f"| {name} | {s['BLEU-4']:.3f} | {s['METEOR']:.3f} | {s['ROUGE-L']:.3f} | "
-            f"{s['CIDEr']:.3f} | {100 * s['CIDEr'] / dense_cider:.1f}% |"
+            f"{s['CIDEr']:.3f} | {100 * s['CIDEr'] / dense_cider:.1f}% | {iv_text} |"
         )
+    if intervals:
+        lines += ["", "\\* CIDEr vs dense over paired bootstrap resamples of whole clips "
+                  f"({BOOTSTRAP_RESAMPLES} resamples, same clips for every config)."]
     lines += [
         "",
         "Per frame, by motion level (tokens recomputed of 196; encoder and total GFLOPs "
