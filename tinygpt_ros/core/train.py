@@ -6,10 +6,11 @@
 2. Stage-wise redundancy elimination: (a) STTF gates on (stale tokens keep the previous step's
    output, as the gated encoder does at inference) with distillation from a frozen copy of the
    dense-encoder model (fusion budget a generous 96 tokens, to keep the teacher cheap);
-   (b) router training with Gumbel-softmax, an expected-FLOPs budget loss and a load-balance
-   term, everything else frozen.
-3. Specialisation: caption decoder and gesture head fine-tuned in the deployment setting
-   (gating + routed branches + the default fusion budget), encoder frozen.
+   (b) router training: a Gumbel-softmax sample weights every branch's own task loss, plus an
+   expected-FLOPs budget loss and a load-balance term, everything else frozen.
+3. Specialisation, encoder frozen: the caption decoder in the deployment setting (gating +
+   routed branches + mostly the default fusion budget); then the gesture head alone, many
+   passes over cached tokens of every branch (gated, fused to random budgets, some dense).
 
 `tinygpt-ros train --preset full` is the shipped model's recipe; `--preset tiny` is the same
 recipe on a toy configuration for tests.
