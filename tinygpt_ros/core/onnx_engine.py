@@ -344,9 +344,9 @@ class OnnxEngine(StreamingEngine):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         d = Path(model_dir)
         manifest = load_manifest(d)
-        from .weights import _parse_manifest
+        from .weights import parse_manifest
 
-        cfg, tokenizer, classes = _parse_manifest(d, manifest)
+        cfg, tokenizer, classes = parse_manifest(d, manifest)
         names = graph_names(cfg)
         files = [graph_file(n, precision) for n in names] + [FUSION_FILE]
         _stale_or_missing(d, manifest, files, precision)

@@ -209,7 +209,9 @@ def verify_files(
     return manifest
 
 
-def _parse_manifest(d: Path, manifest: dict[str, Any]) -> tuple[ModelConfig, Tokenizer, list[str]]:
+def parse_manifest(d: Path, manifest: dict[str, Any]) -> tuple[ModelConfig, Tokenizer, list[str]]:
+    """Config, tokenizer and gesture classes of a loaded manifest (both engines' loaders);
+    ModelLoadError names the manifest and the entry that is wrong."""
     path = d / MANIFEST_FILE
     try:
         if not isinstance(manifest["config"], dict):
@@ -255,7 +257,7 @@ def load_model_files(
             f"(listed: {sorted(manifest['files'])})"
         )
     verify_files(d, manifest=manifest)
-    config, tokenizer, classes = _parse_manifest(d, manifest)
+    config, tokenizer, classes = parse_manifest(d, manifest)
     fp = d / MODEL_FILE
     try:
         state = torch.load(fp, map_location=map_location, weights_only=True)
