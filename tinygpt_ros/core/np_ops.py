@@ -433,6 +433,12 @@ def compact(x: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[order], size[order]
 
 
+# ToMe match scores are rounded to this step before the argmax and the ordering: a uniform
+# background makes exact ties, and without rounding the ~1e-6 differences between backends (or
+# sensor noise) decided them, so torch and onnxruntime fused differently.
+MERGE_SCORE_QUANTUM = 1.0 / 1024.0
+
+
 def token_positions(t: int, temporal_window: int) -> np.ndarray:
     """(t, N, 3) float32 (x, y, time) of every token of a window's last t slots, in [0, 1]:
     x = (col + 0.5) / GRID, y = (row + 0.5) / GRID, time = slot / (temporal_window - 1) with
@@ -453,7 +459,7 @@ def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int, d: int | None = Non
     `sttf.bipartite_merge` (A = even, B = odd indices; padding A merged first, never into
     padding B; the r best-matched A tokens are size-weighted into their B match). Channels
     `d:` are positions: excluded from the cosine metric, and with `pos_weight` > 0 their
-    squared distance is subtracted from it."""
+    squared distance is subtracted from it. Scores are rounded to MERGE_SCORE_QUANTUM."""
     n = x.shape[0]
     r = min(int(r), n // 2)
     if r <= 0:
@@ -467,6 +473,8 @@ def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int, d: int | None = Non
     if pos_weight > 0 and d < x.shape[1]:
         diff = a_x[:, None, d:] - b_x[None, :, d:]
         scores = scores - np.float32(pos_weight) * (diff * diff).sum(-1).astype(np.float32)
+    q = np.float32(1.0 / MERGE_SCORE_QUANTUM)
+    scores = np.round(scores * q) / q
     scores[:, b_s <= 0] = -np.inf
     scores[a_s <= 0, :] = np.inf
     best_idx = scores.argmax(-1)

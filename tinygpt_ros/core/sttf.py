@@ -119,6 +119,7 @@ def bipartite_merge(
     merged into their B match by size-weighted averaging (sizes add), which keeps
     sum(size * x) and sum(size) exactly. With `pos` (B, N, P) and `pos_weight` w > 0 the
     match score is cosine similarity - w * squared centroid distance, so merges stay local.
+    Scores are rounded to `np_ops.MERGE_SCORE_QUANTUM` so float noise cannot break ties.
     Padding (size 0): a padding A token is merged first
     (similarity +inf: it changes nothing), and a real A token never picks a padding B token
     (similarity -inf), so padding never alters a real token. Output order: unmerged A, then B.
@@ -140,6 +141,8 @@ def bipartite_merge(
         scores = (a_m @ b_m.transpose(-2, -1)).float()  # (B, Na, Nb)
         if pos is not None and pos_weight > 0:
             scores = scores - pos_weight * _sq_dist(pos[:, ::2], pos[:, 1::2])
+        q = 1.0 / np_ops.MERGE_SCORE_QUANTUM  # near-ties stay ties, broken by index
+        scores = torch.round(scores * q) / q
         scores = scores.masked_fill((b_s <= 0)[:, None, :], -float("inf"))
         scores = scores.masked_fill((a_s <= 0)[:, :, None], float("inf"))
         best, best_idx = scores.max(dim=-1)  # (B, Na)
