@@ -132,6 +132,20 @@ def _score_tokenized(gts: dict, results: Sequence[dict]) -> list[dict[str, float
     return out
 
 
+def _tokenize_all(
+    configs: Mapping[str, Mapping[Hashable, str]], refs: Mapping[Hashable, Sequence[str]]
+) -> tuple[list[list[str]], dict[str, list[str]]]:
+    """One Java call for everything: tokenised references per id and each config's tokenised
+    hypotheses, both in `refs` order."""
+    ids = list(refs)
+    texts: list[str] = [r for k in ids for r in refs[k]]
+    for hyps in configs.values():
+        texts.extend(hyps[k] for k in ids)
+    tok = iter(ptb_tokenize(texts))
+    gts = [[next(tok) for _ in refs[k]] for k in ids]
+    return gts, {name: [next(tok) for _ in ids] for name in configs}
+
+
 def caption_scores_many(
     configs: Mapping[str, Mapping[Hashable, str]],
     refs: Mapping[Hashable, Sequence[str]],
@@ -148,14 +162,9 @@ def caption_scores_many(
     _validate(refs, {k: "" for k in refs}, "refs")
     for name, hyps in configs.items():
         _validate(refs, hyps, f"configs[{name!r}]")
-    ids = list(refs)
-    texts: list[str] = [r for k in ids for r in refs[k]]
-    for hyps in configs.values():
-        texts.extend(hyps[k] for k in ids)
-    tok = iter(ptb_tokenize(texts))
-    gts = {i: [next(tok) for _ in refs[k]] for i, k in enumerate(ids)}
-    results = [{i: [next(tok)] for i in range(len(ids))} for _ in configs]
-    return dict(zip(configs, _score_tokenized(gts, results), strict=True))
+    gts, res = _tokenize_all(configs, refs)
+    results = [{i: [h] for i, h in enumerate(hyps)} for hyps in res.values()]
+    return dict(zip(configs, _score_tokenized(dict(enumerate(gts)), results), strict=True))
 
 
 def cider_ratio_intervals(
@@ -187,12 +196,7 @@ def cider_ratio_intervals(
     missing = [k for k in ids if k not in groups]
     if missing:
         raise ValueError(f"groups has no entry for id(s) {missing[:5]!r}")
-    texts: list[str] = [r for k in ids for r in refs[k]]
-    for hyps in configs.values():
-        texts.extend(hyps[k] for k in ids)
-    tok = iter(ptb_tokenize(texts))
-    gts = [[next(tok) for _ in refs[k]] for k in ids]
-    res = {name: [next(tok) for _ in ids] for name in configs}
+    gts, res = _tokenize_all(configs, refs)
     members: dict[Hashable, list[int]] = {}
     for i, k in enumerate(ids):
         members.setdefault(groups[k], []).append(i)

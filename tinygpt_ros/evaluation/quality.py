@@ -92,11 +92,11 @@ def evaluate_captions(
     config) a 95% paired-bootstrap interval over clips of each config's CIDEr vs dense."""
     configs = configs or CAPTION_CONFIGS
     refs: dict[int, list[str]] = {}
-    seg_id = 0
-    for clip in clips:
+    clip_of: dict[int, int] = {}  # segment -> clip, the bootstrap's resampling unit
+    for ci, clip in enumerate(clips):
         for seg in clip.segments:
-            refs[seg_id] = list(seg.captions)
-            seg_id += 1
+            clip_of[len(refs)] = ci
+            refs[len(refs)] = list(seg.captions)
     hyps: dict[str, dict[int, str]] = {}
     compute: dict[str, dict[str, ComputeSummary]] = {}
     examples: dict[str, list[tuple[str, str]]] = {}
@@ -124,12 +124,6 @@ def evaluate_captions(
     scores = caption_scores_many(hyps, refs)
     intervals = {}
     if "dense" in hyps and n_boot > 0:
-        clip_of = {}
-        seg_id = 0
-        for ci, clip in enumerate(clips):
-            for _ in clip.segments:
-                clip_of[seg_id] = ci
-                seg_id += 1
         intervals = cider_ratio_intervals(hyps, refs, clip_of, "dense", n_boot=n_boot)
     return {"segments": len(refs), "scores": scores, "compute": compute, "examples": examples,
             "cider_vs_dense_interval": intervals}
