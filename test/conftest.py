@@ -1,7 +1,8 @@
 """Shared fixtures: an isolated real ROS 2 context per test, and executor spin helpers.
 
-Each test gets its own rclpy Context on a random domain id with localhost-only discovery, so
-parallel runs on one machine never see each other's topics. Nothing in ROS is mocked.
+Each test gets its own rclpy Context with localhost-only discovery, on the ROS_DOMAIN_ID the user
+set or, when none is set, on a random domain per test, so parallel runs on one machine rarely meet.
+Nothing in ROS is mocked.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def ros_domain_id() -> int:
+    """The user's ROS_DOMAIN_ID when set (a shared machine's graphs are theirs to separate), else
+    a random one of the 232 that Fast DDS's default port mapping allows."""
+    chosen = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    return int(chosen) if chosen else random.SystemRandom().randint(1, 232)
+
+
 class RosHarness:
     """A private rclpy context with an executor, nodes it owns, and spin-until helpers."""
 
@@ -27,7 +35,7 @@ class RosHarness:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
-        self.domain_id = random.SystemRandom().randint(1, 100)
+        self.domain_id = ros_domain_id()
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
         self.executor = SingleThreadedExecutor(context=self.context)

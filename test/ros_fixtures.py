@@ -23,7 +23,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from tinygpt_ros.core.engine import load_engine
+from tinygpt_ros.deploy.factory import load_engine
 from tinygpt_ros.ros.node import TinyGptNode
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

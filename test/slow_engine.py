@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tinygpt_ros.core.types import FrameResult
+from tinygpt_ros.spec.types import FrameResult
 
 
 class SlowEngine:

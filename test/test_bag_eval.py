@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tinygpt_ros.bags.reader import iter_bag
-from tinygpt_ros.core.types import ComputeRecord
 from tinygpt_ros.evaluation import bag_eval as be
+from tinygpt_ros.spec.types import ComputeRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "sample_bag"
@@ -27,7 +27,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     out = tmp_path_factory.mktemp("tiny_model")
     train("tiny", out, seed=0, threads=1, log=lambda _m: None)

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt_ros.core import flops as F
-from tinygpt_ros.core.config import NUM_TOKENS
-from tinygpt_ros.core.data.scenes import make_clips
-from tinygpt_ros.core.engine import load_engine
+from tinygpt_ros.data.scenes import make_clips
+from tinygpt_ros.deploy.factory import load_engine
 from tinygpt_ros.evaluation import bench, peers
+from tinygpt_ros.spec import flops as F
+from tinygpt_ros.spec.config import NUM_TOKENS
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     out = tmp_path_factory.mktemp("tiny_model")
     train("tiny", out, seed=0, threads=1, log=lambda _m: None)

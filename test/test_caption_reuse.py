@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinygpt_ros.core.np_ops import fused_set_movement
+from tinygpt_ros.ops import fused_set_movement
 
 
 def test_identical_sets_do_not_move():

@@ -9,8 +9,8 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from tinygpt_ros.core.types import EVENT_DTYPE
 from tinygpt_ros.ros import conversions as conv
+from tinygpt_ros.spec.types import EVENT_DTYPE
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)

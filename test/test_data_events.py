@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from tinygpt_ros.core.data.events import EventSimulator, resize_for_sensor
-from tinygpt_ros.core.data.scenes import render_clip
-from tinygpt_ros.core.types import EVENT_DTYPE
+from tinygpt_ros.data.events import EventSimulator, resize_for_sensor
+from tinygpt_ros.data.scenes import render_clip
+from tinygpt_ros.spec.types import EVENT_DTYPE
 
 
 def stamps(n: int, dt_us: int = 10_000) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinygpt_ros.core.data.gestures import (
+from tinygpt_ros.data.gestures import (
     GESTURE_CLASSES,
     gesture_seeds,
     hand_paths,
@@ -13,7 +13,7 @@ from tinygpt_ros.core.data.gestures import (
     make_gesture_set,
     render_gesture,
 )
-from tinygpt_ros.core.types import EVENT_DTYPE
+from tinygpt_ros.spec.types import EVENT_DTYPE
 
 
 def test_eleven_dvs128_classes():

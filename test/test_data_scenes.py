@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from tinygpt_ros.core.data import coco, scenes
-from tinygpt_ros.core.data.scenes import (
+from tinygpt_ros.data import coco, scenes
+from tinygpt_ros.data.scenes import (
     DIRECTIONS,
     KINDS,
     caption_vocabulary,

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinygpt_ros.core import flops as F
-from tinygpt_ros.core.config import ModelConfig
-from tinygpt_ros.core.decoder import TinyGPTDecoder
-from tinygpt_ros.core.heads import GestureHead, tent_weights
+from tinygpt_ros.model.decoder import TinyGPTDecoder
+from tinygpt_ros.model.heads import GestureHead, tent_weights
+from tinygpt_ros.spec import flops as F
+from tinygpt_ros.spec.config import ModelConfig
 
 CFG = ModelConfig(dim=16, dec_dim=32, dec_layers=2, dec_heads=4, vocab_size=12,
                   max_caption_len=8, num_gestures=5)

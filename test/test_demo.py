@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from tinygpt_ros.cli import default_sample_bag
+from tinygpt_ros.cli.paths import default_sample_bag
 from tinygpt_ros.demo import run_demo
 
 pytest_plugins = ["ros_fixtures"]  # fixture: model_dir (the shipped model)

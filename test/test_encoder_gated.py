@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from tinygpt_ros.core.config import ModelConfig
-from tinygpt_ros.core.encoder import GatedEncoderCache, VisualEncoder
-from tinygpt_ros.core.sttf import TokenReference, select_tokens, token_change
+from tinygpt_ros import ops
+from tinygpt_ros.model.encoder import GatedEncoderCache, VisualEncoder
+from tinygpt_ros.ops import TokenReference
+from tinygpt_ros.spec.config import ModelConfig
+
+
+def token_change(embed, reference) -> torch.Tensor:
+    """The engines' change test (numpy, `ops/gating.py`) on torch embeddings."""
+    return torch.from_numpy(ops.token_change(np.asarray(embed), np.asarray(reference)))
+
+
+def select_tokens(change: torch.Tensor, threshold: float, max_active: int = 0) -> torch.Tensor:
+    return torch.from_numpy(ops.select_tokens(change.numpy(), threshold, max_active))
+
 
 CFG = ModelConfig(dim=32, heads=2, branch_depths=(1, 2, 3))
 
@@ -83,7 +95,7 @@ def test_threshold_zero_recomputes_everything_exactly(enc, frames):
         change = token_change(emb, ref.value) if not ref.is_empty else torch.zeros(196)
         sel = select_tokens(change, 0.0)
         out = cache.run(enc, emb, sel, 2)
-        ref.update(emb, sel)
+        ref.update(emb.numpy(), sel.numpy())
         assert cache.n_recomputed == 196
         assert torch.equal(out, _dense(enc, emb, 2))
 
@@ -100,7 +112,7 @@ def test_unchanged_frame_recomputes_nothing(enc, frames):
     cache, ref = GatedEncoderCache(), TokenReference()
     a = frames[0]
     first = cache.run(enc, a, None, 2)
-    ref.update(a)
+    ref.update(a.numpy())
     sel = select_tokens(token_change(a, ref.value), 0.5)
     assert not sel.any()
     out = cache.run(enc, a, sel, 2)

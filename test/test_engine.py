@@ -11,18 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt_ros.core.config import GRID, KNOB_SPECS, NUM_TOKENS
-from tinygpt_ros.core.data.gestures import GESTURE_CLASSES, make_gesture_clip
-from tinygpt_ros.core.data.scenes import render_clip
-from tinygpt_ros.core.engine import TorchEngine, load_engine
-from tinygpt_ros.core.train import event_windows
-from tinygpt_ros.core.types import EVENT_DTYPE, STAGES
-from tinygpt_ros.core.weights import MODEL_FILE, ModelLoadError
+from tinygpt_ros.data.gestures import GESTURE_CLASSES, make_gesture_clip
+from tinygpt_ros.data.scenes import render_clip
+from tinygpt_ros.deploy.factory import load_engine
+from tinygpt_ros.model.weights import MODEL_FILE, ModelLoadError
+from tinygpt_ros.runtime.torch_engine import TorchEngine
+from tinygpt_ros.spec.config import GRID, KNOB_SPECS, NUM_TOKENS
+from tinygpt_ros.spec.types import EVENT_DTYPE, STAGES
+from tinygpt_ros.train.recipe import event_windows
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     return train("tiny", tmp_path_factory.mktemp("engine") / "tiny", seed=0, threads=1,
                  log=lambda _m: None)
@@ -51,7 +52,7 @@ def test_threshold_zero_is_dense(engine, clip):
         r = res.record
         assert r.tokens_recomputed == NUM_TOKENS and r.full_refresh
         assert r.branch == "large" and res.token_mask.all()
-        from tinygpt_ros.core.preprocess import frame_to_tensor
+        from tinygpt_ros.model.preprocess import frame_to_tensor
 
         with torch.no_grad():
             emb = model.encoder.embed_frames(frame_to_tensor(frame)[None])

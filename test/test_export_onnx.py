@@ -13,18 +13,18 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from tinygpt_ros.core import np_ops as ops
-from tinygpt_ros.core.encoder import GatedEncoderCache
-from tinygpt_ros.core.export import export_model
-from tinygpt_ros.core.model import TinyGPT
-from tinygpt_ros.core.onnx_engine import (
+from tinygpt_ros import ops
+from tinygpt_ros.deploy.export import export_model
+from tinygpt_ros.deploy.graphs import (
     FUSION_FILE,
     GRAPHS,
     graph_file,
     graph_names,
     graph_spec,
 )
-from tinygpt_ros.core.weights import (
+from tinygpt_ros.model.encoder import GatedEncoderCache
+from tinygpt_ros.model.tinygpt import TinyGPT
+from tinygpt_ros.model.weights import (
     MODEL_FILE,
     ModelLoadError,
     load_manifest,
@@ -37,7 +37,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     d = train("tiny", tmp_path_factory.mktemp("export") / "tiny", seed=0, threads=1,
               log=lambda _m: None)

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinygpt_ros.core import flops
-from tinygpt_ros.core.anc import Router
-from tinygpt_ros.core.config import ModelConfig
-from tinygpt_ros.core.encoder import GatedEncoderCache, VisualEncoder
-from tinygpt_ros.core.sttf import TemporalFusion
+from tinygpt_ros.model.anc import Router
+from tinygpt_ros.model.encoder import GatedEncoderCache, VisualEncoder
+from tinygpt_ros.model.sttf import TemporalFusion
+from tinygpt_ros.spec import flops
+from tinygpt_ros.spec.config import ModelConfig
 
 CFG = ModelConfig(dim=32, heads=2, branch_depths=(1, 2, 3), dec_dim=24, dec_layers=2,
                   dec_heads=2, vocab_size=50, num_gestures=11, temporal_window=4)
@@ -138,7 +138,7 @@ def test_reference_decoder_prefill_and_step():
 
 
 def test_real_decoder_if_present():
-    from tinygpt_ros.core import decoder
+    from tinygpt_ros.model import decoder
     torch.manual_seed(0)
     dec = decoder.TinyGPTDecoder(CFG).eval()
     vis, size = torch.randn(1, 20, CFG.dim), torch.ones(1, 20)
@@ -156,7 +156,7 @@ def test_real_decoder_if_present():
 
 
 def test_real_gesture_head_if_present():
-    from tinygpt_ros.core import heads
+    from tinygpt_ros.model import heads
     head = heads.GestureHead(CFG).eval()
     vis, size, pos = torch.randn(1, 31, CFG.dim), torch.ones(1, 31), torch.rand(1, 31, 3)
     measured, _ = _measure(lambda: head(vis, size, pos))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt_ros.core.types import ComputeRecord
 from tinygpt_ros.evaluation import bag_eval as be
 from tinygpt_ros.evaluation.live import LiveRow, compare
+from tinygpt_ros.spec.types import ComputeRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "sample_bag"
@@ -22,7 +22,7 @@ SAMPLE = REPO / "sample" / "sample_bag"
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     out = tmp_path_factory.mktemp("tiny_model")
     train("tiny", out, seed=0, threads=1, log=lambda _m: None)

@@ -17,9 +17,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from tinygpt_ros.core.config import KNOB_SPECS, Knobs
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.conversions import rgb_to_image
+from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 
 pytest_plugins = ["ros_fixtures"]  # fixtures: engine_factory, model_dir, tinygpt, lifecycle
 _RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

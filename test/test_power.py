@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt_ros.core.power import ESTIMATE, PowerMonitor, discover_rails, select_rails
+from tinygpt_ros.deploy.power import ESTIMATE, PowerMonitor, discover_rails, select_rails
 
 
 def _write(d: Path, files: dict[str, str]) -> None:

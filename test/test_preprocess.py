@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt_ros.core.config import ModelConfig
-from tinygpt_ros.core.encoder import VisualEncoder
-from tinygpt_ros.core.preprocess import (
-    events_per_patch,
-    events_to_histogram,
-    frame_to_tensor,
-    frames_to_batch,
-    small_gray,
-    validate_events,
-)
-from tinygpt_ros.core.types import EVENT_DTYPE
+from tinygpt_ros.model.encoder import VisualEncoder
+from tinygpt_ros.model.preprocess import events_to_histogram, frame_to_tensor, frames_to_batch
+from tinygpt_ros.ops import events_per_patch, small_gray, validate_events
+from tinygpt_ros.spec.config import ModelConfig
+from tinygpt_ros.spec.types import EVENT_DTYPE
 
 
 def _events(xs, ys, ts, ps) -> np.ndarray:

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tinygpt_ros.core.config import ModelConfig
-from tinygpt_ros.core.providers import (
+from tinygpt_ros.deploy.providers import (
     CPU,
     CUDA,
     DEFAULT_ORDER,
@@ -19,6 +18,7 @@ from tinygpt_ros.core.providers import (
     provider_options,
     tensorrt_version,
 )
+from tinygpt_ros.spec.config import ModelConfig
 
 
 def test_all_available_keeps_order():

@@ -7,20 +7,20 @@ import math
 
 import pytest
 
-from tinygpt_ros.core.data.gestures import make_gesture_set
-from tinygpt_ros.core.data.scenes import make_clips
-from tinygpt_ros.core.engine import TorchEngine
-from tinygpt_ros.core.train import EVENT_WINDOW_US
+from tinygpt_ros.data.gestures import make_gesture_set
+from tinygpt_ros.data.scenes import make_clips
 from tinygpt_ros.evaluation.quality import (
     evaluate_captions,
     evaluate_gestures,
     quality_markdown,
 )
+from tinygpt_ros.runtime.torch_engine import TorchEngine
+from tinygpt_ros.train.recipe import EVENT_WINDOW_US
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     d = train("tiny", tmp_path_factory.mktemp("quality") / "tiny", seed=0, threads=1,
               log=lambda _m: None)

@@ -15,7 +15,7 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 
 from tinygpt_ros.bags import sample
 from tinygpt_ros.bags.reader import bag_topics, iter_bag
-from tinygpt_ros.core.data.gestures import GESTURE_CLASSES
+from tinygpt_ros.data.gestures import GESTURE_CLASSES
 
 SHIPPED = Path(__file__).resolve().parent.parent / "sample" / "sample_bag"
 MSG_TYPES = {sample.IMAGE_TOPIC: Image, sample.COMPRESSED_TOPIC: CompressedImage,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt_ros.core.data.gestures import make_gesture_set
-from tinygpt_ros.core.data.scenes import make_clips
-from tinygpt_ros.core.engine import load_engine
-from tinygpt_ros.core.train import EVENT_WINDOW_US
-from tinygpt_ros.core.weights import ModelLoadError, load_model_files, sha256_file
+from tinygpt_ros.data.gestures import make_gesture_set
+from tinygpt_ros.data.scenes import make_clips
+from tinygpt_ros.deploy.factory import load_engine
 from tinygpt_ros.evaluation.metrics import caption_scores_many
 from tinygpt_ros.evaluation.quality import evaluate_gestures, run_caption_stream
+from tinygpt_ros.model.weights import ModelLoadError, load_model_files, sha256_file
+from tinygpt_ros.train.recipe import EVENT_WINDOW_US
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "tinygpt"
 # Floors well under what `tinygpt-ros quality` measured for the shipped model (docs/quality.md)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tinygpt_ros.core.tokenizer import Tokenizer, normalize
+from tinygpt_ros.spec.tokenizer import Tokenizer, normalize
 
 CAPTIONS = [
     "A red circle moves left.",

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from tinygpt_ros.core.data.scenes import render_clip
-from tinygpt_ros.core.engine import TorchEngine
-from tinygpt_ros.core.train import PRESETS, event_windows, simulate_reuse, sliding_windows
-from tinygpt_ros.core.weights import load_model_files
+from tinygpt_ros.data.scenes import render_clip
+from tinygpt_ros.model.weights import load_model_files
+from tinygpt_ros.runtime.torch_engine import TorchEngine
+from tinygpt_ros.train.recipe import PRESETS, event_windows, simulate_reuse, sliding_windows
 
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     base = tmp_path_factory.mktemp("tiny")
     logs: list[str] = []
@@ -60,7 +60,7 @@ def test_trained_model_streams_frames(tiny_dirs):
 
 
 def test_unknown_preset_is_refused(tmp_path):
-    from tinygpt_ros.core.train import train
+    from tinygpt_ros.train.recipe import train
 
     with pytest.raises(ValueError, match="preset"):
         train("huge", tmp_path / "x")
@@ -83,7 +83,7 @@ def test_sliding_windows_cover_every_run():
 
 
 def test_event_windows_split_by_time():
-    from tinygpt_ros.core.types import EVENT_DTYPE
+    from tinygpt_ros.spec.types import EVENT_DTYPE
 
     ev = np.zeros(5, EVENT_DTYPE)
     ev["t"] = [0, 10, 60_000, 60_001, 149_999]

@@ -9,10 +9,8 @@ import sys
 import pytest
 import torch
 
-from tinygpt_ros.core.config import ModelConfig
-from tinygpt_ros.core.decoder import TinyGPTDecoder
-from tinygpt_ros.core.tokenizer import Tokenizer
-from tinygpt_ros.core.weights import (
+from tinygpt_ros.model.decoder import TinyGPTDecoder
+from tinygpt_ros.model.weights import (
     MANIFEST_FILE,
     MODEL_FILE,
     ModelLoadError,
@@ -23,6 +21,8 @@ from tinygpt_ros.core.weights import (
     sha256_file,
     verify_files,
 )
+from tinygpt_ros.spec.config import ModelConfig
+from tinygpt_ros.spec.tokenizer import Tokenizer
 
 CLASSES = ["clap", "wave", "other"]
 
@@ -166,7 +166,7 @@ def test_save_validates(saved, tmp_path):
 
 def test_import_does_not_import_torch():
     code = (
-        "import sys, tinygpt_ros.core.weights as w; "
+        "import sys, tinygpt_ros.model.weights as w; "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "assert callable(w.verify_files) and callable(w.sha256_file)"
     )

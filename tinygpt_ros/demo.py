@@ -96,7 +96,7 @@ class _Collector:
 
 
 def _params_file(image_transport: str, backend: str) -> str:
-    from .ros.graph import default_params_file
+    from tinygpt_ros.ros.graph import default_params_file
 
     with open(default_params_file()) as f:
         tree = yaml.safe_load(f)
@@ -173,9 +173,9 @@ def run_demo(
     import rclpy
     from rclpy.serialization import deserialize_message
 
-    from .bags.reader import iter_bag
-    from .ros.bag_player import message_class
-    from .ros.bringup import bring_up, tear_down
+    from tinygpt_ros.bags.reader import iter_bag
+    from tinygpt_ros.ros.bag_player import message_class
+    from tinygpt_ros.ros.bringup import bring_up, tear_down
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     domain = domain_id if domain_id is not None else random.SystemRandom().randint(1, 100)

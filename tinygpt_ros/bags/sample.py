@@ -32,8 +32,8 @@ import numpy as np
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..core.data.gestures import GESTURE_CLASSES, make_gesture_clip
-from ..core.data.scenes import render_clip, split_seeds
+from tinygpt_ros.data.gestures import GESTURE_CLASSES, make_gesture_clip
+from tinygpt_ros.data.scenes import render_clip, split_seeds
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import struct
 import sys
 import time
@@ -33,10 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bags.reader import BagMessage, bag_topics, iter_bag
-from ..core.config import KNOB_SPECS, Knobs
-from ..core.types import ComputeRecord
-from .quality import CAPTION_CONFIGS, ComputeSummary
+from tinygpt_ros.bags.reader import BagMessage, bag_topics, iter_bag
+from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS, ComputeSummary
+from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
+from tinygpt_ros.spec.types import ComputeRecord
 
 GESTURE_WARMUP = 2  # windows at the start of a gesture span that do not vote
 DEFAULT_BASE = "sttf+anc"  # sweeps without an explicit base apply on top of this config
@@ -563,8 +562,8 @@ class Progress:
 
 def _converter(msgtype: str) -> tuple[type, Any] | None:
     """(rclpy message class, numpy conversion) for a supported input type, else None."""
-    from ..ros import conversions as conv
-    from ..ros.bag_player import message_class
+    from tinygpt_ros.ros import conversions as conv
+    from tinygpt_ros.ros.bag_player import message_class
 
     table = {
         "sensor_msgs/msg/Image": conv.image_to_rgb,
@@ -606,8 +605,8 @@ def evaluate_bag(job: BagJob) -> BagResult:
     """Stream one bag through one engine per configuration (a single pass over the bag)."""
     import torch
 
-    from ..core.engine import load_engine
-    from ..ros.conversions import ConversionError, stamp_to_ns
+    from tinygpt_ros.deploy.factory import load_engine
+    from tinygpt_ros.ros.conversions import ConversionError, stamp_to_ns
 
     t_start = time.perf_counter()
     if job.threads:
@@ -720,7 +719,7 @@ def score_results(
 
     `refs_of` maps bag name -> Refs (one Refs object may be shared by several bags: a span is
     then credited to the bag that has images in it)."""
-    from .metrics import caption_scores_many
+    from tinygpt_ros.evaluation.metrics import caption_scores_many
 
     groups: dict[int, tuple[Refs, list[BagResult]]] = {}
     for r in results:
@@ -867,7 +866,7 @@ def frame_columns(result: BagResult, config: str) -> dict[str, list[Any]]:
 
 def model_identity(model_dir: str | Path, backend: str) -> dict[str, Any]:
     """Model directory, sha256 of its weights (from the manifest) and architecture."""
-    from ..core.weights import MODEL_FILE, load_manifest
+    from tinygpt_ros.model.weights import MODEL_FILE, load_manifest
 
     info: dict[str, Any] = {"dir": str(model_dir), "backend": backend}
     try:
@@ -934,7 +933,7 @@ def run_eval(
 
     Raises FileExistsError before any work when `out_dir` holds a report and not `overwrite`,
     ValueError for bad arguments (configs, refs file, workers)."""
-    from . import report as rep
+    from tinygpt_ros.evaluation import report as rep
 
     if not bags:
         raise ValueError("bags: give at least one bag")
@@ -943,7 +942,7 @@ def run_eval(
     if max_frames is not None and (isinstance(max_frames, bool) or max_frames < 1):
         raise ValueError(f"max_frames must be >= 1, got {max_frames!r}")
     rep.check_out_dir(out_dir, overwrite)
-    from ..core.weights import load_manifest
+    from tinygpt_ros.model.weights import load_manifest
 
     load_manifest(model_dir)  # ModelLoadError (names the file) before any work
     cfg_knobs = {name: full_knobs(k) for name, k in parse_configs(list(configs)).items()}
@@ -1016,75 +1015,10 @@ def run_eval(
         "live": None,
     }
     if live:
-        from .live import live_section
+        from tinygpt_ros.evaluation.live import live_section
 
         report["live"] = live_section(results, cfg_knobs, str(model_dir), backend, issues)
     order = {"error": 0, "warning": 1}
     report["issues"] = [asdict(i) for i in sorted(issues, key=lambda i: order.get(i.severity, 2))]
     rep.write_report(report, out_dir, overwrite=overwrite, plots=plots)
     return report
-
-
-def add_extra_arguments(parser: Any) -> None:
-    """Options beyond the `tinygpt-ros eval` ones in cli.py (main reads them when present)."""
-    parser.add_argument("--max-frames", type=int, default=None,
-                        help="evaluate only the first N camera frames of each bag (and the "
-                             "events before the next frame)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per bag")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar on stderr")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> Any:
-    """`python -m tinygpt_ros.evaluation.bag_eval ...`: the `tinygpt-ros eval` arguments of
-    cli.py plus `add_extra_arguments` (until cli.py offers them itself)."""
-    import argparse
-
-    from ..cli import build_parser as cli_parser
-
-    extra = argparse.ArgumentParser(add_help=False)
-    add_extra_arguments(extra)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    known, rest = extra.parse_known_args(argv)
-    if "-h" in rest or "--help" in rest:
-        extra.print_help()
-    args = cli_parser().parse_args(["eval", *rest])
-    for k, v in vars(known).items():
-        setattr(args, k, v)
-    return args
-
-
-def main(args: Any) -> int:
-    """Entry point of `tinygpt-ros eval` (arguments from cli.py); extra optional attributes:
-    max_frames, threads, progress (see `add_extra_arguments`)."""
-    command = getattr(args, "command_line", None)
-    if command is None and sys.argv[1:]:
-        command = "tinygpt-ros " + shlex.join(sys.argv[1:])
-    report = run_eval(
-        args.bags, args.model, args.out, refs=args.refs, configs=args.configs,
-        backend=args.backend, image_topic=args.image_topic, events_topic=args.events_topic,
-        overwrite=args.overwrite, workers=args.workers, live=args.live,
-        max_frames=getattr(args, "max_frames", None), threads=getattr(args, "threads", None),
-        progress=getattr(args, "progress", True), command=command,
-    )
-    out = Path(args.out)
-    print(f"[eval] report: {out / 'report.md'} ({out / 'report.json'})")
-    for i in report["issues"]:
-        print(f"[eval] {i['severity']}: {i['bag']}: {i['kind']}: {i['message']}"
-              + (f" (x{i['count']})" if i["count"] > 1 else ""), file=sys.stderr)
-    if report["live"] is not None and not report["live"].get("equal", True):
-        print("[eval] live output differs from offline output: see the report", file=sys.stderr)
-    if not any(b["ok"] for b in report["bags"]):
-        print("[eval] error: no bag could be evaluated", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    _args = parse_args()
-    _args.command_line = "python -m tinygpt_ros.evaluation.bag_eval " + shlex.join(sys.argv[1:])
-    try:
-        sys.exit(main(_args))
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as _exc:
-        print(f"tinygpt-ros eval: error: {_exc}", file=sys.stderr)
-        sys.exit(2)

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..core.data.scenes import MOTIONS
-from .metrics import METRIC_KEYS
-from .quality import CAPTION_CONFIGS
+from tinygpt_ros.data.scenes import MOTIONS
+from tinygpt_ros.evaluation.metrics import METRIC_KEYS
+from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS
 
 ORDER = ("dense", "tome", "random_drop", "downscale", "fastv", "sttf", "anc", "sttf+anc")
 WHAT_RUNS = {
@@ -136,7 +136,7 @@ def plot_frontier(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _write_atomic
+    from tinygpt_ros.evaluation.report import _write_atomic
 
     rows = summary["rows"]
     metrics = ("CIDEr", "METEOR")
@@ -191,11 +191,11 @@ def run_bench(model_dir: str | Path, clips_per_motion: int = 30, frames: int = 4
     """Run every configuration of ORDER on the same clips; returns the bench report."""
     import torch
 
-    from ..core.data.scenes import make_clips
-    from ..core.engine import load_engine
-    from .bag_eval import machine_info, model_identity
-    from .peers import PEERS, EngineSwitch, PeerEngine, load_model
-    from .quality import evaluate_captions
+    from tinygpt_ros.data.scenes import make_clips
+    from tinygpt_ros.deploy.factory import load_engine
+    from tinygpt_ros.evaluation.bag_eval import machine_info, model_identity
+    from tinygpt_ros.evaluation.peers import PEERS, EngineSwitch, PeerEngine, load_model
+    from tinygpt_ros.evaluation.quality import evaluate_captions
 
     if clips_per_motion < 1 or frames < 2:
         raise ValueError(f"clips_per_motion must be >= 1 and frames >= 2, got "
@@ -333,7 +333,7 @@ def section_markers(name: str) -> tuple[str, str]:
 def write_markdown_section(path: str | Path, section: str, name: str = "bench") -> None:
     """Replace the generated section `name` of `path` (between its markers), keeping the rest;
     a new file gets a short heading first."""
-    from .report import _write_text
+    from tinygpt_ros.evaluation.report import _write_text
 
     start, end = section_markers(name)
     p = Path(path)
@@ -358,7 +358,7 @@ def main(args: Any) -> int:
                     progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
     rep["command"] = command
     plot_frontier(rep, out / "frontier.png")
-    from .report import _write_text
+    from tinygpt_ros.evaluation.report import _write_text
 
     _write_text(out / "bench.json", json.dumps(rep, indent=1) + "\n")
     md = bench_markdown(rep, command, plot=str(out / "frontier.png"))

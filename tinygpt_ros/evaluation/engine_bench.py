@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.types import STAGES
+from tinygpt_ros.spec.types import STAGES
 
 MOTIONS = ("still", "slow", "busy")
 
@@ -55,10 +55,11 @@ def run(model_dir: str | Path, clips_per_motion: int = 4, frames: int = 40, thre
         seed: int = 0, log: Any = print) -> dict[str, Any]:
     import torch
 
-    from ..core.data.scenes import make_clips
-    from ..core.engine import TorchEngine
-    from ..core.onnx_engine import OnnxEngine, graph_file
-    from ..core.weights import load_manifest
+    from tinygpt_ros.data.scenes import make_clips
+    from tinygpt_ros.deploy.graphs import graph_file
+    from tinygpt_ros.deploy.onnx_engine import OnnxEngine
+    from tinygpt_ros.model.weights import load_manifest
+    from tinygpt_ros.runtime.torch_engine import TorchEngine
 
     if clips_per_motion < 1 or frames < 1:
         raise ValueError(f"clips_per_motion and frames must be >= 1, got {clips_per_motion}, "
@@ -169,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(md)
     if getattr(args, "markdown", None):
-        from .bench import write_markdown_section
+        from tinygpt_ros.evaluation.bench import write_markdown_section
 
         write_markdown_section(args.markdown, md, name="bench-engines")
     print(md)

@@ -79,7 +79,7 @@ class _Listener:
             self.cond.notify_all()
 
     def _diag(self, msg: Any) -> None:
-        from ..ros.conversions import stamp_to_ns
+        from tinygpt_ros.ros.conversions import stamp_to_ns
 
         stamp = stamp_to_ns(msg.header.stamp)
         with self.cond:
@@ -116,8 +116,8 @@ class _Gate:
         self.node.destroy_publisher(pub.inner)
 
     def publish(self, inner: Any, modality: str, msg: Any) -> None:
-        from ..ros.conversions import stamp_to_ns
-        from ..ros.diagnostics import ERROR, status_values
+        from tinygpt_ros.ros.conversions import stamp_to_ns
+        from tinygpt_ros.ros.diagnostics import ERROR, status_values
 
         if self.limit is not None and self.sent >= self.limit:
             self.stop.set()
@@ -204,8 +204,8 @@ def run_live(
     "error": str | None, "published": int, "timeouts": int}."""
     import rclpy
 
-    from ..ros.bag_player import BagError, BagPlayer
-    from ..ros.bringup import bring_up, tear_down
+    from tinygpt_ros.ros.bag_player import BagError, BagPlayer
+    from tinygpt_ros.ros.bringup import bring_up, tear_down
 
     # Before rclpy.init of this context: discovery stays on this machine (Kilted ignores
     # ROS_LOCALHOST_ONLY), and a random domain keeps parallel runs apart.
@@ -331,7 +331,7 @@ def compare(offline: Sequence[Any], live: Sequence[LiveRow]) -> dict[str, Any]:
 def live_section(results: Sequence[Any], configs: dict[str, dict[str, Any]], model_dir: str,
                  backend: str, issues: list[Any], timeout_s: float = 30.0) -> dict[str, Any]:
     """Run every evaluated bag live for every configuration and compare (`bag_eval.run_eval`)."""
-    from .bag_eval import Issue
+    from tinygpt_ros.evaluation.bag_eval import Issue
 
     section: dict[str, Any] = {"bags": {}, "equal": True}
     for r in results:

@@ -42,13 +42,14 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ..core import flops as F
-from ..core.config import GRID, NUM_TOKENS, Knobs, ModelConfig
-from ..core.model import TinyGPT
-from ..core.preprocess import events_to_histogram, frame_to_tensor, validate_events
-from ..core.sttf import bipartite_merge, token_positions
-from ..core.tokenizer import Tokenizer
-from ..core.types import ComputeRecord, FrameResult
+from tinygpt_ros.model.preprocess import events_to_histogram, frame_to_tensor
+from tinygpt_ros.model.sttf import bipartite_merge, token_positions
+from tinygpt_ros.model.tinygpt import TinyGPT
+from tinygpt_ros.ops import validate_events
+from tinygpt_ros.spec import flops as F
+from tinygpt_ros.spec.config import GRID, NUM_TOKENS, Knobs, ModelConfig
+from tinygpt_ros.spec.tokenizer import Tokenizer
+from tinygpt_ros.spec.types import ComputeRecord, FrameResult
 
 PEERS = ("dense", "tome", "random_drop", "downscale", "fastv")
 POOL = 2  # downscale: POOL x POOL average pooling of the token grid
@@ -57,7 +58,7 @@ FASTV_LAYER = 1  # fastv: prune after this many decoder layers
 
 def load_model(model_dir: str | Path) -> tuple[TinyGPT, Tokenizer, list[str]]:
     """The TinyGPT weights of a model directory (checked against its manifest), eval mode."""
-    from ..core.weights import ModelLoadError, load_model_files
+    from tinygpt_ros.model.weights import ModelLoadError, load_model_files
 
     loaded = load_model_files(model_dir)
     model = TinyGPT(loaded.config)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.types import ComputeRecord, Engine
-from .metrics import caption_scores_many, cider_ratio_intervals
+from tinygpt_ros.evaluation.metrics import caption_scores_many, cider_ratio_intervals
+from tinygpt_ros.spec.types import ComputeRecord, Engine
 
 CAPTION_CONFIGS: dict[str, dict[str, bool]] = {
     "dense": {"sttf_enabled": False, "anc_enabled": False},
@@ -137,7 +137,7 @@ def evaluate_gestures(
     warmup_windows: int = 2,
 ) -> dict[str, Any]:
     """Per clip: majority vote of per-window predictions after `warmup_windows`."""
-    from ..core.train import event_windows
+    from tinygpt_ros.train.recipe import event_windows
 
     configs = configs or GESTURE_CONFIGS
     base = engine.knobs()

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.config import BRANCH_NAMES
-from ..evaluation.metrics import METRIC_KEYS
+from tinygpt_ros.evaluation.metrics import METRIC_KEYS
+from tinygpt_ros.spec.config import BRANCH_NAMES
 
 REPORT_FILES = ("report.json", "report.md")
 PLOT_FILES = {

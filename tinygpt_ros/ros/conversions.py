@@ -21,7 +21,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from tinygpt_ros.core.types import EVENT_DTYPE
+from tinygpt_ros.spec.types import EVENT_DTYPE
 
 TIME_REFERENCES = ("relative", "absolute")
 

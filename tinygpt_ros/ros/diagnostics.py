@@ -23,8 +23,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-from tinygpt_ros.core.config import BRANCH_NAMES
-from tinygpt_ros.core.types import STAGES, FrameResult
+from tinygpt_ros.spec.config import BRANCH_NAMES
+from tinygpt_ros.spec.types import STAGES, FrameResult
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 ENERGY_SOURCE = "estimate"

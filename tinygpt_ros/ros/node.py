@@ -29,14 +29,14 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
-from tinygpt_ros.core.config import IMAGE_SIZE
-from tinygpt_ros.core.power import PowerMonitor
-from tinygpt_ros.core.types import Engine, FrameResult
+from tinygpt_ros.deploy.power import PowerMonitor
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.spin import spin_node_main
+from tinygpt_ros.spec.config import IMAGE_SIZE
+from tinygpt_ros.spec.types import Engine, FrameResult
 
 EngineFactory = Callable[..., Engine]
 RUNTIME_PARAMS = ("budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference")
@@ -54,7 +54,7 @@ def event_packet_type() -> type | None:
 
 
 def _default_engine_factory() -> EngineFactory:
-    from tinygpt_ros.core.engine import load_engine
+    from tinygpt_ros.deploy.factory import load_engine
 
     return load_engine
 
@@ -75,7 +75,7 @@ class _Input:
 
 class TinyGptNode(LifecycleNode):
     """Lifecycle node wrapping an `Engine`. `engine_factory(model_dir, backend=..., **options)`
-    defaults to `tinygpt_ros.core.engine.load_engine` (imported on configure)."""
+    defaults to `tinygpt_ros.deploy.factory.load_engine` (imported on configure)."""
 
     def __init__(
         self,

@@ -25,8 +25,8 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 
-from tinygpt_ros.core import power
-from tinygpt_ros.core.config import KNOB_SPECS, Knobs
+from tinygpt_ros.deploy import power
+from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 
 PACKAGE = "tinygpt_ros"
 NEXT_FRAME = "next frame"

@@ -1,1 +1,0 @@
-"""Core ML code: model, STTF, ANC, compute accounting, engines, data. Imports no ROS."""

@@ -1,1 +1,0 @@
-"""Deterministic compact data: captioned clips, event-camera simulator, gesture events."""

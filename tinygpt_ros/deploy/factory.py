@@ -1,0 +1,29 @@
+"""`load_engine`: the one place a backend name becomes an engine (the ROS node, eval and bench
+call it). Each backend is imported only when asked for, so the onnxruntime path never loads torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def load_engine(model_dir: str | Path, backend: str = "torch", **options: Any):
+    """An engine for `model_dir` on `backend`. Raises ModelLoadError for a missing or corrupt
+    model, ValueError for an unknown backend.
+
+    torch: options device, beam_size, knobs (others, e.g. precision/providers, are ignored).
+    onnxruntime: see `onnx_engine.OnnxEngine.from_dir` (precision, providers, ...).
+    """
+    if backend == "torch":
+        from tinygpt_ros.runtime.torch_engine import TorchEngine  # imports torch
+
+        opts = {k: v for k, v in options.items() if k in ("device", "beam_size", "knobs")}
+        return TorchEngine.from_dir(model_dir, **opts)
+    if backend == "onnxruntime":
+        from tinygpt_ros.deploy.onnx_engine import OnnxEngine  # numpy + onnxruntime only
+
+        return OnnxEngine.from_dir(model_dir, **options)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -1,0 +1,141 @@
+"""STTF temporal fusion in numpy: static-token averaging and size-weighted bipartite soft
+matching (ToMe) with centroid tracking, and the fused set's movement for caption reuse. The
+ToMe loop runs a data-dependent number of times, so it is not an ONNX graph."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinygpt_ros.spec.config import GRID, NUM_TOKENS
+
+# ---------------------------------------------------------------------------- fusion
+
+_EPS = 1e-12
+
+
+def compact(x: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Real tokens (size > 0) first, in order, padding cut (at least one row kept)."""
+    real = size > 0
+    k = max(int(real.sum()), 1)
+    order = np.argsort(~real, kind="stable")[:k]
+    return x[order], size[order]
+
+
+# ToMe match scores are rounded to this step before the argmax and the ordering: a uniform
+# background makes exact ties, and without rounding the ~1e-6 differences between backends (or
+# sensor noise) decided them, so torch and onnxruntime fused differently.
+MERGE_SCORE_QUANTUM = 1.0 / 1024.0
+
+
+def token_positions(t: int, temporal_window: int) -> np.ndarray:
+    """(t, N, 3) float32 (x, y, time) of every token of a window's last t slots, in [0, 1]:
+    x = (col + 0.5) / GRID, y = (row + 0.5) / GRID, time = slot / (temporal_window - 1) with
+    the newest frame in the last slot (0 when the window holds one frame)."""
+    if not 1 <= t <= temporal_window:
+        raise ValueError(f"t must be in [1, {temporal_window}], got {t}")
+    rows, cols = np.divmod(np.arange(NUM_TOKENS), GRID)
+    xy = np.stack([(cols + 0.5) / GRID, (rows + 0.5) / GRID], -1)
+    slots = np.arange(temporal_window - t, temporal_window) / max(temporal_window - 1, 1)
+    pos = np.concatenate([np.broadcast_to(xy, (t, NUM_TOKENS, 2)),
+                          np.broadcast_to(slots[:, None, None], (t, NUM_TOKENS, 1))], -1)
+    return pos.astype(np.float32)
+
+
+def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int, d: int | None = None,
+                    pos_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """ToMe bipartite soft matching on one row, (N, C), (N,) -> N - r tokens; the same rule as
+    `sttf.bipartite_merge` (A = even, B = odd indices; padding A merged first, never into
+    padding B; the r best-matched A tokens are size-weighted into their B match). Channels
+    `d:` are positions: excluded from the cosine metric, and with `pos_weight` > 0 their
+    squared distance is subtracted from it. Scores are rounded to MERGE_SCORE_QUANTUM."""
+    n = x.shape[0]
+    r = min(int(r), n // 2)
+    if r <= 0:
+        return x, size
+    d = x.shape[1] if d is None else d
+    m = x[:, :d] / np.maximum(np.linalg.norm(x[:, :d], axis=-1, keepdims=True), 1e-6)
+    a_m, b_m = m[::2], m[1::2]
+    a_x, b_x = x[::2], x[1::2]
+    a_s, b_s = size[::2], size[1::2]
+    scores = (a_m @ b_m.T).astype(np.float32)
+    if pos_weight > 0 and d < x.shape[1]:
+        diff = a_x[:, None, d:] - b_x[None, :, d:]
+        scores = scores - np.float32(pos_weight) * (diff * diff).sum(-1).astype(np.float32)
+    q = np.float32(1.0 / MERGE_SCORE_QUANTUM)
+    scores = np.round(scores * q) / q
+    scores[:, b_s <= 0] = -np.inf
+    scores[a_s <= 0, :] = np.inf
+    best_idx = scores.argmax(-1)
+    best = scores[np.arange(scores.shape[0]), best_idx]
+    order = np.argsort(-best, kind="stable")
+    src_idx, unm_idx = order[:r], order[r:]
+    dst_idx = best_idx[src_idx]
+    src_x, src_s = a_x[src_idx], a_s[src_idx]
+    num = b_x * b_s[:, None]
+    np.add.at(num, dst_idx, src_x * src_s[:, None])
+    den = b_s.copy()
+    np.add.at(den, dst_idx, src_s)
+    merged = np.where(den[:, None] > 0, num / np.maximum(den, _EPS)[:, None], b_x)
+    return (np.concatenate([a_x[unm_idx], merged]).astype(np.float32),
+            np.concatenate([a_s[unm_idx], den]).astype(np.float32))
+
+
+def static_mask(window: np.ndarray, static_threshold: float) -> np.ndarray:
+    """(T, N, D) -> (N,) bool: positions that stayed within the threshold of their mean."""
+    mean = window.mean(0, keepdims=True)
+    dev = np.linalg.norm(window - mean, axis=-1).max(0)
+    return dev <= static_threshold * np.linalg.norm(mean[0], axis=-1)
+
+
+def temporal_fusion(
+    window: np.ndarray,
+    time_embed: np.ndarray,
+    max_tokens: int | None,
+    static_threshold: float = 0.1,
+    pos_weight: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`sttf.TemporalFusion` for one window (T, N, D) -> tokens (K, D), sizes (K,), size-weighted
+    (x, y, t) centroids (K, 3). `max_tokens=None` is the dense path (time embedding only, T*N
+    tokens of size 1 at their own positions)."""
+    window = np.asarray(window, np.float32)
+    if window.ndim != 3 or window.shape[-1] != time_embed.shape[-1]:
+        raise ValueError(f"window must be (T, N, {time_embed.shape[-1]}), got {window.shape}")
+    t, n, d = window.shape
+    if not 1 <= t <= time_embed.shape[0]:
+        raise ValueError(f"window has T={t} frames; must be in [1, {time_embed.shape[0]}]")
+    x = window + time_embed[-t:][:, None, :]
+    pos = token_positions(t, time_embed.shape[0])
+    if max_tokens is None:
+        return x.reshape(t * n, d), np.ones(t * n, np.float32), pos.reshape(t * n, 3)
+    if isinstance(max_tokens, bool) or int(max_tokens) < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    max_tokens = int(max_tokens)
+    x = np.concatenate([x, pos], -1)  # positions are averaged exactly like the tokens
+    size = np.ones((t, n), np.float32)
+    if t > 1 and static_threshold > 0:
+        static = static_mask(window, static_threshold)
+        last = np.where(static[:, None], x.mean(0), x[-1])
+        x = np.concatenate([x[:-1] * (~static)[None, :, None], last[None]], 0)
+        older = np.broadcast_to((~static).astype(np.float32)[None], (t - 1, n))
+        size = np.concatenate([older, np.where(static, float(t), 1.0)[None]], 0)
+        size = size.astype(np.float32)
+    x, size = compact(x.reshape(t * n, d + 3), size.reshape(t * n))
+    while x.shape[0] > max_tokens:
+        x, size = bipartite_merge(x, size, x.shape[0] - max_tokens, d, pos_weight)
+        x, size = compact(x, size)
+    return x[:, :d], size, x[:, d:]
+
+
+def fused_set_movement(current: np.ndarray, previous: np.ndarray) -> float:
+    """How far the fused token set moved: the largest distance from a current token to its
+    nearest previous token, relative to the previous tokens' mean norm.
+
+    A max over tokens, not a mean: one small object moving changes a few fused tokens a lot
+    and the set's average hardly at all, and that object is what the caption is about.
+    """
+    if len(current) == 0 or len(previous) == 0:
+        return float("inf")
+    d2 = ((current[:, None, :] - previous[None, :, :]) ** 2).sum(-1)
+    nearest = np.sqrt(d2.min(axis=1))
+    scale = float(np.linalg.norm(previous, axis=1).mean()) + 1e-8
+    return float(nearest.max() / scale)

@@ -1,0 +1,140 @@
+"""STTF gating in numpy: per-token change test, token selection (threshold / top-k), the
+references the change is measured against, and the stacked gated-encoder cache the ONNX
+encoder steps run with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+# ---------------------------------------------------------------------------- STTF gating
+
+
+def token_change(embed: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-token L2 norm of `embed - reference`: (N, D), (N, D) -> (N,) float32."""
+    if embed.shape != reference.shape:
+        raise ValueError(f"embed {tuple(embed.shape)} and reference {tuple(reference.shape)} "
+                         "must have the same shape")
+    diff = np.asarray(embed, np.float32) - np.asarray(reference, np.float32)
+    return np.sqrt(np.einsum("nd,nd->n", diff, diff)).astype(np.float32)
+
+
+def select_tokens(change: np.ndarray, threshold: float, max_active: int = 0) -> np.ndarray:
+    """Tokens to recompute, (N,) bool; the same rule as `sttf.select_tokens`.
+
+    threshold == 0: every token (the cap only budgets gated frames). Otherwise `change >
+    threshold`, and with `max_active > 0` the `max_active` largest changes among those (ties:
+    lower index first).
+    """
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    if max_active < 0:
+        raise ValueError(f"max_active must be >= 0, got {max_active}")
+    change = np.asarray(change, np.float32)
+    if change.ndim != 1:
+        raise ValueError(f"change must be 1-D (N,), got shape {tuple(change.shape)}")
+    if threshold == 0:
+        return np.ones(change.shape, bool)
+    sel = change > threshold
+    if 0 < max_active < int(sel.sum()):
+        masked = np.where(sel, change, -np.inf)
+        top = np.argsort(-masked, kind="stable")[:max_active]
+        sel = np.zeros_like(sel)
+        sel[top] = True
+    return sel
+
+
+class TokenReference:
+    """Per-token reference embeddings of one stream (the value each token had when last run)."""
+
+    def __init__(self) -> None:
+        self.value: np.ndarray | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.value is None
+
+    def reset(self) -> None:
+        self.value = None
+
+    def update(self, embed: np.ndarray, selected: np.ndarray | None = None) -> None:
+        """Copy the selected rows of `embed` (N, D); all rows when empty or `selected` is None."""
+        if self.value is None or selected is None or self.value.shape != embed.shape:
+            self.value = np.array(embed, np.float32, copy=True)
+            return
+        if selected.shape != embed.shape[:1] or selected.dtype != bool:
+            raise ValueError(f"selected must be a ({embed.shape[0]},) bool array, got "
+                             f"{tuple(selected.shape)} {selected.dtype}")
+        self.value[selected] = embed[selected]
+
+
+# One gated step of an encoder branch: (tokens (N,D), idx (n,) int64, k, v (L,H,N,hd), y (L,N,D))
+# -> (branch output (N,D), k, v, y), as exported by `export.py` (`encoder_b{i}`).
+EncoderStep = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+]
+
+
+class StackedEncoderCache:
+    """`encoder.GatedEncoderCache` semantics on stacked numpy caches, for graph backends.
+
+    Holds per block the keys and values (L, H, N, hd) and outputs (L, N, D) of the last pass;
+    valid for the first L blocks. `run` is dense (all rows, zero caches in) when `selected` is
+    None or all True, the cache is empty, N changed or the branch is deeper than what is cached;
+    otherwise it passes only the selected rows' indices and the caches cut to the branch depth.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.k: np.ndarray | None = None
+        self.v: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+        self.n_recomputed = 0
+        self.last_dense = False
+
+    @property
+    def is_empty(self) -> bool:
+        return self.y is None
+
+    @property
+    def depth(self) -> int:
+        return 0 if self.y is None else int(self.y.shape[0])
+
+    def run(
+        self,
+        step: EncoderStep,
+        tokens: np.ndarray,
+        selected: np.ndarray | None,
+        depth: int,
+        heads: int,
+    ) -> np.ndarray:
+        n, d = tokens.shape
+        if selected is not None and (selected.shape != (n,) or selected.dtype != bool):
+            raise ValueError(f"selected must be a ({n},) bool array, got "
+                             f"{tuple(selected.shape)} {selected.dtype}")
+        dense = (
+            selected is None
+            or bool(selected.all())
+            or self.is_empty
+            or depth > self.depth
+            or self.y.shape[1] != n  # type: ignore[union-attr]
+        )
+        if dense:
+            idx = np.arange(n, dtype=np.int64)
+            k = np.zeros((depth, heads, n, d // heads), np.float32)
+            v = np.zeros_like(k)
+            y = np.zeros((depth, n, d), np.float32)
+        else:
+            idx = np.flatnonzero(selected).astype(np.int64)
+            k, v, y = self.k[:depth], self.v[:depth], self.y[:depth]  # type: ignore[index]
+        out, self.k, self.v, self.y = step(
+            np.ascontiguousarray(tokens, np.float32), idx, np.ascontiguousarray(k),
+            np.ascontiguousarray(v), np.ascontiguousarray(y),
+        )
+        self.n_recomputed = int(idx.size)
+        self.last_dense = bool(dense)
+        return out

@@ -1,0 +1,76 @@
+"""Torch kernels for the streaming controller: the reference implementation of every network.
+
+Arrays cross the boundary as numpy (free on CPU: `torch.from_numpy` shares memory); the gated
+encoder cache stays a `GatedEncoderCache` on the model's device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tinygpt_ros.model.encoder import GatedEncoderCache
+from tinygpt_ros.model.tinygpt import TinyGPT
+from tinygpt_ros.spec.config import ModelConfig
+from tinygpt_ros.spec.tokenizer import Tokenizer
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+class TorchKernels:
+    """`streaming.Kernels` on a `TinyGPT` module (CPU or CUDA), inference only."""
+
+    def __init__(self, model: TinyGPT, tokenizer: Tokenizer, device: str | torch.device = "cpu",
+                 beam_size: int = 1) -> None:
+        self.model = model.to(device).eval()
+        self.cfg: ModelConfig = model.cfg
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer
+        self.beam_size = beam_size
+
+    def _t(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    @torch.no_grad()
+    def embed_frame(self, x: np.ndarray) -> np.ndarray:
+        return _np(self.model.encoder.embed_frames(self._t(x)[None])[0])
+
+    @torch.no_grad()
+    def embed_events(self, hist: np.ndarray) -> np.ndarray:
+        return _np(self.model.encoder.embed_events(self._t(hist)[None])[0])
+
+    def new_encoder_state(self) -> GatedEncoderCache:
+        return GatedEncoderCache()
+
+    @torch.no_grad()
+    def run_encoder(self, state: GatedEncoderCache, tokens: np.ndarray,
+                    selected: np.ndarray | None, branch: int) -> tuple[np.ndarray, int]:
+        sel = None if selected is None else self._t(selected)
+        out = state.run(self.model.encoder, self._t(tokens), sel, branch)
+        return _np(out), int(state.n_recomputed)
+
+    @torch.no_grad()
+    def router_logits(self, features: np.ndarray) -> np.ndarray:
+        return _np(self.model.router(self._t(features.astype(np.float32))[None])[0])
+
+    @torch.no_grad()
+    def fuse(self, window: np.ndarray, max_tokens: int | None,
+             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fused, sizes, pos = self.model.fuse(self._t(window)[None], max_tokens, static_threshold)
+        return _np(fused[0]), _np(sizes[0]), _np(pos[0])
+
+    @torch.no_grad()
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+        tok = self.tokenizer
+        return self.model.decoder.generate(
+            self._t(tokens)[None], self._t(sizes)[None], tok.bos_id, tok.eos_id,
+            beam_size=self.beam_size,
+        )[0]
+
+    @torch.no_grad()
+    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
+                       positions: np.ndarray) -> np.ndarray:
+        return _np(self.model.gesture_head(self._t(tokens)[None], self._t(sizes)[None],
+                                           self._t(positions)[None])[0])

@@ -1,0 +1,149 @@
+"""Analytical FLOPs per stage, from the numbers of tokens really processed (pure Python).
+
+Convention (the same as torch.utils.flop_counter): 2 FLOPs per multiply-add, counting linear
+layers and convolutions (weights only, biases ignored) and the attention matmuls QK^T and AV.
+Norms, softmax, GELU, additions, gathers and scatters are ignored. The formulas follow the
+architectures in encoder.py (encoder), decoder.py (decoder: pre-LN blocks of width dec_dim with
+a 4x MLP, projector Linear(dim, dec_dim), tied LM head Linear(dec_dim, vocab)) and heads.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinygpt_ros.spec.config import (
+    EVENT_GRID_SIZE,
+    GESTURE_CHANNELS,
+    GESTURE_HIDDEN,
+    GESTURE_SPACE_CELLS,
+    IMAGE_SIZE,
+    NUM_TOKENS,
+    ModelConfig,
+    gesture_head_features,
+)
+
+FRAME_PATCH = 16
+EVENT_PATCH = 8
+DEC_MLP_RATIO = 4  # decoder MLP hidden width = 4 * dec_dim (decoder.py)
+
+
+def _mlp_hidden(cfg: ModelConfig) -> int:
+    return int(cfg.mlp_ratio * cfg.dim)  # same rule as encoder.mlp_hidden
+
+
+def _transformer_block(dim: int, hidden: int, n_query: int, n_keys: int) -> float:
+    """qkv + output projection + MLP for n_query tokens, attention n_query x n_keys."""
+    linear = n_query * (dim * 3 * dim + dim * dim + 2 * dim * hidden)
+    attention = 2 * n_query * n_keys * dim  # QK^T and AV, summed over heads
+    return 2.0 * (linear + attention)
+
+
+def patch_embed_flops(cfg: ModelConfig, modality: str) -> float:
+    """Patch embedding conv for one frame ("frame") or event window ("events"), 196 tokens."""
+    if modality in ("frame", "frames"):
+        per_token = 3 * FRAME_PATCH * FRAME_PATCH
+        n = (IMAGE_SIZE // FRAME_PATCH) ** 2
+    elif modality in ("events", "event"):
+        per_token = 2 * EVENT_PATCH * EVENT_PATCH
+        n = (EVENT_GRID_SIZE // EVENT_PATCH) ** 2
+    else:
+        raise ValueError(f"modality must be 'frame' or 'events', got {modality!r}")
+    return 2.0 * n * cfg.dim * per_token
+
+
+def block_flops(cfg: ModelConfig, n_query: int, n_keys: int) -> float:
+    """One encoder block: n_query tokens through qkv/proj/MLP, attending to n_keys keys."""
+    return _transformer_block(cfg.dim, _mlp_hidden(cfg), n_query, n_keys)
+
+
+def encoder_flops(
+    cfg: ModelConfig, branch: int, n_tokens: int = NUM_TOKENS, n_selected: int | None = None
+) -> float:
+    """Encoder branch `branch` (index into cfg.branch_depths), excluding the patch embedding.
+
+    Dense (n_selected None): n_tokens tokens through depth blocks. Gated: n_selected queries
+    against n_tokens keys in each block (cached keys/values of the others cost nothing).
+    """
+    if not 0 <= branch < len(cfg.branch_depths):
+        raise ValueError(f"branch must be in [0, {len(cfg.branch_depths) - 1}], got {branch}")
+    n_q = n_tokens if n_selected is None else min(int(n_selected), n_tokens)
+    return cfg.branch_depths[branch] * block_flops(cfg, n_q, n_tokens)
+
+
+def branch_dense_flops(cfg: ModelConfig) -> list[float]:
+    """Dense cost of every encoder branch on 196 tokens (patch embedding excluded)."""
+    return [encoder_flops(cfg, b) for b in range(len(cfg.branch_depths))]
+
+
+def router_flops(cfg: ModelConfig) -> float:
+    """Router MLP: features -> router_hidden -> branches."""
+    nb = len(cfg.branch_depths)
+    return 2.0 * (cfg.num_router_features * cfg.router_hidden + cfg.router_hidden * nb)
+
+
+def fusion_flops(cfg: ModelConfig, n_in: int, n_out: int) -> float:
+    """Similarity matmuls of the bipartite merge steps taking n_in tokens down to n_out.
+
+    Replays the loop of `sttf.TemporalFusion`: while n > n_out, one merge with r = min(n - n_out,
+    n // 2) costs ceil(n/2) * floor(n/2) dot products of width dim. Static averaging, norms and
+    the scatter are ignored. Approximate when padding (batches) or static averaging shrink the
+    input first: pass the token count that enters the merge loop for the exact figure.
+    """
+    n, n_out = int(n_in), max(int(n_out), 1)
+    total = 0.0
+    while n > n_out and n >= 2:
+        total += 2.0 * math.ceil(n / 2) * (n // 2) * cfg.dim
+        n -= min(n - n_out, n // 2)
+    return total
+
+
+def projector_flops(cfg: ModelConfig, n_vis: int) -> float:
+    """Projector Linear(dim, dec_dim) on n_vis vision tokens."""
+    return 2.0 * n_vis * cfg.dim * cfg.dec_dim
+
+
+def _decoder_layers(cfg: ModelConfig, n_query: int, n_keys: int) -> float:
+    return cfg.dec_layers * _transformer_block(
+        cfg.dec_dim, DEC_MLP_RATIO * cfg.dec_dim, n_query, n_keys
+    )
+
+
+def lm_head_flops(cfg: ModelConfig) -> float:
+    """LM head Linear(dec_dim, vocab) for one position."""
+    return 2.0 * cfg.dec_dim * cfg.vocab_size
+
+
+def decoder_prefill_flops(cfg: ModelConfig, n_prefix: int) -> float:
+    """n_prefix tokens through all layers (full n_prefix x n_prefix attention counted, as the
+    masked matmul really runs) plus the LM head on the last position."""
+    return _decoder_layers(cfg, n_prefix, n_prefix) + lm_head_flops(cfg)
+
+
+def decoder_step_flops(cfg: ModelConfig, n_ctx: int) -> float:
+    """One new token through all layers attending to n_ctx keys (itself included) + LM head."""
+    return _decoder_layers(cfg, 1, n_ctx) + lm_head_flops(cfg)
+
+
+def decode_flops(cfg: ModelConfig, n_vis: int, n_generated: int) -> float:
+    """Caption of n_generated tokens (eos included) from n_vis vision tokens, with the KV cache.
+
+    projector + prefill(n_vis + 1 bos), which yields token 1, then one step per further token:
+    the token fed at text position j (j = 1 .. n_generated - 1) attends to n_vis + j + 1 keys.
+    """
+    if n_vis < 0 or n_generated < 0:
+        raise ValueError(f"n_vis and n_generated must be >= 0, got {n_vis}, {n_generated}")
+    total = projector_flops(cfg, n_vis) + decoder_prefill_flops(cfg, n_vis + 1)
+    for j in range(1, n_generated):
+        total += decoder_step_flops(cfg, n_vis + j + 1)
+    return total
+
+
+def gesture_head_flops(cfg: ModelConfig, n_tokens: int = 0) -> float:
+    """Gesture head (heads.py) over n_tokens fused tokens: projection K D C, splat onto the
+    lattice cells K (C+1), then Linear(cells (C+1), HIDDEN) and Linear(HIDDEN, G)."""
+    c, hidden = GESTURE_CHANNELS, GESTURE_HIDDEN
+    cells = GESTURE_SPACE_CELLS ** 2 * cfg.temporal_window
+    k = n_tokens
+    macs = (k * cfg.dim * c + cells * k * (c + 1)
+            + gesture_head_features(cfg.temporal_window) * hidden + hidden * cfg.num_gestures)
+    return 2.0 * macs

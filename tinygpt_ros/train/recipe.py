@@ -1,0 +1,613 @@
+"""Three-stage training recipe on freshly generated compact data (CPU-friendly).
+
+1. Compression-aware pre-training: captions and gestures, every ANC branch at once (nested
+   exits from one pass), random fusion budgets and random token drop so the decoder and the
+   gesture head tolerate reduced token sets.
+2. Stage-wise redundancy elimination: (a) STTF gates on (stale tokens keep the previous step's
+   output, as the gated encoder does at inference) with distillation from a frozen copy of the
+   dense-encoder model (fusion budget a generous 96 tokens, to keep the teacher cheap);
+   (b) router training: a Gumbel-softmax sample weights every branch's own task loss, plus an
+   expected-FLOPs budget loss and a load-balance term, everything else frozen.
+3. Specialisation, encoder frozen: the caption decoder in the deployment setting (gating +
+   routed branches + mostly the default fusion budget); then the gesture head alone, many
+   passes over cached tokens of every branch (gated, fused to random budgets, some dense).
+
+`tinygpt-ros train --preset full` is the shipped model's recipe; `--preset tiny` is the same
+recipe on a toy configuration for tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from tinygpt_ros.data.gestures import GESTURE_CLASSES, make_gesture_set
+from tinygpt_ros.data.scenes import make_clips
+from tinygpt_ros.model.anc import budget_loss, gumbel_route, load_balance_loss
+from tinygpt_ros.model.preprocess import events_to_histogram, frames_to_batch
+from tinygpt_ros.model.tinygpt import TinyGPT
+from tinygpt_ros.ops import (
+    event_complexity_features,
+    events_per_patch,
+    frame_complexity_features,
+    small_gray,
+)
+from tinygpt_ros.spec import flops as F
+from tinygpt_ros.spec.config import NUM_TOKENS, Knobs, ModelConfig
+from tinygpt_ros.spec.tokenizer import Tokenizer
+
+EVENT_WINDOW_US = 50_000  # one event "frame" = 50 ms of events (the sample bag uses the same)
+FUSION_BUDGETS = (8, 16, 24, 31, 48, 64, 96)  # random budgets seen in training
+DEPLOY_FUSION = Knobs().max_fused_tokens
+PAD_ID = 0  # Tokenizer.pad_id: padded targets are ignored by the loss
+DENSE_PROB = 0.08  # share of pre-training steps that decode the unfused window
+NOISE_PROB = 0.5
+MAX_NOISE_SIGMA = 3.0
+TEACHER_FUSION = 96  # the distillation teacher: dense encoder, generous fusion budget
+
+
+@dataclass
+class Preset:
+    model: ModelConfig
+    train_clips: int
+    clip_frames: int
+    gestures_per_class: int
+    seq_len: int  # consecutive frames encoded per sample; windows end at its last frames
+    batch_clips: int
+    gesture_batch: int
+    steps: dict[str, int]
+    lr: float = 2e-3
+    reuse_threshold: float = Knobs().fusion_threshold
+    event_reuse_threshold: float = Knobs().event_fusion_threshold
+    # stage 3 trains the gesture head on a cache of frozen-encoder tokens: batches x size
+    gesture_cache_batches: int = 32
+    gesture_cache_batch: int = 48
+    budget_fraction: float = 0.5  # router's target: expected encoder FLOPs / largest branch
+    downsample_prob: float = 0.3  # frames degraded 224 -> 128 -> 224 like small camera images
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        model=ModelConfig(
+            dim=32, heads=2, branch_depths=(1, 2, 3), temporal_window=3, dec_dim=32,
+            dec_layers=1, dec_heads=2, max_caption_len=14,
+        ),
+        train_clips=6, clip_frames=12, gestures_per_class=1, seq_len=5, batch_clips=2,
+        gesture_batch=4,
+        steps={"pretrain": 6, "sttf_distill": 3, "router": 3, "caption": 3, "gesture": 3},
+        gesture_cache_batches=2, gesture_cache_batch=4,
+    ),
+    "full": Preset(
+        model=ModelConfig(),
+        train_clips=400, clip_frames=40, gestures_per_class=40, seq_len=7, batch_clips=4,
+        gesture_batch=12,
+        steps={"pretrain": 1000, "sttf_distill": 150, "router": 150, "caption": 200,
+               "gesture": 1500},
+    ),
+}
+
+
+# --------------------------------------------------------------------------------- data
+
+
+@dataclass
+class CaptionBatch:
+    frames: np.ndarray  # (B, L, H, W, 3) uint8
+    captions: list[str]  # one per window, B * (L - T + 1), ordered by clip then window
+
+
+class CaptionSampler:
+    """Random runs of consecutive frames; each window's target is a reference of the segment
+    that its last frame belongs to. Runs may get sensor noise: rendered still frames are exact
+    repeats, real cameras' are not, and STTF must learn to live with that."""
+
+    def __init__(self, clips: Sequence[Any], seq_len: int, window: int, seed: int) -> None:
+        if any(len(c.frames) < seq_len for c in clips):
+            raise ValueError("seq_len is longer than a training clip")
+        self.clips = clips
+        self.seq_len = seq_len
+        self.window = window
+        self.rng = np.random.default_rng(seed)
+        self.seg_of_frame = []
+        for c in clips:
+            seg = np.zeros(len(c.frames), dtype=np.int64)
+            for i, s in enumerate(c.segments):
+                seg[s.start : s.end] = i
+            self.seg_of_frame.append(seg)
+
+    def batch(self, n: int, downsample_prob: float = 0.0) -> CaptionBatch:
+        frames, caps = [], []
+        for _ in range(n):
+            ci = int(self.rng.integers(len(self.clips)))
+            clip = self.clips[ci]
+            s0 = int(self.rng.integers(len(clip.frames) - self.seq_len + 1))
+            run = clip.frames[s0 : s0 + self.seq_len]
+            if self.rng.random() < downsample_prob:
+                run = _degrade(run)
+            if self.rng.random() < NOISE_PROB:
+                run = add_camera_noise(run, float(self.rng.uniform(0.5, MAX_NOISE_SIGMA)),
+                                       self.rng)
+            frames.append(run)
+            for t in range(s0 + self.window - 1, s0 + self.seq_len):
+                seg = clip.segments[self.seg_of_frame[ci][t]]
+                caps.append(seg.captions[int(self.rng.integers(len(seg.captions)))])
+        return CaptionBatch(np.stack(frames), caps)
+
+
+def add_camera_noise(frames: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian sensor noise (in uint8 levels), independent per frame and pixel."""
+    noisy = frames.astype(np.float32) + rng.normal(0.0, sigma, frames.shape).astype(np.float32)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def _degrade(frames: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = frames.shape[1:3]
+    out = [cv2.resize(cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA), (w, h),
+                      interpolation=cv2.INTER_LINEAR) for f in frames]
+    return np.stack(out)
+
+
+def event_windows(events: np.ndarray, window_us: int = EVENT_WINDOW_US) -> list[np.ndarray]:
+    """Split one clip's events into consecutive fixed-length windows (empty windows kept)."""
+    if len(events) == 0:
+        return []
+    t0 = int(events["t"][0])
+    n = int((int(events["t"][-1]) - t0) // window_us) + 1
+    idx = np.searchsorted(events["t"], t0 + window_us * np.arange(1, n + 1))
+    starts = np.concatenate([[0], idx[:-1]])
+    return [events[a:b] for a, b in zip(starts, idx, strict=True)]
+
+
+class GestureSampler:
+    def __init__(self, clips: Sequence[Any], window: int, seed: int) -> None:
+        self.items = [(event_windows(c.events), c.label_index) for c in clips]
+        self.items = [(w, y) for w, y in self.items if len(w) >= window]
+        if not self.items:
+            raise ValueError("no gesture clip is long enough for the temporal window")
+        self.window = window
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,T,2,112,112) histograms, (B,T,196) event counts, (B,) labels."""
+        hists, counts, labels = [], [], []
+        for _ in range(n):
+            wins, y = self.items[int(self.rng.integers(len(self.items)))]
+            s0 = int(self.rng.integers(len(wins) - self.window + 1))
+            chunk = wins[s0 : s0 + self.window]
+            hists.append(torch.stack([events_to_histogram(w) for w in chunk]))
+            counts.append(torch.from_numpy(np.stack([events_per_patch(w) for w in chunk])))
+            labels.append(y)
+        return torch.stack(hists), torch.stack(counts), torch.tensor(labels)
+
+
+# --------------------------------------------------------------------------------- model pieces
+
+
+def encode_frames(model: TinyGPT, frames: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(B,L,H,W,3) uint8 -> patch embeddings (B,L,N,D) and every branch's output (B,L,N,D)."""
+    b, l_ = frames.shape[:2]
+    x = frames_to_batch(frames.reshape(b * l_, *frames.shape[2:]))
+    emb = model.encoder.embed_frames(x)
+    exits = model.encoder.forward_exits(emb)
+    return emb.view(b, l_, NUM_TOKENS, -1), [e.view(b, l_, NUM_TOKENS, -1) for e in exits]
+
+
+def encode_events(model: TinyGPT, hists: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    b, t = hists.shape[:2]
+    emb = model.encoder.embed_events(hists.flatten(0, 1))
+    exits = model.encoder.forward_exits(emb)
+    return emb.view(b, t, NUM_TOKENS, -1), [e.view(b, t, NUM_TOKENS, -1) for e in exits]
+
+
+def simulate_reuse(out: torch.Tensor, stale: torch.Tensor) -> torch.Tensor:
+    """Gated reuse along time: a stale token (B,L,N) keeps its previous step's output."""
+    steps = [out[:, 0]]
+    for t in range(1, out.shape[1]):
+        steps.append(torch.where(stale[:, t, :, None], steps[-1], out[:, t]))
+    return torch.stack(steps, 1)
+
+
+def frame_staleness(emb: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B,L,N): token embedding moved at most `threshold` since the previous frame."""
+    change = torch.zeros(emb.shape[:3])
+    change[:, 1:] = (emb[:, 1:] - emb[:, :-1]).detach().norm(dim=-1)
+    stale = change <= threshold
+    stale[:, 0] = False
+    return stale
+
+
+def event_staleness(counts: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B,T,N) events per patch -> stale tokens, the engine's rule: a patch whose count is
+    within `threshold` of its count when last recomputed (the first window of a run is
+    always computed, like a stream start)."""
+    stale = torch.zeros(counts.shape, dtype=torch.bool)
+    ref = counts[:, 0].clone()
+    for t in range(1, counts.shape[1]):
+        stale[:, t] = (counts[:, t] - ref).abs() <= threshold
+        ref = torch.where(stale[:, t], ref, counts[:, t])
+    return stale
+
+
+def sliding_windows(seq: torch.Tensor, window: int) -> torch.Tensor:
+    """(B,L,N,D) -> (B*(L-T+1), T, N, D): every window of T consecutive steps."""
+    b, l_, n, d = seq.shape
+    w = seq.unfold(1, window, 1)  # (B, W, N, D, T)
+    return w.permute(0, 1, 4, 2, 3).reshape(b * (l_ - window + 1), window, n, d)
+
+
+def caption_targets(tok: Tokenizer, captions: list[str], max_len: int):
+    """Teacher forcing pairs (inputs from BOS, targets to EOS); padding is `tok.pad_id`."""
+    inp, tgt = tok.batch_encode(captions, max_len)
+    return torch.from_numpy(inp), torch.from_numpy(tgt)
+
+
+def random_drop(sizes: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Drop fused tokens at random (size 0 = padding), always keeping at least one."""
+    keep = torch.rand(sizes.shape, generator=gen) >= p
+    keep[:, 0] |= ~(keep & (sizes > 0)).any(1)
+    return sizes * keep
+
+
+def caption_loss_per_sample(model, windows, inp, tgt, budget) -> torch.Tensor:
+    """Mean token cross-entropy of each window's caption, (W,), no token drop."""
+    tokens, sizes = model.fuse(windows, budget)[:2]
+    logits = model.decoder(tokens, sizes, inp)
+    ce = nnf.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=PAD_ID, reduction="none")
+    real = (tgt != PAD_ID).to(ce.dtype)
+    return (ce * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+
+def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=None, tau=2.0):
+    tokens, sizes = model.fuse(windows, budget)[:2]
+    if drop_p > 0:
+        sizes = random_drop(sizes, drop_p, gen)
+    logits = model.decoder(tokens, sizes, inp)
+    loss = nnf.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD_ID)
+    if teacher_logits is not None:
+        mask = tgt != PAD_ID
+        kl = nnf.kl_div(
+            nnf.log_softmax(logits[mask] / tau, -1),
+            nnf.log_softmax(teacher_logits[mask] / tau, -1),
+            log_target=True, reduction="batchmean",
+        ) * tau * tau
+        loss = loss + kl
+    return loss, logits
+
+
+def gesture_loss(model, windows, labels, budget, reduction: str = "mean"):
+    fused = model.fuse(windows[:, None] if windows.dim() == 3 else windows, budget)
+    logits = model.gesture_head(*fused)
+    return nnf.cross_entropy(logits, labels, reduction=reduction), logits
+
+
+# --------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    def __init__(self, preset: Preset, seed: int, log: Callable[[str], None] = print) -> None:
+        self.p = preset
+        self.seed = seed
+        self.log = log
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        clips = make_clips("train", preset.train_clips, base_seed=seed,
+                           num_frames=preset.clip_frames)
+        gestures = make_gesture_set("train", preset.gestures_per_class, base_seed=seed)
+        self.tokenizer = Tokenizer.build(c for clip in clips for s in clip.segments
+                                         for c in s.captions)
+        cfg = dataclasses.replace(preset.model, vocab_size=self.tokenizer.vocab_size,
+                                  num_gestures=len(GESTURE_CLASSES))
+        self.model = TinyGPT(cfg)
+        self.cfg = cfg
+        self.captions = CaptionSampler(clips, preset.seq_len, cfg.temporal_window, seed)
+        self.gestures = GestureSampler(gestures, cfg.temporal_window, seed + 1)
+        branch = torch.tensor(F.branch_dense_flops(cfg), dtype=torch.float32)
+        self.branch_cost = branch / branch[-1]
+        self.history: dict[str, list[float]] = {}
+        self.log(f"[train] data: {len(clips)} clips, {len(gestures)} gesture clips, vocab "
+                 f"{self.tokenizer.vocab_size}, params {self.model.parameter_count():,} "
+                 f"({time.perf_counter() - t0:.0f}s)")
+
+    # -- helpers
+    def _budget(self, dense_p: float = 0.15) -> int | None:
+        if self.rng.random() < dense_p:
+            return None
+        return int(self.rng.choice(FUSION_BUDGETS))
+
+    def _opt(self, params, steps: int, lr: float | None = None):
+        params = [p for p in params if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr or self.p.lr, weight_decay=0.01)
+        warm = max(1, steps // 20)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / steps))
+        )
+        return opt, sched
+
+    def _update(self, opt, sched, loss: torch.Tensor, clip: bool = False) -> None:
+        opt.zero_grad()
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+
+    def _record(self, stage: str, step: int, steps: int, loss: float, t0: float) -> None:
+        self.history.setdefault(stage, []).append(loss)
+        every = max(1, steps // 10)
+        if step % every == 0 or step == steps - 1:
+            recent = self.history[stage][-every:]
+            self.log(f"[train] {stage} {step + 1}/{steps} loss {np.mean(recent):.3f} "
+                     f"({time.perf_counter() - t0:.0f}s)")
+
+    @torch.no_grad()
+    def _frozen_caption_batch(self, thr: float):
+        """A caption batch through the frozen encoder: every branch's output, which tokens
+        the gated encoder would reuse, and the router's features (stages 2b and 3)."""
+        b, inp, tgt = self._caption_batch()
+        emb, exits = encode_frames(self.model, b.frames)
+        stale = frame_staleness(emb, thr)
+        feats = self._frame_features(b.frames, emb, thr)
+        return inp, tgt, exits, stale, feats
+
+    def _caption_batch(self):
+        b = self.captions.batch(self.p.batch_clips, self.p.downsample_prob)
+        inp, tgt = caption_targets(self.tokenizer, b.captions, self.cfg.max_caption_len)
+        return b, inp, tgt
+
+    # -- stage 1
+    def pretrain(self) -> None:
+        steps = self.p.steps["pretrain"]
+        m, cfg = self.model, self.cfg
+        m.train()
+        opt, sched = self._opt(m.parameters(), steps)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            b, inp, tgt = self._caption_batch()
+            _, exits = encode_frames(m, b.frames)
+            # The unfused (dense) decoder input is 4x196 tokens: costly, so only sometimes and
+            # only for the largest branch; proportional attention keeps both regimes close.
+            dense = self.rng.random() < DENSE_PROB
+            loss = 0.0
+            for i, e in enumerate(exits):
+                budget = None if dense and i == m.largest_branch else self._budget(0.0)
+                loss = loss + caption_loss(m, sliding_windows(e, cfg.temporal_window), inp, tgt,
+                                           budget, 0.0 if budget is None else 0.2, self.gen)[0]
+            loss = loss / len(exits)
+            if step % 2 == 0:
+                hists, _, labels = self.gestures.batch(self.p.gesture_batch)
+                _, gexits = encode_events(m, hists)
+                gb = self._budget()
+                loss = loss + sum(gesture_loss(m, e, labels, gb)[0] for e in gexits) / len(gexits)
+            self._update(opt, sched, loss, clip=True)
+            self._record("pretrain", step, steps, loss.item(), t0)
+
+    # -- stage 2a
+    def sttf_distill(self) -> None:
+        steps = self.p.steps["sttf_distill"]
+        m, cfg = self.model, self.cfg
+        teacher = copy.deepcopy(m).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        m.train()
+        opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.3)
+        t0 = time.perf_counter()
+        big = m.largest_branch
+        for step in range(steps):
+            b, inp, tgt = self._caption_batch()
+            with torch.no_grad():
+                _, t_exits = encode_frames(teacher, b.frames)
+                t_win = sliding_windows(t_exits[big], cfg.temporal_window)
+                t_tok, t_size = teacher.fuse(t_win, TEACHER_FUSION)[:2]
+                t_logits = teacher.decoder(t_tok, t_size, inp)
+            emb, exits = encode_frames(m, b.frames)
+            stale = frame_staleness(emb, self.p.reuse_threshold)
+            loss = 0.0
+            for e in exits:
+                gated = sliding_windows(simulate_reuse(e, stale), cfg.temporal_window)
+                budget = self._budget(dense_p=0.0)
+                loss = loss + caption_loss(m, gated, inp, tgt, budget, 0.0, self.gen,
+                                           teacher_logits=t_logits)[0]
+            loss = loss / len(exits)
+            if step % 2 == 0:
+                hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
+                _, gexits = encode_events(m, hists)
+                stale_ev = event_staleness(counts, self.p.event_reuse_threshold)
+                gb = self._budget(dense_p=0.0)
+                loss = loss + sum(gesture_loss(m, simulate_reuse(e, stale_ev), labels, gb)[0]
+                                  for e in gexits) / len(gexits)
+            self._update(opt, sched, loss, clip=True)
+            self._record("sttf_distill", step, steps, loss.item(), t0)
+
+    # -- stage 2b
+    def router(self) -> None:
+        """Router only. Every branch's exit is computed anyway, so each sample's task loss is
+        known for every branch; a Gumbel-softmax sample weights those losses (an exact
+        mixture, no straight-through estimate, whose bias collapsed the router onto one
+        branch). Windows route on their newest frame. The budget loss bounds the expected
+        FLOPs; inside the budget the large branch goes where it lowers the loss most."""
+        steps = self.p.steps["router"]
+        m, cfg = self.model, self.cfg
+        for name, p in m.named_parameters():
+            p.requires_grad_(name.startswith("router."))
+        m.train()
+        thr = self.p.reuse_threshold
+        self._fit_router_normalizer(thr)
+        opt, sched = self._opt(m.router.parameters(), steps, self.p.lr * 2)
+        t0 = time.perf_counter()
+        newest = cfg.temporal_window - 1
+        for step in range(steps):
+            inp, tgt, exits, stale, feats = self._frozen_caption_batch(thr)
+            with torch.no_grad():
+                per_branch = torch.stack([
+                    caption_loss_per_sample(
+                        m, sliding_windows(simulate_reuse(e, stale), cfg.temporal_window),
+                        inp, tgt, DEPLOY_FUSION)
+                    for e in exits], -1)  # (windows, nb)
+            logits = m.router(feats.flatten(0, 1)).view(*feats.shape[:2], -1)  # (B,L,nb)
+            wlogits = logits[:, newest:].reshape(-1, logits.shape[-1])  # sliding_windows order
+            route = gumbel_route(wlogits, 1.0, hard=False, generator=self.gen)
+            task = (route * per_branch).sum(-1).mean()
+            probs = torch.softmax(logits.flatten(0, 1), -1)
+            if step % 2 == 1:  # event windows route on event features
+                hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
+                with torch.no_grad():
+                    _, gexits = encode_events(m, hists)
+                    stale_ev = event_staleness(counts, self.p.event_reuse_threshold)
+                    efeats = self._event_features(counts)
+                    g_branch = torch.stack([
+                        gesture_loss(m, simulate_reuse(e, stale_ev), labels, DEPLOY_FUSION,
+                                     reduction="none")[0]
+                        for e in gexits], -1)  # (B, nb)
+                elogits = m.router(efeats[:, -1])  # the window's newest event window routes
+                eroute = gumbel_route(elogits, 1.0, hard=False, generator=self.gen)
+                task = task + (eroute * g_branch).sum(-1).mean()
+                probs = torch.cat([probs, torch.softmax(m.router(efeats.flatten(0, 1)), -1)])
+            loss = (task + 2.0 * budget_loss(probs, self.branch_cost, self.p.budget_fraction)
+                    + 0.1 * load_balance_loss(probs))
+            self._update(opt, sched, loss)
+            self._record("router", step, steps, loss.item(), t0)
+        for p in m.parameters():
+            p.requires_grad_(True)
+
+    @torch.no_grad()
+    def _fit_router_normalizer(self, thr: float, batches: int = 4) -> None:
+        """Standardise router inputs with statistics of frame and event features."""
+        feats = []
+        for _ in range(batches):
+            b = self.captions.batch(self.p.batch_clips)
+            emb, _ = encode_frames(self.model, b.frames)
+            feats.append(self._frame_features(b.frames, emb, thr).flatten(0, 1))
+            _, counts, _ = self.gestures.batch(self.p.gesture_batch)
+            feats.append(self._event_features(counts).flatten(0, 1))
+        self.model.router.fit_normalizer(torch.cat(feats))
+
+    def _frame_features(self, frames: np.ndarray, emb: torch.Tensor, thr: float) -> torch.Tensor:
+        """Router features per frame, computed exactly as the engine does at inference."""
+        b, l_ = frames.shape[:2]
+        change = torch.zeros(b, l_, NUM_TOKENS)
+        change[:, 1:] = (emb[:, 1:] - emb[:, :-1]).norm(dim=-1)
+        change[:, 0] = 1e6  # first frame of a run: treat as all new, like a stream start
+        feats = [frame_complexity_features(change[i, t], thr, small_gray(frames[i, t]))
+                 for i in range(b) for t in range(l_)]
+        return torch.from_numpy(np.stack(feats)).view(b, l_, -1)
+
+    def _event_features(self, counts: torch.Tensor) -> torch.Tensor:
+        """Router features per event window (B,T,196 counts), as the engine computes them."""
+        b, t = counts.shape[:2]
+        feats = [event_complexity_features(counts[i, j].numpy(), int(counts[i, j].sum()),
+                                           EVENT_WINDOW_US)
+                 for i in range(b) for j in range(t)]
+        return torch.from_numpy(np.stack(feats)).view(b, t, -1)
+
+    # -- stage 3
+    def specialise(self) -> None:
+        m, cfg = self.model, self.cfg
+        thr = self.p.reuse_threshold
+        # captions: decoder (and fusion's time embedding) in the deployment setting
+        steps = self.p.steps["caption"]
+        for name, p in m.named_parameters():
+            p.requires_grad_(name.startswith(("decoder.", "fusion.")))
+        m.train()
+        opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.3)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            inp, tgt, exits, stale, feats = self._frozen_caption_batch(thr)
+            with torch.no_grad():
+                branch = m.router(feats.flatten(0, 1)).argmax(-1).view(*feats.shape[:2])
+                routed = torch.stack(exits, 0).gather(
+                    0, branch[None, :, :, None, None].expand(1, *exits[0].shape))[0]
+                windows = sliding_windows(simulate_reuse(routed, stale), cfg.temporal_window)
+            budget = DEPLOY_FUSION if self.rng.random() < 0.6 else self._budget(0.2)
+            loss, _ = caption_loss(m, windows, inp, tgt, budget, 0.0, self.gen)
+            self._update(opt, sched, loss)
+            self._record("caption", step, steps, loss.item(), t0)
+        # gestures: head only, many passes over a cache of frozen-encoder tokens
+        cache = self._gesture_cache()
+        steps = self.p.steps["gesture"]
+        for name, p in m.named_parameters():
+            p.requires_grad_(name.startswith("gesture_head."))
+        m.gesture_head.train()
+        opt, sched = self._opt(m.parameters(), steps)
+        t0 = time.perf_counter()
+        for step in range(steps):
+            tokens, sizes, pos, labels = cache[int(self.rng.integers(len(cache)))]
+            loss = nnf.cross_entropy(m.gesture_head(tokens, sizes, pos), labels)
+            self._update(opt, sched, loss)
+            self._record("gesture", step, steps, loss.item(), t0)
+        for p in m.parameters():
+            p.requires_grad_(True)
+        m.eval()
+
+    @torch.no_grad()
+    def _gesture_cache(self) -> list[tuple[torch.Tensor, ...]]:
+        """Fused event tokens of fresh gesture batches through every frozen branch: gated and
+        fused to the deployment or a random budget, sometimes dense (no gating, no fusion)."""
+        m = self.model
+        m.eval()
+        t0 = time.perf_counter()
+        cache = []
+        for _ in range(self.p.gesture_cache_batches):
+            hists, counts, labels = self.gestures.batch(self.p.gesture_cache_batch)
+            _, gexits = encode_events(m, hists)
+            stale = event_staleness(counts, self.p.event_reuse_threshold)
+            for e in gexits:
+                budget = DEPLOY_FUSION if self.rng.random() < 0.5 else self._budget(0.15)
+                windows = e if budget is None else simulate_reuse(e, stale)
+                cache.append((*m.fuse(windows, budget), labels))
+        self.log(f"[train] gesture cache: {len(cache)} batches "
+                 f"({time.perf_counter() - t0:.0f}s)")
+        return cache
+
+    def run(self) -> dict[str, float]:
+        times = {}
+        for stage in (self.pretrain, self.sttf_distill, self.router, self.specialise):
+            t0 = time.perf_counter()
+            stage()
+            times[stage.__name__] = round(time.perf_counter() - t0, 1)
+        self.log(f"[train] stage times (s): {times}")
+        return times
+
+
+def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | None = None,
+          command: str | None = None, log: Callable[[str], None] = print) -> Path:
+    """Run the whole recipe and write a model directory (weights + manifest)."""
+    from tinygpt_ros.model.weights import save_model
+
+    if preset_name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    trainer = Trainer(PRESETS[preset_name], seed, log)
+    stage_times = trainer.run()
+    final = {k: round(float(np.mean(v[-20:])), 4) for k, v in trainer.history.items()}
+    path = save_model(
+        out_dir, trainer.model.state_dict(), trainer.cfg, trainer.tokenizer,
+        gesture_classes=list(GESTURE_CLASSES), data_seed=seed,
+        command=command or "tinygpt-ros train " + shlex.join(sys.argv[1:]),
+        metrics={"train_final_loss": final},
+        extra={"training": {"preset": preset_name, "seconds": round(time.perf_counter() - t0),
+                            "stage_seconds": stage_times, "torch_threads": torch.get_num_threads(),
+                            "preset_config": json.loads(json.dumps(
+                                dataclasses.asdict(PRESETS[preset_name]), default=str))}},
+    )
+    log(f"[train] wrote {path} in {time.perf_counter() - t0:.0f}s")
+    return path
