@@ -25,8 +25,7 @@ from tinygpt_ros.train.recipe import event_windows
 def model_dir(tmp_path_factory):
     from tinygpt_ros.train.recipe import train
 
-    return train("tiny", tmp_path_factory.mktemp("engine") / "tiny", seed=0, threads=1,
-                 log=lambda _m: None)
+    return train("tiny", tmp_path_factory.mktemp("engine") / "tiny", seed=0, threads=1)
 
 
 @pytest.fixture()

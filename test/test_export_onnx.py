@@ -39,10 +39,8 @@ ATOL = 1e-4
 def exported(tmp_path_factory):
     from tinygpt_ros.train.recipe import train
 
-    d = train("tiny", tmp_path_factory.mktemp("export") / "tiny", seed=0, threads=1,
-              log=lambda _m: None)
-    entries = export_model(d, opset=17, precisions=("fp32", "fp16"), command="test export",
-                           log=lambda _m: None)
+    d = train("tiny", tmp_path_factory.mktemp("export") / "tiny", seed=0, threads=1)
+    entries = export_model(d, opset=17, precisions=("fp32", "fp16"), command="test export")
     loaded = load_model_files(d)
     model = TinyGPT(loaded.config)
     model.load_state_dict(loaded.state_dict)

@@ -41,9 +41,8 @@ FP16_TOKENS_ATOL = 2e-2
 def model_dir(tmp_path_factory):
     from tinygpt_ros.train.recipe import train
 
-    d = train("tiny", tmp_path_factory.mktemp("onnx") / "tiny", seed=0, threads=1,
-              log=lambda _m: None)
-    export_model(d, command="test", log=lambda _m: None)
+    d = train("tiny", tmp_path_factory.mktemp("onnx") / "tiny", seed=0, threads=1)
+    export_model(d, command="test")
     return d
 
 

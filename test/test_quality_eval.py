@@ -22,8 +22,7 @@ from tinygpt_ros.train.recipe import EVENT_WINDOW_US
 def engine(tmp_path_factory):
     from tinygpt_ros.train.recipe import train
 
-    d = train("tiny", tmp_path_factory.mktemp("quality") / "tiny", seed=0, threads=1,
-              log=lambda _m: None)
+    d = train("tiny", tmp_path_factory.mktemp("quality") / "tiny", seed=0, threads=1)
     return TorchEngine.from_dir(d)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -14,21 +15,35 @@ from tinygpt_ros.runtime.torch_engine import TorchEngine
 from tinygpt_ros.train.recipe import PRESETS, event_windows, simulate_reuse, sliding_windows
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     from tinygpt_ros.train.recipe import train
 
     base = tmp_path_factory.mktemp("tiny")
-    logs: list[str] = []
-    a = train("tiny", base / "a", seed=3, threads=1, command="test", log=logs.append)
-    b = train("tiny", base / "b", seed=3, threads=1, command="test", log=lambda _m: None)
-    return a, b, logs
+    handler = _Lines()
+    logger = logging.getLogger("tinygpt_ros.train.recipe")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        a = train("tiny", base / "a", seed=3, threads=1, command="test")
+    finally:
+        logger.removeHandler(handler)
+    b = train("tiny", base / "b", seed=3, threads=1, command="test")
+    return a, b, handler.lines
 
 
 def test_recipe_runs_every_stage_and_writes_a_manifest(tiny_dirs):
     a, _, logs = tiny_dirs
-    stages = {line.split()[1] for line in logs if line.startswith("[train] ") and "/" in line
-              and "loss" in line}
+    stages = {line.split()[0] for line in logs if "/" in line and "loss" in line}
     assert {"pretrain", "sttf_distill", "router", "caption", "gesture"} <= stages
     manifest = json.loads((a / "manifest.json").read_text())
     assert manifest["data_seed"] == 3

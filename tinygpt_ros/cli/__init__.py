@@ -6,6 +6,7 @@ fast and torch-free."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from types import ModuleType
 
@@ -33,7 +34,12 @@ COMMANDS: dict[str, ModuleType] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinygpt-ros", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="tinygpt-ros",
+        description="Demo, train, evaluate, benchmark and export the STTF + ANC captioner.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug messages from the package (default: info)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         cmd = sub.add_parser(name, help=module.HELP)
@@ -42,8 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _ShortNames(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[{record.name.removeprefix('tinygpt_ros.')}] {record.getMessage()}"
+
+
+def configure_logging(verbose: bool) -> None:
+    """The package logs through `logging`; the command line shows it on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ShortNames())
+    tree = logging.getLogger("tinygpt_ros")
+    tree.handlers[:] = [handler]
+    tree.setLevel(logging.DEBUG if verbose else logging.INFO)
+    tree.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:

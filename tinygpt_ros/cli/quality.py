@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from tinygpt_ros.cli.paths import command_line, default_model_dir
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     for motion in ("still", "slow", "busy"):
         clips += make_clips(args.split, args.clips_per_motion, motion=motion,
                             base_seed=args.seed, num_frames=args.frames)
-    cap = evaluate_captions(engine, clips, progress=lambda m: print(f"[quality] {m}"))
+    cap = evaluate_captions(engine, clips, progress=logging.getLogger(__name__).info)
     ges = None
     if args.gestures_per_class > 0:
         gclips = make_gesture_set(args.split, args.gestures_per_class, base_seed=args.seed)

@@ -35,12 +35,13 @@ the sha256 of the `model.pt` it came from (a retrained model makes the export st
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shlex
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ from tinygpt_ros.deploy.graphs import (
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.model.weights import MODEL_FILE, ModelLoadError, add_files, load_model_files
 from tinygpt_ros.spec.config import NUM_TOKENS
+
+log = logging.getLogger(__name__)
 
 # Largest |torch - onnxruntime| accepted when the export checks itself on its example inputs.
 VERIFY_ATOL = {"fp32": 1e-4, "fp16": 5e-2}
@@ -292,7 +295,6 @@ def export_model(
     precisions: Sequence[str] = ("fp32", "fp16"),
     command: str | None = None,
     verify: bool = True,
-    log: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
     """Export every graph of `model_dir` in each precision and record the files in its manifest.
 
@@ -346,7 +348,7 @@ def export_model(
                 "io_dtype": "float32", "inputs": list(spec["inputs"]),
                 "outputs": list(spec["outputs"]), "verify_max_abs_diff": err,
             }
-            log(f"[export] {rel} ({precision}, opset {opset}, max |ort - torch| {err:.2g})")
+            log.info(f"{rel} ({precision}, opset {opset}, max |ort - torch| {err:.2g})")
     time_embed = model.fusion.time_embed.detach().cpu().numpy().astype(np.float32)
     fp = d / FUSION_FILE
     fp.parent.mkdir(parents=True, exist_ok=True)
@@ -355,5 +357,5 @@ def export_model(
     entries[FUSION_FILE] = {**common, "kind": "npy", "graph": "fusion_time_embed",
                             "precision": "fp32", "shape": list(time_embed.shape)}
     add_files(d, entries)
-    log(f"[export] {len(entries)} files under {d / ONNX_DIR} in {time.perf_counter() - t0:.1f}s")
+    log.info(f"{len(entries)} files under {d / ONNX_DIR} in {time.perf_counter() - t0:.1f}s")
     return entries

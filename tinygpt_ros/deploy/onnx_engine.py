@@ -50,8 +50,9 @@ from tinygpt_ros.ops.beam import best_finished, expand_beams
 from tinygpt_ros.runtime.streaming import StreamingEngine
 from tinygpt_ros.spec.config import Knobs, ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
+from tinygpt_ros.spec.types import EVENT_DTYPE
 
-log = logging.getLogger("tinygpt_ros.onnx_engine")
+log = logging.getLogger(__name__)
 
 class OnnxKernels:
     """`streaming.Kernels` on onnxruntime sessions (one per graph)."""
@@ -340,8 +341,6 @@ class OnnxEngine(StreamingEngine):
 
     def _warm_up(self) -> None:
         """One frame and one event window, so TensorRT builds every engine before `commit`."""
-        from tinygpt_ros.spec.types import EVENT_DTYPE
-
         self.process_frame(np.zeros((32, 32, 3), np.uint8))
         self.process_events(np.zeros(0, EVENT_DTYPE))
         self.reset()

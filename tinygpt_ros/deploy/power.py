@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("tinygpt_ros.power")
+log = logging.getLogger(__name__)
 
 IIO_GLOB = "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"
 HWMON_GLOB = "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"

@@ -32,7 +32,7 @@ from typing import Any
 
 from tinygpt_ros.deploy.graphs import trt_profile_shapes
 
-log = logging.getLogger("tinygpt_ros.providers")
+log = logging.getLogger(__name__)
 
 TRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"

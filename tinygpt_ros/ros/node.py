@@ -32,7 +32,7 @@ from std_msgs.msg import Header, String
 from tinygpt_ros.deploy.power import PowerMonitor
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
-from tinygpt_ros.ros import params
+from tinygpt_ros.ros import log_bridge, params
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.spec.config import IMAGE_SIZE
@@ -104,6 +104,7 @@ class TinyGptNode(LifecycleNode):
         self.stats = diag.FrameStats()
         self.last_error = ""  # why the last configure failed (also logged)
         self.token_maps_built = 0
+        self._log_handler = log_bridge.install(self.get_logger())
 
         self.add_on_set_parameters_callback(params.make_validator())
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -179,6 +180,7 @@ class TinyGptNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         self._teardown()
+        log_bridge.remove(self._log_handler)
         super().destroy_node()
 
     @property

@@ -21,11 +21,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from tinygpt_ros.data.scenes import make_clips
 from tinygpt_ros.model.anc import budget_loss, gumbel_route, load_balance_loss
 from tinygpt_ros.model.preprocess import events_to_histogram, frames_to_batch
 from tinygpt_ros.model.tinygpt import TinyGPT
+from tinygpt_ros.model.weights import save_model
 from tinygpt_ros.ops import (
     event_complexity_features,
     events_per_patch,
@@ -48,6 +50,8 @@ from tinygpt_ros.ops import (
 from tinygpt_ros.spec import flops as F
 from tinygpt_ros.spec.config import NUM_TOKENS, Knobs, ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 EVENT_WINDOW_US = 50_000  # one event "frame" = 50 ms of events (the sample bag uses the same)
 FUSION_BUDGETS = (8, 16, 24, 31, 48, 64, 96)  # random budgets seen in training
@@ -300,10 +304,9 @@ def gesture_loss(model, windows, labels, budget, reduction: str = "mean"):
 
 
 class Trainer:
-    def __init__(self, preset: Preset, seed: int, log: Callable[[str], None] = print) -> None:
+    def __init__(self, preset: Preset, seed: int) -> None:
         self.p = preset
         self.seed = seed
-        self.log = log
         torch.manual_seed(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
@@ -322,7 +325,7 @@ class Trainer:
         branch = torch.tensor(F.branch_dense_flops(cfg), dtype=torch.float32)
         self.branch_cost = branch / branch[-1]
         self.history: dict[str, list[float]] = {}
-        self.log(f"[train] data: {len(clips)} clips, {len(gestures)} gesture clips, vocab "
+        log.info(f"data: {len(clips)} clips, {len(gestures)} gesture clips, vocab "
                  f"{self.tokenizer.vocab_size}, params {self.model.parameter_count():,} "
                  f"({time.perf_counter() - t0:.0f}s)")
 
@@ -354,7 +357,7 @@ class Trainer:
         every = max(1, steps // 10)
         if step % every == 0 or step == steps - 1:
             recent = self.history[stage][-every:]
-            self.log(f"[train] {stage} {step + 1}/{steps} loss {np.mean(recent):.3f} "
+            log.info(f"{stage} {step + 1}/{steps} loss {np.mean(recent):.3f} "
                      f"({time.perf_counter() - t0:.0f}s)")
 
     @torch.no_grad()
@@ -572,7 +575,7 @@ class Trainer:
                 budget = DEPLOY_FUSION if self.rng.random() < 0.5 else self._budget(0.15)
                 windows = e if budget is None else simulate_reuse(e, stale)
                 cache.append((*m.fuse(windows, budget), labels))
-        self.log(f"[train] gesture cache: {len(cache)} batches "
+        log.info(f"gesture cache: {len(cache)} batches "
                  f"({time.perf_counter() - t0:.0f}s)")
         return cache
 
@@ -582,21 +585,19 @@ class Trainer:
             t0 = time.perf_counter()
             stage()
             times[stage.__name__] = round(time.perf_counter() - t0, 1)
-        self.log(f"[train] stage times (s): {times}")
+        log.info(f"stage times (s): {times}")
         return times
 
 
 def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | None = None,
-          command: str | None = None, log: Callable[[str], None] = print) -> Path:
+          command: str | None = None) -> Path:
     """Run the whole recipe and write a model directory (weights + manifest)."""
-    from tinygpt_ros.model.weights import save_model
-
     if preset_name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    trainer = Trainer(PRESETS[preset_name], seed, log)
+    trainer = Trainer(PRESETS[preset_name], seed)
     stage_times = trainer.run()
     final = {k: round(float(np.mean(v[-20:])), 4) for k, v in trainer.history.items()}
     path = save_model(
@@ -609,5 +610,5 @@ def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | N
                             "preset_config": json.loads(json.dumps(
                                 dataclasses.asdict(PRESETS[preset_name]), default=str))}},
     )
-    log(f"[train] wrote {path} in {time.perf_counter() - t0:.0f}s")
+    log.info(f"wrote {path} in {time.perf_counter() - t0:.0f}s")
     return path

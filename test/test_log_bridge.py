@@ -1,0 +1,54 @@
+"""The package's Python logging reaches the node's rclpy logger (console and /rosout), at the
+node's level: debug lines only when the node logs at debug."""
+
+from __future__ import annotations
+
+import logging
+
+from rcl_interfaces.msg import Log
+from rclpy.logging import LoggingSeverity
+
+from tinygpt_ros.ros import log_bridge
+
+
+def _rosout(ros, texts: list[tuple[int, str]]) -> None:
+    listener = ros.make_node("rosout_listener")
+    listener.create_subscription(Log, "/rosout", lambda m: texts.append((m.level, m.msg)), 100)
+
+
+def test_package_logging_reaches_rosout_at_the_nodes_level(ros):
+    texts: list[tuple[int, str]] = []
+    _rosout(ros, texts)
+    node = ros.make_node("bridged")
+    node.get_logger().set_level(LoggingSeverity.DEBUG)
+    handler = log_bridge.install(node.get_logger())
+    try:
+        lib = logging.getLogger("tinygpt_ros.deploy.providers")
+        ros.spin_for(0.5)  # let /rosout match
+        lib.debug("engine cache at %s", "/tmp/x")
+        lib.warning("provider %s unavailable", "CUDA")
+        assert ros.spin_until(lambda: len([t for t in texts if "deploy.providers" in t[1]]) >= 2)
+        got = {msg: level for level, msg in texts if "deploy.providers" in msg}
+        assert got["[deploy.providers] engine cache at /tmp/x"] == Log.DEBUG
+        assert got["[deploy.providers] provider CUDA unavailable"] == Log.WARN
+    finally:
+        log_bridge.remove(handler)
+    assert not logging.getLogger("tinygpt_ros").handlers
+
+
+def test_debug_lines_stay_quiet_at_info(ros):
+    texts: list[tuple[int, str]] = []
+    _rosout(ros, texts)
+    node = ros.make_node("bridged_info")
+    node.get_logger().set_level(LoggingSeverity.INFO)
+    handler = log_bridge.install(node.get_logger())
+    try:
+        ros.spin_for(0.5)
+        lib = logging.getLogger("tinygpt_ros.runtime.streaming")
+        lib.debug("hidden")
+        lib.info("shown")
+        assert ros.spin_until(lambda: any("shown" in m for _, m in texts))
+        ros.spin_for(0.2)
+        assert not any("hidden" in m for _, m in texts)
+    finally:
+        log_bridge.remove(handler)
