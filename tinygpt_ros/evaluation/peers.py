@@ -31,10 +31,7 @@ tokens each layer sees for FastV); top-k, random choice and pooling cost is igno
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from collections import deque
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +43,7 @@ from tinygpt_ros.model.preprocess import events_to_histogram, frame_to_tensor
 from tinygpt_ros.model.sttf import bipartite_merge, token_positions
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.ops import validate_events
+from tinygpt_ros.runtime.streaming import StageTimer
 from tinygpt_ros.spec import flops as F
 from tinygpt_ros.spec.config import GRID, NUM_TOKENS, Knobs, ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
@@ -71,19 +69,6 @@ def load_model(model_dir: str | Path) -> tuple[TinyGPT, Tokenizer, list[str]]:
 
 
 # ------------------------------------------------------------------------------------ FastV
-
-
-def _block_with_attention(blk: Any, x: torch.Tensor, bias: torch.Tensor):
-    """`decoder.DecoderBlock.forward` (no past), also returning the attention probabilities."""
-    b, q_len, e = x.shape
-    qkv = blk.qkv(blk.ln1(x)).view(b, q_len, 3, blk.heads, blk.head_dim)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    logits = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(blk.head_dim)) + bias[:, None]
-    att = torch.softmax(logits, dim=-1)
-    y = (att @ v).transpose(1, 2).reshape(b, q_len, e)
-    x = x + blk.proj(y)
-    x = x + blk.fc2(nnf.gelu(blk.fc1(blk.ln2(x))))
-    return x, k, v, att
 
 
 def _prefix_bias(key_bias: torch.Tensor, n_vis: int) -> torch.Tensor:
@@ -124,7 +109,7 @@ def fastv_generate(
         if li == p and keep < cur_vis:
             sel = torch.cat([kept, torch.tensor([cur_vis], device=vis.device)])
             x, key_bias, cur_vis = x[:, sel], key_bias[:, sel], keep
-        x, k, v, att = _block_with_attention(blk, x, _prefix_bias(key_bias, cur_vis))
+        x, k, v, att = blk.forward_with_attention(x, _prefix_bias(key_bias, cur_vis))
         caches.append((k, v, key_bias))
         if li == p - 1:
             score = att[0, :, -1, :cur_vis].mean(0)  # attention the bos query gives each token
@@ -180,19 +165,6 @@ def fastv_flops(cfg: ModelConfig, n_vis: int, keep: int, n_generated: int,
 # ------------------------------------------------------------------------------------ engine
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
-
-
 def pool_tokens(tokens: torch.Tensor, k: int = POOL) -> torch.Tensor:
     """(B, 196, D) row-major 14 x 14 grid -> (B, (14/k)^2, D) by k x k average pooling."""
     b, n, d = tokens.shape
@@ -241,14 +213,14 @@ class PeerEngine:
 
     @torch.no_grad()
     def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
-        timer = _Timer()
+        timer = StageTimer()
         with timer.stage("preprocess"):
             emb = self.model.encoder.embed_frames(frame_to_tensor(frame)[None])
         return self._step("frame", emb, timer)
 
     @torch.no_grad()
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
-        timer = _Timer()
+        timer = StageTimer()
         with timer.stage("preprocess"):
             validate_events(events)
             emb = self.model.encoder.embed_events(events_to_histogram(events)[None])
@@ -270,7 +242,7 @@ class PeerEngine:
             return tokens, sizes * float(POOL * POOL), pos, 0.0
         return tokens, sizes, pos, 0.0
 
-    def _step(self, modality: str, emb: torch.Tensor, timer: _Timer) -> FrameResult:
+    def _step(self, modality: str, emb: torch.Tensor, timer: StageTimer) -> FrameResult:
         cfg = self.cfg
         big = self.model.largest_branch
         with timer.stage("encoder"):

@@ -90,6 +90,22 @@ class DecoderBlock(nn.Module):
         past: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B,Q,E), bias (B,Q,S) over all S = past + Q keys -> (x, k_all, v_all)."""
+        x, k, v, _ = self._attend(x, bias, past)
+        return x, k, v
+
+    def forward_with_attention(
+        self, x: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` without a past that also returns the attention probabilities (B,H,Q,S):
+        FastV ranks vision tokens by the attention they receive."""
+        return self._attend(x, bias, None)
+
+    def _attend(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         b, q_len, e = x.shape
         qkv = self.qkv(self.ln1(x)).view(b, q_len, 3, self.heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B,H,Q,hd)
@@ -101,7 +117,7 @@ class DecoderBlock(nn.Module):
         y = (att @ v).transpose(1, 2).reshape(b, q_len, e)
         x = x + self.proj(y)
         x = x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-        return x, k, v
+        return x, k, v, att
 
 
 class TinyGPTDecoder(nn.Module):
