@@ -32,6 +32,8 @@ from tinygpt_ros.ros.graph import (
     edge_graph,
     parse_bool,
 )
+from tinygpt_ros.ros.manager import LifecycleManager
+from tinygpt_ros.ros.node import TinyGptNode
 
 _SEVERITY = {
     "debug": LoggingSeverity.DEBUG, "info": LoggingSeverity.INFO, "warn": LoggingSeverity.WARN,
@@ -119,9 +121,6 @@ def bring_up(
 ) -> tuple[MultiThreadedExecutor, list[Any]]:
     """Create the graph's nodes in `context` and one executor holding them (not spinning yet).
     `params_file=None` uses the default edge.yaml; pass "" for none."""
-    from tinygpt_ros.ros.manager import LifecycleManager
-    from tinygpt_ros.ros.node import TinyGptNode
-
     if params_file is None:
         params_file = default_params_file()
     specs = edge_graph(
