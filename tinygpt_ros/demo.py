@@ -174,10 +174,11 @@ def run_demo(
     from rclpy.serialization import deserialize_message
 
     from tinygpt_ros.bags.reader import iter_bag
+    from tinygpt_ros.ros import compat
     from tinygpt_ros.ros.bag_player import message_class
     from tinygpt_ros.ros.bringup import bring_up, tear_down
 
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    compat.localhost_discovery(os.environ)
     domain = domain_id if domain_id is not None else random.SystemRandom().randint(1, 100)
     image_topic = IMAGE_TOPIC + ("/compressed" if image_transport == "compressed" else "")
     bag = Path(bag)

@@ -204,12 +204,13 @@ def run_live(
     "error": str | None, "published": int, "timeouts": int}."""
     import rclpy
 
+    from tinygpt_ros.ros import compat
     from tinygpt_ros.ros.bag_player import BagError, BagPlayer
     from tinygpt_ros.ros.bringup import bring_up, tear_down
 
-    # Before rclpy.init of this context: discovery stays on this machine (Kilted ignores
-    # ROS_LOCALHOST_ONLY), and a random domain keeps parallel runs apart.
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    # Before rclpy.init of this context: discovery stays on this machine (the variable each
+    # distro reads), and a random domain keeps parallel runs apart.
+    compat.localhost_discovery(os.environ)
     domain = random.SystemRandom().randint(1, 100)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)

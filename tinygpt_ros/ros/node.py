@@ -30,9 +30,9 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from tinygpt_ros.deploy.power import PowerMonitor
+from tinygpt_ros.ros import compat, log_bridge, params
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
-from tinygpt_ros.ros import log_bridge, params
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.spec.config import IMAGE_SIZE
@@ -106,8 +106,7 @@ class TinyGptNode(LifecycleNode):
         self.token_maps_built = 0
         self._log_handler = log_bridge.install(self.get_logger())
 
-        self.add_on_set_parameters_callback(params.make_validator())
-        self.add_post_set_parameters_callback(self._on_parameters_set)
+        compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set)
         params.declare_all(self)
         with self._lock:
             self._pending_knobs.clear()
@@ -328,7 +327,7 @@ class TinyGptNode(LifecycleNode):
             self.destroy_timer(self._timer)
             self._timer = None
         for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
+            compat.destroy_lifecycle_publisher(self, pub)
         self._pubs = {}
         with self._proc_lock:
             engine, self._engine = self._engine, None
