@@ -33,7 +33,7 @@ def test_package_logging_reaches_rosout_at_the_nodes_level(ros):
         assert got["[deploy.providers] provider CUDA unavailable"] == Log.WARN
     finally:
         log_bridge.remove(handler)
-    assert not logging.getLogger("tinygpt_ros").handlers
+    assert handler not in logging.getLogger("tinygpt_ros").handlers
 
 
 def test_debug_lines_stay_quiet_at_info(ros):
