@@ -13,7 +13,6 @@ NEWER_API = (
     ("rclpy.node", "Node", "remove_post_set_parameters_callback"),
     ("rclpy.node", "Node", "add_pre_set_parameters_callback"),
     ("rclpy.node", "Node", "remove_pre_set_parameters_callback"),
-    ("rclpy.lifecycle", "LifecycleNode", "destroy_lifecycle_publisher"),
 )
 
 

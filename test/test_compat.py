@@ -1,6 +1,5 @@
 """Humble fallbacks (`tinygpt_ros.ros.compat`) with the newer rclpy API hidden: the node still
-validates, refuses and applies parameters through the real parameter services, and its lifecycle
-publishers are released on cleanup."""
+validates, refuses and applies parameters, and runs its lifecycle."""
 
 from __future__ import annotations
 

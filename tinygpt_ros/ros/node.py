@@ -327,7 +327,7 @@ class TinyGptNode(LifecycleNode):
             self.destroy_timer(self._timer)
             self._timer = None
         for pub in self._pubs.values():
-            compat.destroy_lifecycle_publisher(self, pub)
+            self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         with self._proc_lock:
             engine, self._engine = self._engine, None
