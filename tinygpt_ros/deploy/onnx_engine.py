@@ -6,9 +6,10 @@ inputs and outputs). STTF caches, references, token selection, the router's hyst
 temporal fusion (data-dependent ToMe loop) run in numpy (`np_ops`). Importing this module does
 not import torch.
 
-Loading checks every file it uses against the manifest (sha256 and size), that the export was
-made from the manifest's `model.pt`, and each graph's input/output names; any mismatch, or no
-export at all, raises `weights.ModelLoadError` naming the file and the manifest entry.
+Loading checks every file it uses against the manifest (sha256 and size: the graphs, the
+weights file they share and the fusion embedding), that the export was made from the
+manifest's `model.pt`, and each graph's input/output names; any mismatch, or no export at all,
+raises `weights.ModelLoadError` naming the file and the manifest entry.
 """
 
 from __future__ import annotations
@@ -202,6 +203,23 @@ def _stale_or_missing(d: Path, manifest: dict[str, Any], names: Sequence[str],
             )
 
 
+def _external_data_files(d: Path, manifest: dict[str, Any], graphs: Sequence[str]) -> list[str]:
+    """The weights files the graphs keep their initializers in (`shared_weights.py`), as their
+    manifest entries name them, so they are verified like the graphs before onnxruntime reads
+    them. An export from before shared weights names none (its graphs hold their weights)."""
+    shared: list[str] = []
+    for rel in graphs:
+        name = manifest["files"][rel].get("external_data")
+        if name is None:
+            continue
+        if not isinstance(name, str) or not name:
+            raise ModelLoadError(f"model manifest {d / MANIFEST_FILE}: files[{rel!r}]"
+                                 f".external_data must be a file name, found {name!r}")
+        if name not in shared:
+            shared.append(name)
+    return shared
+
+
 def _check_io(path: Path, entry_name: str, sess: Any, name: str) -> None:
     spec = graph_spec(name)
     got_in = [i.name for i in sess.get_inputs()]
@@ -261,7 +279,9 @@ class OnnxEngine(StreamingEngine):
         manifest = load_manifest(d)
         cfg, tokenizer, classes = parse_manifest(d, manifest)
         names = graph_names(cfg)
-        files = [graph_file(n, precision) for n in names] + [FUSION_FILE]
+        graphs = [graph_file(n, precision) for n in names]
+        _stale_or_missing(d, manifest, [*graphs, FUSION_FILE], precision)
+        files = [*graphs, *_external_data_files(d, manifest, graphs), FUSION_FILE]
         _stale_or_missing(d, manifest, files, precision)
         try:
             verify_files(d, files, manifest)
