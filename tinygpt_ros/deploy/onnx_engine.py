@@ -263,7 +263,7 @@ class OnnxEngine(StreamingEngine):
         available_providers: Sequence[str] | None = None,
         logger: Callable[[str], None] | None = None,
     ) -> OnnxEngine:
-        """Load `<model_dir>/onnx/<precision>/*.onnx` (see `tinygpt-ros export`).
+        """Load `<model_dir>/onnx/<precision>/*.onnx` and their weights.bin (`tinygpt-ros export`).
 
         providers: order of preference, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider,
         CPUExecutionProvider] (default: CPU only); unavailable ones are dropped with one warning.
