@@ -64,14 +64,15 @@ def share_initializers(graphs: Mapping[str, Any], location: str) -> SharedWeight
     Returns the blob to write there and the sharing figures. Deterministic: graphs in the given
     order, initializers in graph order, so the same models give the same bytes.
     """
-    contents: dict[tuple[str, int], bytes] = {}
+    contents: dict[tuple[str, int], tuple[bytes, str]] = {}  # (graph, index) -> bytes, sha256
     counts: Counter[str] = Counter()
     for name, proto in graphs.items():
         for i, t in enumerate(proto.graph.initializer):
             if _movable(t):
                 raw = _raw_bytes(t)
-                contents[(name, i)] = raw
-                counts[hashlib.sha256(raw).hexdigest()] += 1
+                digest = hashlib.sha256(raw).hexdigest()
+                contents[(name, i)] = (raw, digest)
+                counts[digest] += 1
 
     blob = bytearray()
     regions: dict[str, tuple[int, int]] = {}
@@ -79,11 +80,8 @@ def share_initializers(graphs: Mapping[str, Any], location: str) -> SharedWeight
     for name, proto in graphs.items():
         moved = moved_bytes = 0
         for i, t in enumerate(proto.graph.initializer):
-            raw = contents.get((name, i))
-            if not raw:
-                continue
-            digest = hashlib.sha256(raw).hexdigest()
-            if len(raw) < INLINE_MAX_BYTES and counts[digest] == 1:
+            raw, digest = contents.get((name, i), (b"", ""))
+            if not raw or (len(raw) < INLINE_MAX_BYTES and counts[digest] == 1):
                 continue
             if digest not in regions:
                 blob.extend(b"\0" * (-len(blob) % ALIGN))
