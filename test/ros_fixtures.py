@@ -1,6 +1,6 @@
 """Engine and node fixtures shared by the ROS-layer tests.
 
-Every engine-dependent ROS test runs the real engine (`core.engine.load_engine`) on the shipped
+Every engine-dependent ROS test runs the real engine (`deploy.factory.load_engine`) on the shipped
 trained model in models/tinygpt; TINYGPT_ROS_TEST_MODEL_DIR points them at another model
 directory (e.g. one made with `tinygpt-ros train --preset tiny`).
 

@@ -5,23 +5,31 @@ Tolerances (fp32 graphs vs the torch modules, CPU): 1e-4 absolute.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from tinygpt_ros import ops
 from tinygpt_ros.deploy.export import export_model
 from tinygpt_ros.deploy.graphs import (
     FUSION_FILE,
     GRAPHS,
+    WEIGHTS_NAME,
     graph_file,
     graph_names,
     graph_spec,
+    weights_file,
 )
+from tinygpt_ros.deploy.shared_weights import ALIGN, INLINE_MAX_BYTES
 from tinygpt_ros.model.encoder import GatedEncoderCache
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.model.weights import (
@@ -61,14 +69,19 @@ def test_files_manifest_and_checker(exported):
     assert names == ["embed_frames", "embed_events", "encoder_b0", "encoder_b1", "encoder_b2",
                      "router", "decoder_prefill", "decoder_step", "gesture_head"]
     manifest = load_manifest(d)
-    expected = {graph_file(n, p) for n in names for p in ("fp32", "fp16")} | {FUSION_FILE}
+    graphs = {graph_file(n, p) for n in names for p in ("fp32", "fp16")}
+    shared = {weights_file(p) for p in ("fp32", "fp16")}
+    expected = graphs | shared | {FUSION_FILE}
     assert set(entries) == expected and expected <= set(manifest["files"])
     verify_files(d, sorted(expected))  # sha256 + size recorded
     source = manifest["files"][MODEL_FILE]["sha256"]
-    for rel in sorted(expected - {FUSION_FILE}):
+    for rel in sorted(graphs | shared):
         e = manifest["files"][rel]
         assert e["opset"] == 17 and e["export_command"] == "test export"
         assert e["source_sha256"] == source and e["precision"] in rel
+    for rel in sorted(graphs):
+        e = manifest["files"][rel]
+        assert e["external_data"] == weights_file(e["precision"])
         proto = onnx.load(str(d / rel))
         onnx.checker.check_model(proto, full_check=True)
         assert {o.domain: o.version for o in proto.opset_import}[""] == 17
@@ -86,6 +99,48 @@ def test_files_manifest_and_checker(exported):
             assert onnx.TensorProto.FLOAT16 not in init_types
     te = np.load(d / FUSION_FILE)
     assert np.array_equal(te, model.fusion.time_embed.detach().numpy())
+
+
+def test_shared_weights_store_each_tensor_once(exported):
+    """No initializer bytes are stored twice within a precision, and the weights file is smaller
+    than the graphs' weights summed (what per-graph copies held; the shipped model's whole
+    export is smaller than that sum: test_shipped_model)."""
+    d, _entries, _model, loaded = exported
+    manifest = load_manifest(d)
+    files = manifest["files"]
+    for precision in ("fp32", "fp16"):
+        blob = (d / weights_file(precision)).read_bytes()
+        regions: dict[tuple[int, int], str] = {}
+        inline: Counter[str] = Counter()
+        referenced = 0
+        for name in graph_names(loaded.config):
+            path = d / graph_file(name, precision)
+            proto = onnx.load(str(path), load_external_data=False)
+            for t in proto.graph.initializer:
+                if uses_external_data(t):
+                    info = ExternalDataInfo(t)
+                    assert info.location == WEIGHTS_NAME and info.offset % ALIGN == 0
+                    raw = blob[info.offset: info.offset + info.length]
+                    assert len(raw) == info.length > 0
+                    regions[(info.offset, info.length)] = hashlib.sha256(raw).hexdigest()
+                    referenced += info.length
+                else:  # small and used once: it stays in its graph
+                    raw = numpy_helper.to_array(t).tobytes()
+                    assert len(raw) < INLINE_MAX_BYTES, t.name
+                    inline[hashlib.sha256(raw).hexdigest()] += 1
+        stored = list(regions.values())
+        assert len(stored) == len(set(stored)), "two regions of the file hold the same bytes"
+        assert set(inline).isdisjoint(stored) and max(inline.values(), default=1) == 1
+        spans = sorted(regions)
+        assert all(a + n <= b for (a, n), (b, _) in pairwise(spans))
+        payload = sum(n for _, n in spans)
+        assert len(blob) - payload < ALIGN * len(spans)  # nothing but alignment padding
+        entry = files[weights_file(precision)]
+        assert entry["referenced_bytes"] == referenced and entry["stored_bytes"] == payload
+        assert entry["deduplicated_bytes"] == referenced - payload > 0
+        assert len(blob) < referenced
+    on_disk = sum((d / rel).stat().st_size for rel in files)
+    assert manifest["model_dir_bytes"] == on_disk
 
 
 def test_encoder_graph_matches_gated_cache(exported):

@@ -24,7 +24,7 @@ from tinygpt_ros.data.gestures import make_gesture_clip
 from tinygpt_ros.data.scenes import make_clips
 from tinygpt_ros.deploy.export import export_model
 from tinygpt_ros.deploy.factory import load_engine
-from tinygpt_ros.deploy.graphs import FUSION_FILE, graph_file
+from tinygpt_ros.deploy.graphs import FUSION_FILE, graph_file, weights_file
 from tinygpt_ros.deploy.onnx_engine import OnnxEngine
 from tinygpt_ros.deploy.providers import CPU, CUDA, TRT
 from tinygpt_ros.model.sttf import TemporalFusion
@@ -224,6 +224,48 @@ def test_truncated_or_foreign_graph_files(model_dir, tmp_path):
     add_files(d, {FUSION_FILE: {}})
     with pytest.raises(ModelLoadError, match=r"fusion_time_embed\.npy: shape"):
         OnnxEngine.from_dir(d)
+
+
+def test_shared_weights_file_is_verified(model_dir, tmp_path):
+    d = _copy(model_dir, tmp_path)
+    rel = weights_file("fp32")
+    data = bytearray((d / rel).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / rel).write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=rf"{rel}: sha256 mismatch .*run `tinygpt-ros "
+                                             rf"export"):
+        OnnxEngine.from_dir(d)
+    OnnxEngine.from_dir(d, precision="fp16").close()  # fp16 graphs have a file of their own
+    (d / rel).unlink()
+    with pytest.raises(ModelLoadError, match=rf"{rel}: not found"):
+        OnnxEngine.from_dir(d)
+    manifest = load_manifest(d)
+    del manifest["files"][rel]  # never read unverified: a lost entry is named
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=rf"no ONNX export for precision fp32 .*"
+                                             rf"files\['{rel}'\]"):
+        OnnxEngine.from_dir(d)
+
+
+def test_export_with_weights_inside_graphs_still_loads(model_dir, tmp_path, streams):
+    """An export from before shared weights (each graph holds its own) loads and runs the same."""
+    import onnx
+    from onnx.external_data_helper import convert_model_from_external_data
+
+    d = _copy(model_dir, tmp_path)
+    manifest = load_manifest(d)
+    graphs = [n for n, e in manifest["files"].items() if e.get("precision") == "fp32"
+              and e.get("kind") == "onnx"]
+    for rel in graphs:
+        proto = onnx.load(str(d / rel))
+        convert_model_from_external_data(proto)
+        onnx.save(proto, str(d / rel))
+    (d / weights_file("fp32")).unlink()
+    add_files(d, {rel: {k: v for k, v in manifest["files"][rel].items()
+                        if k not in ("sha256", "bytes", "external_data")} for rel in graphs})
+    old, new = OnnxEngine.from_dir(d, threads=1), OnnxEngine.from_dir(model_dir, threads=1)
+    for frame in streams[0][0].frames[:3]:
+        assert old.process_frame(frame).caption == new.process_frame(frame).caption
 
 
 def test_stale_export_after_retraining(model_dir, tmp_path):

@@ -24,6 +24,7 @@ def test_share_directory_holds_launch_config_model_and_sample():
     for rel in ("package.xml", "launch/edge.launch.py", "config/edge.yaml",
                 "models/tinygpt/manifest.json", "models/tinygpt/model.pt",
                 "models/tinygpt/onnx/fp32/embed_frames.onnx",
+                "models/tinygpt/onnx/fp32/weights.bin",
                 "sample/sample_bag/sample_bag.mcap", "sample/sample_bag/refs.json"):
         assert (share / rel).is_file(), rel
 

@@ -179,3 +179,8 @@ def test_for_model_dir_and_stamp(tmp_path):
     assert a.path.parent == tmp_path and a.path != b.path
     assert a.stamp["precision"] == "fp16" and a.stamp["onnxruntime"] == "1.31.1"
     assert a.stamp["graphs_sha256"] != b.stamp["graphs_sha256"]
+    # new weights under unchanged graph files (they hold only offsets) make a new cache
+    manifest["files"]["onnx/fp16/weights.bin"] = {"kind": "onnx_weights", "precision": "fp16",
+                                                  "sha256": "4" * 64}
+    c = TrtEngineCache.for_model(trt, manifest, "fp16", "1.31.1")
+    assert c.stamp["graphs_sha256"] != a.stamp["graphs_sha256"] and c.path != a.path

@@ -34,6 +34,21 @@ def test_manifest_hashes_match_files():
     assert manifest["training"]["preset"] == "full"
 
 
+def test_export_shares_weights_and_manifest_reports_size():
+    """Each precision's graphs and their shared weights file together are smaller than the
+    graphs' weights summed (what each graph held when it carried its own copy), and the
+    manifest lists every file of the directory with its size total."""
+    manifest = json.loads((MODEL / "manifest.json").read_text())
+    files = manifest["files"]
+    for precision in ("fp32", "fp16"):
+        shared = files[f"onnx/{precision}/weights.bin"]
+        export = sum(e["bytes"] for n, e in files.items() if n.startswith(f"onnx/{precision}/"))
+        assert export < shared["referenced_bytes"], precision
+    on_disk = {str(p.relative_to(MODEL)) for p in MODEL.rglob("*") if p.is_file()}
+    assert on_disk == set(files) | {"manifest.json"}
+    assert manifest["model_dir_bytes"] == sum((MODEL / n).stat().st_size for n in files)
+
+
 def test_a_corrupted_copy_is_refused(tmp_path):
     import shutil
 

@@ -53,6 +53,7 @@ def test_round_trip(saved):
     assert m["files"][MODEL_FILE] == {
         "sha256": sha256_file(d / MODEL_FILE), "bytes": (d / MODEL_FILE).stat().st_size
     }
+    assert m["model_dir_bytes"] == (d / MODEL_FILE).stat().st_size
     fresh = TinyGPTDecoder(loaded.config)
     fresh.load_state_dict(loaded.state_dict)
     for k, v in dec.state_dict().items():
@@ -68,6 +69,8 @@ def test_add_files_records_hash_and_extra_keys(saved):
     assert entry["opset"] == 17 and entry["bytes"] == 10
     assert entry["sha256"] == sha256_file(d / "decoder.onnx")
     assert verify_files(d, ["decoder.onnx"])["files"]["decoder.onnx"] == entry
+    # the manifest reports the directory's size: every listed file, the new one included
+    assert m["model_dir_bytes"] == (d / MODEL_FILE).stat().st_size + 10
     load_model_files(d)  # still loads: every listed file checks out
     (d / "decoder.onnx").write_bytes(b"onnx bytez")
     with pytest.raises(ModelLoadError, match=r"decoder\.onnx: sha256 mismatch"):

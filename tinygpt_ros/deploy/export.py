@@ -1,11 +1,11 @@
 """`tinygpt-ros export`: the ONNX graphs the onnxruntime engine (and TensorRT on a Jetson) runs.
 
 One graph per piece whose shapes are static or simply dynamic; the data-dependent parts stay in
-numpy in the engine (`np_ops`): change detection, token selection, the router's hysteresis, the
+numpy in the engine (`ops/`): change detection, token selection, the router's hysteresis, the
 STTF caches and references, and temporal fusion (its ToMe merge loop runs a data-dependent number
 of times, so it is not a graph; its only weight, the time embedding, is saved as a .npy file).
 
-Graphs (`onnx_engine.GRAPHS` holds the I/O names; D dim, H heads, hd = D / H, L branch depth,
+Graphs (`graphs.GRAPHS` holds the I/O names; D dim, H heads, hd = D / H, L branch depth,
 E dec_dim, V vocabulary, G gestures; leading dims named below are dynamic):
 - `embed_frames`: frames (B,3,224,224) -> tokens (B,196,D);
   `embed_events`: hist (B,2,112,112) -> tokens (B,196,D).
@@ -27,9 +27,12 @@ E dec_dim, V vocabulary, G gestures; leading dims named below are dynamic):
 Precisions: fp32 as exported; fp16 converted with onnxruntime.transformers' float16 converter
 (onnx's own converter is not in onnx 1.23) with `keep_io_types=True`, so every graph's inputs
 and outputs stay float32 and the engine code is the same for both. Files: `<model_dir>/onnx/
-<precision>/<graph>.onnx` and `<model_dir>/onnx/fusion_time_embed.npy`, each recorded in the
-manifest (`weights.add_files`) with sha256, opset, precision, its I/O, the export command and
-the sha256 of the `model.pt` it came from (a retrained model makes the export stale).
+<precision>/<graph>.onnx`, the weights those graphs share, `<model_dir>/onnx/<precision>/
+weights.bin` (ONNX external data, each distinct tensor stored once: `shared_weights.py`), and
+`<model_dir>/onnx/fusion_time_embed.npy`, each recorded in the manifest (`weights.add_files`)
+with sha256, opset, precision, its I/O, the export command and the sha256 of the `model.pt` it
+came from (a retrained model makes the export stale). The check against torch runs on the
+written files, so it covers the external-data references too.
 """
 
 from __future__ import annotations
@@ -51,13 +54,17 @@ from torch import nn
 
 from tinygpt_ros.deploy.graphs import (
     FUSION_FILE,
-    GRAPHS,
     MIN_OPSET,
     ONNX_DIR,
     PRECISIONS,
+    WEIGHTS_KIND,
+    WEIGHTS_NAME,
     graph_file,
     graph_names,
+    graph_spec,
+    weights_file,
 )
+from tinygpt_ros.deploy.shared_weights import share_initializers
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.model.weights import MODEL_FILE, ModelLoadError, add_files, load_model_files
 from tinygpt_ros.spec.config import NUM_TOKENS
@@ -222,7 +229,7 @@ def _module(model: TinyGPT, name: str) -> nn.Module:
 def _to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], name: str, opset: int):
     import onnx
 
-    spec = GRAPHS[name.split("_b")[0] if name.startswith("encoder_b") else name]
+    spec = graph_spec(name)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape asserts in the modules
@@ -248,16 +255,16 @@ def _to_fp16(proto: Any) -> Any:
     return model.model
 
 
-def _verify(proto: Any, module: nn.Module, args: tuple[torch.Tensor, ...], name: str,
+def _verify(path: Path, module: nn.Module, args: tuple[torch.Tensor, ...], name: str,
             precision: str) -> float:
-    """Run the graph in onnxruntime (CPU) on the example inputs; max |diff| to torch."""
+    """Run the written graph (and its shared weights) in onnxruntime (CPU) on the example
+    inputs; max |diff| to torch."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
     got = sess.run(None, feeds)
     with torch.no_grad():
@@ -277,16 +284,47 @@ def _verify(proto: Any, module: nn.Module, args: tuple[torch.Tensor, ...], name:
     return worst
 
 
-def _save(proto: Any, path: Path) -> None:
+def _save(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_precision(d: Path, precision: str, protos: dict[str, Any],
+                     traced: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]],
+                     common: dict[str, Any], verify: bool) -> dict[str, dict[str, Any]]:
+    """Write one precision's graphs and their shared weights file, check each written graph
+    against torch; returns their manifest entries."""
+    shared = share_initializers(protos, WEIGHTS_NAME)
+    weights_rel = weights_file(precision)
+    _save(shared.blob, d / weights_rel)
+    entries: dict[str, dict[str, Any]] = {
+        weights_rel: {**common, "kind": WEIGHTS_KIND, "precision": precision,
+                      "graphs": list(protos), "tensors": shared.tensors,
+                      "referenced_bytes": shared.referenced_bytes,
+                      "stored_bytes": shared.stored_bytes,
+                      "deduplicated_bytes": shared.deduplicated_bytes},
+    }
+    for name, proto in protos.items():
+        rel = graph_file(name, precision)
+        _save(proto.SerializeToString(), d / rel)
+        module, args = traced[name]
+        err = _verify(d / rel, module, args, name, precision) if verify else float("nan")
+        spec = graph_spec(name)
+        entries[rel] = {
+            **common, "kind": "onnx", "graph": name, "precision": precision,
+            "io_dtype": "float32", "inputs": list(spec["inputs"]),
+            "outputs": list(spec["outputs"]), "verify_max_abs_diff": err,
+            "external_data": weights_rel, **shared.per_graph[name],
+        }
+        log.info(f"{rel} ({precision}, opset {common['opset']}, max |ort - torch| {err:.2g})")
+    return entries
 
 
 def export_model(
@@ -332,23 +370,23 @@ def export_model(
     entries: dict[str, dict[str, Any]] = {}
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
+    traced: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]] = {}
+    protos: dict[str, dict[str, Any]] = {p: {} for p in precisions}
     for name in graph_names(loaded.config):
         module = _module(model, name).eval()
         args = _example_inputs(model, name, gen)
+        traced[name] = (module, args)
         base = _to_onnx(module, args, name, opset)
-        spec = GRAPHS[name.split("_b")[0] if name.startswith("encoder_b") else name]
-        for precision in precisions:
+        for precision in precisions:  # fp16 converts `base` before it loses its weights below
             proto = base if precision == "fp32" else _to_fp16(base)
             onnx.checker.check_model(proto, full_check=True)
-            err = _verify(proto, module, args, name, precision) if verify else float("nan")
-            rel = graph_file(name, precision)
-            _save(proto, d / rel)
-            entries[rel] = {
-                **common, "kind": "onnx", "graph": name, "precision": precision,
-                "io_dtype": "float32", "inputs": list(spec["inputs"]),
-                "outputs": list(spec["outputs"]), "verify_max_abs_diff": err,
-            }
-            log.info(f"{rel} ({precision}, opset {opset}, max |ort - torch| {err:.2g})")
+            protos[precision][name] = proto
+    for precision in precisions:
+        entries.update(_write_precision(d, precision, protos[precision], traced, common,
+                                        verify))
+        log.info(f"{weights_file(precision)}: "
+            f"{entries[weights_file(precision)]['deduplicated_bytes']} duplicate weight bytes "
+            f"not stored")
     time_embed = model.fusion.time_embed.detach().cpu().numpy().astype(np.float32)
     fp = d / FUSION_FILE
     fp.parent.mkdir(parents=True, exist_ok=True)

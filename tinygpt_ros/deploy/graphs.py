@@ -10,6 +10,9 @@ ONNX_DIR = "onnx"
 PRECISIONS = ("fp32", "fp16")
 MIN_OPSET = 17  # LayerNormalization
 FUSION_FILE = f"{ONNX_DIR}/fusion_time_embed.npy"
+# The external-data file each precision's graphs share (`shared_weights.py`), next to them.
+WEIGHTS_NAME = "weights.bin"
+WEIGHTS_KIND = "onnx_weights"  # its manifest entry's "kind" (graphs are "onnx")
 
 # Inputs and outputs of every graph, in order, with their dynamic axes (export.py writes them,
 # the engine feeds them). Encoder graphs `encoder_b{i}` share the "encoder" entry.
@@ -65,6 +68,13 @@ def graph_file(name: str, precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return f"{ONNX_DIR}/{precision}/{name}.onnx"
+
+
+def weights_file(precision: str) -> str:
+    """Path of the weights file the graphs of `precision` share, relative to the model dir."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return f"{ONNX_DIR}/{precision}/{WEIGHTS_NAME}"
 
 
 def trt_profile_shapes(cfg: ModelConfig, name: str) -> dict[str, tuple[tuple[int, ...], ...]]:

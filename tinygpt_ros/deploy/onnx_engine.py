@@ -3,12 +3,13 @@
 The streaming control flow is `streaming.StreamingEngine`, the same as the torch engine's; the
 networks are the ONNX graphs written by `tinygpt-ros export` (see `export.py` for each graph's
 inputs and outputs). STTF caches, references, token selection, the router's hysteresis and the
-temporal fusion (data-dependent ToMe loop) run in numpy (`np_ops`). Importing this module does
+temporal fusion (data-dependent ToMe loop) run in numpy (`ops/`). Importing this module does
 not import torch.
 
-Loading checks every file it uses against the manifest (sha256 and size), that the export was
-made from the manifest's `model.pt`, and each graph's input/output names; any mismatch, or no
-export at all, raises `weights.ModelLoadError` naming the file and the manifest entry.
+Loading checks every file it uses against the manifest (sha256 and size: the graphs, the
+weights file they share and the fusion embedding), that the export was made from the
+manifest's `model.pt`, and each graph's input/output names; any mismatch, or no export at all,
+raises `weights.ModelLoadError` naming the file and the manifest entry.
 """
 
 from __future__ import annotations
@@ -203,6 +204,23 @@ def _stale_or_missing(d: Path, manifest: dict[str, Any], names: Sequence[str],
             )
 
 
+def _external_data_files(d: Path, manifest: dict[str, Any], graphs: Sequence[str]) -> list[str]:
+    """The weights files the graphs keep their initializers in (`shared_weights.py`), as their
+    manifest entries name them, so they are verified like the graphs before onnxruntime reads
+    them. An export from before shared weights names none (its graphs hold their weights)."""
+    shared: list[str] = []
+    for rel in graphs:
+        name = manifest["files"][rel].get("external_data")
+        if name is None:
+            continue
+        if not isinstance(name, str) or not name:
+            raise ModelLoadError(f"model manifest {d / MANIFEST_FILE}: files[{rel!r}]"
+                                 f".external_data must be a file name, found {name!r}")
+        if name not in shared:
+            shared.append(name)
+    return shared
+
+
 def _check_io(path: Path, entry_name: str, sess: Any, name: str) -> None:
     spec = graph_spec(name)
     got_in = [i.name for i in sess.get_inputs()]
@@ -246,7 +264,7 @@ class OnnxEngine(StreamingEngine):
         available_providers: Sequence[str] | None = None,
         logger: Callable[[str], None] | None = None,
     ) -> OnnxEngine:
-        """Load `<model_dir>/onnx/<precision>/*.onnx` (see `tinygpt-ros export`).
+        """Load `<model_dir>/onnx/<precision>/*.onnx` and their weights.bin (`tinygpt-ros export`).
 
         providers: order of preference, e.g. [TensorrtExecutionProvider, CUDAExecutionProvider,
         CPUExecutionProvider] (default: CPU only); unavailable ones are dropped with one warning.
@@ -262,7 +280,9 @@ class OnnxEngine(StreamingEngine):
         manifest = load_manifest(d)
         cfg, tokenizer, classes = parse_manifest(d, manifest)
         names = graph_names(cfg)
-        files = [graph_file(n, precision) for n in names] + [FUSION_FILE]
+        graphs = [graph_file(n, precision) for n in names]
+        _stale_or_missing(d, manifest, [*graphs, FUSION_FILE], precision)
+        files = [*graphs, *_external_data_files(d, manifest, graphs), FUSION_FILE]
         _stale_or_missing(d, manifest, files, precision)
         try:
             verify_files(d, files, manifest)

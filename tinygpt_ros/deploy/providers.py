@@ -10,11 +10,11 @@
   new token count shows up.
 - `TrtEngineCache` keeps TensorRT engines from being rebuilt silently or reused wrongly: a JSON
   stamp next to the cache records the TensorRT and onnxruntime versions, the exported graphs'
-  sha256, precision and device, plus the sha256 of every cache file after a build. On start,
-  an empty cache logs that a build is about to happen; a stamp that does not match (new
-  TensorRT, new model, ...) or a cache file that is missing/changed (corrupt) moves the old
-  cache aside (`<dir>.stale-<time>`) with a warning and rebuilds. No TensorRT is needed to test
-  this logic.
+  (and their shared weights file's) sha256, precision and device, plus the sha256 of every
+  cache file after a build. On start, an empty cache logs that a build is about to happen; a
+  stamp that does not match (new TensorRT, new model, ...) or a cache file that is
+  missing/changed (corrupt) moves the old cache aside (`<dir>.stale-<time>`) with a warning and
+  rebuilds. No TensorRT is needed to test this logic.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinygpt_ros.deploy.graphs import trt_profile_shapes
+from tinygpt_ros.deploy.graphs import WEIGHTS_KIND, trt_profile_shapes
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,11 @@ class TrtEngineCache:
                   ) -> TrtEngineCache:
         """Cache dir `<cache_dir>/<model id>-<precision>` with the stamp for this model."""
         files = manifest.get("files", {})
+        # the graphs and the weights file they share: new weights under the same graphs (whose
+        # files hold only offsets into it) must not reuse engines built from the old ones
         graphs = sorted(n for n, e in files.items()
-                        if e.get("kind") == "onnx" and e.get("precision") == precision)
+                        if e.get("kind") in ("onnx", WEIGHTS_KIND)
+                        and e.get("precision") == precision)
         digest = hashlib.sha256("".join(files[n]["sha256"] for n in graphs).encode()).hexdigest()
         stamp = {
             "tensorrt": tensorrt_version(),

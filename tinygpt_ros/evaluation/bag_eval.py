@@ -141,7 +141,7 @@ def parse_configs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def full_knobs(overrides: dict[str, Any]) -> dict[str, Any]:
-    """Every knob: the node's defaults (config/edge.yaml == core.config.Knobs) + overrides."""
+    """Every knob: the node's defaults (config/edge.yaml == spec.config.Knobs) + overrides."""
     knobs = Knobs()
     for name, value in overrides.items():
         knobs.set(name, value)

@@ -273,7 +273,7 @@ def bench_markdown(rep: dict[str, Any], command: str | None, plot: str | None = 
         f"scored together (pycocoevalcap); wall time {rep['seconds']:.0f} s",
         f"- token budget of tome / random_drop / fastv: max_fused_tokens = "
         f"{rep['knobs']['max_fused_tokens']} (what STTF fuses down to)",
-        "- ratios are against dense from this one run; FLOPs are analytical (core/flops.py) "
+        "- ratios are against dense from this one run; FLOPs are analytical (spec/flops.py) "
         "for what each method really runs; latency is the sum of the engine stages per frame, "
         f"measured in a second pass over {rep['latency_frames']} frames per configuration with "
         "the configurations interleaved frame by frame (load drift hits all alike)",

@@ -23,7 +23,7 @@ gating). So they stream through `quality.evaluate_captions` exactly like the eng
   decoder's own modules (`fastv_generate`), decoder.py is untouched. With a 1-layer decoder
   there is nothing after layer 1 and fastv equals dense.
 
-FLOPs are counted for what each peer really runs, with the formulas of `core/flops.py`
+FLOPs are counted for what each peer really runs, with the formulas of `spec/flops.py`
 (encoder on the tokens it sees, merge similarity matmuls for ToMe, decoder prefill/steps on the
 tokens each layer sees for FastV); top-k, random choice and pooling cost is ignored like norms.
 """

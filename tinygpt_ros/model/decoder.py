@@ -20,7 +20,7 @@ tokens (ToMe proportional attention: a token that stands for `s` merged tokens w
 copies; size 0 = padding -> -inf, never attended), 0 for text. A padding query attends to itself
 only, so no row is all -inf (no NaN) and padding never leaks into real tokens.
 
-Decoding and its cost (for `core/flops.py`): `generate` with `use_cache=True` runs the projector
+Decoding and its cost (for `spec/flops.py`): `generate` with `use_cache=True` runs the projector
 on the K vision tokens, `prefill` on K vision + 1 bos token (all layers; LM head on the last
 position), which yields generated token 1, then one `step` per further generated token: the token
 produced at step j (j >= 1) is fed at text position j and attends to K + j + 1 keys. A caption of

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tinygpt_ros import ops as np_ops
+from tinygpt_ros import ops
 from tinygpt_ros.spec.config import ModelConfig
 
 _EPS = 1e-12
@@ -56,7 +56,7 @@ def bipartite_merge(
     merged into their B match by size-weighted averaging (sizes add), which keeps
     sum(size * x) and sum(size) exactly. With `pos` (B, N, P) and `pos_weight` w > 0 the
     match score is cosine similarity - w * squared centroid distance, so merges stay local.
-    Scores are rounded to `np_ops.MERGE_SCORE_QUANTUM` so float noise cannot break ties.
+    Scores are rounded to `ops.MERGE_SCORE_QUANTUM` so float noise cannot break ties.
     Padding (size 0): a padding A token is merged first
     (similarity +inf: it changes nothing), and a real A token never picks a padding B token
     (similarity -inf), so padding never alters a real token. Output order: unmerged A, then B.
@@ -78,7 +78,7 @@ def bipartite_merge(
         scores = (a_m @ b_m.transpose(-2, -1)).float()  # (B, Na, Nb)
         if pos is not None and pos_weight > 0:
             scores = scores - pos_weight * _sq_dist(pos[:, ::2], pos[:, 1::2])
-        q = 1.0 / np_ops.MERGE_SCORE_QUANTUM  # near-ties stay ties, broken by index
+        q = 1.0 / ops.MERGE_SCORE_QUANTUM  # near-ties stay ties, broken by index
         scores = torch.round(scores * q) / q
         scores = scores.masked_fill((b_s <= 0)[:, None, :], -float("inf"))
         scores = scores.masked_fill((a_s <= 0)[:, :, None], float("inf"))
@@ -103,7 +103,7 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def token_positions(t: int, temporal_window: int) -> torch.Tensor:
     """(t, N, 3) normalised (x, y, time) of every token of a window's last t slots."""
-    return torch.from_numpy(np_ops.token_positions(t, temporal_window))
+    return torch.from_numpy(ops.token_positions(t, temporal_window))
 
 
 def compact(x: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +129,7 @@ class TemporalFusion(nn.Module):
        (hence the real count) is at most `max_tokens`; with cfg.fusion_pos_weight > 0 the match
        score penalises distance between token centroids (merges stay local in space-time).
     Every token carries its size-weighted (x, y, t) centroid in [0, 1] (see
-    `np_ops.token_positions`), averaged exactly like the tokens; the gesture head reads them.
+    `ops.token_positions`), averaged exactly like the tokens; the gesture head reads them.
     Returns (tokens (B, K, D), sizes (B, K), positions (B, K, 3)), K <= max_tokens, size 0 =
     padding; sizes sum to T * N per row and the size-weighted mean of the tokens equals the
     mean of the embedded input.

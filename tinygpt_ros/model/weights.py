@@ -94,6 +94,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _dump_manifest(model_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest with `model_dir_bytes`, the size of the model directory: every file
+    listed under `files` (all but the manifest itself), so a change of size is visible in review."""
+    manifest["model_dir_bytes"] = sum(int(e["bytes"]) for e in manifest["files"].values())
     try:
         text = json.dumps(manifest, indent=2) + "\n"
     except (TypeError, ValueError) as exc:

@@ -4,7 +4,7 @@ Kept free of node state so the formats are testable and stable: consumers (dashb
 evaluation scripts, `ros2 topic echo /diagnostics`) parse these key names.
 
 Per frame (`<node>: frame`): tokens_in, tokens_recomputed, tokens_fused, branch, flops_total,
-flops_encoder, flops_dense, flops_ratio, latency_ms_<stage> (every stage of core.types.STAGES),
+flops_encoder, flops_dense, flops_ratio, latency_ms_<stage> (every stage of spec.types.STAGES),
 latency_ms_total, caption_reused, dropped_frames, errors, energy_mj, energy_source,
 ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, and for event windows
 gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead) or

@@ -1,7 +1,7 @@
 """Parameters of tinygpt_node: one table (`PARAM_SPECS`) for declaration, descriptors, validation
 and the yaml file.
 
-The STTF/ANC knobs come from `core.config.KNOB_SPECS` and are validated with `Knobs.validated`,
+The STTF/ANC knobs come from `spec.config.KNOB_SPECS` and are validated with `Knobs.validated`,
 so the node refuses exactly what the engine would refuse, with the same words. rclpy checks the
 descriptor's type and range first (its own message names the parameter and the range); the
 callback returned by `make_validator` adds the checks descriptors cannot express (choices, NaN,
