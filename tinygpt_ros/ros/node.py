@@ -35,6 +35,7 @@ from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.spin import spin_node_main
+from tinygpt_ros.runtime.threads import apply_thread_limits
 from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
 
@@ -104,6 +105,8 @@ class TinyGptNode(LifecycleNode):
         self.stats = diag.FrameStats()
         self.last_error = ""  # why the last configure failed (also logged)
         self.token_maps_built = 0
+        self._thread_limits = (0, 0)  # (blas_threads, intra_op_threads) of the last configure
+        self._threads = ""  # what the libraries reported after applying them
 
         self.add_on_set_parameters_callback(params.make_validator())
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -207,6 +210,7 @@ class TinyGptNode(LifecycleNode):
         options: dict[str, Any] = {"precision": values["precision"]}
         if backend == "onnxruntime":
             options["providers"] = list(values["providers"])
+            options["threads"] = int(values["intra_op_threads"]) or None  # 0: ort default
             options["logger"] = self.get_logger().warning  # provider fallback, TensorRT builds
         try:
             factory = self._engine_factory or _default_engine_factory()
@@ -224,6 +228,9 @@ class TinyGptNode(LifecycleNode):
                 "parameter model_dir at launch to point at a model directory)"
             )
             return FAILURE
+        # Before the warm-up: from here on no pool may run wider than the parameters say.
+        self._thread_limits = (int(values["blas_threads"]), int(values["intra_op_threads"]))
+        self._apply_thread_limits()
         try:
             for name in params.KNOB_NAMES:
                 engine.set_knob(name, values[name])
@@ -298,6 +305,19 @@ class TinyGptNode(LifecycleNode):
         )
         return SUCCESS
 
+    def _apply_thread_limits(self) -> None:
+        """Cap the BLAS/OpenMP/OpenCV pools and torch's intra-op pool (see runtime/threads.py);
+        called on configure and again in the worker thread (an OpenMP limit is per thread).
+        What the libraries report afterwards is logged and published in the 1 Hz summary."""
+        blas, intra = self._thread_limits
+        summary = apply_thread_limits(blas, intra).summary()
+        engine_threads = getattr(self._engine, "intra_op_threads", None)
+        if engine_threads is not None:
+            summary += f" onnxruntime {engine_threads}"
+        if summary != self._threads:
+            self.get_logger().info(f"thread limits: {summary}")
+        self._threads = summary
+
     def _add_input(self, kind: str, msg_type: Any, topic: str, qos: QoSProfile) -> None:
         inp = _Input(kind, topic, LatestMailbox(self._wake))
         inp.subscription = self.create_subscription(
@@ -346,6 +366,7 @@ class TinyGptNode(LifecycleNode):
         inp.mailbox.put(_Pending(msg, time.time_ns() // 1000))
 
     def _run_worker(self) -> None:
+        self._apply_thread_limits()
         while not self._stop.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
@@ -455,6 +476,7 @@ class TinyGptNode(LifecycleNode):
             self.get_name(), dropped=self.dropped_frames, budget=budget,
             hardware_id=self._hardware_id,
         )
+        status.values += diag.key_values([("threads", self._threads)])
         header = Header(stamp=self.get_clock().now().to_msg())
         self._pubs["diagnostics"].publish(diag.diagnostic_array(header, [status]))
 
