@@ -487,9 +487,10 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
     }
 
 
-def _last_dropped(rec: _Received, before_ns: int) -> int:
-    vals = [int(_f(v, "dropped_frames")) for s, _, v in rec.frame_diags + rec.event_diags
-            if s <= before_ns and v.get("dropped_frames")]
+def _last_count(rec: _Received, key: str, before_ns: int) -> int:
+    """The node's cumulative counter `key` (dropped_frames, transport_lost) as of a time."""
+    vals = [int(_f(v, key)) for s, _, v in rec.frame_diags + rec.event_diags
+            if s <= before_ns and v.get(key)]
     return max(vals) if vals else 0
 
 
@@ -537,10 +538,20 @@ def run_combination(config: str, qos: str, transport: str, streams: Sequence[Sou
         # reliable: the k-th caption belongs to the k-th frame diagnostics received.
         caption_index = {s: i for i, (s, _, _) in enumerate(rec.frame_diags)}
         for name, wall, mono, n_img, n_ev in spans:
-            drops = (_last_dropped(rec, wall[0]), _last_dropped(rec, wall[1] + int(drain_s * 1e9)))
-            result["streams"][name] = stream_stats(name, published, rec, caption_index, wall,
-                                                   n_img, n_ev, drops, sampler, mono, warmup_s)
+            end = wall[1] + int(drain_s * 1e9)
+            drops = (_last_count(rec, "dropped_frames", wall[0]),
+                     _last_count(rec, "dropped_frames", end))
+            stats = stream_stats(name, published, rec, caption_index, wall, n_img, n_ev, drops,
+                                 sampler, mono, warmup_s)
+            # what the node itself learnt from the middleware (message-lost events)
+            stats["node_transport_lost"] = (_last_count(rec, "transport_lost", end)
+                                            - _last_count(rec, "transport_lost", wall[0]))
+            result["streams"][name] = stats
         result["errors"] = rec.errors[:10]
+        if rec.summaries:
+            last = rec.summaries[-1]
+            result["node_summary"] = {k: last.get(k) for k in
+                                      ("transport_lost", "incompatible_qos", "dropped")}
         result["captions_received"] = len(rec.caption_times)
         warm = [s for s in sampler.samples if s[0] >= spans[0][2][0] + seconds / 2]
         if len(warm) >= 2:
@@ -636,6 +647,7 @@ def targets(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     "processed": sum(x["images_processed"] + x["events_processed"] for x in st),
                     "mailbox_dropped": sum(x["mailbox_dropped"] for x in st),
                     "lost_before_node": sum(x["lost_before_node"] for x in st),
+                    "node_transport_lost": sum(x.get("node_transport_lost", 0) for x in st),
                     "ros_overhead_share_p50_max": max(
                         (x["ros_overhead_share_p50"] for x in st
                          if x["ros_overhead_share_p50"] is not None), default=None),
@@ -666,13 +678,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['events_hz']:g} Hz from another process, {s['seconds_per_stream']:g} s per stream "
         f"({', '.join(s['streams'])}), on {report['machine']['cpus']} CPU cores, one run. "
         "Latency: source stamp (wall clock at publish) to receipt of the frame's /diagnostics "
-        "and of its caption; first 0.5 s of each stream left out. lost = published - processed - "
-        "mailbox drops (lost by the transport before the node saw them). ROS share = ROS "
-        "overhead / (engine + ROS overhead) per frame, p50. CPU = node process, % of one core.",
+        "and of its caption; first 0.5 s of each stream left out. lost = published - processed "
+        "- mailbox drops (lost by the transport before the node saw them; in brackets the count "
+        "the node itself reports as `transport_lost` from the middleware's message-lost events). "
+        "ROS share = ROS overhead / (engine + ROS overhead) per frame, p50. CPU = node process, "
+        "% of one core.",
         "",
         "| QoS | images | config | stream | published img/ev | processed img/ev | mailbox drops "
-        "| lost | fps | latency p50 / p95 ms | caption p50 ms | engine p50 ms | ROS share | CPU % "
-        "| RSS MB |",
+        "| lost (node saw) | fps | latency p50 / p95 ms | caption p50 ms | engine p50 ms "
+        "| ROS share | CPU % | RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
@@ -682,7 +696,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {r['qos']} | {r['transport']} | {r['config']} | {name} "
                 f"| {x['images_published']}/{x['events_published']} "
                 f"| {x['images_processed']}/{x['events_processed']} | {x['mailbox_dropped']} "
-                f"| {x['lost_before_node']} | {x['processed_fps'] or 0:.1f} "
+                f"| {x['lost_before_node']} ({x.get('node_transport_lost', '–')}) "
+                f"| {x['processed_fps'] or 0:.1f} "
                 f"| {_ms(x['latency_ms_p50'])} / {_ms(x['latency_ms_p95'])} "
                 f"| {_ms(x['caption_latency_ms_p50'])} | {_ms(x['engine_ms_p50'])} "
                 f"| {_num(share, '.1%')} | {_num(x['node_cpu_pct'], '.0f')} "

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import UnsupportedEventTypeError
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -35,6 +36,7 @@ from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.spin import spin_node_main
+from tinygpt_ros.ros.transport import TransportMonitor
 from tinygpt_ros.runtime.threads import apply_thread_limits
 from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
@@ -105,6 +107,8 @@ class TinyGptNode(LifecycleNode):
         self.stats = diag.FrameStats()
         self.last_error = ""  # why the last configure failed (also logged)
         self.token_maps_built = 0
+        self._transport = TransportMonitor(self.get_logger().warning, self.get_logger().error,
+                                           "")
         self._thread_limits = (0, 0)  # (blas_threads, intra_op_threads) of the last configure
         self._threads = ""  # what the libraries reported after applying them
 
@@ -241,6 +245,8 @@ class TinyGptNode(LifecycleNode):
             _close(engine)
             return FAILURE
 
+        self._transport = TransportMonitor(self.get_logger().warning, self.get_logger().error,
+                                           values["qos_reliability"])
         events_kind = values["events_msg_type"]
         packet_type = event_packet_type()
         if events_kind == "auto":
@@ -320,10 +326,20 @@ class TinyGptNode(LifecycleNode):
 
     def _add_input(self, kind: str, msg_type: Any, topic: str, qos: QoSProfile) -> None:
         inp = _Input(kind, topic, LatestMailbox(self._wake))
-        inp.subscription = self.create_subscription(
-            msg_type, topic, lambda msg, inp=inp: self._on_message(inp, msg), qos,
-            callback_group=self._io_group,
-        )
+
+        def subscribe(with_lost: bool) -> Any:
+            events = self._transport.callbacks(lambda: inp.subscription.topic_name, with_lost)
+            return self.create_subscription(
+                msg_type, topic, lambda msg, inp=inp: self._on_message(inp, msg), qos,
+                callback_group=self._io_group, event_callbacks=events,
+            )
+
+        try:
+            inp.subscription = subscribe(with_lost=True)
+        except UnsupportedEventTypeError:  # this rmw cannot report lost messages
+            self.get_logger().warning(f"{topic}: the middleware does not report lost messages; "
+                                      "transport_lost stays 0")
+            inp.subscription = subscribe(with_lost=False)
         self._inputs.append(inp)
 
     def _teardown(self) -> None:
@@ -435,6 +451,7 @@ class TinyGptNode(LifecycleNode):
             ros_overhead_ms=ros_overhead_ms, dropped_frames=self.dropped_frames,
             errors=self.stats.error_total, hardware_id=self._hardware_id, energy=energy,
         )
+        status.values += diag.key_values(self._transport.diagnostics())
         if energy is None:
             energy = (diag.energy_mj(result.record.total_flops, budget.j_per_gflop),
                       diag.ENERGY_SOURCE)
@@ -476,7 +493,8 @@ class TinyGptNode(LifecycleNode):
             self.get_name(), dropped=self.dropped_frames, budget=budget,
             hardware_id=self._hardware_id,
         )
-        status.values += diag.key_values([("threads", self._threads)])
+        status.values += diag.key_values([("threads", self._threads),
+                                          *self._transport.diagnostics()])
         header = Header(stamp=self.get_clock().now().to_msg())
         self._pubs["diagnostics"].publish(diag.diagnostic_array(header, [status]))
 

@@ -127,8 +127,12 @@ def _ros_specs() -> list[ParamSpec]:
             choices=("relative", "absolute"),
         ),
         ParamSpec(
-            "qos_reliability", str, "best_effort",
-            "Reliability of the input subscriptions (sensor-data QoS by default).",
+            "qos_reliability", str, "reliable",
+            "Reliability of the input subscriptions. reliable (default): a 640x480 rgb8 frame "
+            "(921 KB) over best_effort is lost whole when one fragment is (measured: most frames "
+            "at 30 Hz on one machine); a best_effort publisher cannot match a reliable "
+            "subscription (reported as incompatible_qos). best_effort suits small or compressed "
+            "messages and lossy links where a late frame is worthless.",
             choices=("best_effort", "reliable"), applies=NEXT_CONFIGURE,
         ),
         ParamSpec(
