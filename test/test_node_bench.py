@@ -50,6 +50,8 @@ def test_bench_node_runs_the_graph_and_reports(ros, tmp_path, monkeypatch):
         assert s["latency_ms_p50"] > 0 and s["caption_latency_ms_p50"] > 0
         assert s["node_rss_mb_max"] > 50
         assert run["rss_timeline"] and run["captions_received"] >= s["images_processed"]
+        assert s["node_transport_lost"] >= 0  # the node's own count of middleware losses
+        assert run["node_summary"]["incompatible_qos"] == "0"  # the bench's QoS matched
     ratios = report["targets"]["reliable/raw"]["latency_p50_sttf_over_dense"]
     assert set(ratios) == {"still"} and ratios["still"] > 0
     text = md.read_text()
