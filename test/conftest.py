@@ -21,8 +21,8 @@ from tinygpt_ros.ros import compat
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 compat.localhost_discovery(os.environ)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-# Torch on 2 cores: keep tests from oversubscribing.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No OMP_NUM_THREADS here: the node and the benchmark commands set their own thread limits
+# (runtime/threads.py), so tests run them the way a robot does.
 
 
 def ros_domain_id() -> int:

@@ -122,8 +122,34 @@ def test_jetson_power_rails_give_measured_energy(ros, lifecycle, tinygpt, tmp_pa
     assert 0 < float(values["energy_mj"]) < 10.0 * 5.0 * 1e3
 
 
-def test_sensor_data_qos_by_default(ros, lifecycle, tinygpt):
-    tinygpt()
+def _summary_value(io, key: str) -> int:
+    values = [status_values(s).get(key) for _, s in io.statuses(": summary")]
+    return max((int(v) for v in values if v is not None), default=-1)
+
+
+def test_reliable_by_default_and_an_unmatched_best_effort_publisher_is_reported(
+        ros, lifecycle, tinygpt):
+    """Reliable input QoS by default (whole 640x480 frames at 30 Hz on one machine). A
+    sensor-data (best-effort) camera cannot match it: the node says so (error log, counted as
+    incompatible_qos in its summary) instead of silently receiving nothing."""
+    node = tinygpt()
+    assert node.get_parameter("qos_reliability").value == "reliable"
+    lc = lifecycle()
+    assert lc.configure() and lc.activate()
+    io = Io(ros, qos=qos_profile_sensor_data)
+    assert ros.spin_until(lambda: _summary_value(io, "incompatible_qos") >= 1, timeout=15.0)
+    assert io.image.get_subscription_count() == 0  # never matched
+    assert _summary_value(io, "transport_lost") == 0
+    reliable = io.node.create_publisher(Image, "image", RELIABLE)
+    assert io.connected(reliable)
+    reliable.publish(_frame())
+    assert ros.spin_until(lambda: io.captions and io.statuses(": frame"))
+    _, status = io.statuses(": frame")[-1]
+    assert status_values(status)["transport_lost"] == "0"
+
+
+def test_sensor_data_qos_when_configured(ros, lifecycle, tinygpt):
+    tinygpt(qos_reliability="best_effort")
     lc = lifecycle()
     assert lc.configure() and lc.activate()
     io = Io(ros, qos=qos_profile_sensor_data)

@@ -13,6 +13,7 @@ from types import ModuleType
 from tinygpt_ros.cli import (
     bench,
     bench_engines,
+    bench_node,
     demo,
     eval_bags,
     export,
@@ -30,6 +31,7 @@ COMMANDS: dict[str, ModuleType] = {
     "eval": eval_bags,
     "bench": bench,
     "bench-engines": bench_engines,
+    "bench-node": bench_node,
 }
 
 

@@ -27,8 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from tinygpt_ros.data.gestures import make_gesture_set
     from tinygpt_ros.data.scenes import make_clips
     from tinygpt_ros.evaluation.quality import (
@@ -37,12 +35,13 @@ def run(args: argparse.Namespace) -> int:
         quality_markdown,
     )
     from tinygpt_ros.model.weights import add_metrics
+    from tinygpt_ros.runtime.threads import DEFAULT_BLAS_THREADS, apply_thread_limits
     from tinygpt_ros.runtime.torch_engine import TorchEngine
     from tinygpt_ros.train.recipe import EVENT_WINDOW_US
 
     if args.record and args.split != "test":
         raise SystemExit("--record stores held-out figures: use it with --split test only")
-    torch.set_num_threads(args.threads)
+    apply_thread_limits(DEFAULT_BLAS_THREADS, args.threads)
     engine = TorchEngine.from_dir(args.model)
     clips = []
     for motion in ("still", "slow", "busy"):

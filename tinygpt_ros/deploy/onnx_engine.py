@@ -250,6 +250,12 @@ class OnnxEngine(StreamingEngine):
         """Execution providers the sessions run on, in order of preference."""
         return list(self.provider_choice.selected) if self.provider_choice else [CPU]
 
+    @property
+    def intra_op_threads(self) -> int:
+        """The sessions' intra_op_num_threads as onnxruntime holds it (0 = its default)."""
+        sessions = list(self.kernels.sessions.values())  # type: ignore[attr-defined]
+        return int(sessions[0].get_session_options().intra_op_num_threads) if sessions else 0
+
     @classmethod
     def from_dir(
         cls,

@@ -34,6 +34,11 @@ from typing import Any
 
 from tinygpt_ros.bags.reader import BagMessage, bag_topics, iter_bag
 from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS, ComputeSummary
+from tinygpt_ros.runtime.threads import (
+    DEFAULT_BLAS_THREADS,
+    DEFAULT_INTRA_OP_THREADS,
+    apply_thread_limits,
+)
 from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 from tinygpt_ros.spec.types import ComputeRecord
 
@@ -609,8 +614,9 @@ def evaluate_bag(job: BagJob) -> BagResult:
     from tinygpt_ros.ros.conversions import ConversionError, stamp_to_ns
 
     t_start = time.perf_counter()
-    if job.threads:
-        torch.set_num_threads(job.threads)
+    # The node's thread limits (runtime/threads.py), set by the process itself, not by
+    # OMP_NUM_THREADS: the figures are then what the robot gets. --threads widens intra-op.
+    apply_thread_limits(DEFAULT_BLAS_THREADS, job.threads or DEFAULT_INTRA_OP_THREADS)
     torch.manual_seed(0)
     issues = Issues(job.name)
     source = BagSource(job.path, issues)
@@ -626,7 +632,8 @@ def evaluate_bag(job: BagJob) -> BagResult:
         return result
     engines = {}
     for name, knobs in job.configs.items():
-        engine = load_engine(job.model_dir, backend=job.backend)
+        engine = load_engine(job.model_dir, backend=job.backend,
+                             threads=job.threads or DEFAULT_INTRA_OP_THREADS)
         for k, v in knobs.items():
             engine.set_knob(k, v)
         engines[name] = engine
@@ -698,10 +705,6 @@ def _deserialize(raw: bytes, cls: type) -> Any:
     from rclpy.serialization import deserialize_message
 
     return deserialize_message(raw, cls)
-
-
-def _worker_init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # ------------------------------------------------------------------------------------ merge
@@ -981,8 +984,7 @@ def run_eval(
         for j in jobs:
             j.threads = per_worker
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                                 initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
             results = list(pool.map(evaluate_bag, jobs))
     eval_s = time.perf_counter() - t0
     issues = list(pre_issues)

@@ -22,6 +22,11 @@ from typing import Any
 from tinygpt_ros.data.scenes import MOTIONS
 from tinygpt_ros.evaluation.metrics import METRIC_KEYS
 from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS
+from tinygpt_ros.runtime.threads import (
+    DEFAULT_BLAS_THREADS,
+    DEFAULT_INTRA_OP_THREADS,
+    apply_thread_limits,
+)
 
 ORDER = ("dense", "tome", "random_drop", "downscale", "fastv", "sttf", "anc", "sttf+anc")
 WHAT_RUNS = {
@@ -200,8 +205,7 @@ def run_bench(model_dir: str | Path, clips_per_motion: int = 30, frames: int = 4
     if clips_per_motion < 1 or frames < 2:
         raise ValueError(f"clips_per_motion must be >= 1 and frames >= 2, got "
                          f"{clips_per_motion}, {frames}")
-    if threads:
-        torch.set_num_threads(threads)
+    apply_thread_limits(DEFAULT_BLAS_THREADS, threads or DEFAULT_INTRA_OP_THREADS)
     torch.manual_seed(seed)
     kw: dict[str, Any] = {"num_frames": frames}
     if clip_size is not None:

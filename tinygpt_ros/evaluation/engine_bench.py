@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tinygpt_ros.runtime.threads import DEFAULT_BLAS_THREADS, apply_thread_limits
 from tinygpt_ros.spec.types import STAGES
 
 MOTIONS = ("still", "slow", "busy")
@@ -64,7 +65,7 @@ def run(model_dir: str | Path, clips_per_motion: int = 4, frames: int = 40, thre
     if clips_per_motion < 1 or frames < 1:
         raise ValueError(f"clips_per_motion and frames must be >= 1, got {clips_per_motion}, "
                          f"{frames}")
-    torch.set_num_threads(threads)
+    apply_thread_limits(DEFAULT_BLAS_THREADS, threads)  # torch's intra-op pool, BLAS, OpenCV
     engines: dict[str, Any] = {"torch": TorchEngine.from_dir(model_dir),
                                "onnxruntime": OnnxEngine.from_dir(model_dir, threads=threads)}
     if graph_file("router", "fp16") in load_manifest(model_dir)["files"]:

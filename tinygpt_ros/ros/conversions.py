@@ -107,7 +107,12 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         pixels = (pixels >> 8).astype(np.uint8)
     if order is None:
         return np.repeat(pixels, 3, axis=2)
-    return np.ascontiguousarray(pixels[:, :, list(order)])
+    if channels == 3 and order == (0, 1, 2):
+        return pixels.copy()  # a copy: the message's buffer is not ours to keep
+    # OpenCV, not a fancy index over the channels: at 640x480 that took 2-3 ms of a 5% budget.
+    code = {(3, True): cv2.COLOR_BGR2RGB, (4, True): cv2.COLOR_BGRA2RGB,
+            (4, False): cv2.COLOR_RGBA2RGB}[(channels, order == (2, 1, 0))]
+    return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:

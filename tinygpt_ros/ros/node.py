@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import UnsupportedEventTypeError
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -35,6 +36,8 @@ from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.spin import spin_node_main
+from tinygpt_ros.ros.transport import TransportMonitor
+from tinygpt_ros.runtime.threads import apply_thread_limits
 from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
 
@@ -105,6 +108,10 @@ class TinyGptNode(LifecycleNode):
         self.last_error = ""  # why the last configure failed (also logged)
         self.token_maps_built = 0
         self._log_handler = log_bridge.install(self.get_logger())
+        self._transport = TransportMonitor(self.get_logger().warning, self.get_logger().error,
+                                           "")
+        self._thread_limits = (0, 0)  # (blas_threads, intra_op_threads) of the last configure
+        self._threads = ""  # what the libraries reported after applying them
 
         compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set)
         params.declare_all(self)
@@ -208,6 +215,7 @@ class TinyGptNode(LifecycleNode):
         options: dict[str, Any] = {"precision": values["precision"]}
         if backend == "onnxruntime":
             options["providers"] = list(values["providers"])
+            options["threads"] = int(values["intra_op_threads"]) or None  # 0: ort default
             options["logger"] = self.get_logger().warning  # provider fallback, TensorRT builds
         try:
             factory = self._engine_factory or _default_engine_factory()
@@ -225,6 +233,9 @@ class TinyGptNode(LifecycleNode):
                 "parameter model_dir at launch to point at a model directory)"
             )
             return FAILURE
+        # Before the warm-up: from here on no pool may run wider than the parameters say.
+        self._thread_limits = (int(values["blas_threads"]), int(values["intra_op_threads"]))
+        self._apply_thread_limits()
         try:
             for name in params.KNOB_NAMES:
                 engine.set_knob(name, values[name])
@@ -235,6 +246,8 @@ class TinyGptNode(LifecycleNode):
             _close(engine)
             return FAILURE
 
+        self._transport = TransportMonitor(self.get_logger().warning, self.get_logger().error,
+                                           values["qos_reliability"])
         events_kind = values["events_msg_type"]
         packet_type = event_packet_type()
         if events_kind == "auto":
@@ -299,12 +312,35 @@ class TinyGptNode(LifecycleNode):
         )
         return SUCCESS
 
+    def _apply_thread_limits(self) -> None:
+        """Cap the BLAS/OpenMP/OpenCV pools and torch's intra-op pool (see runtime/threads.py);
+        called on configure and again in the worker thread (an OpenMP limit is per thread).
+        What the libraries report afterwards is logged and published in the 1 Hz summary."""
+        blas, intra = self._thread_limits
+        summary = apply_thread_limits(blas, intra).summary()
+        engine_threads = getattr(self._engine, "intra_op_threads", None)
+        if engine_threads is not None:
+            summary += f" onnxruntime {engine_threads}"
+        if summary != self._threads:
+            self.get_logger().info(f"thread limits: {summary}")
+        self._threads = summary
+
     def _add_input(self, kind: str, msg_type: Any, topic: str, qos: QoSProfile) -> None:
         inp = _Input(kind, topic, LatestMailbox(self._wake))
-        inp.subscription = self.create_subscription(
-            msg_type, topic, lambda msg, inp=inp: self._on_message(inp, msg), qos,
-            callback_group=self._io_group,
-        )
+
+        def subscribe(with_lost: bool) -> Any:
+            events = self._transport.callbacks(lambda: inp.subscription.topic_name, with_lost)
+            return self.create_subscription(
+                msg_type, topic, lambda msg, inp=inp: self._on_message(inp, msg), qos,
+                callback_group=self._io_group, event_callbacks=events,
+            )
+
+        try:
+            inp.subscription = subscribe(with_lost=True)
+        except UnsupportedEventTypeError:  # this rmw cannot report lost messages
+            self.get_logger().warning(f"{topic}: the middleware does not report lost messages; "
+                                      "transport_lost stays 0")
+            inp.subscription = subscribe(with_lost=False)
         self._inputs.append(inp)
 
     def _teardown(self) -> None:
@@ -347,6 +383,7 @@ class TinyGptNode(LifecycleNode):
         inp.mailbox.put(_Pending(msg, time.time_ns() // 1000))
 
     def _run_worker(self) -> None:
+        self._apply_thread_limits()
         while not self._stop.is_set():
             self._wake.wait(0.25)
             self._wake.clear()
@@ -415,6 +452,7 @@ class TinyGptNode(LifecycleNode):
             ros_overhead_ms=ros_overhead_ms, dropped_frames=self.dropped_frames,
             errors=self.stats.error_total, hardware_id=self._hardware_id, energy=energy,
         )
+        status.values += diag.key_values(self._transport.diagnostics())
         if energy is None:
             energy = (diag.energy_mj(result.record.total_flops, budget.j_per_gflop),
                       diag.ENERGY_SOURCE)
@@ -456,6 +494,8 @@ class TinyGptNode(LifecycleNode):
             self.get_name(), dropped=self.dropped_frames, budget=budget,
             hardware_id=self._hardware_id,
         )
+        status.values += diag.key_values([("threads", self._threads),
+                                          *self._transport.diagnostics()])
         header = Header(stamp=self.get_clock().now().to_msg())
         self._pubs["diagnostics"].publish(diag.diagnostic_array(header, [status]))
 

@@ -26,6 +26,7 @@ from rcl_interfaces.msg import (
 )
 
 from tinygpt_ros.deploy import power
+from tinygpt_ros.runtime.threads import DEFAULT_BLAS_THREADS, DEFAULT_INTRA_OP_THREADS
 from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 
 PACKAGE = "tinygpt_ros"
@@ -92,6 +93,20 @@ def _ros_specs() -> list[ParamSpec]:
             choices=("fp32", "fp16"), applies=NEXT_CONFIGURE,
         ),
         ParamSpec(
+            "intra_op_threads", int, DEFAULT_INTRA_OP_THREADS,
+            "Threads of the inference engine's intra-op pool (onnxruntime session option "
+            "intra_op_num_threads, torch.set_num_threads). 0 = the library default (one per "
+            "core). The default was measured on the node at camera rates (docs/benchmarks.md).",
+            0, 256, applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
+            "blas_threads", int, DEFAULT_BLAS_THREADS,
+            "Limit of the process's BLAS, OpenMP and OpenCV thread pools (numpy's matrix "
+            "products in the STTF controller, image resizing), applied with threadpoolctl: no "
+            "OMP_NUM_THREADS needed. 0 = the libraries' defaults (one per core).",
+            0, 256, applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
             "image_transport", str, "raw",
             "Camera input: 'raw' subscribes to image (sensor_msgs/Image), 'compressed' to "
             "image/compressed (sensor_msgs/CompressedImage, jpeg or png).",
@@ -112,8 +127,12 @@ def _ros_specs() -> list[ParamSpec]:
             choices=("relative", "absolute"),
         ),
         ParamSpec(
-            "qos_reliability", str, "best_effort",
-            "Reliability of the input subscriptions (sensor-data QoS by default).",
+            "qos_reliability", str, "reliable",
+            "Reliability of the input subscriptions. reliable (default): a 640x480 rgb8 frame "
+            "(921 KB) over best_effort is lost whole when one fragment is (measured: most frames "
+            "at 30 Hz on one machine); a best_effort publisher cannot match a reliable "
+            "subscription (reported as incompatible_qos). best_effort suits small or compressed "
+            "messages and lossy links where a late frame is worthless.",
             choices=("best_effort", "reliable"), applies=NEXT_CONFIGURE,
         ),
         ParamSpec(

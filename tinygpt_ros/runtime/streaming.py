@@ -96,6 +96,8 @@ class Stream:
     last_caption: str | None = None
     last_caption_len: int = 0
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
+    # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
+    fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
 
 
 class StageTimer:
@@ -259,14 +261,12 @@ class StreamingEngine:
         s.steps += 1
 
         with timer.stage("fusion"):
-            window = np.stack(list(s.window))  # (T, N, D)
-            n_window = window.shape[0] * NUM_TOKENS
+            n_window = len(s.window) * NUM_TOKENS
+            fused, sizes, positions = self._fuse(s, k.max_fused_tokens if k.sttf_enabled
+                                                 else None)
             if k.sttf_enabled:
-                fused, sizes, positions = kern.fuse(window, k.max_fused_tokens,
-                                                    STATIC_THRESHOLD)
                 fusion_flops = F.fusion_flops(cfg, n_window, int((sizes > 0).sum()))
             else:
-                fused, sizes, positions = kern.fuse(window, None, STATIC_THRESHOLD)
                 fusion_flops = 0.0
         n_fused = int((sizes > 0).sum())
         # A real token count: drop padding before the decoder so FLOPs match what runs.
@@ -316,6 +316,22 @@ class StreamingEngine:
         )
         mask = selected.reshape(GRID, GRID).copy()
         return FrameResult(record, caption, gesture, confidence, mask)
+
+    def _fuse(self, s: Stream, max_tokens: int | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Temporal fusion of the stream's window, or the last result when the window holds
+        the very same encoder outputs as last time (a still scene reuses the same output
+        array frame after frame, so after `temporal_window` reused frames the window stops
+        changing): the same input gives the same tokens, so they are not fused again.
+        The returned arrays are shared with the memo; callers must not write into them."""
+        frames = tuple(s.window)
+        memo = s.fusion_memo
+        if (memo is not None and memo[1] == max_tokens and len(memo[0]) == len(frames)
+                and all(a is b for a, b in zip(memo[0], frames, strict=True))):
+            return memo[2]
+        result = self.kernels.fuse(np.stack(frames), max_tokens, STATIC_THRESHOLD)
+        s.fusion_memo = (frames, max_tokens, result)  # holds the frames: ids stay unique
+        return result
 
     def _caption(
         self, s: Stream, fused: np.ndarray, sizes: np.ndarray

@@ -1,0 +1,59 @@
+"""`tinygpt-ros bench-node` end to end, shortened: the real graph in a subprocess, a couple of
+seconds of 640x480 traffic at camera rates, then the report's structure and that frames flowed.
+Timing is never asserted (the machine is shared); counts and structure are."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from tinygpt_ros.cli import build_parser, main
+from tinygpt_ros.evaluation import node_bench
+
+
+def test_generated_streams_are_camera_sized_and_differ_in_motion():
+    still = node_bench.generated_stream("still", num_frames=6)
+    pan = node_bench.generated_stream("pan", num_frames=6)
+    assert still.frames[0].shape == (480, 640, 3) and still.frames[0].dtype == np.uint8
+    assert np.array_equal(still.frames[0], still.frames[-1])
+    assert not np.array_equal(pan.frames[0], pan.frames[-1])
+    assert still.event_windows and all(w["t"].max(initial=0) < 50_000
+                                       for w in still.event_windows)
+
+
+def test_bench_node_runs_the_graph_and_reports(ros, tmp_path, monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain_id))
+    out = tmp_path / "bench"
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\nkept text\n")
+    args = ["bench-node", "--configs", "dense", "sttf+anc", "--qos", "reliable",
+            "--transports", "raw", "--streams", "still", "--seconds", "2.5",
+            "--out", str(out), "--markdown", str(md)]
+    assert build_parser().parse_args(args).func is not None
+    assert main(args) == 0
+    report = json.loads((out / "node_bench.json").read_text())
+    assert report["machine"]["thread_env"] == {
+        k: os.environ[k] for k in node_bench.THREAD_ENV if k in os.environ}
+    assert [(r["config"], r["qos"], r["transport"]) for r in report["runs"]] == [
+        ("dense", "reliable", "raw"), ("sttf+anc", "reliable", "raw")]
+    for run in report["runs"]:
+        assert "blas_threads=1" in run["threads"]
+        s = run["streams"]["still"]
+        assert s["images_published"] >= 30 and s["events_published"] >= 20
+        assert 0 < s["images_processed"] <= s["images_published"]
+        assert 0 < s["events_processed"] <= s["events_published"]
+        accounted = (s["images_processed"] + s["events_processed"] + s["mailbox_dropped"]
+                     + s["lost_before_node"])
+        assert accounted >= s["images_published"] + s["events_published"]
+        assert s["latency_ms_p50"] > 0 and s["caption_latency_ms_p50"] > 0
+        assert s["node_rss_mb_max"] > 50
+        assert run["rss_timeline"] and run["captions_received"] >= s["images_processed"]
+        assert s["node_transport_lost"] >= 0  # the node's own count of middleware losses
+        assert run["node_summary"]["incompatible_qos"] == "0"  # the bench's QoS matched
+    ratios = report["targets"]["reliable/raw"]["latency_p50_sttf_over_dense"]
+    assert set(ratios) == {"still"} and ratios["still"] > 0
+    text = md.read_text()
+    assert "kept text" in text and "## Node at camera rates" in text
+    assert "<!-- node:start" in text and "| reliable | raw | sttf+anc | still |" in text

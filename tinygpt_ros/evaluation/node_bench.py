@@ -1,0 +1,749 @@
+"""`tinygpt-ros bench-node`: the node measured the way a robot runs it.
+
+The engine benchmarks call the engine in-process; a robot runs `edge_bringup` (or
+`ros2 launch`) in its own process, with whatever environment the user has, fed by a camera
+driver at 30 Hz. This brings the real edge graph up in a subprocess (`python -m
+tinygpt_ros.ros.bringup`, the user's environment passed through unchanged apart from a private
+ROS_DOMAIN_ID when none is set), publishes camera frames and event windows into it at camera
+rates from this process, and records, for each stream:
+
+- frames published / processed / dropped by the node's depth-1 mailbox / lost before the node
+  (published - processed - mailbox drops: what the transport lost);
+- publish-to-output latency: the source stamp (wall clock at publish) to this process receiving
+  the frame's /diagnostics (same stamp in the header) and its caption (the k-th caption belongs
+  to the k-th processed frame: the node publishes one per frame, on a reliable topic);
+- the node's own per-frame figures from /diagnostics (engine latency, ROS overhead);
+- the node process's CPU % (of one core) and RSS over time (/proc), and this process's CPU.
+
+One run covers every (configuration, QoS, transport) combination, each on a freshly started
+graph, each through every stream (generated still / slow / pan / busy scenes at 640x480, or the
+frames and event windows of a bag).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+log = logging.getLogger(__name__)
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "dense": {"sttf_enabled": False, "anc_enabled": False},
+    "sttf+anc": {"sttf_enabled": True, "anc_enabled": True},
+}
+QOS = ("best_effort", "reliable")
+TRANSPORTS = ("raw", "compressed")
+STREAMS = ("still", "slow", "pan", "busy")
+CAMERA_HZ = 30.0
+EVENTS_HZ = 20.0
+FRAME_SIZE = (480, 640)  # (height, width): a VGA camera
+NAMESPACE = "tinygpt_bench"
+IMAGE_TOPIC = f"/{NAMESPACE}/camera/image_raw"
+EVENTS_TOPIC = f"/{NAMESPACE}/events"
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_LOOP_FRAMES = 60  # generated streams loop over 2 s of frames
+
+
+# ------------------------------------------------------------------------------ streams
+
+
+@dataclass
+class SourceStream:
+    """What one stream publishes, looped: RGB frames and event windows (EVENT_DTYPE, t in
+    microseconds from the window start)."""
+
+    name: str
+    frames: list[np.ndarray]
+    event_windows: list[np.ndarray]
+
+
+def _pan_frames(seed: int, n: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """A camera panning over a still scene: a crop sliding 4 px per frame over a wider render."""
+    from tinygpt_ros.data.scenes import render_clip
+
+    h, w = size
+    step = 4
+    wide = render_clip(seed, "still", 1, (h, w + step * n), CAMERA_HZ).frames[0]
+    return [np.ascontiguousarray(wide[:, i * step:i * step + w]) for i in range(n)]
+
+
+def _event_windows(frames: Sequence[np.ndarray], fps: float, seed: int) -> list[np.ndarray]:
+    """Events an event camera would see of these frames, cut into 1/EVENTS_HZ windows."""
+    from tinygpt_ros.data.events import EventSimulator, resize_for_sensor
+
+    stack = resize_for_sensor(np.stack(frames))
+    ts = np.rint(np.arange(len(frames)) * 1e6 / fps).astype(np.int64)
+    events = EventSimulator(seed=seed).simulate(stack, ts)
+    window_us = round(1e6 / EVENTS_HZ)
+    out = []
+    for start in range(0, int(ts[-1]) - window_us + 1, window_us):
+        ev = events[(events["t"] >= start) & (events["t"] < start + window_us)].copy()
+        ev["t"] -= start
+        out.append(ev)
+    return out or [events[:0].copy()]
+
+
+def generated_stream(name: str, seed: int = 0, size: tuple[int, int] = FRAME_SIZE,
+                     num_frames: int = _LOOP_FRAMES) -> SourceStream:
+    """still / slow / busy: a generated scene at that motion level; pan: a panning camera."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+
+    if name not in STREAMS:
+        raise ValueError(f"stream must be one of {STREAMS}, got {name!r}")
+    scene_seed = split_seeds("test", 1, 500 + seed)[0]
+    if name == "pan":
+        frames = _pan_frames(scene_seed, num_frames, size)
+    else:
+        frames = list(render_clip(scene_seed, name, num_frames, size, CAMERA_HZ).frames)
+    return SourceStream(name, frames, _event_windows(frames, CAMERA_HZ, seed))
+
+
+def bag_stream(path: str | Path, image_topic: str | None = None,
+               events_topic: str | None = None, limit: int = 300) -> SourceStream:
+    """The camera frames and event windows of a bag (first `limit` of each), replayed at camera
+    rates whatever their recorded rate."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+
+    from tinygpt_ros.bags.reader import bag_topics, iter_bag
+    from tinygpt_ros.ros import conversions as conv
+
+    topics = bag_topics(path)
+    if image_topic is None:
+        image_topic = next((t for t, (ty, _) in topics.items()
+                            if ty in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")),
+                           None)
+    if events_topic is None:
+        events_topic = next((t for t, (ty, _) in topics.items()
+                             if ty == "sensor_msgs/msg/PointCloud2"), None)
+    if image_topic is None:
+        raise ValueError(f"bag {path}: no camera topic (Image or CompressedImage) found")
+    wanted = [t for t in (image_topic, events_topic) if t]
+    frames: list[np.ndarray] = []
+    windows: list[np.ndarray] = []
+    for m in iter_bag(path, wanted):
+        if m.topic == image_topic and len(frames) < limit:
+            if m.msgtype.endswith("CompressedImage"):
+                frames.append(conv.compressed_to_rgb(deserialize_message(m.rawdata,
+                                                                         CompressedImage)))
+            else:
+                frames.append(conv.image_to_rgb(deserialize_message(m.rawdata, Image)))
+        elif m.topic == events_topic and len(windows) < limit:
+            msg = deserialize_message(m.rawdata, PointCloud2)
+            ev = conv.pointcloud2_to_events(msg, "relative")
+            ev["t"] -= conv.stamp_to_us(msg.header.stamp)
+            windows.append(ev)
+    if not frames:
+        raise ValueError(f"bag {path}: topic {image_topic} holds no frames")
+    return SourceStream(Path(path).name, frames, windows)
+
+
+# ------------------------------------------------------------------------------ node process
+
+
+def node_environment(domain_id: int) -> dict[str, str]:
+    """The user's environment as it is (thread variables included, if they set any), plus a
+    ROS_DOMAIN_ID for this run when they set none."""
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(domain_id))
+    return env
+
+
+def _params_file(directory: Path, knobs: dict[str, Any], qos: str, transport: str,
+                 model_dir: str | None, backend: str | None,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """The default edge.yaml with this run's settings on top (bring-up takes one file)."""
+    from tinygpt_ros.ros.graph import default_params_file
+
+    doc = yaml.safe_load(Path(default_params_file()).read_text())
+    params = doc.setdefault("/**/tinygpt_node", {}).setdefault("ros__parameters", {})
+    params.update(knobs)
+    params.update({"qos_reliability": qos, "image_transport": transport,
+                   "events_msg_type": "pointcloud2"})
+    if model_dir:
+        params["model_dir"] = str(model_dir)
+    if backend:
+        params["backend"] = backend
+    params.update(extra or {})
+    path = directory / f"bench_node_{qos}_{transport}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def start_node(params_file: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """`python -m tinygpt_ros.ros.bringup` with the bench topics, in its own process group."""
+    cmd = [sys.executable, "-m", "tinygpt_ros.ros.bringup", "--namespace", NAMESPACE,
+           "--image-topic", IMAGE_TOPIC, "--events-topic", EVENTS_TOPIC,
+           "--params-file", str(params_file)]
+    out = open(log_path, "wb")  # closed in stop_node
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    proc._bench_log = out  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    """SIGINT (the bring-up tears the graph down), then SIGKILL after 15 s."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+    log_file = getattr(proc, "_bench_log", None)
+    if log_file is not None:
+        log_file.close()
+
+
+class ProcessSampler:
+    """CPU time and RSS of one process from /proc, sampled every `period_s` in a thread."""
+
+    def __init__(self, pid: int, period_s: float = 0.5) -> None:
+        self.pid = pid
+        self.period_s = period_s
+        self.samples: list[tuple[float, float, float]] = []  # (wall s, cpu s, rss MB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench_sampler", daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> tuple[float, float, float] | None:
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+        rss_kb = next((int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith("VmRSS:")), 0)
+        return time.monotonic(), cpu_s, rss_kb / 1024.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            s = self.read()
+            if s is not None:
+                self.samples.append(s)
+            self._stop.wait(self.period_s)
+
+    def between(self, t0: float, t1: float) -> tuple[float | None, float | None]:
+        """(CPU % of one core, max RSS MB) over the samples in [t0, t1]."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return None, None
+        cpu = (inside[-1][1] - inside[0][1]) / max(inside[-1][0] - inside[0][0], 1e-9) * 100
+        return cpu, max(s[2] for s in inside)
+
+
+# ------------------------------------------------------------------------------ ROS side
+
+
+def _level(level: Any) -> int:
+    """DiagnosticStatus.level is a one-byte `bytes` in rclpy."""
+    return level[0] if isinstance(level, bytes | bytearray) else int(level)
+
+
+@dataclass
+class _Published:
+    stream: str
+    kind: str  # image | events
+
+
+@dataclass
+class _Received:
+    """Everything the bench process received, in arrival order (executor thread)."""
+
+    frame_diags: list[tuple[int, int, dict[str, str]]] = field(default_factory=list)
+    event_diags: list[tuple[int, int, dict[str, str]]] = field(default_factory=list)
+    caption_times: list[int] = field(default_factory=list)
+    summaries: list[dict[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class BenchClient:
+    """The bench's rclpy side: publishers for the node's inputs, subscribers to its outputs."""
+
+    def __init__(self, domain_id: int, qos: str, transport: str) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+        from std_msgs.msg import String
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("tinygpt_bench_client", context=self.context)
+        self.transport = transport
+        self.lock = threading.Lock()
+        self.received = _Received()
+        self.published: dict[int, _Published] = {}
+        reliability = (ReliabilityPolicy.RELIABLE if qos == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        # What a camera driver offers: keep-last 5, the QoS under test.
+        sensor = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliability)
+        if transport == "compressed":
+            self.image_pub = self.node.create_publisher(CompressedImage,
+                                                        IMAGE_TOPIC + "/compressed", sensor)
+        else:
+            self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, sensor)
+        self.events_pub = self.node.create_publisher(PointCloud2, EVENTS_TOPIC, sensor)
+        out = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.subs = [
+            self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, out),
+            self.node.create_subscription(String, f"/{NAMESPACE}/caption", self._caption, out),
+        ]
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self._spin, name="bench_spin", daemon=True)
+        self._spinner.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while self.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except (ExternalShutdownException, RuntimeError):
+            pass
+
+    def _diag(self, msg: Any) -> None:
+        now = time.time_ns()
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            for st in msg.status:
+                if not st.name.startswith("tinygpt_node"):
+                    continue
+                values = {kv.key: kv.value for kv in st.values}
+                if st.name.endswith(": summary"):
+                    self.received.summaries.append(values)
+                elif st.name.endswith(": frame"):
+                    if values.get("modality") == "events":
+                        self.received.event_diags.append((stamp, now, values))
+                    else:
+                        self.received.frame_diags.append((stamp, now, values))
+                elif _level(st.level) >= 2:  # ERROR: a message the node could not use
+                    self.received.errors.append(st.message)
+
+    def _caption(self, msg: Any) -> None:
+        with self.lock:
+            self.received.caption_times.append(time.time_ns())
+
+    def wait_for_node(self, timeout_s: float) -> bool:
+        """True once the node is active: its 1 Hz summary only goes out while active."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.received.summaries:
+                    return True
+            time.sleep(0.1)
+        return False
+
+    def publish_stream(self, stream: SourceStream, seconds: float, camera_hz: float,
+                       events_hz: float) -> tuple[int, int]:
+        """Publish for `seconds` on a fixed schedule (a late tick is published at once, never
+        twice, like a driver); returns (images, event windows) published."""
+        from std_msgs.msg import Header
+
+        from tinygpt_ros.ros import conversions as conv
+
+        images = [self._image_msg(f) for f in stream.frames]
+        n_img = n_ev = 0
+        t0 = time.monotonic()
+        next_img = next_ev = t0
+        end = t0 + seconds
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now >= next_img:
+                msg = images[n_img % len(images)]
+                stamp = time.time_ns()
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                with self.lock:
+                    self.published[stamp] = _Published(stream.name, "image")
+                self.image_pub.publish(msg)
+                n_img += 1
+                next_img = max(next_img + 1.0 / camera_hz, now)
+            if events_hz > 0 and stream.event_windows and now >= next_ev:
+                ev = stream.event_windows[n_ev % len(stream.event_windows)].copy()
+                stamp = time.time_ns()
+                ev["t"] += stamp // 1000
+                header = Header(frame_id="event_camera")
+                header.stamp.sec, header.stamp.nanosec = divmod((stamp // 1000) * 1000,
+                                                                1_000_000_000)
+                with self.lock:
+                    self.published[(stamp // 1000) * 1000] = _Published(stream.name, "events")
+                self.events_pub.publish(conv.events_to_pointcloud2(ev, header))
+                n_ev += 1
+                next_ev = max(next_ev + 1.0 / events_hz, now)
+            time.sleep(max(0.0, min(next_img, next_ev if events_hz > 0 else end, end)
+                           - time.monotonic()))
+        return n_img, n_ev
+
+    def _image_msg(self, frame: np.ndarray) -> Any:
+        from tinygpt_ros.ros import conversions as conv
+
+        if self.transport == "compressed":
+            msg = conv.rgb_to_compressed(frame)
+        else:
+            msg = conv.rgb_to_image(frame)
+        msg.header.frame_id = "camera"
+        return msg
+
+    def close(self) -> None:
+        import rclpy
+
+        try:
+            self.executor.shutdown(timeout_sec=2.0)
+            self.node.destroy_node()
+        finally:
+            if self.context.ok():
+                rclpy.shutdown(context=self.context)
+        self._spinner.join(timeout=5)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def _f(values: dict[str, str], key: str) -> float:
+    try:
+        return float(values.get(key, "nan"))
+    except ValueError:
+        return float("nan")
+
+
+def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
+                 caption_index: dict[int, int], t_wall: tuple[int, int], n_img: int,
+                 n_ev: int, drops: tuple[int, int], sampler: ProcessSampler,
+                 t_mono: tuple[float, float], warmup_s: float) -> dict[str, Any]:
+    """One stream's figures; latencies skip the first `warmup_s` (the graph settling after the
+    scene changed)."""
+    mine = [(s, r, v) for s, r, v in rec.frame_diags
+            if s in published and published[s].stream == stream]
+    mine_ev = [(s, r, v) for s, r, v in rec.event_diags
+               if s in published and published[s].stream == stream]
+    steady = [(s, r, v) for s, r, v in mine if s >= t_wall[0] + warmup_s * 1e9]
+    lat = [(r - s) / 1e6 for s, r, _ in steady]
+    cap = [(rec.caption_times[caption_index[s]] - s) / 1e6 for s, _, _ in steady
+           if caption_index.get(s, -1) < len(rec.caption_times) and s in caption_index]
+    engine = [_f(v, "latency_ms_total") for _, _, v in steady]
+    overhead = [_f(v, "ros_overhead_ms") for _, _, v in steady]
+    share = [o / (e + o) for e, o in zip(engine, overhead, strict=True) if e + o > 0]
+    ev_lat = [(r - s) / 1e6 for s, r, _ in mine_ev]
+    seconds = (t_wall[1] - t_wall[0]) / 1e9
+    cpu, rss = sampler.between(*t_mono)
+    dropped = drops[1] - drops[0]
+    processed = len(mine) + len(mine_ev)
+    return {
+        "seconds": round(seconds, 2),
+        "images_published": n_img,
+        "images_processed": len(mine),
+        "events_published": n_ev,
+        "events_processed": len(mine_ev),
+        "mailbox_dropped": dropped,
+        "lost_before_node": max(n_img + n_ev - processed - dropped, 0),
+        "processed_fps": round(len(mine) / seconds, 2) if seconds > 0 else None,
+        "latency_ms_p50": _pct(lat, 50),
+        "latency_ms_p95": _pct(lat, 95),
+        "caption_latency_ms_p50": _pct(cap, 50),
+        "caption_latency_ms_p95": _pct(cap, 95),
+        "events_latency_ms_p50": _pct(ev_lat, 50),
+        "engine_ms_p50": _pct(engine, 50),
+        "ros_overhead_ms_p50": _pct(overhead, 50),
+        "ros_overhead_share_p50": _pct(share, 50),
+        "tokens_recomputed_mean": (float(np.mean([_f(v, "tokens_recomputed")
+                                                  for _, _, v in mine])) if mine else None),
+        "node_cpu_pct": cpu,
+        "node_rss_mb_max": rss,
+    }
+
+
+def _last_count(rec: _Received, key: str, before_ns: int) -> int:
+    """The node's cumulative counter `key` (dropped_frames, transport_lost) as of a time."""
+    vals = [int(_f(v, key)) for s, _, v in rec.frame_diags + rec.event_diags
+            if s <= before_ns and v.get(key)]
+    return max(vals) if vals else 0
+
+
+# ------------------------------------------------------------------------------ one run
+
+
+def run_combination(config: str, qos: str, transport: str, streams: Sequence[SourceStream],
+                    seconds: float, workdir: Path, domain_id: int, model_dir: str | None = None,
+                    backend: str | None = None, camera_hz: float = CAMERA_HZ,
+                    events_hz: float = EVENTS_HZ, warmup_s: float = 0.5,
+                    startup_timeout_s: float = 120.0, drain_s: float = 1.0,
+                    params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A fresh graph with one configuration, QoS and transport, fed every stream in turn."""
+    params_file = _params_file(workdir, CONFIGS[config], qos, transport, model_dir, backend,
+                               params)
+    log_path = workdir / f"node_{config.replace('+', '_')}_{qos}_{transport}.log"
+    client = BenchClient(domain_id, qos, transport)
+    proc = start_node(params_file, node_environment(domain_id), log_path)
+    sampler = ProcessSampler(proc.pid)
+    sampler.start()
+    t_start = time.monotonic()
+    result: dict[str, Any] = {"config": config, "qos": qos, "transport": transport,
+                              "streams": {}, "node_log": str(log_path)}
+    try:
+        if not client.wait_for_node(startup_timeout_s):
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            raise RuntimeError(f"the node did not become active within {startup_timeout_s} s "
+                               f"(exit code {proc.poll()}); log tail:\n{tail}")
+        result["startup_s"] = round(time.monotonic() - t_start, 2)
+        with client.lock:
+            result["threads"] = client.received.summaries[-1].get("threads", "")
+        spans = []
+        for stream in streams:
+            w0, m0 = time.time_ns(), time.monotonic()
+            n_img, n_ev = client.publish_stream(stream, seconds, camera_hz, events_hz)
+            w1, m1 = time.time_ns(), time.monotonic()
+            time.sleep(drain_s)  # outputs of the last frames still on their way
+            spans.append((stream.name, (w0, w1), (m0, m1), n_img, n_ev))
+        with client.lock:
+            rec = _Received(list(client.received.frame_diags), list(client.received.event_diags),
+                            list(client.received.caption_times), list(client.received.summaries),
+                            list(client.received.errors))
+            published = dict(client.published)
+        # The node publishes one caption per camera frame, just before its diagnostics, both
+        # reliable: the k-th caption belongs to the k-th frame diagnostics received.
+        caption_index = {s: i for i, (s, _, _) in enumerate(rec.frame_diags)}
+        for name, wall, mono, n_img, n_ev in spans:
+            end = wall[1] + int(drain_s * 1e9)
+            drops = (_last_count(rec, "dropped_frames", wall[0]),
+                     _last_count(rec, "dropped_frames", end))
+            stats = stream_stats(name, published, rec, caption_index, wall, n_img, n_ev, drops,
+                                 sampler, mono, warmup_s)
+            # what the node itself learnt from the middleware (message-lost events)
+            stats["node_transport_lost"] = (_last_count(rec, "transport_lost", end)
+                                            - _last_count(rec, "transport_lost", wall[0]))
+            result["streams"][name] = stats
+        result["errors"] = rec.errors[:10]
+        if rec.summaries:
+            last = rec.summaries[-1]
+            result["node_summary"] = {k: last.get(k) for k in
+                                      ("transport_lost", "incompatible_qos", "dropped")}
+        result["captions_received"] = len(rec.caption_times)
+        warm = [s for s in sampler.samples if s[0] >= spans[0][2][0] + seconds / 2]
+        if len(warm) >= 2:
+            result["rss_mb_after_warmup"] = round(warm[0][2], 1)
+            result["rss_mb_end"] = round(warm[-1][2], 1)
+            result["rss_growth_mb"] = round(warm[-1][2] - warm[0][2], 1)
+        result["rss_timeline"] = [(round(t - t_start, 2), round(r, 1))
+                                  for t, _, r in sampler.samples]
+    finally:
+        sampler.stop()
+        stop_node(proc)
+        client.close()
+    return result
+
+
+def run_node_bench(configs: Sequence[str] = tuple(CONFIGS), qos: Sequence[str] = QOS,
+                   transports: Sequence[str] = TRANSPORTS, streams: Sequence[str] = STREAMS,
+                   seconds: float = 8.0, bag: str | None = None, model_dir: str | None = None,
+                   backend: str | None = None, camera_hz: float = CAMERA_HZ,
+                   events_hz: float = EVENTS_HZ, seed: int = 0,
+                   workdir: str | Path | None = None, params: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Every combination of `configs` x `qos` x `transports`, each through every stream.
+    `params`: node parameters on top of config/edge.yaml for every run (e.g. thread limits)."""
+    for c in configs:
+        if c not in CONFIGS:
+            raise ValueError(f"config must be one of {tuple(CONFIGS)}, got {c!r}")
+    for q in qos:
+        if q not in QOS:
+            raise ValueError(f"qos must be one of {QOS}, got {q!r}")
+    for t in transports:
+        if t not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {t!r}")
+    sources = ([bag_stream(bag)] if bag else [generated_stream(s, seed) for s in streams])
+    chosen = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    domain_id = int(chosen) if chosen else random.SystemRandom().randint(1, 232)
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tinygpt_bench_node_"))
+    work.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for q in qos:
+        for t in transports:
+            for c in configs:
+                log.info("bench-node: %s, %s QoS, %s images", c, q, t)
+                runs.append(run_combination(c, q, t, sources, seconds, work, domain_id,
+                                            model_dir, backend, camera_hz, events_hz,
+                                            params=params))
+    frame = sources[0].frames[0]
+    return {
+        "command": "tinygpt-ros bench-node",
+        "settings": {
+            "seconds_per_stream": seconds, "camera_hz": camera_hz, "events_hz": events_hz,
+            "frame_size": f"{frame.shape[1]}x{frame.shape[0]} rgb8",
+            "streams": [s.name for s in sources], "bag": bag, "backend": backend or "default",
+            "publisher_qos_depth": 5, "params": dict(params or {}),
+        },
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}},
+        "runs": runs,
+        "targets": targets(runs),
+    }
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _run(runs: Sequence[dict[str, Any]], config: str, qos: str, transport: str
+         ) -> dict[str, Any] | None:
+    return next((r for r in runs if (r["config"], r["qos"], r["transport"])
+                 == (config, qos, transport)), None)
+
+
+def targets(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, per (QoS, transport), as measured ratios and counts."""
+    out: dict[str, Any] = {}
+    for q in QOS:
+        for t in TRANSPORTS:
+            dense, sttf = _run(runs, "dense", q, t), _run(runs, "sttf+anc", q, t)
+            key = f"{q}/{t}"
+            entry: dict[str, Any] = {}
+            if dense and sttf:
+                ratios = {}
+                for s, d in dense["streams"].items():
+                    a = sttf["streams"].get(s, {}).get("latency_ms_p50")
+                    b = d.get("latency_ms_p50")
+                    ratios[s] = round(a / b, 3) if a and b else None
+                entry["latency_p50_sttf_over_dense"] = ratios
+            for r in (dense, sttf):
+                if not r:
+                    continue
+                st = r["streams"].values()
+                entry[r["config"]] = {
+                    "published": sum(x["images_published"] + x["events_published"] for x in st),
+                    "processed": sum(x["images_processed"] + x["events_processed"] for x in st),
+                    "mailbox_dropped": sum(x["mailbox_dropped"] for x in st),
+                    "lost_before_node": sum(x["lost_before_node"] for x in st),
+                    "node_transport_lost": sum(x.get("node_transport_lost", 0) for x in st),
+                    "ros_overhead_share_p50_max": max(
+                        (x["ros_overhead_share_p50"] for x in st
+                         if x["ros_overhead_share_p50"] is not None), default=None),
+                    "rss_growth_mb": r.get("rss_growth_mb"),
+                }
+            if entry:
+                out[key] = entry
+    return out
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def _num(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        "## Node at camera rates (`tinygpt-ros bench-node`)",
+        "",
+        f"The edge graph started as a user starts it (`python -m tinygpt_ros.ros.bringup`, "
+        f"the default `config/edge.yaml` plus the settings in the table, no thread variables "
+        f"in the environment: {report['machine']['thread_env'] or 'none set'}), fed "
+        f"{s['frame_size']} frames at {s['camera_hz']:g} Hz and event windows (PointCloud2) at "
+        f"{s['events_hz']:g} Hz from another process, {s['seconds_per_stream']:g} s per stream "
+        f"({', '.join(s['streams'])}), on {report['machine']['cpus']} CPU cores, one run. "
+        "Latency: source stamp (wall clock at publish) to receipt of the frame's /diagnostics "
+        "and of its caption; first 0.5 s of each stream left out. lost = published - processed "
+        "- mailbox drops (lost by the transport before the node saw them; in brackets the count "
+        "the node itself reports as `transport_lost` from the middleware's message-lost events). "
+        "ROS share = ROS overhead / (engine + ROS overhead) per frame, p50. CPU = node process, "
+        "% of one core.",
+        "",
+        "| QoS | images | config | stream | published img/ev | processed img/ev | mailbox drops "
+        "| lost (node saw) | fps | latency p50 / p95 ms | caption p50 ms | engine p50 ms "
+        "| ROS share | CPU % | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        for name, x in r["streams"].items():
+            share = x["ros_overhead_share_p50"]
+            lines.append(
+                f"| {r['qos']} | {r['transport']} | {r['config']} | {name} "
+                f"| {x['images_published']}/{x['events_published']} "
+                f"| {x['images_processed']}/{x['events_processed']} | {x['mailbox_dropped']} "
+                f"| {x['lost_before_node']} ({x.get('node_transport_lost', '–')}) "
+                f"| {x['processed_fps'] or 0:.1f} "
+                f"| {_ms(x['latency_ms_p50'])} / {_ms(x['latency_ms_p95'])} "
+                f"| {_ms(x['caption_latency_ms_p50'])} | {_ms(x['engine_ms_p50'])} "
+                f"| {_num(share, '.1%')} | {_num(x['node_cpu_pct'], '.0f')} "
+                f"| {_num(x['node_rss_mb_max'], '.0f')} |")
+    lines += ["", "Per run: start-up, thread limits the node reports, RSS after warm-up -> end:",
+              ""]
+    for r in report["runs"]:
+        lines.append(f"- {r['config']}, {r['qos']}, {r['transport']}: up in "
+                     f"{r.get('startup_s', '–')} s; threads `{r.get('threads') or '?'}`; RSS "
+                     f"{r.get('rss_mb_after_warmup', '–')} -> {r.get('rss_mb_end', '–')} MB "
+                     f"({r.get('rss_growth_mb', '–')} MB)")
+    lines += ["", "Sttf+anc latency p50 over dense (target: <= 0.33 on still and slow, <= 1 on "
+              "busy):", ""]
+    for key, entry in report["targets"].items():
+        ratios = entry.get("latency_p50_sttf_over_dense")
+        if ratios:
+            lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
+    return "\n".join(lines) + "\n"
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """`name=value` with a YAML value (`blas_threads=0`, `qos_depth=10`)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"--param wants name=value, got {text!r}")
+    return name.strip(), yaml.safe_load(value)
+
+
+def main(args: Any) -> int:
+    """`tinygpt-ros bench-node` (arguments: cli/bench_node.py)."""
+    import json
+
+    from tinygpt_ros.evaluation.bench import write_markdown_section
+
+    report = run_node_bench(
+        configs=args.configs, qos=args.qos, transports=args.transports, streams=args.streams,
+        seconds=args.seconds, bag=args.bag, model_dir=args.model, backend=args.backend,
+        camera_hz=args.camera_hz, events_hz=args.events_hz, seed=args.seed,
+        workdir=Path(args.out) / "work", params=dict(parse_param(p) for p in args.param),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "node_bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (out / "node_bench.md").write_text(text)
+    if args.markdown:
+        write_markdown_section(args.markdown, text, name="node")
+    print(text)
+    return 0
