@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt_ros.evaluation import bag_eval as be
 from tinygpt_ros.evaluation.live import LiveRow, compare
+from tinygpt_ros.evaluation.results import FrameRow
+from tinygpt_ros.evaluation.runner import run_eval
 from tinygpt_ros.spec.types import ComputeRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def test_live_equals_offline_on_sample_prefix(tiny_model, tmp_path):
     refs = tmp_path / "refs.json"  # gesture spans only: no Java caption scoring needed here
     sample_refs = json.loads((SAMPLE / "refs.json").read_text())
     refs.write_text(json.dumps({"gestures": sample_refs["gestures"][:2]}))
-    report = be.run_eval([SAMPLE], tiny_model, tmp_path / "out", refs=refs,
+    report = run_eval([SAMPLE], tiny_model, tmp_path / "out", refs=refs,
                          configs=["dense", "sttf+anc"], max_frames=8, live=True,
                          progress=False, plots=False)
     live = report["live"]
@@ -52,11 +53,11 @@ def test_live_equals_offline_on_sample_prefix(tiny_model, tmp_path):
 
 
 def _off(i: int, modality: str, stamp: int, caption=None, gesture=None, branch="large",
-         tokens=196) -> be.FrameRow:
+         tokens=196) -> FrameRow:
     rec = ComputeRecord(frame_index=i, modality=modality, tokens_in=196,
                         tokens_recomputed=tokens, tokens_fused=31, branch=branch,
                         flops={"encoder": 1.0e6})
-    return be.FrameRow(i, modality, stamp, stamp, rec, caption, gesture)
+    return FrameRow(i, modality, stamp, stamp, rec, caption, gesture)
 
 
 def _live(modality: str, stamp: int, caption=None, gesture=None, branch="large", tokens=196,

@@ -6,6 +6,7 @@ fast and torch-free."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from types import ModuleType
 
@@ -34,6 +35,8 @@ COMMANDS: dict[str, ModuleType] = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinygpt-ros", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug messages from the package (default: info)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         cmd = sub.add_parser(name, help=module.HELP)
@@ -42,8 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the message (redirections and test
+    captures that replace it after the first command still get the lines)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """The package's log messages (progress, findings) on stderr; the command's results go to
+    stdout. A handler already installed (by an embedding program or an earlier call) is kept."""
+    pkg = logging.getLogger("tinygpt_ros")
+    pkg.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not pkg.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s: %(message)s"))
+        pkg.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinygpt_ros.evaluation.bag_eval import run_eval
+    from tinygpt_ros.evaluation.runner import run_eval
 
     report = run_eval(
         args.bags, args.model, args.out, refs=args.refs, configs=args.configs,

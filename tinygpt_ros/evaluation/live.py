@@ -30,6 +30,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tinygpt_ros.evaluation.issues import Issue
+from tinygpt_ros.evaluation.results import BagResult, FrameRow
+
 _IMAGE_OUT = "/tinygpt_eval/camera/image_raw"
 _EVENTS_OUT = "/tinygpt_eval/events"
 _FLOPS_RTOL = 1e-5  # diagnostics print floats with 6 significant digits
@@ -276,8 +279,8 @@ def run_live(
             rclpy.shutdown(context=context)
 
 
-def compare(offline: Sequence[Any], live: Sequence[LiveRow]) -> dict[str, Any]:
-    """Differences between offline rows (`bag_eval.FrameRow`) and live rows of one config."""
+def compare(offline: Sequence[FrameRow], live: Sequence[LiveRow]) -> dict[str, Any]:
+    """Differences between offline rows (`replay.evaluate_bag`) and live rows of one config."""
     pending: dict[tuple[str, int], deque[LiveRow]] = defaultdict(deque)
     for row in live:
         pending[(row.modality, row.stamp_ns)].append(row)
@@ -328,11 +331,10 @@ def compare(offline: Sequence[Any], live: Sequence[LiveRow]) -> dict[str, Any]:
     }
 
 
-def live_section(results: Sequence[Any], configs: dict[str, dict[str, Any]], model_dir: str,
-                 backend: str, issues: list[Any], timeout_s: float = 30.0) -> dict[str, Any]:
-    """Run every evaluated bag live for every configuration and compare (`bag_eval.run_eval`)."""
-    from tinygpt_ros.evaluation.bag_eval import Issue
-
+def live_section(results: Sequence[BagResult], configs: dict[str, dict[str, Any]],
+                 model_dir: str, backend: str, issues: list[Issue], timeout_s: float = 30.0
+                 ) -> dict[str, Any]:
+    """Run every evaluated bag live for every configuration and compare (`runner.run_eval`)."""
     section: dict[str, Any] = {"bags": {}, "equal": True}
     for r in results:
         per: dict[str, Any] = {}

@@ -41,7 +41,9 @@ def check_out_dir(out_dir: str | Path, overwrite: bool) -> None:
                               "--overwrite to replace it, or choose another --out")
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write `path` through `write(tmp_name)` and an atomic rename: readers never see half a
+    file, and an interrupted write leaves the old one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
@@ -56,11 +58,12 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically (`write_atomic`)."""
     def w(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
-    _write_atomic(path, w)
+    write_atomic(path, w)
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path, overwrite: bool = False,
@@ -75,8 +78,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path, overwrite: bool = 
         made, plot_notes = make_plots(report, out)
     report["plots"] = made
     report["plot_notes"] = plot_notes
-    _write_text(out / "report.json", json.dumps(report, indent=1, default=_json_default) + "\n")
-    _write_text(out / "report.md", markdown(report))
+    write_text(out / "report.json", json.dumps(report, indent=1, default=_json_default) + "\n")
+    write_text(out / "report.md", markdown(report))
     return made
 
 
@@ -130,7 +133,7 @@ def make_plots(report: dict[str, Any], out: Path) -> tuple[dict[str, str], dict[
         path = out / PLOT_FILES[kind]
         if layout:
             fig.tight_layout()
-        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
         plt.close(fig)
         made[kind] = PLOT_FILES[kind]
 
