@@ -321,6 +321,27 @@ def test_cli_eval_reports_bad_arguments(tiny_model, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_fails_when_all_references_lie_outside_the_bag(tiny_model, tmp_path, capsys):
+    """Nothing scored is a failure (exit 1, the reason on stderr); spans partly outside the
+    evaluated part stay a warning (exit 0)."""
+    from tinygpt_ros import cli
+
+    late = [{**g, "start_ns": g["start_ns"] + 10**12, "end_ns": g["end_ns"] + 10**12}
+            for g in SAMPLE_REFS["gestures"][:2]]
+    args = ["eval", str(SAMPLE), "--model", tiny_model, "--configs", "dense", "--max-frames",
+            "3", "--no-progress"]
+    outside = _gesture_refs(tmp_path / "outside.json", late)
+    assert cli.main([*args, "--out", str(tmp_path / "a"), "--refs", str(outside)]) == 1
+    err = capsys.readouterr().err
+    assert "refs_outside_bag" in err and "every reference span lies outside the bag" in err
+    saved = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert saved["references"]["gesture_spans_scored"] == 0
+    partial = _gesture_refs(tmp_path / "partial.json", SAMPLE_REFS["gestures"][:1] + late)
+    assert cli.main([*args, "--out", str(tmp_path / "b"), "--refs", str(partial)]) == 0
+    err = capsys.readouterr().err
+    assert "ref_span_not_in_bag" in err and "error" not in err
+
+
 def test_sqlite3_bag_gives_the_mcap_output(tiny_model, tmp_path):
     """The same messages in a sqlite3 bag: identical engine output to the mcap sample."""
     from rosbags.rosbag2 import StoragePlugin, Writer

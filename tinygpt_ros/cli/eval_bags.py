@@ -13,8 +13,9 @@ HELP = "replay rosbags through the engine and score them"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bags", nargs="+", help="bag directories or files (mcap or sqlite3)")
-    p.add_argument("--refs", default=None,
-                   help="references JSON (default: refs.json inside each bag directory)")
+    p.add_argument("--refs", nargs="+", default=None, metavar="JSON",
+                   help="references: one file for all bags, or one per bag in the order of the "
+                        "bags (default: refs.json inside each bag directory)")
     p.add_argument("--model", default=str(default_model_dir()))
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--configs", nargs="+", default=["dense", "sttf", "anc", "sttf+anc"],
@@ -35,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinygpt_ros.evaluation.runner import run_eval
+    from tinygpt_ros.evaluation.runner import failures, run_eval
 
     report = run_eval(
         args.bags, args.model, args.out, refs=args.refs, configs=args.configs,
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
               + (f" (x{i['count']})" if i["count"] > 1 else ""), file=sys.stderr)
     if report["live"] is not None and not report["live"].get("equal", True):
         print("[eval] live output differs from offline output: see the report", file=sys.stderr)
-    if not any(b["ok"] for b in report["bags"]):
-        print("[eval] error: no bag could be evaluated", file=sys.stderr)
-        return 1
-    return 0
+    why = failures(report)
+    for reason in why:
+        print(f"[eval] error: {reason}", file=sys.stderr)
+    return 1 if why else 0

@@ -42,4 +42,4 @@ def progress_bar(total: int, label: str, enabled: bool = True,
                     bar_format=_FORMAT, ascii=" #", mininterval=0.2)
     return tqdm(total=total, desc=desc, file=_Lines(stream), disable=not enabled, unit="msg",
                 bar_format=_FORMAT, ascii=" #", mininterval=0, miniters=math.ceil(total / 10),
-                leave=False)
+                maxinterval=math.inf, leave=False)  # no forced redraws between the tenths

@@ -80,7 +80,7 @@ def check_arguments(bags: Sequence[Any], workers: Any, max_frames: Any) -> None:
         raise ValueError(f"max_frames must be >= 1, got {max_frames!r}")
 
 
-def bag_summary(r: BagResult, first_config: str, refs: Refs | None) -> dict[str, Any]:
+def bag_summary(r: BagResult, first_config: str, refs: list[Refs]) -> dict[str, Any]:
     """The report's row for one bag."""
     return {
         "path": r.path, "name": r.name, "ok": r.ok,
@@ -89,15 +89,40 @@ def bag_summary(r: BagResult, first_config: str, refs: Refs | None) -> dict[str,
         "frames": sum(1 for row in r.rows[first_config] if row.modality == "frame"),
         "event_windows": sum(1 for row in r.rows[first_config] if row.modality == "events"),
         "seconds": round(r.seconds, 3),
-        "refs": None if refs is None else refs.path,
+        "refs": ", ".join(x.path for x in refs) or None,
     }
+
+
+def check_something_scored(references: dict[str, int], issues: list[Issue]) -> None:
+    """An error when references were given but not one span was scored: nothing was evaluated
+    for quality, which the command must not report as a success."""
+    total = references["caption_spans"] + references["gesture_spans"]
+    scored = references["caption_spans_scored"] + references["gesture_spans_scored"]
+    if total and not scored:
+        issues.append(Issue("all", "nothing_scored", "error", f"none of the {total} reference "
+                            "span(s) could be scored: no caption or gesture quality was "
+                            "evaluated"))
+
+
+FAILURE_KINDS = ("nothing_scored", "refs_outside_bag")  # issues that make the command fail
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """Why the evaluation failed as a whole ([] when it did not): no bag evaluated, nothing
+    scored, or references entirely outside their bag."""
+    why = []
+    if not any(b["ok"] for b in report["bags"]):
+        why.append("no bag could be evaluated")
+    why += [f"{i['bag']}: {i['message']}" for i in report["issues"]
+            if i["severity"] == "error" and i["kind"] in FAILURE_KINDS]
+    return why
 
 
 def run_eval(
     bags: Sequence[str | Path],
     model_dir: str | Path,
     out_dir: str | Path,
-    refs: str | Path | None = None,
+    refs: str | Path | Sequence[str | Path] | None = None,
     configs: Sequence[str] = ("dense", "sttf", "anc", "sttf+anc"),
     backend: str = "torch",
     image_topic: str = "/camera/image_raw",
@@ -113,10 +138,16 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate `bags`, write report.json / report.md / plots into `out_dir`; returns the report.
 
+    `refs`: one references file for all bags, one per bag, or None for each bag's refs.json.
+    `workers`: bags replayed in parallel, and live runs in parallel with `live` (each live run
+    is a process of its own). `report["seconds"]` is the wall time
+    of the whole evaluation, live phase included (`report["phases"]` splits it).
+
     Raises FileExistsError before any work when `out_dir` holds a report and not `overwrite`,
     ValueError for bad arguments (configs, refs file, workers)."""
     from tinygpt_ros.model.weights import load_manifest
 
+    t_start = time.perf_counter()
     check_arguments(bags, workers, max_frames)
     check_out_dir(out_dir, overwrite)
     load_manifest(model_dir)  # ModelLoadError (names the file) before any work
@@ -130,11 +161,12 @@ def run_eval(
              len(cfg_knobs), min(workers, len(jobs)))
     t0 = time.perf_counter()
     results = replay_local(jobs, workers, threads)
-    eval_s = time.perf_counter() - t0
+    replay_s = time.perf_counter() - t0
     for r in results:
         issues.extend(r.issues)
     cfg_names = list(cfg_knobs)
     scored = score_results(results, refs_of, cfg_names, issues)
+    check_something_scored(scored["references"], issues)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -144,7 +176,9 @@ def run_eval(
         "topics": {"image": image_topic, "events": events_topic},
         "max_frames": max_frames,
         "workers": workers,
-        "seconds": round(eval_s, 3),
+        "runner": None,
+        "seconds": None,  # the whole run, set below
+        "phases": {"replay_s": round(replay_s, 3), "live_s": None},
         "configs": cfg_knobs,
         "bags": [bag_summary(r, cfg_names[0], refs_of.get(r.name)) for r in results],
         **scored,
@@ -153,7 +187,11 @@ def run_eval(
         "live": None,
     }
     if live:
-        report["live"] = live_section(results, cfg_knobs, str(model_dir), backend, issues)
+        t0 = time.perf_counter()
+        report["live"] = live_section(results, cfg_knobs, str(model_dir), backend, issues,
+                                      workers=workers)
+        report["phases"]["live_s"] = round(time.perf_counter() - t0, 3)
+    report["seconds"] = round(time.perf_counter() - t_start, 3)
     report["issues"] = [asdict(i) for i in sorted_issues(issues)]
     write_report(report, out_dir, overwrite=overwrite, plots=plots)
     return report

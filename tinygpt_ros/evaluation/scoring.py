@@ -61,18 +61,44 @@ def _span_extra(span: CaptionSpan) -> dict[str, Any]:
     return dict(span.extra)
 
 
+def _as_list(refs: Refs | Sequence[Refs] | None) -> list[Refs]:
+    if refs is None:
+        return []
+    return [refs] if isinstance(refs, Refs) else list(refs)
+
+
+def bag_stamp_range(result: BagResult) -> tuple[int, int] | None:
+    """First and last header stamp the bag's evaluation produced output for (None: nothing)."""
+    stamps = [row.stamp_ns for rows in result.rows.values() for row in rows]
+    return (min(stamps), max(stamps)) if stamps else None
+
+
+def _outside(refs: Refs, bags: Sequence[BagResult]) -> tuple[int, int, list[str]] | None:
+    """(first start, last end, bag ranges) when no span of `refs` overlaps the stamps of any of
+    `bags` (the references are on another clock or belong to another recording), else None."""
+    spans = [(s.start_ns, s.end_ns) for s in (*refs.captions, *refs.gestures)]
+    ranges = [(b.name, rng) for b in bags if (rng := bag_stamp_range(b)) is not None]
+    if not spans or not ranges:
+        return None
+    if any(start <= hi and end > lo for start, end in spans for _, (lo, hi) in ranges):
+        return None
+    return (min(s for s, _ in spans), max(e for _, e in spans),
+            [f"{name} [{lo}, {hi}]" for name, (lo, hi) in ranges])
+
+
 def score_results(
-    results: Sequence[BagResult], refs_of: dict[str, Refs | None], configs: Sequence[str],
-    issues: list[Issue],
+    results: Sequence[BagResult], refs_of: dict[str, Refs | Sequence[Refs] | None],
+    configs: Sequence[str], issues: list[Issue],
 ) -> dict[str, Any]:
     """Match every bag's outputs to its references and score all configurations together.
 
-    `refs_of` maps bag name -> Refs (one Refs object may be shared by several bags: a span is
-    then credited to the bag that has images in it)."""
+    `refs_of` maps bag name -> its Refs (or a list of them). One Refs object may be shared by
+    several bags: a span is then credited to the bag that has data in it (the first one when
+    several have). References of which no span overlaps their bags at all add an error
+    (`refs_outside_bag`); spans missing from an otherwise covered bag add warnings."""
     groups: dict[int, tuple[Refs, list[BagResult]]] = {}
     for r in results:
-        refs = refs_of.get(r.name)
-        if refs is not None:
+        for refs in _as_list(refs_of.get(r.name)):
             groups.setdefault(id(refs), (refs, []))[1].append(r)
     ref_map: dict[str, list[str]] = {}
     hyps: dict[str, dict[str, str]] = {c: {} for c in configs}
@@ -98,16 +124,14 @@ def score_results(
                                   refs.gestures),
                 )
             per_bag[r.name] = per_cfg
-        missing_caps, missing_gest, short_gest = [], [], []
+        missing_caps, missing_gest, short_gest, ambiguous = [], [], [], []
         for si, span in enumerate(refs.captions):
             owners = [b for b in per_bag if per_bag[b][configs[0]][0][si] is not None]
             if not owners:
                 missing_caps.append(f"captions[{si}] [{span.start_ns}, {span.end_ns})")
                 continue
             if len(owners) > 1:
-                issues.append(Issue(owners[0], "ref_span_ambiguous",
-                                    "warning", f"{label} captions[{si}] has images in several "
-                                    f"bags {owners}; scored on {owners[0]}"))
+                ambiguous.append(f"captions[{si}] in {owners}")
             owner = owners[0]
             sid = f"{gi}:{si}"
             ref_map[sid] = list(span.captions)
@@ -124,6 +148,8 @@ def score_results(
             if not owners:
                 missing_gest.append(f"gestures[{si}] [{span.start_ns}, {span.end_ns})")
                 continue
+            if len(owners) > 1:
+                ambiguous.append(f"gestures[{si}] in {owners}")
             owner = owners[0]
             n_windows = per_bag[owner][configs[0]][1][si][1]
             if n_windows <= GESTURE_WARMUP:
@@ -138,6 +164,22 @@ def score_results(
                 g_correct[c] += int(pred == span.label)
             gest_out.append(entry)
         bag_names = ", ".join(b.name for b in bags)
+        outside = _outside(refs, bags)
+        if outside is not None:
+            first, last, ranges = outside
+            issues.append(Issue(bag_names, "refs_outside_bag", "error",
+                                f"{label}: every reference span lies outside the bag (spans "
+                                f"[{first}, {last}) ns, evaluated stamps {', '.join(ranges)}): "
+                                "nothing was scored. References use the messages' header "
+                                "stamps in nanoseconds; check the clock and the bag",
+                                len(refs.captions) + len(refs.gestures)))
+            missing_caps = missing_gest = []
+        if ambiguous:
+            issues.append(Issue(bag_names, "ref_span_ambiguous", "warning",
+                                f"{label}: span(s) with data in several bags, scored on the "
+                                "first one only; give each bag its own spans (a \"bags\" "
+                                "section in the file, or one --refs file per bag)",
+                                len(ambiguous), ambiguous[:MAX_EXAMPLES]))
         if missing_caps:
             issues.append(Issue(bag_names, "ref_span_not_in_bag", "warning",
                                 f"{label}: caption span(s) with no image in the "
