@@ -31,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate only the first N camera frames of each bag (and the events "
                         "before the next frame)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="replay the bags on a Ray cluster, one task per bag: 'auto' (the "
+                        "cluster this machine joined), an address (host:6379, ray://host:10001) "
+                        "or 'local' (a private instance with --workers CPUs); needs "
+                        "requirements-ray.txt")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar on stderr")
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend, image_topic=args.image_topic, events_topic=args.events_topic,
         overwrite=args.overwrite, workers=args.workers, live=args.live,
         max_frames=args.max_frames, threads=args.threads, progress=args.progress,
-        command=command_line(),
+        command=command_line(), ray=args.ray,
     )
     out = Path(args.out)
     print(f"[eval] report: {out / 'report.md'} ({out / 'report.json'})")

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tinygpt_ros.evaluation.cluster import replay_ray
 from tinygpt_ros.evaluation.configs import full_knobs, parse_configs
 from tinygpt_ros.evaluation.issues import Issue, sorted_issues
 from tinygpt_ros.evaluation.live import live_section
@@ -135,12 +136,15 @@ def run_eval(
     progress: bool = True,
     command: str | None = None,
     plots: bool = True,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `bags`, write report.json / report.md / plots into `out_dir`; returns the report.
 
     `refs`: one references file for all bags, one per bag, or None for each bag's refs.json.
     `workers`: bags replayed in parallel, and live runs in parallel with `live` (each live run
-    is a process of its own). `report["seconds"]` is the wall time
+    is a process of its own). `ray`: replay the bags as Ray tasks instead ("auto", an address,
+    or "local" for a private instance with `workers` CPUs; `cluster.replay_ray`); the scoring
+    and the report are the same code as for a local run. `report["seconds"]` is the wall time
     of the whole evaluation, live phase included (`report["phases"]` splits it).
 
     Raises FileExistsError before any work when `out_dir` holds a report and not `overwrite`,
@@ -157,10 +161,13 @@ def run_eval(
     refs_of = refs_for_bags(bags, names, refs, issues)
     jobs = [BagJob(str(b), n, str(model_dir), backend, cfg_knobs, image_topic, events_topic,
                    max_frames, threads, progress) for b, n in zip(bags, names, strict=True)]
-    log.info("evaluating %d bag(s) x %d configuration(s) with %d worker(s)", len(jobs),
-             len(cfg_knobs), min(workers, len(jobs)))
+    log.info("evaluating %d bag(s) x %d configuration(s) %s", len(jobs), len(cfg_knobs),
+             f"on Ray ({ray})" if ray else f"with {min(workers, len(jobs))} worker(s)")
     t0 = time.perf_counter()
-    results = replay_local(jobs, workers, threads)
+    if ray:
+        results = replay_ray(jobs, ray, workers, threads)
+    else:
+        results = replay_local(jobs, workers, threads)
     replay_s = time.perf_counter() - t0
     for r in results:
         issues.extend(r.issues)
@@ -176,7 +183,7 @@ def run_eval(
         "topics": {"image": image_topic, "events": events_topic},
         "max_frames": max_frames,
         "workers": workers,
-        "runner": None,
+        "runner": f"Ray ({ray}), one task per bag" if ray else None,
         "seconds": None,  # the whole run, set below
         "phases": {"replay_s": round(replay_s, 3), "live_s": None},
         "configs": cfg_knobs,
