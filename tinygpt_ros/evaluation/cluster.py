@@ -29,6 +29,22 @@ def _import_ray() -> Any:
     return ray
 
 
+def _init(ray: Any, address: str, kwargs: dict[str, Any], attempts: int = 2) -> None:
+    """ray.init; a private local instance gets a second try, since Ray gives its raylet a fixed
+    30 s to start, which a busy machine can miss."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except ConnectionError as exc:
+            raise RuntimeError(f"--ray {address}: no Ray cluster reachable ({exc})") from None
+        except Exception as exc:  # Ray raises a bare Exception when its node does not start
+            if address != LOCAL or attempt == attempts:
+                raise RuntimeError(f"--ray {address}: Ray did not start ({exc})") from exc
+            log.warning("local Ray instance did not start (%s); trying again", exc)
+            ray.shutdown()
+
+
 def replay_ray(jobs: Sequence[BagJob], address: str, workers: int,
                threads: int | None = None) -> list[BagResult]:
     """Run every job as one Ray task of `threads` CPUs (default 1; torch in each task uses
@@ -52,10 +68,7 @@ def replay_ray(jobs: Sequence[BagJob], address: str, workers: int,
             kwargs["num_cpus"] = workers
         else:
             kwargs["address"] = address
-        try:
-            ray.init(**kwargs)
-        except ConnectionError as exc:
-            raise RuntimeError(f"--ray {address}: no Ray cluster reachable ({exc})") from None
+        _init(ray, address, kwargs)
         started = True
     try:
         resources = ray.cluster_resources()
