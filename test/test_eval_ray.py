@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "sample_bag"
 SAMPLE_REFS = json.loads((SAMPLE / "refs.json").read_text())
 TIMING = {"latency_ms", "conversion_ms", "latency_ms_p50", "latency_ms_p95",
-          "conversion_ms_mean", "seconds", "phases", "created", "machine", "runner", "command"}
+          "conversion_ms_mean", "seconds", "phases", "created", "machine", "runner", "command",
+          "workers"}
 
 
 @pytest.fixture(scope="module")
