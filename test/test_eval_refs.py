@@ -133,3 +133,12 @@ def test_identical_series_are_named_and_quality_axes_start_at_zero(tmp_path):
     assert "tokens" in made and "quality" in made
     assert "sttf is identical to dense" in notes["tokens"]
     assert "anc is identical to dense" in notes["tokens"]
+
+
+def test_cli_takes_one_refs_file_per_bag_without_eating_the_bags():
+    from tinygpt_ros.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "--refs", "f.json", "front/", "rear/",
+                                      "--refs", "r.json"])
+    assert args.refs == ["f.json", "r.json"] and args.bags == ["front/", "rear/"]
+    assert build_parser().parse_args(["eval", "front/"]).refs is None

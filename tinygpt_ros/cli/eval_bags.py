@@ -13,9 +13,9 @@ HELP = "replay rosbags through the engine and score them"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bags", nargs="+", help="bag directories or files (mcap or sqlite3)")
-    p.add_argument("--refs", nargs="+", default=None, metavar="JSON",
-                   help="references: one file for all bags, or one per bag in the order of the "
-                        "bags (default: refs.json inside each bag directory)")
+    p.add_argument("--refs", action="append", default=None, metavar="JSON",
+                   help="references JSON: once for all bags, or repeated once per bag in the "
+                        "order of the bags (default: refs.json inside each bag directory)")
     p.add_argument("--model", default=str(default_model_dir()))
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--configs", nargs="+", default=["dense", "sttf", "anc", "sttf+anc"],
