@@ -16,7 +16,19 @@ from pathlib import Path
 import pytest
 
 from tinygpt_ros.bags.reader import iter_bag
-from tinygpt_ros.evaluation import bag_eval as be
+from tinygpt_ros.evaluation.configs import full_knobs, parse_configs
+from tinygpt_ros.evaluation.issues import Issue
+from tinygpt_ros.evaluation.progress import progress_bar
+from tinygpt_ros.evaluation.refs import CaptionSpan, GestureSpan, load_refs, parse_refs
+from tinygpt_ros.evaluation.replay import evaluate_bag
+from tinygpt_ros.evaluation.results import BagJob, BagResult, FrameRow
+from tinygpt_ros.evaluation.runner import run_eval
+from tinygpt_ros.evaluation.scoring import (
+    frame_columns,
+    score_results,
+    span_gestures,
+    span_hypotheses,
+)
 from tinygpt_ros.spec.types import ComputeRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,10 +46,10 @@ def tiny_model(tmp_path_factory) -> str:
     return str(out)
 
 
-def _row(i: int, modality: str, stamp: int, caption=None, gesture=None) -> be.FrameRow:
+def _row(i: int, modality: str, stamp: int, caption=None, gesture=None) -> FrameRow:
     rec = ComputeRecord(frame_index=i, modality=modality, tokens_in=196, tokens_recomputed=196,
                         tokens_fused=31, branch="large")
-    return be.FrameRow(i, modality, stamp, stamp, rec, caption, gesture)
+    return FrameRow(i, modality, stamp, stamp, rec, caption, gesture)
 
 
 def _gesture_refs(path: Path, spans: list[dict]) -> Path:
@@ -51,22 +63,22 @@ def _gesture_refs(path: Path, spans: list[dict]) -> Path:
 def test_span_matching_picks_caption_at_last_image():
     stamps = [0, 10, 20, 35, 30, 50]  # not sorted: the last image is the largest stamp
     caps = ["a", "b", "c", "d", "e", "f"]
-    spans = [be.CaptionSpan(0, 30, ["x"]), be.CaptionSpan(30, 60, ["y"]),
-             be.CaptionSpan(100, 200, ["z"])]
-    assert be.span_hypotheses(stamps, caps, spans) == ["c", "f", None]
+    spans = [CaptionSpan(0, 30, ["x"]), CaptionSpan(30, 60, ["y"]),
+             CaptionSpan(100, 200, ["z"])]
+    assert span_hypotheses(stamps, caps, spans) == ["c", "f", None]
     # gestures: windows after the first 2 of a span vote; a tie goes to the class reached first
     g_stamps = [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14]
     preds = ["x", "x", "b", "a", "a", "b", "x", "x", "c", "d", None]
-    g_spans = [be.GestureSpan(0, 10, "a"), be.GestureSpan(10, 20, "c"),
-               be.GestureSpan(20, 30, "a"), be.GestureSpan(3, 5, "a")]
-    assert be.span_gestures(g_stamps, preds, g_spans) == [
+    g_spans = [GestureSpan(0, 10, "a"), GestureSpan(10, 20, "c"),
+               GestureSpan(20, 30, "a"), GestureSpan(3, 5, "a")]
+    assert span_gestures(g_stamps, preds, g_spans) == [
         ("b", 6), ("c", 5), (None, 0), (None, 2)]
 
 
 def test_metrics_hand_checked_through_span_matching():
     """Two caption spans, two configurations with known hypotheses, scored by score_results."""
     t0 = 1_000
-    refs = be.parse_refs({
+    refs = parse_refs({
         "captions": [
             {"start_ns": t0, "end_ns": t0 + 300, "captions": ["a red ball moves left",
                                                               "the red ball rolls left"]},
@@ -89,9 +101,9 @@ def test_metrics_hand_checked_through_span_matching():
             votes = ["hand_clap", "hand_clap", "other", "other", "other"]
         rows[name] += [_row(10 + i, "events", t0 + 100 * i, gesture=g)
                        for i, g in enumerate(votes)]
-    result = be.BagResult("bag", "bag", {}, {}, 0, rows, [], 0.0, True)
-    issues: list[be.Issue] = []
-    out = be.score_results([result], {"bag": refs}, ["exact", "partial"], issues)
+    result = BagResult("bag", "bag", {}, {}, 0, rows, [], 0.0, True)
+    issues: list[Issue] = []
+    out = score_results([result], {"bag": refs}, ["exact", "partial"], issues)
     assert [s["hypotheses"] for s in out["spans"]] == [
         {"exact": "a red ball moves left", "partial": "a red ball"},
         {"exact": "a green cube sits still", "partial": "a green cube"}]
@@ -115,38 +127,38 @@ def test_metrics_hand_checked_through_span_matching():
 
 
 def test_parse_configs_named_and_sweeps():
-    cfgs = be.parse_configs(["dense", "fusion_threshold=0.2,1", "sttf:max_fused_tokens=16"])
+    cfgs = parse_configs(["dense", "fusion_threshold=0.2,1", "sttf:max_fused_tokens=16"])
     assert list(cfgs) == ["dense", "fusion_threshold=0.2", "fusion_threshold=1",
                           "sttf:max_fused_tokens=16"]
     assert cfgs["fusion_threshold=1"] == {"sttf_enabled": True, "anc_enabled": True,
                                           "fusion_threshold": 1.0}
     assert cfgs["sttf:max_fused_tokens=16"]["anc_enabled"] is False
-    assert be.full_knobs(cfgs["dense"])["sttf_enabled"] is False
+    assert full_knobs(cfgs["dense"])["sttf_enabled"] is False
     for bad, word in (["nope"], "nope"), (["fusion_threshold=-1"], "fusion_threshold"), \
             (["bogus_knob=1"], "bogus_knob"), (["x:fusion_threshold=1"], "'x'"), \
             (["max_fused_tokens=2.5"], "max_fused_tokens"):
         with pytest.raises(ValueError, match=word):
-            be.parse_configs(bad)
+            parse_configs(bad)
 
 
 def test_refs_validation_names_the_field(tmp_path):
     with pytest.raises(ValueError, match=r"captions\[0\]\.end_ns"):
-        be.parse_refs({"captions": [{"start_ns": 5, "end_ns": 5, "captions": ["a"]}]})
+        parse_refs({"captions": [{"start_ns": 5, "end_ns": 5, "captions": ["a"]}]})
     with pytest.raises(ValueError, match=r"captions\[0\]\.captions"):
-        be.parse_refs({"captions": [{"start_ns": 1, "end_ns": 5, "captions": []}]})
+        parse_refs({"captions": [{"start_ns": 1, "end_ns": 5, "captions": []}]})
     with pytest.raises(ValueError, match=r"gestures\[1\]\.label"):
-        be.parse_refs({"gestures": [{"start_ns": 1, "end_ns": 5, "label": "a"},
+        parse_refs({"gestures": [{"start_ns": 1, "end_ns": 5, "label": "a"},
                                     {"start_ns": 1, "end_ns": 5}]})
     with pytest.raises(ValueError, match="does not exist"):
-        be.load_refs(tmp_path / "missing.json")
-    refs = be.load_refs(SAMPLE / "refs.json")
+        load_refs(tmp_path / "missing.json")
+    refs = load_refs(SAMPLE / "refs.json")
     assert len(refs.captions) == len(SAMPLE_REFS["captions"])
     assert len(refs.gestures) == 11
 
 
 def test_progress_bar_lines():
     buf = io.StringIO()
-    bar = be.Progress(40, "bag", stream=buf)
+    bar = progress_bar(40, "bag", stream=buf)
     for _ in range(40):
         bar.update()
     bar.close()
@@ -161,7 +173,7 @@ def test_progress_bar_lines():
 @pytest.fixture(scope="module")
 def sample_report(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "eval"
-    report = be.run_eval([SAMPLE], tiny_model, out, configs=["dense", "sttf+anc",
+    report = run_eval([SAMPLE], tiny_model, out, configs=["dense", "sttf+anc",
                                                              "fusion_threshold=1.0"],
                          max_frames=30, progress=False, command="test")
     return out, report
@@ -211,13 +223,13 @@ def test_existing_report_is_not_overwritten(sample_report, tiny_model, tmp_path)
     out, _ = sample_report
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(FileExistsError, match="--overwrite"):
-        be.run_eval([SAMPLE], tiny_model, out, configs=["dense"], max_frames=2, progress=False)
+        run_eval([SAMPLE], tiny_model, out, configs=["dense"], max_frames=2, progress=False)
     assert cli.main(["eval", str(SAMPLE), "--model", tiny_model, "--out", str(out),
                      "--configs", "dense"]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     # with overwrite it is replaced (gesture-only refs: no caption scoring needed)
     refs = _gesture_refs(tmp_path / "refs.json", SAMPLE_REFS["gestures"][:1])
-    rep = be.run_eval([SAMPLE], tiny_model, out, refs=refs, configs=["dense"], max_frames=2,
+    rep = run_eval([SAMPLE], tiny_model, out, refs=refs, configs=["dense"], max_frames=2,
                       progress=False, overwrite=True, plots=False)
     assert json.loads((out / "report.json").read_text())["configs"] == {
         "dense": rep["configs"]["dense"]}
@@ -270,7 +282,7 @@ def damaged_report(tiny_model, tmp_path_factory):
     garbage.mkdir()
     (garbage / "garbage_bag.mcap").write_bytes(b"this is not a bag" * 10)
     out = tmp / "report"
-    report = be.run_eval([truncated, damaged, garbage], tiny_model, out,
+    report = run_eval([truncated, damaged, garbage], tiny_model, out,
                          configs=["dense", "sttf+anc"], max_frames=12, workers=2,
                          progress=False, plots=False)
     return out, report
@@ -309,6 +321,27 @@ def test_cli_eval_reports_bad_arguments(tiny_model, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_fails_when_all_references_lie_outside_the_bag(tiny_model, tmp_path, capsys):
+    """Nothing scored is a failure (exit 1, the reason on stderr); spans partly outside the
+    evaluated part stay a warning (exit 0)."""
+    from tinygpt_ros import cli
+
+    late = [{**g, "start_ns": g["start_ns"] + 10**12, "end_ns": g["end_ns"] + 10**12}
+            for g in SAMPLE_REFS["gestures"][:2]]
+    args = ["eval", str(SAMPLE), "--model", tiny_model, "--configs", "dense", "--max-frames",
+            "3", "--no-progress"]
+    outside = _gesture_refs(tmp_path / "outside.json", late)
+    assert cli.main([*args, "--out", str(tmp_path / "a"), "--refs", str(outside)]) == 1
+    err = capsys.readouterr().err
+    assert "refs_outside_bag" in err and "every reference span lies outside the bag" in err
+    saved = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert saved["references"]["gesture_spans_scored"] == 0
+    partial = _gesture_refs(tmp_path / "partial.json", SAMPLE_REFS["gestures"][:1] + late)
+    assert cli.main([*args, "--out", str(tmp_path / "b"), "--refs", str(partial)]) == 0
+    err = capsys.readouterr().err
+    assert "ref_span_not_in_bag" in err and "error" not in err
+
+
 def test_sqlite3_bag_gives_the_mcap_output(tiny_model, tmp_path):
     """The same messages in a sqlite3 bag: identical engine output to the mcap sample."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -328,29 +361,29 @@ def test_sqlite3_bag_gives_the_mcap_output(tiny_model, tmp_path):
                 break
             writer.write(conns[m.topic], m.timestamp_ns, m.rawdata)
     assert list(path.glob("*.db3"))
-    knobs = {"sttf+anc": be.full_knobs({})}
+    knobs = {"sttf+anc": full_knobs({})}
     outs = []
     for bag in (path, SAMPLE):
-        job = be.BagJob(str(bag), bag.name, tiny_model, "torch", knobs, "/camera/image_raw",
+        job = BagJob(str(bag), bag.name, tiny_model, "torch", knobs, "/camera/image_raw",
                         "/events", max_frames=4, progress=False)
-        r = be.evaluate_bag(job)
+        r = evaluate_bag(job)
         assert r.ok and not r.issues
-        cols = be.frame_columns(r, "sttf+anc")
+        cols = frame_columns(r, "sttf+anc")
         outs.append({k: v for k, v in cols.items() if k not in ("latency_ms", "conversion_ms")})
     assert outs[0] == outs[1] and len(outs[0]["stamp_ns"]) == 4 + 16
 
 
 def test_shared_refs_spans_are_credited_to_the_bag_that_has_them():
-    refs = be.parse_refs({"gestures": [
+    refs = parse_refs({"gestures": [
         {"start_ns": 0, "end_ns": 100, "label": "a"},
         {"start_ns": 1000, "end_ns": 1100, "label": "b"},
         {"start_ns": 5000, "end_ns": 5100, "label": "c"}]})
     bags = []
     for name, t0, label in (("one", 0, "a"), ("two", 1000, "x")):
         rows = {"cfg": [_row(i, "events", t0 + 10 * i, gesture=label) for i in range(5)]}
-        bags.append(be.BagResult(name, name, {}, {}, 5, rows, [], 0.0, True))
-    issues: list[be.Issue] = []
-    out = be.score_results(bags, {"one": refs, "two": refs}, ["cfg"], issues)
+        bags.append(BagResult(name, name, {}, {}, 5, rows, [], 0.0, True))
+    issues: list[Issue] = []
+    out = score_results(bags, {"one": refs, "two": refs}, ["cfg"], issues)
     assert [(g["bag"], g["label"], g["predictions"]["cfg"]) for g in out["gesture_spans"]] == [
         ("one", "a", "a"), ("two", "b", "x")]
     assert out["gestures"]["cfg"] == {"accuracy": 0.5, "correct": 1, "spans": 2}

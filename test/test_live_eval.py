@@ -1,19 +1,21 @@
 """Live evaluation (`tinygpt-ros eval --live`): the real node graph on a prefix of the sample bag
 gives exactly the offline output; `compare` lists every kind of difference.
 
-Real rclpy (each live run gets its own context, random domain id, localhost discovery) and a
-tiny trained model.
+Real rclpy (each live run gets its own process, context, namespace and localhost discovery, on
+the user's ROS_DOMAIN_ID or a random one) and a tiny trained model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from tinygpt_ros.evaluation import bag_eval as be
 from tinygpt_ros.evaluation.live import LiveRow, compare
+from tinygpt_ros.evaluation.results import FrameRow
+from tinygpt_ros.evaluation.runner import run_eval
 from tinygpt_ros.spec.types import ComputeRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,15 +31,37 @@ def tiny_model(tmp_path_factory) -> str:
     return str(out)
 
 
-def test_live_equals_offline_on_sample_prefix(tiny_model, tmp_path):
+@pytest.mark.timeout(900)  # about a minute on an idle 2-core machine; CI machines are shared
+def test_live_equals_offline_on_sample_prefix(tiny_model, tmp_path, monkeypatch, capfd):
+    """Also: the two live runs (one per configuration) run in parallel with --workers 2, each in
+    a process of its own, on the user's ROS_DOMAIN_ID; nothing is printed on stderr at their
+    teardown; the report's wall time includes the live phase."""
+    from conftest import ros_domain_id
+
+    domain = ros_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     refs = tmp_path / "refs.json"  # gesture spans only: no Java caption scoring needed here
     sample_refs = json.loads((SAMPLE / "refs.json").read_text())
     refs.write_text(json.dumps({"gestures": sample_refs["gestures"][:2]}))
-    report = be.run_eval([SAMPLE], tiny_model, tmp_path / "out", refs=refs,
-                         configs=["dense", "sttf+anc"], max_frames=8, live=True,
-                         progress=False, plots=False)
+    report = run_eval([SAMPLE], tiny_model, tmp_path / "out", refs=refs,
+                      configs=["dense", "sttf+anc"], max_frames=8, live=True,
+                      progress=False, plots=False, workers=2)
     live = report["live"]
     assert live["equal"], live
+    runs = list(live["bags"][report["bags"][0]["name"]].values())
+    assert [r["domain_id"] for r in runs] == [domain, domain]
+    pids = {r["pid"] for r in runs}
+    assert len(pids) == 2 and os.getpid() not in pids
+    first, second = sorted(runs, key=lambda r: r["started"])
+    assert second["started"] < first["finished"], "live runs did not overlap"
+    err = capfd.readouterr().err
+    assert "never retrieved" not in err and "Destroyable" not in err, err
+    phases = report["phases"]
+    assert phases["live_s"] >= max(r["finished"] - r["started"] for r in runs)
+    assert report["seconds"] >= phases["replay_s"] + phases["live_s"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"wall time: {report['seconds']:.1f} s with 2 worker(s)" in md
+    assert f"live {phases['live_s']:.1f} s" in md
     bag = report["bags"][0]
     n = bag["frames"] + bag["event_windows"]
     assert n == bag["messages_read"] == 8 + 32  # 8 camera frames, 4 event windows per frame
@@ -52,11 +76,11 @@ def test_live_equals_offline_on_sample_prefix(tiny_model, tmp_path):
 
 
 def _off(i: int, modality: str, stamp: int, caption=None, gesture=None, branch="large",
-         tokens=196) -> be.FrameRow:
+         tokens=196) -> FrameRow:
     rec = ComputeRecord(frame_index=i, modality=modality, tokens_in=196,
                         tokens_recomputed=tokens, tokens_fused=31, branch=branch,
                         flops={"encoder": 1.0e6})
-    return be.FrameRow(i, modality, stamp, stamp, rec, caption, gesture)
+    return FrameRow(i, modality, stamp, stamp, rec, caption, gesture)
 
 
 def _live(modality: str, stamp: int, caption=None, gesture=None, branch="large", tokens=196,
@@ -65,6 +89,18 @@ def _live(modality: str, stamp: int, caption=None, gesture=None, branch="large",
               "flops_total": f"{flops:.6g}", "latency_ms_total": "2.5",
               "ros_overhead_ms": "0.4", "dropped_frames": "0"}
     return LiveRow(modality, stamp, ok, caption, gesture, values if ok else {}, "")
+
+
+def test_live_domain_follows_ros_domain_id(monkeypatch):
+    from tinygpt_ros.evaluation.live import ros_domain_id
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", "42")
+    assert ros_domain_id() == 42
+    monkeypatch.setenv("ROS_DOMAIN_ID", "forty")
+    with pytest.raises(ValueError, match="ROS_DOMAIN_ID"):
+        ros_domain_id()
+    monkeypatch.delenv("ROS_DOMAIN_ID")
+    assert all(1 <= ros_domain_id() <= 232 for _ in range(50))
 
 
 def test_compare_lists_every_difference():

@@ -50,19 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _ShortNames(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"[{record.name.removeprefix('tinygpt_ros.')}] {record.getMessage()}"
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the message (redirections and test
+    captures that replace it after the first command still get the lines)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
-def configure_logging(verbose: bool) -> None:
-    """The package logs through `logging`; the command line shows it on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_ShortNames())
-    tree = logging.getLogger("tinygpt_ros")
-    tree.handlers[:] = [handler]
-    tree.setLevel(logging.DEBUG if verbose else logging.INFO)
-    tree.propagate = False
+def configure_logging(verbose: bool = False) -> None:
+    """The package's log messages (progress, findings) on stderr; the command's results go to
+    stdout. A handler already installed (by an embedding program or an earlier call) is kept."""
+    pkg = logging.getLogger("tinygpt_ros")
+    pkg.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not pkg.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s: %(message)s"))
+        pkg.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tinygpt_ros.cli.paths import default_model_dir
 
@@ -21,4 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinygpt_ros.evaluation.bench import main as bench_main
 
-    return bench_main(args)
+    rc = bench_main(args)
+    print((Path(args.out) / "bench.md").read_text(encoding="utf-8"))
+    return rc

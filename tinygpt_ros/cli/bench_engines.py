@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tinygpt_ros.cli.paths import default_model_dir
 
@@ -20,4 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinygpt_ros.evaluation.engine_bench import main as engine_bench_main
 
-    return engine_bench_main(args)
+    rc = engine_bench_main(args)
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8"))
+    return rc

@@ -13,8 +13,9 @@ HELP = "replay rosbags through the engine and score them"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bags", nargs="+", help="bag directories or files (mcap or sqlite3)")
-    p.add_argument("--refs", default=None,
-                   help="references JSON (default: refs.json inside each bag directory)")
+    p.add_argument("--refs", action="append", default=None, metavar="JSON",
+                   help="references JSON: once for all bags, or repeated once per bag in the "
+                        "order of the bags (default: refs.json inside each bag directory)")
     p.add_argument("--model", default=str(default_model_dir()))
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--configs", nargs="+", default=["dense", "sttf", "anc", "sttf+anc"],
@@ -30,19 +31,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate only the first N camera frames of each bag (and the events "
                         "before the next frame)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="replay the bags on a Ray cluster, one task per bag: 'auto' (the "
+                        "cluster this machine joined), an address (host:6379, ray://host:10001) "
+                        "or 'local' (a private instance with --workers CPUs); needs "
+                        "requirements-ray.txt")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar on stderr")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tinygpt_ros.evaluation.bag_eval import run_eval
+    from tinygpt_ros.evaluation.runner import failures, run_eval
 
     report = run_eval(
         args.bags, args.model, args.out, refs=args.refs, configs=args.configs,
         backend=args.backend, image_topic=args.image_topic, events_topic=args.events_topic,
         overwrite=args.overwrite, workers=args.workers, live=args.live,
         max_frames=args.max_frames, threads=args.threads, progress=args.progress,
-        command=command_line(),
+        command=command_line(), ray=args.ray,
     )
     out = Path(args.out)
     print(f"[eval] report: {out / 'report.md'} ({out / 'report.json'})")
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
               + (f" (x{i['count']})" if i["count"] > 1 else ""), file=sys.stderr)
     if report["live"] is not None and not report["live"].get("equal", True):
         print("[eval] live output differs from offline output: see the report", file=sys.stderr)
-    if not any(b["ok"] for b in report["bags"]):
-        print("[eval] error: no bag could be evaluated", file=sys.stderr)
-        return 1
-    return 0
+    why = failures(report)
+    for reason in why:
+        print(f"[eval] error: {reason}", file=sys.stderr)
+    return 1 if why else 0

@@ -12,6 +12,7 @@ at most its FLOPs and at least its CIDEr (one of them strictly).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
@@ -21,12 +22,16 @@ from typing import Any
 
 from tinygpt_ros.data.scenes import MOTIONS
 from tinygpt_ros.evaluation.metrics import METRIC_KEYS
+from tinygpt_ros.evaluation.provenance import machine_info, model_identity
 from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS
+from tinygpt_ros.evaluation.report import write_atomic, write_text
 from tinygpt_ros.runtime.threads import (
     DEFAULT_BLAS_THREADS,
     DEFAULT_INTRA_OP_THREADS,
     apply_thread_limits,
 )
+
+log = logging.getLogger(__name__)
 
 ORDER = ("dense", "tome", "random_drop", "downscale", "fastv", "sttf", "anc", "sttf+anc")
 WHAT_RUNS = {
@@ -141,8 +146,6 @@ def plot_frontier(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tinygpt_ros.evaluation.report import _write_atomic
-
     rows = summary["rows"]
     metrics = ("CIDEr", "METEOR")
     fig, axes = plt.subplots(1, len(metrics), figsize=(11, 4.4))
@@ -170,7 +173,7 @@ def plot_frontier(summary: dict[str, Any], path: Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, ncol=5, fontsize=8, loc="upper center")
     fig.tight_layout(rect=(0, 0, 1, 0.86))
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -198,7 +201,6 @@ def run_bench(model_dir: str | Path, clips_per_motion: int = 30, frames: int = 4
 
     from tinygpt_ros.data.scenes import make_clips
     from tinygpt_ros.deploy.factory import load_engine
-    from tinygpt_ros.evaluation.bag_eval import machine_info, model_identity
     from tinygpt_ros.evaluation.peers import PEERS, EngineSwitch, PeerEngine, load_model
     from tinygpt_ros.evaluation.quality import evaluate_captions
 
@@ -337,8 +339,6 @@ def section_markers(name: str) -> tuple[str, str]:
 def write_markdown_section(path: str | Path, section: str, name: str = "bench") -> None:
     """Replace the generated section `name` of `path` (between its markers), keeping the rest;
     a new file gets a short heading first."""
-    from tinygpt_ros.evaluation.report import _write_text
-
     start, end = section_markers(name)
     p = Path(path)
     block = f"{start}\n{section}{end}\n"
@@ -350,7 +350,7 @@ def write_markdown_section(path: str | Path, section: str, name: str = "bench") 
     else:
         text = text.rstrip("\n") + "\n\n" + block
     p.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(p, text)
+    write_text(p, text)
 
 
 def main(args: Any) -> int:
@@ -359,15 +359,12 @@ def main(args: Any) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rep = run_bench(args.model, args.clips_per_motion, args.frames, args.seed, args.threads,
-                    progress=lambda msg: print(f"[bench] {msg}", file=sys.stderr))
+                    progress=log.info)
     rep["command"] = command
     plot_frontier(rep, out / "frontier.png")
-    from tinygpt_ros.evaluation.report import _write_text
-
-    _write_text(out / "bench.json", json.dumps(rep, indent=1) + "\n")
+    write_text(out / "bench.json", json.dumps(rep, indent=1) + "\n")
     md = bench_markdown(rep, command, plot=str(out / "frontier.png"))
-    _write_text(out / "bench.md", md)
+    write_text(out / "bench.md", md)
     if args.markdown:
         write_markdown_section(args.markdown, md)
-    print(md)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import shlex
 import time
@@ -22,6 +23,8 @@ import numpy as np
 
 from tinygpt_ros.runtime.threads import DEFAULT_BLAS_THREADS, apply_thread_limits
 from tinygpt_ros.spec.types import STAGES
+
+logger = logging.getLogger(__name__)
 
 MOTIONS = ("still", "slow", "busy")
 
@@ -53,7 +56,7 @@ def _summary(wall: list[float], results: list[Any]) -> dict[str, Any]:
 
 
 def run(model_dir: str | Path, clips_per_motion: int = 4, frames: int = 40, threads: int = 2,
-        seed: int = 0, log: Any = print) -> dict[str, Any]:
+        seed: int = 0, log: Any = None) -> dict[str, Any]:
     import torch
 
     from tinygpt_ros.data.scenes import make_clips
@@ -105,7 +108,7 @@ def run(model_dir: str | Path, clips_per_motion: int = 4, frames: int = 40, thre
                     x.record.tokens_recomputed == y.record.tokens_recomputed for x, y in pairs])),
             }
         per_motion[motion] = row
-        log(f"[bench-engines] {motion}: " + ", ".join(
+        (log or logger.info)(f"{motion}: " + ", ".join(
             f"{n} {row[n]['ms_mean']:.2f} ms" for n in engines))
     return {
         "model": str(model_dir),
@@ -174,5 +177,4 @@ def main(args: argparse.Namespace) -> int:
         from tinygpt_ros.evaluation.bench import write_markdown_section
 
         write_markdown_section(args.markdown, md, name="bench-engines")
-    print(md)
     return 0

@@ -1,8 +1,11 @@
 """Live evaluation: play a bag into the real node graph and compare with the offline output.
 
-The offline evaluation calls the engine directly; users run the ROS node. This brings the edge
-graph up in-process (`ros.bringup.bring_up`: TinyGptNode + lifecycle manager, on a fresh rclpy
-context with a random domain id and localhost-only discovery), plays the bag with
+The offline evaluation calls the engine directly; users run the ROS node. Each live run (one bag,
+one configuration) is a process of its own, so runs go in parallel (`--workers`) and no rclpy
+state outlives a run. It brings the edge graph up (`ros.bringup.bring_up`: TinyGptNode +
+lifecycle manager, on a fresh rclpy context with localhost-only discovery, on the user's
+ROS_DOMAIN_ID or else a random domain, under a namespace of its own so parallel runs in one
+domain never see each other's topics), plays the bag with
 `ros.bag_player.BagPlayer` in lockstep (each message is published only after the node answered
 the previous one on /diagnostics, so nothing is dropped for being early) and records every
 caption, gesture and per-frame diagnostic, matched to its source message by the stamp in the
@@ -16,13 +19,16 @@ publishers block after each publish until the answer is in.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
+import secrets
 import tempfile
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-_IMAGE_OUT = "/tinygpt_eval/camera/image_raw"
-_EVENTS_OUT = "/tinygpt_eval/events"
+from tinygpt_ros.evaluation.issues import Issue
+from tinygpt_ros.evaluation.results import BagResult, FrameRow
+
+_IMAGE_OUT = "camera/image_raw"  # under the run's namespace
+_EVENTS_OUT = "events"
 _FLOPS_RTOL = 1e-5  # diagnostics print floats with 6 significant digits
 _MAX_DIFFS = 50
 
@@ -170,7 +179,8 @@ class _GatedPublisher:
 
 
 def _params_file(directory: Path, model_dir: str, backend: str, knobs: dict[str, Any],
-                 image_type: str | None, events_type: str | None) -> str:
+                 image_type: str | None, events_type: str | None,
+                 startup_timeout_s: float = 120.0) -> str:
     params: dict[str, Any] = {
         "model_dir": str(model_dir),
         "backend": backend,
@@ -183,8 +193,24 @@ def _params_file(directory: Path, model_dir: str, backend: str, knobs: dict[str,
         **knobs,
     }
     path = directory / "live_params.yaml"
-    path.write_text(yaml.safe_dump({"/**/tinygpt_node": {"ros__parameters": params}}))
+    # A live run is a fresh process: configure also imports the backend (torch), which takes
+    # longer than the manager's default deadline on a busy machine.
+    manager = {"transition_timeout_s": float(startup_timeout_s)}
+    path.write_text(yaml.safe_dump({"/**/tinygpt_node": {"ros__parameters": params},
+                                    "/**/lifecycle_manager": {"ros__parameters": manager}}))
     return str(path)
+
+
+def ros_domain_id() -> int:
+    """The user's ROS_DOMAIN_ID when set (on a shared machine the user separates the graphs),
+    else a random one of the 232 that Fast DDS's default port mapping allows."""
+    chosen = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    if chosen:
+        try:
+            return int(chosen)
+        except ValueError:
+            raise ValueError(f"ROS_DOMAIN_ID must be an integer, got {chosen!r}") from None
+    return random.SystemRandom().randint(1, 232)
 
 
 def run_live(
@@ -195,42 +221,51 @@ def run_live(
     backend: str = "torch",
     limit: int | None = None,
     timeout_s: float = 30.0,
-    startup_timeout_s: float = 60.0,
+    startup_timeout_s: float = 120.0,
 ) -> dict[str, Any]:
     """Play `bag` into a freshly started node graph configured with `knobs`.
 
     topics: role (image, events) -> (bag topic, message type). limit: publish only the first
     `limit` messages of those topics (the offline evaluation's prefix). Returns {"rows": [LiveRow],
-    "error": str | None, "published": int, "timeouts": int}."""
+    "error": str | None, "published": int, "timeouts": int, "domain_id", "namespace", "pid",
+    "started", "finished" (wall clock)}."""
     import rclpy
 
     from tinygpt_ros.ros import compat
     from tinygpt_ros.ros.bag_player import BagError, BagPlayer
-    from tinygpt_ros.ros.bringup import bring_up, tear_down
+    from tinygpt_ros.ros.bringup import ExecutorThread, bring_up, tear_down
 
     # Before rclpy.init of this context: discovery stays on this machine (the variable each
-    # distro reads), and a random domain keeps parallel runs apart.
+    # distro reads). A namespace of its own keeps parallel runs in one domain apart; the
+    # node's absolute /diagnostics is remapped into it for this context only.
     compat.localhost_discovery(os.environ)
-    domain = random.SystemRandom().randint(1, 100)
+    domain = ros_domain_id()
+    namespace = f"/tinygpt_eval_{secrets.token_hex(4)}"
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
+    rclpy.init(context=context, domain_id=domain,
+               args=["--ros-args", "-r", f"/diagnostics:={namespace}/diagnostics"])
     out: dict[str, Any] = {"rows": [], "error": None, "published": 0, "timeouts": 0,
-                           "domain_id": domain}
-    executor = nodes = spinner = None
+                           "domain_id": domain, "namespace": namespace, "pid": os.getpid(),
+                           "started": time.time(), "finished": None}
+    executor = spinner = None
+    nodes: list[Any] = []
     image = topics.get("image")
     events = topics.get("events")
+    image_out, events_out = f"{namespace}/{_IMAGE_OUT}", f"{namespace}/{_EVENTS_OUT}"
     try:
         with tempfile.TemporaryDirectory(prefix="tinygpt_live_") as tmp:
             params = _params_file(Path(tmp), str(model_dir), backend, knobs,
-                                  image[1] if image else None, events[1] if events else None)
-            executor, nodes = bring_up(context, params_file=params, model_dir=str(model_dir),
-                                       backend=backend, image_topic=_IMAGE_OUT,
-                                       events_topic=_EVENTS_OUT, log_level="error")
-        probe = rclpy.create_node("tinygpt_eval_probe", context=context)
+                                  image[1] if image else None, events[1] if events else None,
+                                  startup_timeout_s)
+            executor, nodes = bring_up(context, namespace=namespace, params_file=params,
+                                       model_dir=str(model_dir), backend=backend,
+                                       image_topic=image_out, events_topic=events_out,
+                                       log_level="error")
+        probe = rclpy.create_node("tinygpt_eval_probe", namespace=namespace, context=context)
         nodes.append(probe)
         listener = _Listener(probe)
         executor.add_node(probe)
-        spinner = threading.Thread(target=executor.spin, daemon=True, name="tinygpt_eval_spin")
+        spinner = ExecutorThread(executor, name="tinygpt_eval_spin")
         spinner.start()
         node, manager = nodes[0], nodes[1]
         deadline = time.monotonic() + startup_timeout_s
@@ -242,10 +277,10 @@ def run_live(
             return out
         remap, modality_of = {}, {}
         if image:
-            dest = _IMAGE_OUT + ("/compressed" if image[1].endswith("CompressedImage") else "")
+            dest = image_out + ("/compressed" if image[1].endswith("CompressedImage") else "")
             remap[image[0]], modality_of[dest] = dest, "frame"
         if events:
-            remap[events[0]], modality_of[_EVENTS_OUT] = _EVENTS_OUT, "events"
+            remap[events[0]], modality_of[events_out] = events_out, "events"
         gate = _Gate(probe, listener, modality_of, limit, timeout_s)
         try:
             player = BagPlayer(gate, bag, topics=list(remap), rate=None, remap=remap)
@@ -269,16 +304,18 @@ def run_live(
         out["error"] = f"live run failed: {exc!r}"
         return out
     finally:
+        # Dispatching stops and running callbacks end before the executor shuts down and the
+        # nodes are destroyed (`ExecutorThread`): otherwise a callback fails with "cannot use
+        # Destroyable", which rclpy prints at exit because no one retrieves it.
         if executor is not None:
-            tear_down(executor, nodes)
-        if spinner is not None:
-            spinner.join(5.0)
+            tear_down(executor, nodes, spinner)
         if context.ok():
             rclpy.shutdown(context=context)
+        out["finished"] = time.time()
 
 
-def compare(offline: Sequence[Any], live: Sequence[LiveRow]) -> dict[str, Any]:
-    """Differences between offline rows (`bag_eval.FrameRow`) and live rows of one config."""
+def compare(offline: Sequence[FrameRow], live: Sequence[LiveRow]) -> dict[str, Any]:
+    """Differences between offline rows (`replay.evaluate_bag`) and live rows of one config."""
     pending: dict[tuple[str, int], deque[LiveRow]] = defaultdict(deque)
     for row in live:
         pending[(row.modality, row.stamp_ns)].append(row)
@@ -329,29 +366,64 @@ def compare(offline: Sequence[Any], live: Sequence[LiveRow]) -> dict[str, Any]:
     }
 
 
-def live_section(results: Sequence[Any], configs: dict[str, dict[str, Any]], model_dir: str,
-                 backend: str, issues: list[Any], timeout_s: float = 30.0) -> dict[str, Any]:
-    """Run every evaluated bag live for every configuration and compare (`bag_eval.run_eval`)."""
-    from tinygpt_ros.evaluation.bag_eval import Issue
+@dataclass
+class LiveJob:
+    """One live run: one bag into a fresh node graph with one configuration (picklable)."""
 
-    section: dict[str, Any] = {"bags": {}, "equal": True}
+    bag: str
+    name: str  # the bag's report name
+    config: str
+    knobs: dict[str, Any]
+    topics: dict[str, tuple[str, str]]
+    model_dir: str
+    backend: str
+    limit: int
+    timeout_s: float
+
+
+def run_live_job(job: LiveJob) -> dict[str, Any]:
+    """`run_live` for one job; the entry point of a live worker process."""
+    return run_live(job.bag, job.model_dir, job.knobs, job.topics, backend=job.backend,
+                    limit=job.limit, timeout_s=job.timeout_s)
+
+
+def run_live_jobs(jobs: Sequence[LiveJob], workers: int = 1) -> list[dict[str, Any]]:
+    """Every job in a process of its own (spawned, used for that job only), `workers` at a
+    time; results in job order."""
+    if not jobs:
+        return []
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=ctx,
+                             max_tasks_per_child=1) as pool:
+        return list(pool.map(run_live_job, jobs))
+
+
+def live_section(results: Sequence[BagResult], configs: dict[str, dict[str, Any]],
+                 model_dir: str, backend: str, issues: list[Issue], timeout_s: float = 30.0,
+                 workers: int = 1) -> dict[str, Any]:
+    """Run every evaluated bag live for every configuration, `workers` runs in parallel, and
+    compare with the offline rows (`runner.run_eval`)."""
+    section: dict[str, Any] = {"bags": {}, "equal": True, "workers": workers}
+    jobs: list[LiveJob] = []
     for r in results:
-        per: dict[str, Any] = {}
-        section["bags"][r.name] = per
+        section["bags"][r.name] = {}
         topics = {role: (t, r.topics[t][0]) for role, t in r.used_topics.items()}
         if not r.ok or not topics:
-            per["-"] = {"equal": False, "error": "bag not evaluated offline"}
+            section["bags"][r.name]["-"] = {"equal": False, "error": "bag not evaluated offline"}
             section["equal"] = False
             continue
-        for name, knobs in configs.items():
-            run = run_live(r.path, model_dir, knobs, topics, backend=backend,
-                           limit=r.messages_read, timeout_s=timeout_s)
-            cmp = compare(r.rows[name], run["rows"])
-            cmp["published"] = run["published"]
-            cmp["error"] = run["error"]
-            if run["error"]:
-                cmp["equal"] = False
-                issues.append(Issue(r.name, "live", "warning", f"live [{name}]: {run['error']}"))
-            per[name] = cmp
-            section["equal"] = section["equal"] and cmp["equal"]
+        jobs += [LiveJob(r.path, r.name, name, knobs, topics, model_dir, backend,
+                         r.messages_read, timeout_s) for name, knobs in configs.items()]
+    offline = {r.name: r for r in results}
+    for job, run in zip(jobs, run_live_jobs(jobs, workers), strict=True):
+        cmp = compare(offline[job.name].rows[job.config], run["rows"])
+        cmp["published"] = run["published"]
+        cmp["error"] = run["error"]
+        cmp.update({k: run[k] for k in ("domain_id", "pid", "started", "finished")})
+        if run["error"]:
+            cmp["equal"] = False
+            issues.append(Issue(job.name, "live", "warning",
+                                f"live [{job.config}]: {run['error']}"))
+        section["bags"][job.name][job.config] = cmp
+        section["equal"] = section["equal"] and cmp["equal"]
     return section

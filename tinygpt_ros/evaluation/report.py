@@ -27,6 +27,9 @@ PLOT_FILES = {
     "latency": "latency_hist.png",
     "quality": "quality_vs_flops.png",
 }
+# solid, dashed, dotted, dash-dot: series that coincide stay visible
+_LINE_STYLES = ("-", (0, (5, 2)), (0, (2, 1.5)), (0, (6, 2, 1, 2)))
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 _BRANCH_COLORS = {"reuse": "#bbbbbb", "small": "#8ecae6", "medium": "#219ebc", "large": "#023047"}
 
 
@@ -41,7 +44,9 @@ def check_out_dir(out_dir: str | Path, overwrite: bool) -> None:
                               "--overwrite to replace it, or choose another --out")
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write `path` through `write(tmp_name)` and an atomic rename: readers never see half a
+    file, and an interrupted write leaves the old one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
@@ -56,11 +61,12 @@ def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically (`write_atomic`)."""
     def w(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
-    _write_atomic(path, w)
+    write_atomic(path, w)
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path, overwrite: bool = False,
@@ -75,8 +81,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path, overwrite: bool = 
         made, plot_notes = make_plots(report, out)
     report["plots"] = made
     report["plot_notes"] = plot_notes
-    _write_text(out / "report.json", json.dumps(report, indent=1, default=_json_default) + "\n")
-    _write_text(out / "report.md", markdown(report))
+    write_text(out / "report.json", json.dumps(report, indent=1, default=_json_default) + "\n")
+    write_text(out / "report.md", markdown(report))
     return made
 
 
@@ -111,6 +117,32 @@ def _modalities(report: dict[str, Any]) -> list[str]:
     return found
 
 
+def identical_series(series: dict[str, list[Any]]) -> dict[str, str]:
+    """{config: earlier config with exactly the same values} for configs whose series repeats
+    an earlier one: the legend says so, since the lines lie on top of each other."""
+    out: dict[str, str] = {}
+    names = list(series)
+    for i, c in enumerate(names):
+        for earlier in names[:i]:
+            if earlier not in out and series[earlier] == series[c]:
+                out[c] = earlier
+                break
+    return out
+
+
+def score_axis_limits(values: list[float]) -> tuple[float, float]:
+    """A quality axis from 0 to at least 1 (the metrics' natural scale; CIDEr may go higher),
+    so differences in the ninth decimal do not look like a spread."""
+    top = max([v for v in values if math.isfinite(v)], default=0.0)
+    return 0.0, max(1.0, top * 1.08)
+
+
+def cost_axis_limits(values: list[float]) -> tuple[float, float]:
+    """A cost axis from 0 to the largest value with some room."""
+    top = max([v for v in values if math.isfinite(v)], default=0.0)
+    return 0.0, top * 1.1 if top > 0 else 1.0
+
+
 def make_plots(report: dict[str, Any], out: Path) -> tuple[dict[str, str], dict[str, str]]:
     import matplotlib
 
@@ -130,7 +162,7 @@ def make_plots(report: dict[str, Any], out: Path) -> tuple[dict[str, str], dict[
         path = out / PLOT_FILES[kind]
         if layout:
             fig.tight_layout()
-        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
         plt.close(fig)
         made[kind] = PLOT_FILES[kind]
 
@@ -143,9 +175,17 @@ def make_plots(report: dict[str, Any], out: Path) -> tuple[dict[str, str], dict[
         for row, (key, title) in enumerate((("tokens_recomputed", "tokens recomputed"),
                                             ("tokens_fused", "tokens fused (to decoder/head)"))):
             ax = axes[row][col]
-            for c in configs:
-                ys, bounds = _series(report, c, modality, key)
-                ax.plot(range(len(ys)), ys, label=c, lw=1.2, color=color[c])
+            series = {c: _series(report, c, modality, key) for c in configs}
+            same = identical_series({c: ys for c, (ys, _) in series.items()})
+            for k, c in enumerate(configs):
+                ys, bounds = series[c]
+                label = c + (f" (identical to {same[c]})" if c in same else "")
+                # later identical series are drawn thinner and dashed on top: both stay visible
+                ax.plot(range(len(ys)), ys, label=label, color=color[c],
+                        lw=2.6 - 0.5 * min(k, 3), ls=_LINE_STYLES[k % len(_LINE_STYLES)])
+                if c in same:
+                    notes.setdefault("tokens", "")
+                    notes["tokens"] += (f"{modality} {key}: {c} is identical to {same[c]}; ")
             for b in bounds:
                 ax.axvline(b, color="k", ls=":", lw=0.8)
             ax.set_title(f"{title} per {unit[modality]}")
@@ -154,6 +194,8 @@ def make_plots(report: dict[str, Any], out: Path) -> tuple[dict[str, str], dict[
             ax.grid(alpha=0.3)
         axes[0][col].legend(fontsize=7)
     save(fig, "tokens")
+    if "tokens" in notes:
+        notes["tokens"] = notes["tokens"].rstrip("; ")
 
     # branch timeline
     from matplotlib.colors import ListedColormap
@@ -229,6 +271,8 @@ def make_plots(report: dict[str, Any], out: Path) -> tuple[dict[str, str], dict[
     if panels:
         fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
         for ax, (title, modality, key) in zip(axes[0], panels, strict=True):
+            xs: list[float] = []
+            ys: list[float] = []
             for c in configs:
                 comp = report["compute"][c].get(modality)
                 if comp is None:
@@ -236,7 +280,11 @@ def make_plots(report: dict[str, Any], out: Path) -> tuple[dict[str, str], dict[
                 score = (report["gestures"][c]["accuracy"] if key == "accuracy"
                          else report["captions"][c][key])
                 ax.scatter(comp["total_gflops"], score, s=36, color=color[c], label=c,
-                           alpha=0.85)
+                           alpha=0.85, marker=_MARKERS[configs.index(c) % len(_MARKERS)])
+                xs.append(comp["total_gflops"])
+                ys.append(score)
+            ax.set_xlim(*cost_axis_limits(xs))
+            ax.set_ylim(*score_axis_limits(ys))
             ax.set_title(title)
             ax.set_xlabel(f"mean GFLOPs per {unit[modality]}")
             ax.grid(alpha=0.3)
@@ -279,7 +327,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- topics: image `{report['topics']['image']}`, events `{report['topics']['events']}`"
         + (f"; first {report['max_frames']} camera frames of each bag"
            if report.get("max_frames") else ""),
-        f"- wall time: {report['seconds']:.1f} s with {report['workers']} worker(s)",
+        f"- wall time: {_wall_time(report)}",
         "",
         "## Bags",
         "",
@@ -362,6 +410,18 @@ def markdown(report: dict[str, Any]) -> str:
                          + " | ".join(_cell(s["hypotheses"][c]) for c in report["configs"])
                          + " |")
     return "\n".join(lines) + "\n"
+
+
+def _wall_time(report: dict[str, Any]) -> str:
+    """The whole run's wall time, and what it was spent on."""
+    phases = report.get("phases") or {}
+    parts = [f"bag replay {phases['replay_s']:.1f} s"] if phases.get("replay_s") is not None \
+        else []
+    if phases.get("live_s") is not None:
+        parts.append(f"live {phases['live_s']:.1f} s")
+    where = report.get("runner") or f"{report['workers']} worker(s)"
+    return (f"{report['seconds']:.1f} s with {where}"
+            + (f" ({', '.join(parts)}; the rest: setup and scoring)" if parts else ""))
 
 
 def _pair(v: Any) -> str:

@@ -154,12 +154,52 @@ def bring_up(
     return executor, nodes
 
 
+class ExecutorThread:
+    """Spins an executor in a background thread until `stop()`, which returns only once no
+    callback of the executor runs any more.
+
+    Why not `executor.spin()` in a thread, stopped by `executor.shutdown()`: rclpy's
+    MultiThreadedExecutor.shutdown destroys the executor's guard condition before it waits for
+    the callbacks still running in its thread pool (the base class skips its own wait), so a
+    callback that ends during shutdown fails with "cannot use Destroyable because destruction was
+    requested", and rclpy prints that at exit as "The following exception was never retrieved".
+    Here dispatching stops first, then the running callbacks finish, then shutdown is safe."""
+
+    def __init__(self, executor: Any, name: str = "tinygpt_spin") -> None:
+        self.executor = executor
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True, name=name)
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.executor.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except ExternalShutdownException:
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_sec: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_sec)
+        pool = getattr(self.executor, "_executor", None)  # MultiThreadedExecutor's callbacks
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 def tear_down(
-    executor: MultiThreadedExecutor, nodes: list[Any], spinner: threading.Thread | None = None
+    executor: MultiThreadedExecutor, nodes: list[Any],
+    spinner: threading.Thread | ExecutorThread | None = None,
 ) -> None:
     """Stop the executor (and the thread spinning it, if any), then destroy the nodes; the
     TinyGPT node releases its worker and engine. Nodes are destroyed only once no callback can
-    run any more, so no callback sees a destroyed entity."""
+    run any more, so no callback sees a destroyed entity. With an `ExecutorThread`, dispatching
+    and the running callbacks end before the executor shuts down (see there why)."""
+    if isinstance(spinner, ExecutorThread):
+        spinner.stop()
+        spinner = None
     executor.shutdown(timeout_sec=5.0)
     if spinner is not None and spinner is not threading.current_thread():
         spinner.join(timeout=10.0)
