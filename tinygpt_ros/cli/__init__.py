@@ -16,6 +16,7 @@ from tinygpt_ros.cli import (
     eval_bags,
     export,
     make_sample,
+    overlay,
     quality,
     train,
 )
@@ -29,6 +30,7 @@ COMMANDS: dict[str, ModuleType] = {
     "eval": eval_bags,
     "bench": bench,
     "bench-engines": bench_engines,
+    "overlay": overlay,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,11 @@ def spin_node_main(make_node: Callable[[], Any], make_executor: Callable[[], Any
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches every process of the group and `ros2 launch` forwards it
+        # once more: that second SIGINT must not abort the cleanup with a KeyboardInterrupt
+        # traceback (SIGTERM, launch's next step, still ends a cleanup that hangs).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         executor.remove_node(node)
         node.destroy_node()
         executor.shutdown()
