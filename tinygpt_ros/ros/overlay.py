@@ -40,19 +40,20 @@ def _scaled(img: np.ndarray, min_width: int, interpolation: int) -> np.ndarray:
 
 
 def _tint_tokens(img: np.ndarray, mask: np.ndarray | None) -> None:
-    """Blend the recomputed tokens' cells with RECOMPUTED_RGB and outline them (in place)."""
-    if mask is None:
+    """Blend the recomputed tokens' cells with RECOMPUTED_RGB and outline them (in place).
+    Pixel row y belongs to token row y * grid // height (the engine's stretch onto the grid)."""
+    if mask is None or not np.any(mask):
         return
     mask = np.asarray(mask, bool)
     grid_h, grid_w = mask.shape
     h, w = img.shape[:2]
-    ys = np.linspace(0, h, grid_h + 1).round().astype(int)
-    xs = np.linspace(0, w, grid_w + 1).round().astype(int)
-    cell = np.zeros((h, w), bool)
-    for r, c in zip(*np.nonzero(mask), strict=True):
-        cell[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = True
-    color = np.array(RECOMPUTED_RGB, np.float32)
-    img[cell] = (img[cell] * (1 - RECOMPUTED_ALPHA) + color * RECOMPUTED_ALPHA).astype(np.uint8)
+    cell = mask[(np.arange(h) * grid_h) // h][:, (np.arange(w) * grid_w) // w]
+    color = np.empty_like(img)
+    color[:] = RECOMPUTED_RGB
+    blended = cv2.addWeighted(img, 1.0 - RECOMPUTED_ALPHA, color, RECOMPUTED_ALPHA, 0.0)
+    np.copyto(img, blended, where=cell[..., None])
+    ys = -(-np.arange(grid_h + 1) * h // grid_h)  # first pixel row of each token row
+    xs = -(-np.arange(grid_w + 1) * w // grid_w)
     for r, c in zip(*np.nonzero(mask), strict=True):
         cv2.rectangle(img, (int(xs[c]), int(ys[r])), (int(xs[c + 1]) - 1, int(ys[r + 1]) - 1),
                       RECOMPUTED_RGB, 1)
