@@ -23,6 +23,7 @@ from builtin_interfaces.msg import Time
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
 
 
 class BagError(RuntimeError):
@@ -97,9 +98,6 @@ class BagPlayer:
         self._pubs: dict[str, Any] = {}
         self._clock_pub = None
         if clock:
-            from rosgraph_msgs.msg import Clock
-
-            self._clock_type = Clock
             self._clock_pub = node.create_publisher(Clock, "/clock", self._qos)
         for topic, msgtype in available.items():
             try:
@@ -174,7 +172,7 @@ class BagPlayer:
                             time.sleep(delay)
                 if self._clock_pub is not None:
                     sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-                    self._clock_pub.publish(self._clock_type(clock=Time(sec=sec, nanosec=nsec)))
+                    self._clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nsec)))
                 self._pubs[conn.topic].publish(msg)
                 report.published[self.topics[conn.topic]] += 1
         finally:
