@@ -187,11 +187,15 @@ def echo_one_caption(env: dict[str, str], caption_topic: str, image_topic: str) 
     return out
 
 
+def _without_debug(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if "[DEBUG]" not in line)[:4000]
+
+
 def assert_clean_exit(launch: Launch) -> None:
     seconds = launch.interrupt(timeout=30.0)
     out = launch.output
     assert seconds < 15.0, f"took {seconds:.1f} s to exit on SIGINT"
-    assert "Traceback" not in out, out[-3000:]
+    assert "Traceback" not in out, _without_debug(out[max(0, out.index("Traceback") - 200):])
     assert "process has died" not in out, out[-3000:]
     assert launch.proc.returncode == 0, (launch.proc.returncode, out[-3000:])
 

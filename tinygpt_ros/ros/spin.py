@@ -9,6 +9,7 @@ from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
 
 def spin_node_main(make_node: Callable[[], Any], make_executor: Callable[[], Any],
@@ -21,6 +22,12 @@ def spin_node_main(make_node: Callable[[], Any], make_executor: Callable[[], Any
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except _rclpy.RCLError:
+        # Ctrl-C shuts the context down from the signal handler; when that lands between the
+        # executor's `context.ok()` check and building its wait set, rcl raises "rcl_init() was
+        # not called or rcl_shutdown() was called" instead of ExternalShutdownException.
+        if rclpy.ok():
+            raise
     finally:
         # Ctrl-C in a terminal reaches every process of the group and `ros2 launch` forwards it
         # once more: that second SIGINT must not abort the cleanup with a KeyboardInterrupt
