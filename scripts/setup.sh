@@ -56,6 +56,38 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# launch, launch_ros and the `ros2` command line have no PyPI wheels. When a folder of them is
+# available (CI keeps one in shared/wheels/ros2-launch beside the clone; TINYGPT_ROS_LAUNCH_WHEELS
+# overrides), install them so `ros2 launch tinygpt_ros edge.launch.py` and the real-launch tests
+# run. Without it those tests skip and say why. A sourced ROS distro brings its own tools instead.
+launch_wheels=${TINYGPT_ROS_LAUNCH_WHEELS:-}
+if [ -z "$launch_wheels" ]; then
+  dir="$repo"
+  while [ "$dir" != "/" ]; do
+    dir=$(dirname "$dir")
+    if [ -d "$dir/shared/wheels/ros2-launch" ]; then launch_wheels="$dir/shared/wheels/ros2-launch"; break; fi
+  done
+fi
+if [ -n "${ROS_DISTRO:-}" ] && command -v ros2 >/dev/null 2>&1 && [ "$(command -v ros2)" != "$venv/bin/ros2" ]; then
+  echo "[setup] ROS $ROS_DISTRO sourced: the launch tests use its ros2 ($(command -v ros2))"
+elif [ -n "$launch_wheels" ] && compgen -G "$launch_wheels/*.whl" >/dev/null; then
+  lstamp="$venv/.launch-wheels.sha256"
+  lwant=$(cat "$launch_wheels"/*.whl constraints.txt | sha256sum | cut -c1-64)
+  if [ "$(cat "$lstamp" 2>/dev/null)" != "$lwant" ]; then
+    echo "[setup] installing launch/ros2cli wheels from $launch_wheels"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt \
+      osrf-pycommon psutil 2>&1 | grep -v "is ignored" || true
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-index \
+      --force-reinstall "$launch_wheels"/*.whl 2>&1 | grep -v "is ignored" || true
+    "$venv/bin/python" -c "import launch, launch_ros.actions, ros2cli" \
+      || { echo "[setup] launch wheels install failed" >&2; exit 1; }
+    echo "$lwant" > "$lstamp"
+  fi
+else
+  echo "[setup] no launch/ros2cli wheels (shared/wheels/ros2-launch next to the clone, or" \
+    "TINYGPT_ROS_LAUNCH_WHEELS): the real-launch tests will skip"
+fi
+
 # Without a sourced ROS distro nothing sets AMENT_PREFIX_PATH; this .pth points it at our colcon
 # install (share/tinygpt_ros, lib/tinygpt_ros) and at the venv, and puts the package on sys.path.
 site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")

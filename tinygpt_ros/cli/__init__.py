@@ -18,6 +18,7 @@ from tinygpt_ros.cli import (
     eval_bags,
     export,
     make_sample,
+    overlay,
     quality,
     train,
 )
@@ -32,6 +33,7 @@ COMMANDS: dict[str, ModuleType] = {
     "bench": bench,
     "bench-engines": bench_engines,
     "bench-node": bench_node,
+    "overlay": overlay,
 }
 
 

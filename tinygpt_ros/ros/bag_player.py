@@ -4,6 +4,8 @@ rosbag2_py is not installable everywhere we run (CI, this venv), so the bag is r
 pure-Python `rosbags` library; the stored CDR bytes are exactly what rclpy serializes, so they go
 straight into `rclpy.serialization.deserialize_message` with the message class named by the bag.
 Publishers are reliable (depth 10): that matches both reliable and best-effort subscribers.
+With `clock=True` the bag's record time also goes out on /clock before each message (what
+`ros2 bag play --clock` does), so nodes with use_sim_time run on the bag's time.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builtin_interfaces.msg import Time
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
 
 
 class BagError(RuntimeError):
@@ -55,7 +59,8 @@ class BagPlayer:
     """Publish a bag's messages from `node`.
 
     topics: bag topics to play (None = all); rate: 1.0 = recorded timing, 2.0 = twice as fast,
-    None = as fast as possible; remap: {bag topic: published topic}. Topics whose message type is
+    None = as fast as possible; remap: {bag topic: published topic}; clock: publish the bag's
+    record time on /clock (rosgraph_msgs/Clock) before each message. Topics whose message type is
     not importable here are skipped and listed in the report.
     """
 
@@ -67,6 +72,7 @@ class BagPlayer:
         rate: float | None = 1.0,
         remap: dict[str, str] | None = None,
         qos: QoSProfile | None = None,
+        clock: bool = False,
     ) -> None:
         if rate is not None and not rate > 0:
             raise ValueError(f"rate must be > 0 or None, got {rate}")
@@ -90,6 +96,9 @@ class BagPlayer:
             available = {t: available[t] for t in topics}
         self._types: dict[str, type] = {}
         self._pubs: dict[str, Any] = {}
+        self._clock_pub = None
+        if clock:
+            self._clock_pub = node.create_publisher(Clock, "/clock", self._qos)
         for topic, msgtype in available.items():
             try:
                 cls = message_class(msgtype)
@@ -161,6 +170,9 @@ class BagPlayer:
                                 break
                         else:
                             time.sleep(delay)
+                if self._clock_pub is not None:
+                    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+                    self._clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nsec)))
                 self._pubs[conn.topic].publish(msg)
                 report.published[self.topics[conn.topic]] += 1
         finally:
@@ -172,6 +184,9 @@ class BagPlayer:
         for pub in self._pubs.values():
             self.node.destroy_publisher(pub)
         self._pubs.clear()
+        if self._clock_pub is not None:
+            self.node.destroy_publisher(self._clock_pub)
+            self._clock_pub = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0)
     parser.add_argument("--fast", action="store_true", help="as fast as possible")
     parser.add_argument("--topics", nargs="*")
+    parser.add_argument("--clock", action="store_true",
+                        help="publish the bag's time on /clock (for use_sim_time nodes)")
     parser.add_argument("--remap", nargs="*", default=[], metavar="FROM:=TO")
     parser.add_argument("--wait", type=float, default=2.0, help="seconds to wait for subscribers")
     args, ros_args = parser.parse_known_args(argv)
@@ -190,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=ros_args)
     node = rclpy.create_node("bag_player")
     try:
-        player = BagPlayer(node, args.bag, args.topics, None if args.fast else args.rate, remap)
+        player = BagPlayer(node, args.bag, args.topics, None if args.fast else args.rate, remap,
+                           clock=args.clock)
         report = player.play(wait_for_subscribers=args.wait)
         print(f"published {report.total} messages in {report.duration_s:.2f} s: "
               f"{dict(report.published)}; skipped {report.skipped_topics}")

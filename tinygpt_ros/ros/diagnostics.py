@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,9 +154,14 @@ def status_values(status: DiagnosticStatus) -> dict[str, str]:
 
 class FrameStats:
     """Thread-safe running statistics behind the 1 Hz summary. Bounded: a fixed-size window of
-    recent frames for means and percentiles, plain counters for totals."""
+    recent frames for means and percentiles, plain counters for totals.
 
-    def __init__(self, window: int = 256) -> None:
+    `now` gives the time in seconds that rates are measured in: the node passes its ROS clock, so
+    with use_sim_time a bag's /clock drives them (a bag played at 2x still reports its recorded
+    fps). A clock that is not running yet (0) or jumps back starts the measurement afresh."""
+
+    def __init__(self, window: int = 256, now: Callable[[], float] = time.monotonic) -> None:
+        self._now = now
         self._lock = threading.Lock()
         self._recent: deque[tuple[float, float, str, float]] = deque(maxlen=window)
         self.frames = 0
@@ -164,7 +169,7 @@ class FrameStats:
         self.energy_source = ENERGY_SOURCE
         self.errors: Counter[str] = Counter()
         self.ignored_inactive = 0
-        self._last_summary_t = time.monotonic()
+        self._last_summary_t = now()
         self._last_summary_frames = 0
         self._last_summary_errors = 0
 
@@ -200,10 +205,11 @@ class FrameStats:
         self, name: str, *, dropped: int, budget: Budget, hardware_id: str = ""
     ) -> DiagnosticStatus:
         """`<name>: summary` over the frames since the previous call (fps) and the window."""
-        now = time.monotonic()
+        now = self._now()
         with self._lock:
-            elapsed = max(now - self._last_summary_t, 1e-6)
-            fps = (self.frames - self._last_summary_frames) / elapsed
+            elapsed = now - self._last_summary_t
+            valid = self._last_summary_t > 0 and elapsed > 0
+            fps = (self.frames - self._last_summary_frames) / elapsed if valid else 0.0
             new_errors = sum(self.errors.values()) - self._last_summary_errors
             self._last_summary_t, self._last_summary_frames = now, self.frames
             self._last_summary_errors = sum(self.errors.values())

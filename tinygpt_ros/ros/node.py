@@ -29,12 +29,14 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
+from visualization_msgs.msg import Marker
 
 from tinygpt_ros.deploy.power import PowerMonitor
-from tinygpt_ros.ros import compat, log_bridge, params
+from tinygpt_ros.ros import compat, log_bridge, overlay, params
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros.mailbox import LatestMailbox
+from tinygpt_ros.ros.markers import caption_marker
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.ros.transport import TransportMonitor
 from tinygpt_ros.runtime.threads import apply_thread_limits
@@ -42,7 +44,8 @@ from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
 
 EngineFactory = Callable[..., Engine]
-RUNTIME_PARAMS = ("budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference")
+RUNTIME_PARAMS = ("budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
+                  "caption_marker")
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
@@ -112,6 +115,7 @@ class TinyGptNode(LifecycleNode):
                                            "")
         self._thread_limits = (0, 0)  # (blas_threads, intra_op_threads) of the last configure
         self._threads = ""  # what the libraries reported after applying them
+        self.overlays_built = 0
 
         compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set)
         params.declare_all(self)
@@ -266,8 +270,9 @@ class TinyGptNode(LifecycleNode):
                                    hwmon_glob=values["power_hwmon_glob"],
                                    j_per_gflop=values["energy_j_per_gflop"])
         self._power.start()
-        self.stats = diag.FrameStats()
+        self.stats = diag.FrameStats(now=self._clock_s)
         self.token_maps_built = 0
+        self.overlays_built = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         # A fresh group per configure: rclpy groups keep (weak) references to every entity ever
@@ -278,6 +283,8 @@ class TinyGptNode(LifecycleNode):
             "caption": self.create_lifecycle_publisher(String, "caption", 10, **group),
             "gesture": self.create_lifecycle_publisher(String, "gesture", 10, **group),
             "token_map": self.create_lifecycle_publisher(Image, "debug/token_map", 1, **group),
+            "marker": self.create_lifecycle_publisher(Marker, "caption_marker", 10, **group),
+            "overlay": self.create_lifecycle_publisher(Image, "debug/overlay", 1, **group),
             "diagnostics": self.create_lifecycle_publisher(
                 DiagnosticArray, "/diagnostics", 10, **group
             ),
@@ -442,7 +449,8 @@ class TinyGptNode(LifecycleNode):
             joules, source = power.energy_for(t_power, power.mark(), result.record.total_flops)
             energy = (joules * 1e3, source)
         t1 = time.perf_counter()
-        self._publish_outputs(result, msg.header)
+        self._publish_outputs(result, msg.header, runtime["caption_marker"])
+        self._publish_overlay(inp.kind, data, result, msg.header)
         ros_overhead_ms = conversion_ms + (time.perf_counter() - t1) * 1e3
         budget = diag.Budget(
             runtime["budget_ms"], runtime["budget_gflops"], runtime["energy_j_per_gflop"]
@@ -459,15 +467,30 @@ class TinyGptNode(LifecycleNode):
         self.stats.add_frame(result, energy[0], energy[1])
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(msg.header), [status]))
 
-    def _publish_outputs(self, result: FrameResult, header: Header) -> None:
+    def _publish_outputs(self, result: FrameResult, header: Header, marker: bool) -> None:
         if result.caption is not None:
             self._pubs["caption"].publish(String(data=result.caption))
+            if marker:
+                self._pubs["marker"].publish(caption_marker(result.caption, header))
         if result.gesture is not None:
             self._pubs["gesture"].publish(String(data=result.gesture))
         token_pub = self._pubs["token_map"]
         if result.token_mask is not None and token_pub.get_subscription_count() > 0:
             self.token_maps_built += 1
             token_pub.publish(conv.token_mask_to_image(result.token_mask, _copy_header(header)))
+
+    def _publish_overlay(self, kind: str, data: np.ndarray, result: FrameResult,
+                         header: Header) -> None:
+        """debug/overlay (rgb8, source header): drawn only while someone subscribes."""
+        pub = self._pubs["overlay"]
+        if pub.get_subscription_count() == 0:
+            return
+        if kind in ("image", "compressed"):
+            picture = overlay.render_frame(data, result)
+        else:
+            picture = overlay.render_events(data, result)
+        self.overlays_built += 1
+        pub.publish(conv.rgb_to_image(picture, _copy_header(header)))
 
     def _report_error(self, inp: _Input, header: Header, kind: str, message: str) -> None:
         self.stats.add_error(kind)
@@ -481,6 +504,10 @@ class TinyGptNode(LifecycleNode):
             hardware_id=self._hardware_id,
         )
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(header), [status]))
+
+    def _clock_s(self) -> float:
+        """The node's ROS time in seconds: simulated time (/clock) when use_sim_time is set."""
+        return self.get_clock().now().nanoseconds / 1e9
 
     def _publish_summary(self) -> None:
         if not self._active.is_set() or "diagnostics" not in self._pubs:

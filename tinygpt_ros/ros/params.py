@@ -167,6 +167,11 @@ def _ros_specs() -> list[ParamSpec]:
             "INA3221 rails, newer JetPack (hwmon, in*_input mV x curr*_input mA).",
             applies=NEXT_CONFIGURE,
         ),
+        ParamSpec(
+            "caption_marker", bool, True,
+            "Also publish each caption as a visualization_msgs/Marker (TEXT_VIEW_FACING) on "
+            "caption_marker, stamped with the source image's header, for RViz.",
+        ),
     ]
 
 

@@ -315,7 +315,9 @@ class StreamingEngine:
             router_probs=[float(v) for v in probs],
         )
         mask = selected.reshape(GRID, GRID).copy()
-        return FrameResult(record, caption, gesture, confidence, mask)
+        return FrameResult(record, caption, gesture, confidence, mask,
+                           fused_centroids=np.asarray(positions, np.float32).copy(),
+                           fused_sizes=np.asarray(sizes, np.float32).copy())
 
     def _fuse(self, s: Stream, max_tokens: int | None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -58,6 +58,10 @@ class FrameResult:
     gesture: str | None = None  # events: predicted gesture class
     gesture_confidence: float = 0.0
     token_mask: np.ndarray | None = None  # (14, 14) bool: tokens recomputed this step
+    # Temporal fusion's output tokens: (K, 3) size-weighted (x, y, t) centroids in [0, 1] (x, y
+    # over the frame, t = slot in the window, 1 = this frame) and their sizes (K,) (tokens merged).
+    fused_centroids: np.ndarray | None = None
+    fused_sizes: np.ndarray | None = None
 
 
 class Engine(Protocol):
