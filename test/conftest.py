@@ -103,7 +103,8 @@ def ros() -> Iterator[RosHarness]:
 # TINYGPT_ROS_TEST_LEG=ros: only the ROS-facing test files that need no torch (the Jazzy leg of
 # scripts/test.sh runs them in an environment without torch, as a robot on onnxruntime would).
 _ROS_HINTS = ("rclpy", "ros_fixtures", "tinygpt_ros.ros", "ros2")
-_TORCH_HINTS = ("torch", "tinygpt_ros.train")
+_TORCH_HINTS = ("import torch", "from torch", "tinygpt_ros.train", "tinygpt_ros.model",
+                "torch_engine")
 
 
 def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,8 @@ def model_identity(model_dir: str | Path, backend: str) -> dict[str, Any]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count, torch version and threads, python, platform."""
-    import torch
-
+    """CPU model, core count, python, platform, and the versions of the inference libraries that
+    this process loaded (torch only when the run used it: the onnxruntime path never imports it)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -42,6 +42,10 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "platform": platform.platform()}
+    torch = sys.modules.get("torch")
+    ort = sys.modules.get("onnxruntime")
+    return {"cpu": cpu, "cores": os.cpu_count(),
+            "torch": getattr(torch, "__version__", None),
+            "torch_threads": torch.get_num_threads() if torch is not None else None,
+            "onnxruntime": getattr(ort, "__version__", None),
+            "python": platform.python_version(), "platform": platform.platform()}

@@ -67,8 +67,6 @@ def _resolve_topics(source: BagSource, job: BagJob, issues: Issues) -> dict[str,
 
 def evaluate_bag(job: BagJob) -> BagResult:
     """Stream one bag through one engine per configuration (a single pass over the bag)."""
-    import torch
-
     from tinygpt_ros.deploy.factory import load_engine
     from tinygpt_ros.ros.conversions import ConversionError, stamp_to_ns
 
@@ -76,7 +74,10 @@ def evaluate_bag(job: BagJob) -> BagResult:
     # The node's thread limits (runtime/threads.py), set by the process itself, not by
     # OMP_NUM_THREADS: the figures are then what the robot gets. --threads widens intra-op.
     apply_thread_limits(DEFAULT_BLAS_THREADS, job.threads or DEFAULT_INTRA_OP_THREADS)
-    torch.manual_seed(0)
+    if job.backend == "torch":  # the onnxruntime backend runs without torch
+        import torch
+
+        torch.manual_seed(0)
     issues = Issues(job.name)
     source = BagSource(job.path, issues)
     used = _resolve_topics(source, job, issues) if source.readable else {}
