@@ -21,8 +21,10 @@ BRANCH_NAMES = ("reuse", "small", "medium", "large")  # index 0 = no encoder at 
 GESTURE_SPACE_CELLS = 4
 GESTURE_CHANNELS = 32
 GESTURE_HIDDEN = 128
-# Below this many events in a window the gesture is NO_GESTURE (knob gesture_min_events).
-GESTURE_MIN_EVENTS_DEFAULT = 1
+# Below this many events in a window the gesture is NO_GESTURE (knob gesture_min_events). 50 per
+# 50 ms window (1,000 events/s) is under a third of the quietest gesture window of the generated
+# data (147) and above the background noise of most simulated sensors (about 16-160).
+GESTURE_MIN_EVENTS_DEFAULT = 50
 
 
 def gesture_head_features(temporal_window: int) -> int:
