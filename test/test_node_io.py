@@ -18,10 +18,10 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header, String
 
+from tinygpt_ros.data.gestures import GESTURE_CLASSES
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros.bag_player import BagError, BagPlayer
 from tinygpt_ros.ros.diagnostics import status_values
-from tinygpt_ros.data.gestures import GESTURE_CLASSES
 from tinygpt_ros.spec.types import EVENT_DTYPE, NO_GESTURE, STAGES
 
 pytest_plugins = ["ros_fixtures"]  # fixtures: engine_factory, model_dir, tinygpt, lifecycle

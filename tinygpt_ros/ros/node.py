@@ -105,6 +105,7 @@ class TinyGptNode(LifecycleNode):
         self.last_error = ""  # why the last configure failed (also logged)
         self.token_maps_built = 0
 
+        self.add_pre_set_parameters_callback(params.integers_as_doubles)
         self.add_on_set_parameters_callback(params.make_validator())
         self.add_post_set_parameters_callback(self._on_parameters_set)
         params.declare_all(self)
@@ -113,6 +114,18 @@ class TinyGptNode(LifecycleNode):
             self._runtime = {n: self.get_parameter(n).value for n in RUNTIME_PARAMS}
 
     # ---------------------------------------------------------------------------- parameters
+
+    def set_parameters_atomically(self, parameter_list: list[Any]) -> Any:
+        """What the set_parameters services call: a wrong type is refused in words naming the
+        parameter and the type it expects, before rclpy's terse type check."""
+        refusal = params.type_refusal(parameter_list)
+        if refusal is not None:
+            return refusal
+        return super().set_parameters_atomically(parameter_list)
+
+    def set_parameters(self, parameter_list: list[Any]) -> list[Any]:
+        return [params.type_refusal([p]) or super(TinyGptNode, self).set_parameters([p])[0]
+                for p in parameter_list]
 
     def _on_parameters_set(self, changed: list[Any]) -> None:
         """Validated changes: knobs go to the engine before the next frame, budgets and the event
