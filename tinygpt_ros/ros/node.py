@@ -467,6 +467,7 @@ class TinyGptNode(LifecycleNode):
         status = self.stats.summary_status(
             self.get_name(), dropped=self.dropped_frames, budget=budget,
             hardware_id=self._hardware_id,
+            mailbox_depth=max((len(inp.mailbox) for inp in self._inputs), default=0),
         )
         header = Header(stamp=self.get_clock().now().to_msg())
         self._pubs["diagnostics"].publish(diag.diagnostic_array(header, [status]))
