@@ -574,7 +574,7 @@ def run_faults(cfg: SoakConfig, work: Path, domain: int, params_file: str) -> Pa
     rows = []
     t0 = time.monotonic()
     try:
-        if not driver.wait_state("unconfigured", 60.0):
+        if not driver.wait_state("unconfigured", 300.0):
             raise RuntimeError(f"soak faults: the graph did not come up:\n{graph.log_tail()}")
         for fault in _faults(saved):
             row: dict[str, Any] = {"fault": fault.name, "backend": fault.backend}
@@ -631,7 +631,7 @@ def run_soak_suite(cfg: SoakConfig, domain: int, out: Callable[[str], None] = pr
         graph = GraphProcess(domain, params_file, cfg.model_dir, work / "graph.log")
         driver = Driver(domain)
         try:
-            if not driver.wait_state("active", 120.0):
+            if not driver.wait_state("active", 300.0):
                 raise RuntimeError(f"soak: the graph did not become active:\n{graph.log_tail()}")
             runners = {"fuzz": run_fuzz, "soak": run_soak, "lifecycle": run_lifecycle,
                        "params": run_params}

@@ -198,7 +198,7 @@ class Driver:
         with self.cond:
             return dict(self.seen.summary)
 
-    def next_summary(self, timeout: float = 5.0) -> dict[str, str]:
+    def next_summary(self, timeout: float = 15.0) -> dict[str, str]:
         """The node's next 1 Hz summary (counters that include everything answered so far)."""
         with self.cond:
             n = self.seen.summaries
@@ -223,7 +223,7 @@ class Driver:
             self.pubs[key] = self.node.create_publisher(msg_type, topic, qos)
         return self.pubs[key]
 
-    def wait_subscribed(self, pub: Any, timeout: float = 20.0) -> bool:
+    def wait_subscribed(self, pub: Any, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
         while pub.get_subscription_count() == 0:
             if time.monotonic() > deadline:
@@ -252,11 +252,11 @@ class Driver:
             raise TimeoutError(f"service {client.srv_name} did not answer in {timeout} s")
         return future.result()
 
-    def transition(self, name: str, timeout: float = 60.0) -> bool:
+    def transition(self, name: str, timeout: float = 180.0) -> bool:
         req = ChangeState.Request(transition=Transition(id=TRANSITIONS[name]))
         return bool(self._call(self._change, req, timeout).success)
 
-    def state(self, timeout: float = 10.0) -> str:
+    def state(self, timeout: float = 60.0) -> str:
         return self._call(self._get_state, GetState.Request(), timeout).current_state.label
 
     def wait_state(self, label: str, timeout: float) -> bool:
@@ -270,12 +270,12 @@ class Driver:
             time.sleep(0.1)
         return False
 
-    def set_parameter(self, param: ParameterMsg, timeout: float = 10.0) -> tuple[bool, str]:
+    def set_parameter(self, param: ParameterMsg, timeout: float = 60.0) -> tuple[bool, str]:
         result = self._call(self._set_params, SetParameters.Request(parameters=[param]),
                             timeout).results[0]
         return bool(result.successful), result.reason
 
-    def get_parameter(self, name: str, timeout: float = 10.0) -> Any:
+    def get_parameter(self, name: str, timeout: float = 60.0) -> Any:
         values = self._call(self._get_params, GetParameters.Request(names=[name]), timeout).values
         return parameter_value_to_python(values[0]) if values else None
 
