@@ -223,3 +223,15 @@ def test_wrong_type_refused_in_words(ros, tinygpt, name, bad, expects):
     assert not result.successful
     assert name in result.reason and expects in result.reason and "type" in result.reason
     assert pc.get(name) == old
+
+
+def test_integer_for_a_double_in_a_params_file(ros, tinygpt):
+    """`routing_temperature: 1` in a params file (an override at declaration) is the double 1.0,
+    and later wrong types are still refused in words."""
+    node = tinygpt(routing_temperature=1, budget_ms=20)
+    assert node.get_parameter("routing_temperature").value == 1.0
+    assert isinstance(node.get_parameter("budget_ms").value, float)
+    pc = ParamClient(ros)
+    result = pc.set("routing_temperature", "2")
+    assert not result.successful and "routing_temperature" in result.reason
+    assert pc.set("routing_temperature", 3).successful and pc.get("routing_temperature") == 3.0

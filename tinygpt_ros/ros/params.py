@@ -24,6 +24,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 
 from tinygpt_ros.deploy import power
@@ -298,7 +299,24 @@ def declare_all(node: Any, model_dir_default: str | None = None) -> None:
         default = spec.default
         if spec.name == "model_dir":
             default = model_dir_default if model_dir_default is not None else default_model_dir()
-        node.declare_parameter(spec.name, default, descriptor(spec))
+        try:
+            node.declare_parameter(spec.name, default, descriptor(spec))
+        except InvalidParameterTypeException:
+            if spec.kind is not float:
+                raise
+            _declare_integer_override(node, spec, default)
+
+
+def _declare_integer_override(node: Any, spec: ParamSpec, default: float) -> None:
+    """`routing_temperature: 1` in a params file: rclpy refuses an integer override for a double
+    at declaration (before any callback), so declare with dynamic typing, then store the value
+    as the double it means (range and validation apply as to any set)."""
+    d = descriptor(spec)
+    d.dynamic_typing = True
+    value = node.declare_parameter(spec.name, default, d).value
+    result = node.set_parameters([Parameter(spec.name, Parameter.Type.DOUBLE, float(value))])[0]
+    if not result.successful:
+        raise InvalidParameterValueException(spec.name, value, result.reason)
 
 
 def type_refusal(parameters: list[Any]) -> SetParametersResult | None:
