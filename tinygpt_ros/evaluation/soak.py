@@ -358,7 +358,8 @@ def run_lifecycle(driver: Driver, graph: GraphProcess, cfg: SoakConfig) -> PartR
         for c in range(cfg.lifecycle_cycles):
             for step in ("deactivate", "cleanup", "configure", "activate"):
                 if not driver.transition(step):
-                    failures.append(f"cycle {c}: {step} failed")
+                    failures.append(f"cycle {c}: {step} failed in state {driver.state()}")
+                    _back_to_active(driver)
                     break
             else:
                 before = driver.seen.captions
@@ -401,6 +402,16 @@ def run_lifecycle(driver: Driver, graph: GraphProcess, cfg: SoakConfig) -> PartR
     res.check(f"RSS growth < {RSS_GROWTH_TARGET_PCT}%", rss_growth < RSS_GROWTH_TARGET_PCT,
               f"{rss_growth:.2f}% over {len(rows)} cycles (first cycle as baseline)")
     return res
+
+
+def _back_to_active(driver: Driver) -> None:
+    """After a refused transition, walk the node back to active so the next cycle starts from
+    where it should (one failure is counted once, not in every later cycle)."""
+    path = {"unconfigured": "configure", "inactive": "activate"}
+    for _ in range(3):
+        step = path.get(driver.state())
+        if step is None or not driver.transition(step):
+            return
 
 
 # ------------------------------------------------------------------------------- parameters
