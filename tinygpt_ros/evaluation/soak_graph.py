@@ -34,6 +34,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
@@ -130,7 +131,10 @@ class Driver:
 
     def __init__(self, domain: int, name: str = "tinygpt_soak_driver") -> None:
         self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
+        # Ctrl-C must reach the caller as KeyboardInterrupt (so the graph process is stopped),
+        # not only shut this context down under a thread waiting for a service answer.
+        rclpy.init(context=self.context, domain_id=domain,
+                   signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
