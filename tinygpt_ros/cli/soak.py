@@ -47,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
     domain = ros_domain_id()
     print(f"[soak] ROS domain {domain}; model {cfg.model_dir} ({cfg.backend}); parts "
           f"{' '.join(cfg.parts)}", flush=True)
-    results = run_soak_suite(cfg, domain, out=lambda line: print(line, flush=True))
-    (out_dir / "soak.json").write_text(json.dumps(as_json(results, cfg), indent=1, default=str))
+    def save(results: list) -> None:
+        doc = json.dumps(as_json(results, cfg), indent=1, default=str)
+        (out_dir / "soak.json").write_text(doc)
+
+    results = run_soak_suite(cfg, domain, out=lambda line: print(line, flush=True),
+                             on_part=save)
     missed = [t.what for r in results for t in r.targets if not t.met]
     print(f"[soak] wrote {out_dir / 'soak.json'}; "
           + ("all targets met" if not missed else f"{len(missed)} target(s) missed"))

@@ -591,8 +591,9 @@ def run_faults(cfg: SoakConfig, work: Path, domain: int, params_file: str) -> Pa
     rows = []
     t0 = time.monotonic()
     try:
-        if not driver.wait_state("unconfigured", 300.0):
-            raise RuntimeError(f"soak faults: the graph did not come up:\n{graph.log_tail()}")
+        if not driver.wait_state("unconfigured", 600.0):
+            res.check("the fault graph comes up unconfigured", False, graph.log_tail())
+            return res
         for fault in _faults(saved):
             row: dict[str, Any] = {"fault": fault.name, "backend": fault.backend}
             driver.set_parameter(Parameter("backend", value=fault.backend).to_parameter_msg())
@@ -634,10 +635,12 @@ def run_faults(cfg: SoakConfig, work: Path, domain: int, params_file: str) -> Pa
 # -------------------------------------------------------------------------------------- run
 
 
-def run_soak_suite(cfg: SoakConfig, domain: int, out: Callable[[str], None] = print
+def run_soak_suite(cfg: SoakConfig, domain: int, out: Callable[[str], None] = print,
+                   on_part: Callable[[list[PartResult]], None] | None = None
                    ) -> list[PartResult]:
-    """Run the selected parts; one graph process for fuzz, soak, lifecycle and params (in that
-    order), another for faults."""
+    """Run the selected parts; one graph process for fuzz, soak, lifecycle and params (in the
+    order given), another for faults. `on_part(results so far)` runs after each part (the CLI
+    saves soak.json there, so a later failure keeps the earlier figures)."""
     work = Path(cfg.work_dir or tempfile.mkdtemp(prefix="tinygpt_soak_"))
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
@@ -648,7 +651,7 @@ def run_soak_suite(cfg: SoakConfig, domain: int, out: Callable[[str], None] = pr
         graph = GraphProcess(domain, params_file, cfg.model_dir, work / "graph.log")
         driver = Driver(domain)
         try:
-            if not driver.wait_state("active", 300.0):
+            if not driver.wait_state("active", 600.0):
                 raise RuntimeError(f"soak: the graph did not become active:\n{graph.log_tail()}")
             runners = {"fuzz": run_fuzz, "soak": run_soak, "lifecycle": run_lifecycle,
                        "params": run_params}
@@ -657,6 +660,8 @@ def run_soak_suite(cfg: SoakConfig, domain: int, out: Callable[[str], None] = pr
                 res = runners[part](driver, graph, cfg)
                 results.append(res)
                 out(format_part(res))
+                if on_part is not None:
+                    on_part(results)
                 if not graph.alive():
                     out(f"[soak] the graph process died:\n{graph.log_tail()}")
                     break
@@ -669,6 +674,8 @@ def run_soak_suite(cfg: SoakConfig, domain: int, out: Callable[[str], None] = pr
         res = run_faults(cfg, work, domain, params_file)
         results.append(res)
         out(format_part(res))
+        if on_part is not None:
+            on_part(results)
     return results
 
 
