@@ -4,7 +4,7 @@ appear. Runs the real node graph in-process on the user's ROS domain (or a priva
 from __future__ import annotations
 
 import pytest
-from conftest import ros_domain_id as test_domain_id
+from conftest import ros_domain_id as harness_domain_id
 
 from tinygpt_ros.cli.paths import default_sample_bag
 from tinygpt_ros.demo import run_demo
@@ -14,7 +14,7 @@ pytest_plugins = ["ros_fixtures"]  # fixture: model_dir (the shipped model)
 
 
 def test_demo_plays_sample_bag_and_summarises(model_dir, monkeypatch):
-    domain = test_domain_id()
+    domain = harness_domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))  # a user's setting must be honoured
     lines: list[str] = []
     rc = run_demo(default_sample_bag(), model_dir, out=lines.append)
