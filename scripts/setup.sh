@@ -88,11 +88,32 @@ else
     "TINYGPT_ROS_LAUNCH_WHEELS): the real-launch tests will skip"
 fi
 
-# Without a sourced ROS distro nothing sets AMENT_PREFIX_PATH; this .pth points it at our colcon
-# install (share/tinygpt_ros, lib/tinygpt_ros) and at the venv, and puts the package on sys.path.
+# Without a sourced ROS distro nothing sets AMENT_PREFIX_PATH; this hook (a module the venv's .pth
+# imports at start-up) points it at our colcon install (share/tinygpt_ros, lib/tinygpt_ros) and at
+# the venv, and the .pth puts the package on sys.path. It leaves colcon's own helper alone:
+# `source install/setup.bash` runs _local_setup_util_sh.py with this python to work out which
+# variables to export, and would export nothing if the variable were already set inside it.
 site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+cat > "$site/_tinygpt_ros_env.py" <<PY
+"""Written by scripts/setup.sh: AMENT_PREFIX_PATH for the venv python without a sourced setup."""
+import os
+import sys
+
+PREFIXES = ['$install', sys.prefix]
+
+
+def _is_colcon_setup_helper() -> bool:
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ''
+    return script.startswith('_local_setup_util')
+
+
+if not _is_colcon_setup_helper():
+    _current = os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
+    os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
+        dict.fromkeys(p for p in PREFIXES + _current if p))
+PY
 cat > "$site/tinygpt_ros_env.pth" <<PTH
-import os, sys; os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(dict.fromkeys([p for p in ['$install', sys.prefix] + os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]))
+import _tinygpt_ros_env
 $build/tinygpt_ros
 PTH
 

@@ -8,13 +8,13 @@ Nothing in ROS is mocked.
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tinygpt_ros.ros import compat
+from tinygpt_ros.ros.domain import ros_domain_id
 
 # Must be set before the first rclpy.init: discovery stays on this machine, through the variable
 # the distro reads (Kilted ignores ROS_LOCALHOST_ONLY, Humble reads only that one).
@@ -23,13 +23,6 @@ compat.localhost_discovery(os.environ)
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # No OMP_NUM_THREADS here: the node and the benchmark commands set their own thread limits
 # (runtime/threads.py), so tests run them the way a robot does.
-
-
-def ros_domain_id() -> int:
-    """The user's ROS_DOMAIN_ID when set (a shared machine's graphs are theirs to separate), else
-    a random one of the 232 that Fast DDS's default port mapping allows."""
-    chosen = os.environ.get("ROS_DOMAIN_ID", "").strip()
-    return int(chosen) if chosen else random.SystemRandom().randint(1, 232)
 
 
 class RosHarness:

@@ -29,7 +29,7 @@ from tinygpt_ros.evaluation.scoring import (
     span_gestures,
     span_hypotheses,
 )
-from tinygpt_ros.spec.types import ComputeRecord
+from tinygpt_ros.spec.types import NO_GESTURE, ComputeRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "sample_bag"
@@ -73,6 +73,16 @@ def test_span_matching_picks_caption_at_last_image():
                GestureSpan(20, 30, "a"), GestureSpan(3, 5, "a")]
     assert span_gestures(g_stamps, preds, g_spans) == [
         ("b", 6), ("c", 5), (None, 0), (None, 2)]
+
+
+def test_gesture_spans_score_the_silence_outcome():
+    """The node's "none" (a window under gesture_min_events) votes like a class: it is right in
+    a span labelled "none" and a miss in a gesture span."""
+    refs = parse_refs({"gestures": [{"start_ns": 0, "end_ns": 100, "label": "none"},
+                                       {"start_ns": 100, "end_ns": 200, "label": "hand_clap"}]})
+    stamps = [0, 20, 40, 60, 80, 100, 120, 140, 160, 180]
+    preds = [NO_GESTURE] * 5 + ["hand_clap", "hand_clap", NO_GESTURE, NO_GESTURE, NO_GESTURE]
+    assert span_gestures(stamps, preds, refs.gestures) == [(NO_GESTURE, 5), (NO_GESTURE, 5)]
 
 
 def test_metrics_hand_checked_through_span_matching():

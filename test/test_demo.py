@@ -1,25 +1,43 @@
 """The README's main command: the graph comes up, the sample bag plays, captions and a summary
-appear. Runs the real node graph in-process on a private ROS domain."""
+appear. Runs the real node graph in-process on the user's ROS domain (or a private one)."""
 
 from __future__ import annotations
 
-import random
+import pytest
+from conftest import ros_domain_id as harness_domain_id
 
 from tinygpt_ros.cli.paths import default_sample_bag
 from tinygpt_ros.demo import run_demo
+from tinygpt_ros.ros.domain import RANDOM_DOMAIN_RANGE, ros_domain_id
 
 pytest_plugins = ["ros_fixtures"]  # fixture: model_dir (the shipped model)
 
 
-def test_demo_plays_sample_bag_and_summarises(model_dir):
+def test_demo_plays_sample_bag_and_summarises(model_dir, monkeypatch):
+    domain = harness_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))  # a user's setting must be honoured
     lines: list[str] = []
-    rc = run_demo(default_sample_bag(), model_dir, out=lines.append,
-                  domain_id=random.SystemRandom().randint(1, 100))
+    rc = run_demo(default_sample_bag(), model_dir, out=lines.append)
     text = "\n".join(lines)
     assert rc == 0, text
+    assert f"ROS domain {domain}\n" in text + "\n"
     assert any(line.startswith("  caption : ") for line in lines), text
     assert any(line.startswith("  gesture : ") for line in lines), text
     assert "played 330 messages" in text
     assert "camera frames: 66" in text and "event windows: 264" in text
     assert "dropped / errors  : 0 / 0" in text
     assert "% of dense" in text
+
+
+def test_domain_is_the_users_when_set_else_random():
+    assert ros_domain_id({"ROS_DOMAIN_ID": "42"}) == 42
+    assert ros_domain_id({"ROS_DOMAIN_ID": " 0 "}) == 0
+    lo, hi = RANDOM_DOMAIN_RANGE
+    assert all(lo <= ros_domain_id({}) <= hi for _ in range(50))
+    assert lo <= ros_domain_id({"ROS_DOMAIN_ID": ""}) <= hi
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "500"])
+def test_domain_refuses_a_bad_setting_by_name(bad):
+    with pytest.raises(ValueError, match="ROS_DOMAIN_ID"):
+        ros_domain_id({"ROS_DOMAIN_ID": bad})

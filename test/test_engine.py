@@ -17,7 +17,7 @@ from tinygpt_ros.deploy.factory import load_engine
 from tinygpt_ros.model.weights import MODEL_FILE, ModelLoadError
 from tinygpt_ros.runtime.torch_engine import TorchEngine
 from tinygpt_ros.spec.config import GRID, KNOB_SPECS, NUM_TOKENS
-from tinygpt_ros.spec.types import EVENT_DTYPE, STAGES
+from tinygpt_ros.spec.types import EVENT_DTYPE, NO_GESTURE, STAGES
 from tinygpt_ros.train.recipe import event_windows
 
 
@@ -195,8 +195,24 @@ def test_gesture_output_for_events(engine):
     # events and frames are separate streams
     assert engine.process_frame(np.zeros((32, 32, 3), np.uint8)).record.frame_index == 0
     empty = engine.process_events(windows[0][:0])
-    assert empty.gesture in GESTURE_CLASSES
+    assert empty.gesture == NO_GESTURE  # silence is no gesture, not a confident class
+    assert empty.record.flops["head"] == 0.0
     assert engine.process_events(windows[0][:0]).record.tokens_recomputed == 0
+
+
+def test_gesture_gate_on_event_count(engine):
+    """Fewer events than gesture_min_events: "none" (the head does not run); at the gate and
+    above, or with the gate off, a class."""
+    gate = engine.knobs()["gesture_min_events"]
+    assert gate > 0
+    w = event_windows(make_gesture_clip("hand_clap", 20_000_000, num_frames=18).events,
+                      50_000)[2]
+    assert len(w) > gate
+    sparse = engine.process_events(w[:gate - 1])
+    assert sparse.gesture == NO_GESTURE and sparse.gesture_confidence == 1.0
+    assert engine.process_events(w[:gate]).gesture in GESTURE_CLASSES
+    engine.set_knob("gesture_min_events", 0)
+    assert engine.process_events(w[:0]).gesture in GESTURE_CLASSES
 
 
 def _events_in_patch(row: int, col: int, n: int) -> np.ndarray:

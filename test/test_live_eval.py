@@ -100,7 +100,7 @@ def test_live_domain_follows_ros_domain_id(monkeypatch):
     with pytest.raises(ValueError, match="ROS_DOMAIN_ID"):
         ros_domain_id()
     monkeypatch.delenv("ROS_DOMAIN_ID")
-    assert all(1 <= ros_domain_id() <= 232 for _ in range(50))
+    assert all(1 <= ros_domain_id() <= 101 for _ in range(50))
 
 
 def test_compare_lists_every_difference():

@@ -64,6 +64,30 @@ def test_manager_reports_failed_transition(ros, tinygpt, lifecycle, tmp_path):
     assert ros.spin_until(lambda: states and states[-1] == "failed")
 
 
+def test_manager_follows_transitions_requested_by_others(ros, tinygpt, lifecycle):
+    """`ros2 lifecycle set /tinygpt_node deactivate` behind the manager's back: ~/state follows."""
+    from lifecycle_msgs.msg import Transition
+
+    tinygpt()
+    manager = _manager(ros)
+    states: list[str] = []
+    watcher = ros.make_node("watcher")
+    watcher.create_subscription(String, "lifecycle_manager/state", lambda m: states.append(m.data),
+                                LATCHED)
+    assert ros.spin_until(lambda: manager.state in ("active", "failed"), 15.0)
+    assert manager.state == "active", manager.failures
+    lc = lifecycle()
+    assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+    assert ros.spin_until(lambda: states and states[-1] == "inactive", 5.0), states
+    assert manager.node_states["tinygpt_node"] == "inactive"
+    assert lc.transition(Transition.TRANSITION_ACTIVATE)
+    assert ros.spin_until(lambda: states[-1] == "active", 5.0), states
+    assert lc.transition(Transition.TRANSITION_DEACTIVATE)
+    assert lc.transition(Transition.TRANSITION_CLEANUP)
+    assert ros.spin_until(lambda: states[-1] == "unconfigured", 5.0), states
+    assert manager.state == "unconfigured"
+
+
 def test_manager_reports_missing_node(ros):
     manager = _manager(ros, names=("ghost_node",), timeout=0.3)
     assert ros.spin_until(lambda: manager.state in ("active", "failed"), 5.0)

@@ -18,10 +18,11 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header, String
 
+from tinygpt_ros.data.gestures import GESTURE_CLASSES
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros.bag_player import BagError, BagPlayer
 from tinygpt_ros.ros.diagnostics import status_values
-from tinygpt_ros.spec.types import EVENT_DTYPE, STAGES
+from tinygpt_ros.spec.types import EVENT_DTYPE, NO_GESTURE, STAGES
 
 pytest_plugins = ["ros_fixtures"]  # fixtures: engine_factory, model_dir, tinygpt, lifecycle
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -185,6 +186,21 @@ def test_events_give_gestures(ros, lifecycle, tinygpt):
     assert 0.0 <= float(values["gesture_confidence"]) <= 1.0
     assert (header.stamp.sec, header.frame_id) == (5, "dvs")
     assert io.captions == []
+
+
+def test_silent_event_window_gives_no_gesture(ros, lifecycle, tinygpt):
+    """A window with 0 events is silence: gesture "none" on the topic and in /diagnostics, not a
+    class at high confidence; enough events give a class again."""
+    _, io = _start(ros, lifecycle, tinygpt)
+    assert io.connected(io.events)
+    io.events.publish(_events_msg(n=0))
+    assert ros.spin_until(lambda: io.gestures and io.statuses(": frame"))
+    assert io.gestures == [NO_GESTURE]
+    values = status_values(io.statuses(": frame")[0][1])
+    assert values["gesture"] == NO_GESTURE and float(values["gesture_confidence"]) == 1.0
+    io.events.publish(_events_msg(n=400, stamp=Time(sec=6, nanosec=0)))
+    assert ros.spin_until(lambda: len(io.gestures) >= 2)
+    assert io.gestures[1] in GESTURE_CLASSES
 
 
 def test_token_map_only_while_subscribed(ros, lifecycle, tinygpt):

@@ -187,3 +187,51 @@ def test_invalid_override_fails_at_construction(ros, engine_factory, model_dir):
     bad = [Parameter("model_dir", value=model_dir), Parameter("backend", value="caffe")]
     with pytest.raises(InvalidParameterValueException):
         TinyGptNode(engine_factory, context=ros.context, parameter_overrides=bad)
+
+
+def test_integer_for_a_double_is_converted_and_range_checked(ros, tinygpt):
+    """`ros2 param set /tinygpt_node routing_temperature 1`: users type integers for floats."""
+    node = tinygpt()
+    pc = ParamClient(ros)
+    result = pc.set("routing_temperature", 2)
+    assert result.successful, result.reason
+    assert pc.get("routing_temperature") == 2.0
+    value = node.get_parameter("routing_temperature")
+    assert isinstance(value.value, float)
+    refused = pc.set("routing_temperature", 1000)
+    assert not refused.successful and "range" in refused.reason
+    assert pc.get("routing_temperature") == 2.0
+    assert pc.set("budget_ms", 20).successful and pc.get("budget_ms") == 20.0
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "expects"),
+    [
+        ("routing_temperature", "1", "a number"),
+        ("budget_ms", [], "a number"),
+        ("qos_depth", 2.5, "an integer"),
+        ("sttf_enabled", "yes", "a boolean"),
+        ("backend", 3, "a string"),
+        ("providers", "CPUExecutionProvider", "a list of strings"),
+    ],
+)
+def test_wrong_type_refused_in_words(ros, tinygpt, name, bad, expects):
+    tinygpt()
+    pc = ParamClient(ros)
+    old = pc.get(name)
+    result = pc.set(name, bad)
+    assert not result.successful
+    assert name in result.reason and expects in result.reason and "type" in result.reason
+    assert pc.get(name) == old
+
+
+def test_integer_for_a_double_in_a_params_file(ros, tinygpt):
+    """`routing_temperature: 1` in a params file (an override at declaration) is the double 1.0,
+    and later wrong types are still refused in words."""
+    node = tinygpt(routing_temperature=1, budget_ms=20)
+    assert node.get_parameter("routing_temperature").value == 1.0
+    assert isinstance(node.get_parameter("budget_ms").value, float)
+    pc = ParamClient(ros)
+    result = pc.set("routing_temperature", "2")
+    assert not result.successful and "routing_temperature" in result.reason
+    assert pc.set("routing_temperature", 3).successful and pc.get("routing_temperature") == 3.0

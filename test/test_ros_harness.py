@@ -12,4 +12,4 @@ def test_publish_and_receive_in_private_domain(ros):
     assert ros.spin_until(lambda: pub.get_subscription_count() > 0, 10)
     pub.publish(String(data="hello"))
     assert ros.spin_until(lambda: got == ["hello"], 10)
-    assert 0 <= ros.domain_id <= 232
+    assert 0 <= ros.domain_id <= 232  # the user's, or a random 1..101

@@ -10,7 +10,6 @@ and the summary counts them).
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 import threading
 import time
@@ -20,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from tinygpt_ros.ros.domain import ros_domain_id
 
 FRAME_STATUS_SUFFIX = ": frame"
 IMAGE_TOPIC = "/camera/image_raw"
@@ -179,7 +180,7 @@ def run_demo(
     from tinygpt_ros.ros.bringup import bring_up, tear_down
 
     compat.localhost_discovery(os.environ)
-    domain = domain_id if domain_id is not None else random.SystemRandom().randint(1, 100)
+    domain = domain_id if domain_id is not None else ros_domain_id()
     image_topic = IMAGE_TOPIC + ("/compressed" if image_transport == "compressed" else "")
     bag = Path(bag)
     out(f"[demo] model {model_dir}, backend {backend}, bag {bag}, "

@@ -20,6 +20,7 @@ from tinygpt_ros.cli import (
     make_sample,
     overlay,
     quality,
+    soak,
     train,
 )
 
@@ -34,6 +35,7 @@ COMMANDS: dict[str, ModuleType] = {
     "bench-engines": bench_engines,
     "bench-node": bench_node,
     "overlay": overlay,
+    "soak": soak,
 }
 
 

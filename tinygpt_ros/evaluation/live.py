@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import random
 import secrets
 import tempfile
 import threading
@@ -38,6 +37,7 @@ import yaml
 
 from tinygpt_ros.evaluation.issues import Issue
 from tinygpt_ros.evaluation.results import BagResult, FrameRow
+from tinygpt_ros.ros.domain import ros_domain_id
 
 _IMAGE_OUT = "camera/image_raw"  # under the run's namespace
 _EVENTS_OUT = "events"
@@ -199,18 +199,6 @@ def _params_file(directory: Path, model_dir: str, backend: str, knobs: dict[str,
     path.write_text(yaml.safe_dump({"/**/tinygpt_node": {"ros__parameters": params},
                                     "/**/lifecycle_manager": {"ros__parameters": manager}}))
     return str(path)
-
-
-def ros_domain_id() -> int:
-    """The user's ROS_DOMAIN_ID when set (on a shared machine the user separates the graphs),
-    else a random one of the 232 that Fast DDS's default port mapping allows."""
-    chosen = os.environ.get("ROS_DOMAIN_ID", "").strip()
-    if chosen:
-        try:
-            return int(chosen)
-        except ValueError:
-            raise ValueError(f"ROS_DOMAIN_ID must be an integer, got {chosen!r}") from None
-    return random.SystemRandom().randint(1, 232)
 
 
 def run_live(

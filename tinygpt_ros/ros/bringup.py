@@ -34,6 +34,7 @@ from tinygpt_ros.ros.graph import (
 )
 from tinygpt_ros.ros.manager import LifecycleManager
 from tinygpt_ros.ros.node import TinyGptNode
+from tinygpt_ros.ros.spin import spin_until_shutdown
 
 _SEVERITY = {
     "debug": LoggingSeverity.DEBUG, "info": LoggingSeverity.INFO, "warn": LoggingSeverity.WARN,
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     try:
-        executor.spin()
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

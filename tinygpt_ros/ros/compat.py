@@ -24,14 +24,21 @@ from typing import Any
 ParamsCallback = Callable[[list[Any]], Any]
 
 
-def add_parameter_callbacks(node: Any, validate: ParamsCallback, apply: ParamsCallback) -> str:
-    """Register `validate` (returns SetParametersResult, changes nothing) and `apply` (called with
-    the parameters once they are set). Returns which mechanism was used.
+def add_parameter_callbacks(node: Any, validate: ParamsCallback, apply: ParamsCallback,
+                            coerce: ParamsCallback | None = None) -> str:
+    """Register `coerce` (returns the parameter list with values converted, e.g. an integer for a
+    double parameter), `validate` (returns SetParametersResult, changes nothing) and `apply`
+    (called with the parameters once they are set). Returns which mechanism was used.
+
+    Humble lacks pre-set callbacks: there `coerce` is not registered, so rclpy's own type check
+    refuses an integer for a double parameter with its reason (type 1.0 instead of 1).
 
     Humble lacks post-set callbacks: there `apply` runs from the on-set callback once `validate`
     accepted the whole call. The node registers only this one on-set callback, so nothing can
     refuse the call after it, and the effect is the same: only accepted values are applied.
     """
+    if coerce is not None and callable(getattr(node, "add_pre_set_parameters_callback", None)):
+        node.add_pre_set_parameters_callback(coerce)
     if callable(getattr(node, "add_post_set_parameters_callback", None)):
         node.add_on_set_parameters_callback(validate)
         node.add_post_set_parameters_callback(apply)

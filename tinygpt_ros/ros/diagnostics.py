@@ -202,7 +202,8 @@ class FrameStats:
             return sum(self.errors.values())
 
     def summary_status(
-        self, name: str, *, dropped: int, budget: Budget, hardware_id: str = ""
+        self, name: str, *, dropped: int, budget: Budget, hardware_id: str = "",
+        mailbox_depth: int = 0,
     ) -> DiagnosticStatus:
         """`<name>: summary` over the frames since the previous call (fps) and the window."""
         now = self._now()
@@ -237,6 +238,7 @@ class FrameStats:
             ("latency_ms_p50", p50),
             ("latency_ms_p95", p95),
             ("dropped_frames", int(dropped)),
+            ("mailbox_depth", int(mailbox_depth)),
             ("ignored_inactive", ignored),
             ("errors", sum(errors.values())),
         ]

@@ -16,10 +16,17 @@ Services (std_srvs is not available, so the installed lifecycle_msgs/srv/ChangeS
 its request is ignored): `~/startup` and `~/shutdown` start the sequence and answer at once:
 success=True if it was started (or the nodes are already there), False if another sequence is
 still running. The outcome is latched on `~/state` (std_msgs/String, transient local: idle,
-starting, active, stopping, unconfigured, failed) and reported on /diagnostics (status
+starting, active, stopping, unconfigured, failed; after a transition someone else requested
+also inactive or finalized) and reported on /diagnostics (status
 `<manager>: lifecycle`, ERROR when failed, on every change and at 1 Hz).
 `shutdown` means "bring the nodes back to unconfigured" (deactivate, cleanup), so `startup` can
 bring them up again; it does not finalize them.
+
+Transitions requested by someone else (`ros2 lifecycle set /tinygpt_node deactivate`) are followed
+through each node's `<node>/transition_event`: between sequences `~/state` is the state of the
+least advanced managed node (unconfigured, inactive, active, finalized), so it never claims
+`active` for a node that is not. During a sequence the events only update the per-node states;
+`failed` stays until the next startup/shutdown, so its reason is not overwritten.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.msg import State, Transition, TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -52,6 +59,16 @@ _STEP_DOWN = {  # current state -> transition towards unconfigured
     State.PRIMARY_STATE_INACTIVE: (Transition.TRANSITION_CLEANUP, "cleanup"),
 }
 MAX_STEPS_PER_NODE = 6
+# Primary states, least advanced first: the manager's state between sequences is the first one
+# any managed node is in.
+_PRIMARY_ORDER = (
+    State.PRIMARY_STATE_FINALIZED, State.PRIMARY_STATE_UNCONFIGURED,
+    State.PRIMARY_STATE_INACTIVE, State.PRIMARY_STATE_ACTIVE,
+)
+_PRIMARY_LABELS = {
+    State.PRIMARY_STATE_FINALIZED: "finalized", State.PRIMARY_STATE_UNCONFIGURED: "unconfigured",
+    State.PRIMARY_STATE_INACTIVE: "inactive", State.PRIMARY_STATE_ACTIVE: "active",
+}
 
 
 @dataclass
@@ -116,6 +133,13 @@ class LifecycleManager(Node):
                             callback_group=self._group)
         self.state = "idle"
         self.node_states: dict[str, str] = {n: "unknown" for n in self.node_names}
+        self._node_primary: dict[str, int] = {}
+        for n in self.node_names:
+            self.create_subscription(
+                TransitionEvent, f"{n}/transition_event",
+                lambda msg, n=n: self._on_transition_event(n, msg), 10,
+                callback_group=self._group,
+            )
         self.failures: dict[str, str] = {}
         self._goal = ""
         self._queue: list[str] = []
@@ -220,8 +244,37 @@ class LifecycleManager(Node):
         else:
             self._after_change_state(step, bool(result.success))
 
+    def _on_transition_event(self, node: str, event: TransitionEvent) -> None:
+        """Any transition of a managed node, requested by us or by anyone else."""
+        goal = event.goal_state
+        with self._mutex:
+            self.node_states[node] = goal.label
+            if goal.id not in _PRIMARY_LABELS:
+                return  # a transition state (configuring, ...): the final one follows
+            self._node_primary[node] = goal.id
+            if self._step is not None or self.state == "failed":
+                # our own sequence reports its outcome when it ends; a failure stays on ~/state
+                # (with its reason) until the next startup/shutdown
+                return
+            followed = self._followed_state()
+            if followed is not None and followed != self.state:
+                self.get_logger().warning(
+                    f"{node} went {event.start_state.label} -> {goal.label} outside a "
+                    f"startup/shutdown request; state is now {followed}"
+                )
+                self._set_state(followed)
+
+    def _followed_state(self) -> str | None:
+        """The least advanced primary state of the managed nodes, None while one is unknown."""
+        if any(n not in self._node_primary for n in self.node_names):
+            return None
+        ids = {self._node_primary[n] for n in self.node_names}
+        return _PRIMARY_LABELS[next(i for i in _PRIMARY_ORDER if i in ids)]
+
     def _after_get_state(self, step: _Step, current: State) -> None:
         self.node_states[step.node] = current.label
+        if current.id in _PRIMARY_LABELS:
+            self._node_primary[step.node] = current.id
         goal_id = (
             State.PRIMARY_STATE_ACTIVE if self._goal == STARTUP
             else State.PRIMARY_STATE_UNCONFIGURED

@@ -117,13 +117,26 @@ class TinyGptNode(LifecycleNode):
         self._threads = ""  # what the libraries reported after applying them
         self.overlays_built = 0
 
-        compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set)
+        compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set,
+                                       coerce=params.integers_as_doubles)
         params.declare_all(self)
         with self._lock:
             self._pending_knobs.clear()
             self._runtime = {n: self.get_parameter(n).value for n in RUNTIME_PARAMS}
 
     # ---------------------------------------------------------------------------- parameters
+
+    def set_parameters_atomically(self, parameter_list: list[Any]) -> Any:
+        """What the set_parameters services call: a wrong type is refused in words naming the
+        parameter and the type it expects, before rclpy's terse type check."""
+        refusal = params.type_refusal(parameter_list)
+        if refusal is not None:
+            return refusal
+        return super().set_parameters_atomically(parameter_list)
+
+    def set_parameters(self, parameter_list: list[Any]) -> list[Any]:
+        return [params.type_refusal([p]) or super(TinyGptNode, self).set_parameters([p])[0]
+                for p in parameter_list]
 
     def _on_parameters_set(self, changed: list[Any]) -> None:
         """Validated changes: knobs go to the engine before the next frame, budgets and the event
@@ -520,6 +533,7 @@ class TinyGptNode(LifecycleNode):
         status = self.stats.summary_status(
             self.get_name(), dropped=self.dropped_frames, budget=budget,
             hardware_id=self._hardware_id,
+            mailbox_depth=max((len(inp.mailbox) for inp in self._inputs), default=0),
         )
         status.values += diag.key_values([("threads", self._threads),
                                           *self._transport.diagnostics()])

@@ -24,6 +24,8 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.parameter import Parameter
 
 from tinygpt_ros.deploy import power
 from tinygpt_ros.runtime.threads import DEFAULT_BLAS_THREADS, DEFAULT_INTRA_OP_THREADS
@@ -265,13 +267,89 @@ def validate(name: str, value: Any) -> Any:
     return value
 
 
+_TYPE_WORDS = {
+    bool: "a boolean (true or false)",
+    int: "an integer",
+    float: "a number (double; an integer is converted)",
+    str: "a string",
+    list: "a list of strings",
+}
+_MSG_TYPE_WORDS = {
+    ParameterType.PARAMETER_NOT_SET: "no value",
+    ParameterType.PARAMETER_BOOL: "a boolean",
+    ParameterType.PARAMETER_INTEGER: "an integer",
+    ParameterType.PARAMETER_DOUBLE: "a double",
+    ParameterType.PARAMETER_STRING: "a string",
+    ParameterType.PARAMETER_BYTE_ARRAY: "a byte array",
+    ParameterType.PARAMETER_BOOL_ARRAY: "a list of booleans",
+    ParameterType.PARAMETER_INTEGER_ARRAY: "a list of integers",
+    ParameterType.PARAMETER_DOUBLE_ARRAY: "a list of doubles",
+    ParameterType.PARAMETER_STRING_ARRAY: "a list of strings",
+}
+
+
+def wrong_type_reason(name: str, type_id: int) -> str | None:
+    """Why a value of ROS parameter type `type_id` cannot be set on parameter `name`, in words;
+    None when the type fits (an integer fits a double parameter: `integers_as_doubles` converts
+    it). rclpy's own refusal ("expected '3' got '2'") names neither."""
+    spec = PARAM_SPECS.get(name)
+    if spec is None:
+        return None
+    wanted = descriptor(spec).type
+    if type_id == wanted or (
+        wanted == ParameterType.PARAMETER_DOUBLE and type_id == ParameterType.PARAMETER_INTEGER
+    ):
+        return None
+    got = _MSG_TYPE_WORDS.get(type_id, f"type {type_id}")
+    return f"{name}: wrong type: expects {_TYPE_WORDS[spec.kind]}, got {got}"
+
+
+def integers_as_doubles(parameters: list[Any]) -> list[Any]:
+    """Pre-set-parameters callback: an integer given for a double parameter (`ros2 param set
+    /tinygpt_node routing_temperature 1`) becomes that double, so the descriptor's range and
+    our validation then apply to it as to any double."""
+    out = []
+    for p in parameters:
+        spec = PARAM_SPECS.get(p.name)
+        if spec is not None and spec.kind is float and p.type_ == Parameter.Type.INTEGER:
+            p = Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
+        out.append(p)
+    return out
+
+
 def declare_all(node: Any, model_dir_default: str | None = None) -> None:
     """Declare every parameter of PARAM_SPECS on `node` (overrides from launch/yaml apply)."""
     for spec in PARAM_SPECS.values():
         default = spec.default
         if spec.name == "model_dir":
             default = model_dir_default if model_dir_default is not None else default_model_dir()
-        node.declare_parameter(spec.name, default, descriptor(spec))
+        try:
+            node.declare_parameter(spec.name, default, descriptor(spec))
+        except InvalidParameterTypeException:
+            if spec.kind is not float:
+                raise
+            _declare_integer_override(node, spec, default)
+
+
+def _declare_integer_override(node: Any, spec: ParamSpec, default: float) -> None:
+    """`routing_temperature: 1` in a params file: rclpy refuses an integer override for a double
+    at declaration (before any callback), so declare with dynamic typing, then store the value
+    as the double it means (range and validation apply as to any set)."""
+    d = descriptor(spec)
+    d.dynamic_typing = True
+    value = node.declare_parameter(spec.name, default, d).value
+    result = node.set_parameters([Parameter(spec.name, Parameter.Type.DOUBLE, float(value))])[0]
+    if not result.successful:
+        raise InvalidParameterValueException(spec.name, value, result.reason)
+
+
+def type_refusal(parameters: list[Any]) -> SetParametersResult | None:
+    """A refusal naming the first parameter given a value of the wrong type, else None."""
+    for p in parameters:
+        reason = wrong_type_reason(p.name, p.type_.value)
+        if reason is not None:
+            return SetParametersResult(successful=False, reason=reason)
+    return None
 
 
 def make_validator(

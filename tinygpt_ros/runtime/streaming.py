@@ -28,7 +28,7 @@ from tinygpt_ros import ops
 from tinygpt_ros.spec import flops as F
 from tinygpt_ros.spec.config import BRANCH_NAMES, GRID, NUM_TOKENS, Knobs, ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
-from tinygpt_ros.spec.types import ComputeRecord, FrameResult
+from tinygpt_ros.spec.types import NO_GESTURE, ComputeRecord, FrameResult
 
 # Static-token averaging tolerance used by temporal fusion (relative L2 to the window mean).
 STATIC_THRESHOLD = 0.1
@@ -204,7 +204,7 @@ class StreamingEngine:
         with timer.stage("router"):
             window_us = int(events["t"][-1] - events["t"][0]) if len(events) > 1 else 0
             feats = ops.event_complexity_features(counts, len(events), max(window_us, 1))
-        return self._step(s, "events", emb, change, feats, timer, counts)
+        return self._step(s, "events", emb, change, feats, timer, counts, len(events))
 
     def _step(
         self,
@@ -215,6 +215,7 @@ class StreamingEngine:
         feats: np.ndarray,
         timer: StageTimer,
         counts: np.ndarray | None = None,
+        n_events: int = 0,
     ) -> FrameResult:
         k = self._knobs
         cfg = self.cfg
@@ -288,6 +289,12 @@ class StreamingEngine:
                 caption, caption_reused, dec_flops = self._caption(s, fused, sizes)
             flops["decoder"] = dec_flops
             dense_head = F.decode_flops(cfg, n_window, max(1, s.last_caption_len))
+        elif n_events < k.gesture_min_events:
+            # Silence (or noise only): the head was never trained on it and would still name a
+            # class with high confidence, so this is a decision of the gate, not of the model.
+            gesture, confidence = NO_GESTURE, 1.0
+            flops["head"] = 0.0
+            dense_head = F.gesture_head_flops(cfg, n_window)
         else:
             with timer.stage("head"):
                 p = ops.softmax(kern.gesture_logits(fused, sizes, positions))

@@ -21,6 +21,10 @@ BRANCH_NAMES = ("reuse", "small", "medium", "large")  # index 0 = no encoder at 
 GESTURE_SPACE_CELLS = 4
 GESTURE_CHANNELS = 32
 GESTURE_HIDDEN = 128
+# Below this many events in a window the gesture is NO_GESTURE (knob gesture_min_events). 50 per
+# 50 ms window (1,000 events/s) is under a third of the quietest gesture window of the generated
+# data (147) and above the background noise of most simulated sensors (about 16-160).
+GESTURE_MIN_EVENTS_DEFAULT = 50
 
 
 def gesture_head_features(temporal_window: int) -> int:
@@ -115,6 +119,11 @@ KNOB_SPECS: dict[str, KnobSpec] = {
         "ANC: switch branch only when the new branch's probability beats the current one's by "
         "this margin (stops flapping).",
     ),
+    "gesture_min_events": KnobSpec(
+        int, 0, 10_000_000,
+        "Event windows with fewer events than this get gesture 'none' (silence, or sensor noise "
+        "only) instead of a class; the gesture head does not run. 0 = always classify.",
+    ),
     "sttf_enabled": KnobSpec(
         bool, 0, 1, "STTF on; off = dense: every token recomputed, no fusion, no caption reuse."
     ),
@@ -134,6 +143,7 @@ class Knobs:
     caption_reuse_threshold: float = 0.1
     routing_temperature: float = 1.0
     routing_hysteresis: float = 0.1
+    gesture_min_events: int = GESTURE_MIN_EVENTS_DEFAULT
     sttf_enabled: bool = True
     anc_enabled: bool = True
 

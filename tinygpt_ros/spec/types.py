@@ -10,6 +10,10 @@ import numpy as np
 # One event: sensor pixel x, y; time stamp in microseconds; polarity 1 = brighter, 0 = darker.
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
 
+# The gesture of an event window with too little activity to classify (see the knob
+# gesture_min_events): published on the gesture topic and in /diagnostics like a class.
+NO_GESTURE = "none"
+
 STAGES = ("preprocess", "change", "router", "encoder", "fusion", "decoder", "head")
 
 
@@ -55,7 +59,7 @@ class FrameResult:
 
     record: ComputeRecord
     caption: str | None = None  # frames: the current caption (decoded or reused)
-    gesture: str | None = None  # events: predicted gesture class
+    gesture: str | None = None  # events: predicted gesture class, or NO_GESTURE
     gesture_confidence: float = 0.0
     token_mask: np.ndarray | None = None  # (14, 14) bool: tokens recomputed this step
     # Temporal fusion's output tokens: (K, 3) size-weighted (x, y, t) centroids in [0, 1] (x, y

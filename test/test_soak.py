@@ -1,0 +1,71 @@
+"""`tinygpt-ros soak` scaled down: every part against the real graph in a subprocess (the full
+sizes are a command, docs/reliability.md). Engine-dependent: uses the shipped model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ros_domain_id
+
+from tinygpt_ros.cli import main as cli_main
+from tinygpt_ros.evaluation.soak import SoakConfig, run_soak_suite
+
+pytest_plugins = ["ros_fixtures"]  # fixture: model_dir (the shipped model)
+
+# Too short to tell memory growth from warm-up: the RSS targets are for the full-size command.
+NOT_CHECKED_HERE = ("RSS growth",)
+
+
+@pytest.fixture(scope="module")
+def soak_results(tmp_path_factory):
+    from ros_fixtures import SHIPPED_MODEL_DIR
+
+    cfg = SoakConfig(model_dir=str(SHIPPED_MODEL_DIR), fuzz_messages=40, soak_s=8.0,
+                     sample_period_s=1.0, lifecycle_cycles=2, param_calls=40,
+                     work_dir=str(tmp_path_factory.mktemp("soak")))
+    lines: list[str] = []
+    results = run_soak_suite(cfg, ros_domain_id(), out=lines.append)
+    return {r.name: r for r in results}, "\n".join(lines)
+
+
+def _missed(res) -> list[str]:
+    return [f"{t.what}: {t.detail}" for t in res.targets
+            if not t.met and not t.what.startswith(NOT_CHECKED_HERE)]
+
+
+@pytest.mark.timeout(900)  # ~70 s on an idle 2-core machine; generous for a shared one
+def test_every_part_runs_and_meets_its_targets(soak_results):
+    results, text = soak_results
+    assert list(results) == ["fuzz", "soak", "lifecycle", "params", "faults"], text
+    for name, res in results.items():
+        assert res.targets, name
+        assert not _missed(res), f"{name}: {_missed(res)}\n{text}"
+
+
+def test_fuzz_counts_every_message_by_kind(soak_results):
+    fuzz = soak_results[0]["fuzz"].figures
+    assert fuzz["messages"] == 40 and 0 < fuzz["valid"] < 40
+    assert sum(fuzz["errors_by_kind"].values()) == sum(
+        v for k, v in fuzz["outcomes"].items() if k.endswith(":error"))
+
+
+def test_soak_reports_resources_over_time(soak_results):
+    soak = soak_results[0]["soak"]
+    assert len(soak.series) >= 4
+    assert {"rss_mib", "threads", "fds", "mailbox_depth"} <= set(soak.series[0])
+    assert soak.figures["processed"] > 0 and soak.figures["captions"] > 0
+
+
+def test_faults_name_the_file(soak_results):
+    faults = soak_results[0]["faults"].series
+    assert [r["fault"].split(" ")[0] for r in faults] == ["missing", "wrong", "truncated",
+                                                          "unreadable"]
+    assert all(r["names_file"] and r["configure_after_repair"] for r in faults), faults
+
+
+def test_cli_soak_writes_json(tmp_path, model_dir):
+    rc = cli_main(["soak", "--parts", "params", "--param-calls", "5", "--model", model_dir,
+                   "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "soak.json").read_text())
+    assert rc == 0 and doc["parts"][0]["name"] == "params" and doc["parts"][0]["ok"]
