@@ -9,7 +9,13 @@ gets to it costs nothing, which matters when the camera is faster than the model
 Lifecycle: configure loads and warms up the engine and creates publishers, subscriptions, the
 summary timer and the worker; activate/deactivate only gate processing and publishing (lifecycle
 publishers; messages arriving while inactive are ignored and counted); cleanup and shutdown
-release everything, so transitions can repeat without leaking threads or subscriptions.
+release everything, including the heap pages the engine used (`memory.release_free_memory`), so
+transitions can repeat without leaking threads, subscriptions or memory.
+
+Input limits (max_image_pixels, max_message_bytes, max_events_per_message) are checked by the
+conversions from header fields and payload lengths before anything is allocated for a message;
+a message over one is skipped with an ERROR diagnostic (error_kind 'limit', naming the limit and
+the value) and the next message is processed normally.
 """
 
 from __future__ import annotations
@@ -34,12 +40,16 @@ from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.mailbox import LatestMailbox
+from tinygpt_ros.ros.memory import release_free_memory
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
 
 EngineFactory = Callable[..., Engine]
-RUNTIME_PARAMS = ("budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference")
+RUNTIME_PARAMS = (
+    "budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
+    *conv.LIMIT_NAMES,
+)
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
@@ -332,9 +342,11 @@ class TinyGptNode(LifecycleNode):
             engine, self._engine = self._engine, None
         if engine is not None:
             _close(engine)
+            del engine
         if self._power is not None:
             self._power.stop()
             self._power = None
+        release_free_memory()  # the engine's freed heap back to the system (see ros/memory.py)
 
     # ----------------------------------------------------------------------------- data path
 
@@ -370,17 +382,18 @@ class TinyGptNode(LifecycleNode):
         msg = item.msg
         with self._lock:
             runtime = dict(self._runtime)
+        limits = conv.InputLimits(**{n: runtime[n] for n in conv.LIMIT_NAMES})
         try:
             if inp.kind == "image":
-                data = conv.image_to_rgb(msg)
+                data = conv.image_to_rgb(msg, limits)
             elif inp.kind == "compressed":
-                data = conv.compressed_to_rgb(msg)
+                data = conv.compressed_to_rgb(msg, limits)
             elif inp.kind == "pointcloud2":
-                data = conv.pointcloud2_to_events(msg, runtime["events_time_reference"])
+                data = conv.pointcloud2_to_events(msg, runtime["events_time_reference"], limits)
             else:
-                data = conv.event_packet_to_events(msg, runtime["events_time_reference"])
+                data = conv.event_packet_to_events(msg, runtime["events_time_reference"], limits)
         except conv.ConversionError as exc:
-            self._report_error(inp, msg.header, exc.kind, str(exc))
+            self._report_error(inp, msg.header, exc.kind, str(exc), exc.details)
             return
         conversion_ms = (time.perf_counter() - t0) * 1e3
         stamp_us = conv.stamp_to_us(msg.header.stamp) or item.recv_us
@@ -430,7 +443,8 @@ class TinyGptNode(LifecycleNode):
             self.token_maps_built += 1
             token_pub.publish(conv.token_mask_to_image(result.token_mask, _copy_header(header)))
 
-    def _report_error(self, inp: _Input, header: Header, kind: str, message: str) -> None:
+    def _report_error(self, inp: _Input, header: Header, kind: str, message: str,
+                      details: tuple[tuple[str, object], ...] = ()) -> None:
         self.stats.add_error(kind)
         self.get_logger().error(
             f"{inp.subscription.topic_name}: skipped a message: {message}",
@@ -439,7 +453,7 @@ class TinyGptNode(LifecycleNode):
         status = diag.error_status(
             self.get_name(), kind, message, errors_by_kind=self.stats.error_counts(),
             dropped_frames=self.dropped_frames, topic=inp.subscription.topic_name,
-            hardware_id=self._hardware_id,
+            hardware_id=self._hardware_id, details=details,
         )
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(header), [status]))
 
