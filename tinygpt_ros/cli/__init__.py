@@ -15,6 +15,7 @@ from tinygpt_ros.cli import (
     demo,
     eval_bags,
     export,
+    footprint,
     make_sample,
     quality,
     train,
@@ -29,6 +30,7 @@ COMMANDS: dict[str, ModuleType] = {
     "eval": eval_bags,
     "bench": bench,
     "bench-engines": bench_engines,
+    "footprint": footprint,
 }
 
 

@@ -32,6 +32,7 @@ from tinygpt_ros.ros.graph import (
     edge_graph,
     parse_bool,
 )
+from tinygpt_ros.ros.spin import spin_forever
 
 _SEVERITY = {
     "debug": LoggingSeverity.DEBUG, "info": LoggingSeverity.INFO, "warn": LoggingSeverity.WARN,
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     try:
-        executor.spin()
+        spin_forever(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -40,7 +41,7 @@ from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros import params
 from tinygpt_ros.ros.mailbox import LatestMailbox
-from tinygpt_ros.ros.memory import release_free_memory
+from tinygpt_ros.ros.memory import release_free_memory, tune_allocator
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
@@ -94,6 +95,7 @@ class TinyGptNode(LifecycleNode):
         node_name: str = "tinygpt_node",
         **node_kwargs: Any,
     ) -> None:
+        tune_allocator()  # process-wide, before this node's threads allocate (ros/memory.py)
         super().__init__(node_name, **node_kwargs)
         self._engine_factory = engine_factory
         self._lock = threading.Lock()  # pending knobs and runtime settings
@@ -458,7 +460,9 @@ class TinyGptNode(LifecycleNode):
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(header), [status]))
 
     def _publish_summary(self) -> None:
-        if not self._active.is_set() or "diagnostics" not in self._pubs:
+        # One read of the dict: a cleanup on another executor thread may empty it meanwhile.
+        pub = self._pubs.get("diagnostics")
+        if not self._active.is_set() or pub is None:
             return
         with self._lock:
             budget = diag.Budget(
@@ -470,7 +474,10 @@ class TinyGptNode(LifecycleNode):
             hardware_id=self._hardware_id,
         )
         header = Header(stamp=self.get_clock().now().to_msg())
-        self._pubs["diagnostics"].publish(diag.diagnostic_array(header, [status]))
+        try:
+            pub.publish(diag.diagnostic_array(header, [status]))
+        except InvalidHandle:  # destroyed by a cleanup after the read above
+            pass
 
 
 def _copy_header(header: Header) -> Header:
