@@ -50,14 +50,18 @@ def _threads(pid: int) -> int | None:
 
 
 def _reliable_params_file() -> str:
-    """The default edge.yaml with reliable input QoS: a 640x480 frame (900 KB) is sent in UDP
-    fragments, and best-effort delivery loses whole frames on a loaded machine."""
+    """The default edge.yaml with reliable input QoS (a 640x480 frame, 900 KB, is sent in UDP
+    fragments, and best-effort delivery loses whole frames on a loaded machine) and a longer
+    manager transition timeout."""
     import yaml
 
     from tinygpt_ros.ros.graph import default_params_file
 
     doc = yaml.safe_load(Path(default_params_file()).read_text())
     doc["/**/tinygpt_node"]["ros__parameters"]["qos_reliability"] = "reliable"
+    # A loaded machine can take longer than the default 30 s to configure the torch backend;
+    # the manager would then give up and leave the node unconfigured.
+    doc["/**/lifecycle_manager"]["ros__parameters"]["transition_timeout_s"] = 300.0
     fd, path = tempfile.mkstemp(prefix="tinygpt_footprint_", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(doc, f)
@@ -171,14 +175,15 @@ class NodeProcess:
         if not self._call(self._change, req, timeout).success:
             raise RuntimeError(f"{NODE} refused {label}")
 
-    def wait_active(self, timeout: float = 120.0) -> float:
+    def wait_active(self, timeout: float = 300.0) -> float:
         """Seconds from spawning the process until the node reports active."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.state(timeout=max(deadline - time.monotonic(), 0.1)) == "active":
                 return time.perf_counter() - self.started_at
             self._spin_until(lambda: False, 0.05)
-        raise RuntimeError(f"{NODE} not active within {timeout} s")
+        self._log.seek(0)
+        raise RuntimeError(f"{NODE} not active within {timeout} s: {self._log.read()[-2000:]}")
 
     def frame(self, index: int, timeout: float = 30.0) -> None:
         """Publish one 640x480 rgb8 frame and wait for a caption (the frame is sent again every

@@ -9,11 +9,12 @@ gets to it costs nothing, which matters when the camera is faster than the model
 Lifecycle: configure loads and warms up the engine and creates publishers, subscriptions, the
 summary timer and the worker; activate/deactivate only gate processing and publishing (lifecycle
 publishers; messages arriving while inactive are ignored and counted); cleanup and shutdown
-release everything, including the heap pages the engine used (`memory.release_free_memory`), so
-transitions can repeat without leaking threads, subscriptions or memory.
+release everything and give the freed heap back to the system (`memory.release_free_memory`;
+the node also tunes glibc's allocator once, `memory.tune_allocator`), so transitions can repeat
+without leaking threads, subscriptions or memory.
 
 Input limits (max_image_pixels, max_message_bytes, max_events_per_message) are checked by the
-conversions from header fields and payload lengths before anything is allocated for a message;
+conversions from header fields and payload lengths before anything is allocated to decode it;
 a message over one is skipped with an ERROR diagnostic (error_kind 'limit', naming the limit and
 the value) and the next message is processed normally.
 """
