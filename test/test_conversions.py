@@ -283,3 +283,91 @@ def test_event_packet_errors():
     with pytest.raises(conv.ConversionError) as err:
         conv.event_packet_to_events(_Packet(b"\x00" * 8, encoding="evt3"))
     assert err.value.kind == "encoding"
+
+
+# ------------------------------------------------------------------------ input limits
+
+
+def test_image_header_size_of_jpeg_and_png_without_decoding():
+    from bombs import bomb_jpeg, bomb_png
+
+    from tinygpt_ros.ros.image_header import image_size
+
+    for fmt in ("jpeg", "png"):
+        msg = conv.rgb_to_compressed(np.zeros((48, 80, 3), np.uint8), fmt=fmt)
+        size = image_size(msg.data)
+        assert (size.format, size.width, size.height) == (fmt, 80, 48)
+    ok, prog = cv2.imencode(".jpg", np.zeros((33, 17, 3), np.uint8),
+                            [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok and (image_size(prog.tobytes()).width, image_size(prog.tobytes()).height) == (17, 33)
+    assert image_size(bomb_jpeg(16000, 15000)).pixels == 240_000_000
+    assert image_size(bomb_jpeg(16000, 16000, progressive=True)).pixels == 256_000_000
+    assert (image_size(bomb_png(16000, 9000)).width, image_size(bomb_png(16000, 9000)).height) == (
+        16000, 9000)
+
+
+@pytest.mark.parametrize("data", [
+    b"BM" + b"\x00" * 60,  # BMP: cv2.imdecode would read it, the node accepts jpeg/png only
+    b"\xff\xd8\xff\xe0\x00\x10JFIF",  # truncated before the frame header
+    b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 8,  # scan before any frame header
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIDAT",  # first chunk is not IHDR
+])
+def test_image_header_refuses_other_or_broken_data(data):
+    from tinygpt_ros.ros.image_header import ImageHeaderError, image_size
+
+    with pytest.raises(ImageHeaderError):
+        image_size(data)
+    with pytest.raises(conv.ConversionError) as err:
+        conv.compressed_to_rgb(CompressedImage(format="jpeg", data=data))
+    assert err.value.kind == "decode"
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_compressed_bomb_is_refused_from_its_header(fmt):
+    from bombs import bomb_jpeg, bomb_png
+
+    data = bomb_jpeg() if fmt == "jpeg" else bomb_png()
+    assert len(data) < 1_000_000  # vs 768 MB decoded
+    with pytest.raises(conv.ConversionError) as err:
+        conv.compressed_to_rgb(CompressedImage(format=fmt, data=data))
+    assert err.value.kind == "limit"
+    assert "16000x16000" in str(err.value) and "max_image_pixels=8294400" in str(err.value)
+    assert dict(err.value.details) == {
+        "limit": "max_image_pixels", "limit_value": 8294400, "value": 256_000_000}
+
+
+def test_limits_on_raw_images_bytes_and_events():
+    small = conv.InputLimits(max_image_pixels=7 * 5, max_message_bytes=7 * 5 * 3,
+                             max_events_per_message=3)
+    assert np.array_equal(conv.image_to_rgb(_image(RGB, "rgb8"), small), RGB)  # at the limits
+    big = _image(np.zeros((6, 7, 3), np.uint8), "rgb8")
+    with pytest.raises(conv.ConversionError) as err:
+        conv.image_to_rgb(big, conv.InputLimits(max_image_pixels=41))
+    assert err.value.kind == "limit" and dict(err.value.details)["limit"] == "max_image_pixels"
+    with pytest.raises(conv.ConversionError) as err:
+        conv.image_to_rgb(big, small)
+    assert dict(err.value.details) == {
+        "limit": "max_message_bytes", "limit_value": 105, "value": 126}
+    # A header that lies about its size is refused by the limit before anything is sized.
+    liar = Image(height=16000, width=16000, encoding="rgb8", step=48000, data=b"\x00" * 10)
+    with pytest.raises(conv.ConversionError) as err:
+        conv.image_to_rgb(liar)
+    assert err.value.kind == "limit"
+    jpeg = conv.rgb_to_compressed(RGB)
+    with pytest.raises(conv.ConversionError) as err:
+        conv.compressed_to_rgb(jpeg, conv.InputLimits(max_message_bytes=len(jpeg.data) - 1))
+    assert dict(err.value.details)["limit"] == "max_message_bytes"
+
+    ev = np.zeros(4, EVENT_DTYPE)
+    ev["t"] = conv.stamp_to_us(Time(sec=5)) + np.arange(4)
+    cloud = conv.events_to_pointcloud2(ev, Header(stamp=Time(sec=5)))
+    assert conv.pointcloud2_to_events(cloud, limits=conv.InputLimits(
+        max_events_per_message=4)).size == 4
+    with pytest.raises(conv.ConversionError) as err:
+        conv.pointcloud2_to_events(cloud, limits=small)
+    assert dict(err.value.details) == {
+        "limit": "max_events_per_message", "limit_value": 3, "value": 4}
+    with pytest.raises(conv.ConversionError) as err:
+        conv.event_packet_to_events(_Packet(_pack_mono([1] * 4, [1] * 4, [0] * 4, [0] * 4)),
+                                    limits=small)
+    assert dict(err.value.details)["limit"] == "max_events_per_message"

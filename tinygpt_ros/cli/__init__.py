@@ -17,6 +17,7 @@ from tinygpt_ros.cli import (
     demo,
     eval_bags,
     export,
+    footprint,
     make_sample,
     overlay,
     quality,
@@ -36,6 +37,7 @@ COMMANDS: dict[str, ModuleType] = {
     "bench-node": bench_node,
     "overlay": overlay,
     "soak": soak,
+    "footprint": footprint,
 }
 
 

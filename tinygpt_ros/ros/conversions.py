@@ -10,10 +10,18 @@ Event time convention (documented for publishers): the core wants absolute micro
 microseconds since `header.stamp` and an EventPacket `dt` is nanoseconds since `header.stamp`;
 with `"absolute"` a PointCloud2 `t` is already microseconds on the header's clock and an
 EventPacket `dt` is added to `time_base` (the sensor clock, nanoseconds).
+
+Input limits (`InputLimits`, node parameters max_message_bytes, max_image_pixels,
+max_events_per_message) are checked from header fields and payload lengths only, before any
+buffer is allocated: a compressed image's size comes from its JPEG/PNG header
+(`image_header.image_size`) before `cv2.imdecode` runs, so a decompression bomb costs nothing.
+A message over a limit raises `ConversionError` of kind "limit" whose `details` name the limit,
+its value and the message's value.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -21,6 +29,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from tinygpt_ros.ros.image_header import ImageHeaderError, image_size
 from tinygpt_ros.spec.types import EVENT_DTYPE
 
 TIME_REFERENCES = ("relative", "absolute")
@@ -50,14 +59,48 @@ _POINT_FIELD_TYPES: dict[int, str] = {
 EVENT_FIELDS = ("x", "y", "t", "p")
 
 
+# Defaults of the input limits (node parameters of the same names). A 4K camera frame is 8.3 M
+# pixels and 33 MB as rgba8; a fast event camera gives about 2 M events in a 50 ms window.
+DEFAULT_MAX_IMAGE_PIXELS = 3840 * 2160
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_EVENTS = 2_000_000
+
+
 class ConversionError(ValueError):
     """A message that cannot be turned into model input. `kind` groups errors for diagnostics:
     encoding (unsupported format), size (dimensions/data length), decode (corrupt payload),
-    fields (PointCloud2 layout), values (NaN/inf or out-of-range numbers)."""
+    fields (PointCloud2 layout), values (NaN/inf or out-of-range numbers), limit (over one of
+    the `InputLimits`). `details` are extra (key, value) pairs for the diagnostic."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(
+        self, kind: str, message: str, details: tuple[tuple[str, object], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.kind = kind
+        self.details = details
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Largest input the converters accept; each is checked before anything is allocated."""
+
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # raw and compressed images
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # payload (data / events) of any message
+    max_events_per_message: int = DEFAULT_MAX_EVENTS  # one PointCloud2 / EventPacket
+
+    def check(self, name: str, value: int, what: str) -> None:
+        """Raise ConversionError(kind="limit") when `value` exceeds the limit `name` (a field
+        of this class and the node parameter of the same name)."""
+        limit = int(getattr(self, name))
+        if value > limit:
+            raise ConversionError(
+                "limit", f"{what} is {value}, over the limit {name}={limit}",
+                (("limit", name), ("limit_value", limit), ("value", value)),
+            )
+
+
+LIMIT_NAMES = ("max_image_pixels", "max_message_bytes", "max_events_per_message")
+NO_LIMITS_GIVEN = InputLimits()
 
 
 def stamp_to_us(stamp: Any) -> int:
@@ -76,8 +119,9 @@ def _buffer(data: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------------- images
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
+def image_to_rgb(msg: Image, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarray:
     """sensor_msgs/Image -> HxWx3 uint8 RGB (a copy). mono16 keeps its 8 most significant bits."""
+    limits.check("max_message_bytes", len(msg.data), "Image.data size in bytes")
     spec = _IMAGE_ENCODINGS.get(msg.encoding)
     if spec is None:
         raise ConversionError(
@@ -88,6 +132,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ConversionError("size", f"Image.height x Image.width is {height}x{width} (empty)")
+    limits.check("max_image_pixels", height * width, f"Image {width}x{height}: pixel count")
     dtype = np.dtype(code).newbyteorder(">" if msg.is_bigendian else "<")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
@@ -115,16 +160,29 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg or png, as image_transport `compressed` writes) -> RGB."""
+def compressed_to_rgb(msg: CompressedImage, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg or png, as image_transport `compressed` writes) -> RGB.
+    The size comes from the JPEG/PNG header and is checked against `limits` before decoding."""
     fmt = msg.format.lower()
     if "compresseddepth" in fmt or (fmt and not any(k in fmt for k in ("jpeg", "jpg", "png"))):
         raise ConversionError(
             "encoding", f"CompressedImage.format {msg.format!r} is not supported (jpeg or png)"
         )
+    limits.check("max_message_bytes", len(msg.data), "CompressedImage.data size in bytes")
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise ConversionError("size", "CompressedImage.data is empty")
+    try:
+        size = image_size(buf)
+    except ImageHeaderError as exc:
+        raise ConversionError(
+            "decode", f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) is "
+            f"corrupt: {exc}"
+        ) from None
+    limits.check(
+        "max_image_pixels", size.pixels,
+        f"CompressedImage ({size.format} header: {size.width}x{size.height}) pixel count",
+    )
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ConversionError(
@@ -213,10 +271,15 @@ def _coords(name: str, values: np.ndarray) -> np.ndarray:
     return values.astype(np.uint16)
 
 
-def pointcloud2_to_events(msg: PointCloud2, time_reference: str = "relative") -> np.ndarray:
+def pointcloud2_to_events(
+    msg: PointCloud2, time_reference: str = "relative", limits: InputLimits = NO_LIMITS_GIVEN
+) -> np.ndarray:
     """PointCloud2 with fields x, y, t, p (any numeric PointField types) -> EVENT_DTYPE array,
     sorted by t, with t in absolute microseconds (see the module docstring for `t`)."""
     _check_time_reference(time_reference)
+    limits.check("max_message_bytes", len(msg.data), "PointCloud2.data size in bytes")
+    limits.check("max_events_per_message", int(msg.height) * int(msg.width),
+                 "PointCloud2 event count (width*height)")
     fields = {f.name: f for f in msg.fields}
     missing = [name for name in EVENT_FIELDS if name not in fields]
     if missing:
@@ -285,7 +348,9 @@ def pointcloud2_to_events(msg: PointCloud2, time_reference: str = "relative") ->
     return _finish_events(x, y, t, p)
 
 
-def event_packet_to_events(msg: Any, time_reference: str = "relative") -> np.ndarray:
+def event_packet_to_events(
+    msg: Any, time_reference: str = "relative", limits: InputLimits = NO_LIMITS_GIVEN
+) -> np.ndarray:
     """event_camera_msgs/EventPacket with encoding 'mono' -> EVENT_DTYPE array (t in us).
 
     'mono' packs each event in one 64-bit word (byte order from `is_bigendian`): bit 63
@@ -296,6 +361,8 @@ def event_packet_to_events(msg: Any, time_reference: str = "relative") -> np.nda
         raise ConversionError(
             "encoding", f"EventPacket.encoding {msg.encoding!r} is not supported (only 'mono')"
         )
+    limits.check("max_message_bytes", len(msg.events), "EventPacket.events size in bytes")
+    limits.check("max_events_per_message", len(msg.events) // 8, "EventPacket event count")
     raw = _buffer(msg.events)
     if raw.size % 8:
         raise ConversionError(

@@ -128,11 +128,14 @@ def error_status(
     dropped_frames: int,
     topic: str = "",
     hardware_id: str = "",
+    details: Iterable[tuple[str, object]] = (),
 ) -> DiagnosticStatus:
-    """ERROR status for a message the node could not use (it was skipped)."""
+    """ERROR status for a message the node could not use (it was skipped). `details`: extra
+    pairs about this error (for error_kind 'limit': limit, limit_value, value)."""
     pairs: list[tuple[str, object]] = [
         ("error_kind", kind),
         ("topic", topic),
+        *details,
         ("errors", sum(errors_by_kind.values())),
         ("dropped_frames", int(dropped_frames)),
     ]

@@ -9,7 +9,14 @@ gets to it costs nothing, which matters when the camera is faster than the model
 Lifecycle: configure loads and warms up the engine and creates publishers, subscriptions, the
 summary timer and the worker; activate/deactivate only gate processing and publishing (lifecycle
 publishers; messages arriving while inactive are ignored and counted); cleanup and shutdown
-release everything, so transitions can repeat without leaking threads or subscriptions.
+release everything and give the freed heap back to the system (`memory.release_free_memory`;
+the node also tunes glibc's allocator once, `memory.tune_allocator`), so transitions can repeat
+without leaking threads, subscriptions or memory.
+
+Input limits (max_image_pixels, max_message_bytes, max_events_per_message) are checked by the
+conversions from header fields and payload lengths before anything is allocated to decode it;
+a message over one is skipped with an ERROR diagnostic (error_kind 'limit', naming the limit and
+the value) and the next message is processed normally.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import UnsupportedEventTypeError
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -37,6 +45,7 @@ from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.markers import caption_marker
+from tinygpt_ros.ros.memory import release_free_memory, tune_allocator
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.ros.transport import TransportMonitor
 from tinygpt_ros.runtime.threads import apply_thread_limits
@@ -44,8 +53,10 @@ from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
 
 EngineFactory = Callable[..., Engine]
-RUNTIME_PARAMS = ("budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
-                  "caption_marker")
+RUNTIME_PARAMS = (
+    "budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
+    "caption_marker", *conv.LIMIT_NAMES,
+)
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
@@ -90,6 +101,7 @@ class TinyGptNode(LifecycleNode):
         node_name: str = "tinygpt_node",
         **node_kwargs: Any,
     ) -> None:
+        tune_allocator()  # process-wide, before this node's threads allocate (ros/memory.py)
         super().__init__(node_name, **node_kwargs)
         self._engine_factory = engine_factory
         self._lock = threading.Lock()  # pending knobs and runtime settings
@@ -389,9 +401,11 @@ class TinyGptNode(LifecycleNode):
             engine, self._engine = self._engine, None
         if engine is not None:
             _close(engine)
+            del engine
         if self._power is not None:
             self._power.stop()
             self._power = None
+        release_free_memory()  # the engine's freed heap back to the system (see ros/memory.py)
 
     # ----------------------------------------------------------------------------- data path
 
@@ -428,17 +442,18 @@ class TinyGptNode(LifecycleNode):
         msg = item.msg
         with self._lock:
             runtime = dict(self._runtime)
+        limits = conv.InputLimits(**{n: runtime[n] for n in conv.LIMIT_NAMES})
         try:
             if inp.kind == "image":
-                data = conv.image_to_rgb(msg)
+                data = conv.image_to_rgb(msg, limits)
             elif inp.kind == "compressed":
-                data = conv.compressed_to_rgb(msg)
+                data = conv.compressed_to_rgb(msg, limits)
             elif inp.kind == "pointcloud2":
-                data = conv.pointcloud2_to_events(msg, runtime["events_time_reference"])
+                data = conv.pointcloud2_to_events(msg, runtime["events_time_reference"], limits)
             else:
-                data = conv.event_packet_to_events(msg, runtime["events_time_reference"])
+                data = conv.event_packet_to_events(msg, runtime["events_time_reference"], limits)
         except conv.ConversionError as exc:
-            self._report_error(inp, msg.header, exc.kind, str(exc))
+            self._report_error(inp, msg.header, exc.kind, str(exc), exc.details)
             return
         conversion_ms = (time.perf_counter() - t0) * 1e3
         stamp_us = conv.stamp_to_us(msg.header.stamp) or item.recv_us
@@ -505,7 +520,8 @@ class TinyGptNode(LifecycleNode):
         self.overlays_built += 1
         pub.publish(conv.rgb_to_image(picture, _copy_header(header)))
 
-    def _report_error(self, inp: _Input, header: Header, kind: str, message: str) -> None:
+    def _report_error(self, inp: _Input, header: Header, kind: str, message: str,
+                      details: tuple[tuple[str, object], ...] = ()) -> None:
         self.stats.add_error(kind)
         self.get_logger().error(
             f"{inp.subscription.topic_name}: skipped a message: {message}",
@@ -514,7 +530,7 @@ class TinyGptNode(LifecycleNode):
         status = diag.error_status(
             self.get_name(), kind, message, errors_by_kind=self.stats.error_counts(),
             dropped_frames=self.dropped_frames, topic=inp.subscription.topic_name,
-            hardware_id=self._hardware_id,
+            hardware_id=self._hardware_id, details=details,
         )
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(header), [status]))
 
@@ -523,7 +539,9 @@ class TinyGptNode(LifecycleNode):
         return self.get_clock().now().nanoseconds / 1e9
 
     def _publish_summary(self) -> None:
-        if not self._active.is_set() or "diagnostics" not in self._pubs:
+        # One read of the dict: a cleanup on another executor thread may empty it meanwhile.
+        pub = self._pubs.get("diagnostics")
+        if not self._active.is_set() or pub is None:
             return
         with self._lock:
             budget = diag.Budget(
@@ -538,7 +556,10 @@ class TinyGptNode(LifecycleNode):
         status.values += diag.key_values([("threads", self._threads),
                                           *self._transport.diagnostics()])
         header = Header(stamp=self.get_clock().now().to_msg())
-        self._pubs["diagnostics"].publish(diag.diagnostic_array(header, [status]))
+        try:
+            pub.publish(diag.diagnostic_array(header, [status]))
+        except InvalidHandle:  # destroyed by a cleanup after the read above
+            pass
 
 
 def _copy_header(header: Header) -> Header:

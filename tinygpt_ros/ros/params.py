@@ -28,6 +28,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.parameter import Parameter
 
 from tinygpt_ros.deploy import power
+from tinygpt_ros.ros import conversions
 from tinygpt_ros.runtime.threads import DEFAULT_BLAS_THREADS, DEFAULT_INTRA_OP_THREADS
 from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 
@@ -177,7 +178,34 @@ def _ros_specs() -> list[ParamSpec]:
     ]
 
 
-PARAM_SPECS: dict[str, ParamSpec] = {s.name: s for s in _knob_specs() + _ros_specs()}
+def _limit_specs() -> list[ParamSpec]:
+    """Input limits (conversions.InputLimits): a message over one is refused before anything is
+    allocated for it (ERROR diagnostic, error_kind 'limit')."""
+    return [
+        ParamSpec(
+            "max_image_pixels", int, conversions.DEFAULT_MAX_IMAGE_PIXELS,
+            "Largest image accepted, in pixels (width*height), raw or compressed; a compressed "
+            "image's size is read from its JPEG/PNG header before decoding, so a decompression "
+            "bomb is refused without being decoded. Default: 3840x2160.",
+            1, 1 << 30,
+        ),
+        ParamSpec(
+            "max_message_bytes", int, conversions.DEFAULT_MAX_MESSAGE_BYTES,
+            "Largest payload accepted (Image/CompressedImage/PointCloud2 data, EventPacket "
+            "events), in bytes. Default: 64 MiB.",
+            1, (1 << 31) - 1,
+        ),
+        ParamSpec(
+            "max_events_per_message", int, conversions.DEFAULT_MAX_EVENTS,
+            "Most events accepted in one PointCloud2 (width*height) or EventPacket.",
+            1, 1_000_000_000,
+        ),
+    ]
+
+
+PARAM_SPECS: dict[str, ParamSpec] = {
+    s.name: s for s in _knob_specs() + _ros_specs() + _limit_specs()
+}
 KNOB_NAMES = tuple(KNOB_SPECS)
 
 

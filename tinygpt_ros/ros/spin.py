@@ -32,6 +32,8 @@ def spin_until_shutdown(executor: Any) -> None:
         except InvalidHandle as exc:
             log.debug("executor wait set met a destroyed entity (%s); spinning again", exc)
 
+log = logging.getLogger(__name__)
+
 
 def spin_node_main(make_node: Callable[[], Any], make_executor: Callable[[], Any],
                    args: list[str] | None = None) -> None:
