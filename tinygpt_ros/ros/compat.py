@@ -4,7 +4,7 @@ detected by presence (never by version strings), each with the fallback used whe
 | feature (used by)                                     | Humble (rclpy 3.3)      | Jazzy, Kilted |
 |-------------------------------------------------------|-------------------------|---------------|
 | `Node.add_post_set_parameters_callback` (node)        | missing (Iron+)         | present       |
-| `Node.add_pre_set_parameters_callback`                | missing (Iron+)         | present       |
+| `Node.add_pre_set_parameters_callback` (not used)     | missing (Iron+)         | present       |
 | `ROS_AUTOMATIC_DISCOVERY_RANGE` (tests, demo, eval)   | reads ROS_LOCALHOST_ONLY | read         |
 
 The fallbacks are exercised by tests that hide the newer API (`test_compat.py`, and the
@@ -24,21 +24,16 @@ from typing import Any
 ParamsCallback = Callable[[list[Any]], Any]
 
 
-def add_parameter_callbacks(node: Any, validate: ParamsCallback, apply: ParamsCallback,
-                            coerce: ParamsCallback | None = None) -> str:
-    """Register `coerce` (returns the parameter list with values converted, e.g. an integer for a
-    double parameter), `validate` (returns SetParametersResult, changes nothing) and `apply`
-    (called with the parameters once they are set). Returns which mechanism was used.
-
-    Humble lacks pre-set callbacks: there `coerce` is not registered, so rclpy's own type check
-    refuses an integer for a double parameter with its reason (type 1.0 instead of 1).
+def add_parameter_callbacks(node: Any, validate: ParamsCallback, apply: ParamsCallback) -> str:
+    """Register `validate` (returns SetParametersResult, changes nothing) and `apply` (called with
+    the parameters once they are set). Returns which mechanism was used. (Pre-set callbacks,
+    also missing in Humble, are not used: the node converts integers for doubles in its
+    `set_parameters` override instead.)
 
     Humble lacks post-set callbacks: there `apply` runs from the on-set callback once `validate`
     accepted the whole call. The node registers only this one on-set callback, so nothing can
     refuse the call after it, and the effect is the same: only accepted values are applied.
     """
-    if coerce is not None and callable(getattr(node, "add_pre_set_parameters_callback", None)):
-        node.add_pre_set_parameters_callback(coerce)
     if callable(getattr(node, "add_post_set_parameters_callback", None)):
         node.add_on_set_parameters_callback(validate)
         node.add_post_set_parameters_callback(apply)

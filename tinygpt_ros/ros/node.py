@@ -129,8 +129,7 @@ class TinyGptNode(LifecycleNode):
         self._threads = ""  # what the libraries reported after applying them
         self.overlays_built = 0
 
-        compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set,
-                                       coerce=params.integers_as_doubles)
+        compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set)
         params.declare_all(self)
         with self._lock:
             self._pending_knobs.clear()
@@ -139,8 +138,11 @@ class TinyGptNode(LifecycleNode):
     # ---------------------------------------------------------------------------- parameters
 
     def set_parameters_atomically(self, parameter_list: list[Any]) -> Any:
-        """What the set_parameters services call: a wrong type is refused in words naming the
-        parameter and the type it expects, before rclpy's terse type check."""
+        """What the set_parameters services call: an integer for a double parameter becomes that
+        double (users type `1` for `1.0`), and a wrong type is refused in words naming the
+        parameter and the type it expects, before rclpy's terse type check. Converting here
+        rather than in a pre-set callback works on every distro (Humble has none)."""
+        parameter_list = params.integers_as_doubles(parameter_list)
         refusal = params.type_refusal(parameter_list)
         if refusal is not None:
             return refusal
@@ -148,7 +150,7 @@ class TinyGptNode(LifecycleNode):
 
     def set_parameters(self, parameter_list: list[Any]) -> list[Any]:
         return [params.type_refusal([p]) or super(TinyGptNode, self).set_parameters([p])[0]
-                for p in parameter_list]
+                for p in params.integers_as_doubles(parameter_list)]
 
     def _on_parameters_set(self, changed: list[Any]) -> None:
         """Validated changes: knobs go to the engine before the next frame, budgets and the event

@@ -333,7 +333,7 @@ def wrong_type_reason(name: str, type_id: int) -> str | None:
 
 
 def integers_as_doubles(parameters: list[Any]) -> list[Any]:
-    """Pre-set-parameters callback: an integer given for a double parameter (`ros2 param set
+    """An integer given for a double parameter (`ros2 param set
     /tinygpt_node routing_temperature 1`) becomes that double, so the descriptor's range and
     our validation then apply to it as to any double."""
     out = []
