@@ -19,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt 2>&1 \
     | grep -v "is ignored" || true
-  "$venv/bin/python" -c "import rclpy, torch, cv2, onnxruntime, rosbags, pycocoevalcap" \
+  "$venv/bin/python" -c "import rclpy, torch, cv2, onnxruntime, rosbags, pycocoevalcap, transformers" \
     || { echo "[setup] dependency install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -79,6 +79,9 @@ class Kernels(Protocol):
         """(num_gestures,) logits for (K, D) tokens with sizes (K,) and centroids (K, 3)."""
         ...
 
+    # Optional: `frame_input(frame) -> (3, H, W)` replaces `ops.frame_to_array` for backends
+    # whose network expects its own preprocessing (a pretrained tower's size and mean/std).
+
 
 @dataclass
 class Stream:
@@ -131,6 +134,7 @@ class StreamingEngine:
             raise ValueError(f"gesture_classes lists {len(self.gesture_classes)} names, the "
                              f"model has {self.cfg.num_gestures}")
         self._knobs = knobs or Knobs()
+        self._frame_input = getattr(kernels, "frame_input", None) or ops.frame_to_array
         self._streams: dict[str, Stream] = {}
         self._branch_dense = F.branch_dense_flops(self.cfg)
         self.largest_branch = len(self.cfg.branch_depths) - 1
@@ -171,7 +175,7 @@ class StreamingEngine:
     def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         timer = StageTimer()
         with timer.stage("preprocess"):
-            x = ops.frame_to_array(frame)  # ValueError on bad input, state untouched
+            x = self._frame_input(frame)  # ValueError on bad input, state untouched
             gray = ops.small_gray(frame)
             emb = self.kernels.embed_frame(x)
         s = self._streams["frame"]

@@ -1,0 +1,72 @@
+"""`HfEngine`: the streaming engine (STTF, ANC, caption reuse, records) over a pretrained
+Hugging Face captioner loaded from a local directory. The controller is the shared
+`streaming.StreamingEngine`; only the kernels are the family's.
+
+Loading never touches the network: HF_HUB_OFFLINE is set before transformers is imported and
+every `from_pretrained` call passes `local_files_only=True`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tinygpt_ros.hf.checkpoint import check_checkpoint, force_offline, read_preprocessor
+from tinygpt_ros.hf.git import GitKernels, HfTokenizer
+from tinygpt_ros.hf.router import ROUTER_FILE, load_router
+from tinygpt_ros.hf.vision import branch_depths
+from tinygpt_ros.model.weights import ModelLoadError
+from tinygpt_ros.runtime.streaming import StreamingEngine
+from tinygpt_ros.spec.config import Knobs
+
+log = logging.getLogger(__name__)
+
+
+def load_git(model_dir: str | Path) -> tuple[Any, Any, dict]:
+    """(GitForCausalLM in eval mode, its tokenizer, preprocessor dict) from a local directory."""
+    ckpt = check_checkpoint(model_dir)
+    if ckpt.family != "git":
+        raise ModelLoadError(f"checkpoint {ckpt.path}: family {ckpt.family!r} is not GIT")
+    force_offline()
+    import torch
+    from transformers import AutoTokenizer, GitForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a ROS log is no place for progress bars
+    try:
+        model = GitForCausalLM.from_pretrained(ckpt.path, local_files_only=True,
+                                               dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(ckpt.path, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"checkpoint {ckpt.path}: transformers could not load it ({exc})"
+                             ) from exc
+    return model.eval(), tokenizer, read_preprocessor(ckpt)
+
+
+class HfEngine(StreamingEngine):
+    """`types.Engine` for a local transformers checkpoint (GIT), torch backend."""
+
+    backend = "torch"
+
+    def __init__(self, kernels: GitKernels, tokenizer: HfTokenizer,
+                 knobs: Knobs | None = None) -> None:
+        self.model = kernels.model
+        self.device = kernels.device
+        super().__init__(kernels, tokenizer, [], knobs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, device: str = "cpu", knobs: Knobs | None = None,
+                 router_path: str | Path | None = None, **kwargs: Any) -> HfEngine:
+        model, tok, pp = load_git(model_dir)
+        depths = branch_depths(model.config.vision_config.num_hidden_layers)
+        path = Path(router_path) if router_path else Path(model_dir) / ROUTER_FILE
+        router = None
+        if router_path or path.is_file():
+            router = load_router(path, depths)
+            log.info("ANC router from %s", path)
+        else:
+            log.info("no %s in %s: ANC keeps the full tower until `tinygpt-ros train-router` "
+                     "writes one", ROUTER_FILE, model_dir)
+        kernels = GitKernels(model, pp, depths, router, device=device, **kwargs)
+        return cls(kernels, HfTokenizer(tok, kernels.bos_id, min(kernels.eos_ids)), knobs)
