@@ -155,3 +155,43 @@ def test_hub_id_and_incomplete_directories_get_clear_errors(git_dir, tmp_path):
         check_checkpoint(partial)
     with pytest.raises(ModelLoadError, match="torch backend"):
         load_engine(git_dir, backend="onnxruntime")
+
+
+def test_train_router_self_distils_on_a_bag_and_the_engine_follows_it(git_dir, tmp_path):
+    from tinygpt_ros.cli import main
+    from tinygpt_ros.cli.paths import default_sample_bag
+    from tinygpt_ros.hf.router import load_router
+
+    loose = tmp_path / "loose.json"
+    rc = main(["train-router", "--model", str(git_dir), "--bags", str(default_sample_bag()),
+               "--max-frames", "4", "--tolerance", "10", "--out", str(loose)])
+    assert rc == 0
+    router = load_router(loose, (2, 3, 4))
+    assert router.info["label_counts"] == [4, 0, 0]  # every exit is "close enough"
+    engine = load_engine(git_dir, router_path=loose)
+    r = engine.process_frame(_frames(1)[0])
+    assert r.record.branch == "small" and r.record.router_probs[0] > 0.5
+
+    strict = tmp_path / "strict.json"
+    assert main(["train-router", "--model", str(git_dir), "--bags", str(default_sample_bag()),
+                 "--max-frames", "3", "--tolerance", "0", "--target", "tokens",
+                 "--out", str(strict)]) == 0
+    assert load_router(strict, (2, 3, 4)).info["label_counts"] == [0, 0, 3]
+    engine = load_engine(git_dir, router_path=strict)
+    assert engine.process_frame(_frames(1)[0]).record.branch == "large"
+
+
+def test_depth_branches_share_the_cache(git_dir):
+    """A shallower branch after a deeper one is a gated step on the cached layers."""
+    engine = load_engine(git_dir)
+    k = engine.kernels
+    state = k.new_encoder_state()
+    a, b = (k.embed_frame(k.frame_input(f)) for f in _frames(2, seed=5))
+    k.run_encoder(state, a, None, 2)
+    sel = np.zeros(196, bool)
+    sel[:10] = True
+    out, n = k.run_encoder(state, b, sel, 0)
+    assert n == 10 and not state.tower.last_dense and state.tower.depth == 2
+    _, n = k.run_encoder(state, b, sel, 2)  # deeper than cached: dense
+    assert n == 196 and state.tower.last_dense
+    assert out.shape == (197, engine.cfg.dec_dim)

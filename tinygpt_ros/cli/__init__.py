@@ -18,11 +18,13 @@ from tinygpt_ros.cli import (
     make_sample,
     quality,
     train,
+    train_router,
 )
 
 COMMANDS: dict[str, ModuleType] = {
     "demo": demo,
     "train": train,
+    "train-router": train_router,
     "quality": quality,
     "make-sample": make_sample,
     "export": export,
