@@ -12,8 +12,10 @@ from types import ModuleType
 from tinygpt_ros.cli import (
     bench,
     bench_engines,
+    bench_hf,
     demo,
     eval_bags,
+    eval_coco,
     export,
     make_sample,
     quality,
@@ -29,8 +31,10 @@ COMMANDS: dict[str, ModuleType] = {
     "make-sample": make_sample,
     "export": export,
     "eval": eval_bags,
+    "eval-coco": eval_coco,
     "bench": bench,
     "bench-engines": bench_engines,
+    "bench-hf": bench_hf,
 }
 
 

@@ -31,6 +31,9 @@ from tinygpt_ros.spec.config import GRID, NUM_TOKENS, ModelConfig
 
 DEFAULT_TEMPORAL_WINDOW = 2
 DEFAULT_MAX_CAPTION_LEN = 20
+# Token change is divided by this fraction of the tower's mean input-token norm, so the default
+# fusion_threshold 0.5 recomputes a token whose input moved by more than 5 % of its norm.
+CHANGE_UNIT = 0.1
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -114,6 +117,9 @@ class GitKernels:
             emb = vision.embeddings
             cls = emb.class_embedding + emb.position_embedding.weight[0]
             self._cls_in = vision.pre_layrnorm(cls)[None].to(self.device)  # (1, D)
+        probe = np.random.default_rng(0).integers(0, 256, (self.image_size,) * 2 + (3,))
+        norms = np.linalg.norm(self.embed_frame(self.frame_input(probe.astype(np.uint8))), axis=1)
+        self.change_scale = float(CHANGE_UNIT * norms.mean())
 
     def _set_preprocessor(self, pp: dict) -> None:
         size = pp.get("size", {"shortest_edge": self.image_size})

@@ -80,7 +80,9 @@ class Kernels(Protocol):
         ...
 
     # Optional: `frame_input(frame) -> (3, H, W)` replaces `ops.frame_to_array` for backends
-    # whose network expects its own preprocessing (a pretrained tower's size and mean/std).
+    # whose network expects its own preprocessing (a pretrained tower's size and mean/std), and
+    # `change_scale` (float) divides the frame token change, so `fusion_threshold` means the
+    # same relative change on a pretrained tower whose token norms differ from TinyGPT's.
 
 
 @dataclass
@@ -135,6 +137,7 @@ class StreamingEngine:
                              f"model has {self.cfg.num_gestures}")
         self._knobs = knobs or Knobs()
         self._frame_input = getattr(kernels, "frame_input", None) or ops.frame_to_array
+        self._change_scale = float(getattr(kernels, "change_scale", 1.0))
         self._streams: dict[str, Stream] = {}
         self._branch_dense = F.branch_dense_flops(self.cfg)
         self.largest_branch = len(self.cfg.branch_depths) - 1
@@ -184,6 +187,8 @@ class StreamingEngine:
                 change = np.full(NUM_TOKENS, np.inf, np.float32)
             else:
                 change = ops.token_change(emb, s.reference.value)  # type: ignore[arg-type]
+                if self._change_scale != 1.0:
+                    change /= np.float32(self._change_scale)
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
