@@ -195,3 +195,34 @@ def test_depth_branches_share_the_cache(git_dir):
     _, n = k.run_encoder(state, b, sel, 2)  # deeper than cached: dense
     assert n == 196 and state.tower.last_dense
     assert out.shape == (197, engine.cfg.dec_dim)
+
+
+def test_onnx_export_streams_the_same_captions_as_torch(git_dir, tmp_path):
+    from tinygpt_ros.cli import main
+
+    model = tmp_path / "git"
+    shutil.copytree(git_dir, model)
+    with pytest.raises(ModelLoadError, match="tinygpt-ros export"):
+        load_engine(model, backend="onnxruntime")
+    assert main(["export", "--model", str(model)]) == 0
+    ref = load_engine(model)
+    onnx = load_engine(model, backend="onnxruntime")
+    assert onnx.backend == "onnxruntime" and onnx.model is None
+    assert abs(onnx.kernels.change_scale - ref.kernels.change_scale) < 1e-3
+    frame = np.full((480, 640, 3), 80, np.uint8)
+    for i, knobs in enumerate(({"sttf_enabled": False, "anc_enabled": False},
+                               {"sttf_enabled": True, "anc_enabled": False,
+                                "fusion_threshold": 1.0})):
+        for e in (ref, onnx):
+            for name, value in knobs.items():
+                e.set_knob(name, value)
+            e.reset()
+        for t in range(3):
+            f = frame.copy()
+            f[40 * t: 40 * t + 60, 100:180] = 230  # a bright box moving down
+            r_ref, r_onnx = ref.process_frame(f), onnx.process_frame(f)
+            assert r_onnx.caption == r_ref.caption, (i, t)
+            assert r_onnx.record.tokens_recomputed == r_ref.record.tokens_recomputed
+        np.testing.assert_allclose(onnx._streams["frame"].last_output,
+                                   ref._streams["frame"].last_output, atol=1e-4)
+    assert 0 < r_ref.record.tokens_recomputed < 196  # the last step was gated

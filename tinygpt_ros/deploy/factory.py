@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt_ros.hf.checkpoint import is_hf_checkpoint, looks_like_hub_id
-from tinygpt_ros.model.weights import ModelLoadError
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -26,14 +25,11 @@ def load_engine(model_dir: str | Path, backend: str = "torch", **options: Any):
     if is_hf_checkpoint(model_dir) or looks_like_hub_id(str(model_dir)):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend != "torch":
-            raise ModelLoadError(
-                f"{model_dir}: pretrained Hugging Face checkpoints run on the torch backend "
-                f"(backend:=torch); onnxruntime serves TinyGPT model directories only")
         from tinygpt_ros.hf.engine import HfEngine  # imports torch and transformers
 
-        opts = {k: v for k, v in options.items() if k in ("device", "knobs", "router_path")}
-        return HfEngine.from_dir(model_dir, **opts)
+        keep = ("device", "knobs", "router_path", "providers")
+        opts = {k: v for k, v in options.items() if k in keep}
+        return HfEngine.from_dir(model_dir, backend=backend, **opts)
     if backend == "torch":
         from tinygpt_ros.runtime.torch_engine import TorchEngine  # imports torch
 

@@ -65,7 +65,8 @@ def random_git_base(seed: int = 0):
 def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0):
     """(dense engine, STTF engine) sharing one model."""
     from tinygpt_ros.hf.engine import HfEngine, load_git
-    from tinygpt_ros.hf.git import GitKernels, HfTokenizer
+    from tinygpt_ros.hf.git import GitKernels
+    from tinygpt_ros.hf.git_common import HfTokenizer
     from tinygpt_ros.hf.vision import branch_depths
 
     if model_dir:

@@ -23,19 +23,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinygpt_ros import ops
+from tinygpt_ros.hf.git_common import (
+    CHANGE_UNIT,
+    DEFAULT_MAX_CAPTION_LEN,
+    DEFAULT_TEMPORAL_WINDOW,
+    Preprocessor,
+    fuse_window,
+    git_model_config,
+    probe_frame,
+)
 from tinygpt_ros.hf.router import RouterParams, untrained_logits
 from tinygpt_ros.hf.vision import GatedTower
 from tinygpt_ros.model.weights import ModelLoadError
-from tinygpt_ros.spec.config import GRID, NUM_TOKENS, ModelConfig
-
-DEFAULT_TEMPORAL_WINDOW = 2
-DEFAULT_MAX_CAPTION_LEN = 20
-# Token change is divided by this fraction of the tower's mean input-token norm, so the default
-# fusion_threshold 0.5 recomputes a token whose input moved by more than 5 % of its norm.
-CHANGE_UNIT = 0.1
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from tinygpt_ros.spec.config import NUM_TOKENS
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -49,18 +49,6 @@ class GitStream:
         self.tower = tower
         self.projected: torch.Tensor | None = None
         self.projected_depth = 0
-
-
-class HfTokenizer:
-    """The engine's tokenizer interface (`decode`, ids) over a transformers tokenizer."""
-
-    def __init__(self, tokenizer, bos_id: int, eos_id: int) -> None:
-        self.hf = tokenizer
-        self.bos_id, self.eos_id = int(bos_id), int(eos_id)
-        self.vocab_size = len(tokenizer)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.hf.decode(list(ids), skip_special_tokens=True).strip()
 
 
 class GitKernels:
@@ -82,15 +70,6 @@ class GitKernels:
         self.model = model.to(self.device).eval()
         conf = model.config
         vconf = conf.vision_config
-        if conf.num_image_with_embedding:
-            raise ModelLoadError("GIT video checkpoints (num_image_with_embedding set) are not "
-                                 "supported: the engine streams single frames")
-        grid = vconf.image_size // vconf.patch_size
-        if grid * grid != NUM_TOKENS:
-            raise ModelLoadError(
-                f"GIT tower makes a {grid}x{grid} token grid ({vconf.image_size} px, patch "
-                f"{vconf.patch_size}); the streaming engine runs {GRID}x{GRID} grids "
-                f"(e.g. git-base: 224 px, patch 16)")
         vision = model.git.image_encoder.vision_model
         self.vision = vision
         self.layers = vision.encoder.layers
@@ -100,15 +79,11 @@ class GitKernels:
                                  f"{len(self.layers)} layers")
         self.depths = tuple(depths)
         self.router = router
-        self.cfg = ModelConfig(
-            dim=vconf.hidden_size, heads=vconf.num_attention_heads,
-            mlp_ratio=vconf.intermediate_size / vconf.hidden_size, branch_depths=self.depths,
-            temporal_window=temporal_window, dec_dim=conf.hidden_size,
-            dec_layers=conf.num_hidden_layers, dec_heads=conf.num_attention_heads,
-            max_caption_len=max_caption_len, vocab_size=conf.vocab_size, num_gestures=0,
-        )
+        self.cfg = git_model_config(conf.to_dict(), self.depths, max_caption_len,
+                                    temporal_window)
         self.image_size = int(vconf.image_size)
-        self._set_preprocessor(preprocessor)
+        self.pre = Preprocessor(preprocessor, self.image_size)
+        self.frame_input = self.pre.frame_input
         gen = getattr(model, "generation_config", None)
         self.bos_id = int(getattr(gen, "bos_token_id", None) or conf.bos_token_id)
         eos = getattr(gen, "eos_token_id", None) or conf.eos_token_id
@@ -117,34 +92,14 @@ class GitKernels:
             emb = vision.embeddings
             cls = emb.class_embedding + emb.position_embedding.weight[0]
             self._cls_in = vision.pre_layrnorm(cls)[None].to(self.device)  # (1, D)
-        probe = np.random.default_rng(0).integers(0, 256, (self.image_size,) * 2 + (3,))
-        norms = np.linalg.norm(self.embed_frame(self.frame_input(probe.astype(np.uint8))), axis=1)
+        probe = self.frame_input(probe_frame(self.image_size))
+        norms = np.linalg.norm(self.embed_frame(probe), axis=1)
         self.change_scale = float(CHANGE_UNIT * norms.mean())
-
-    def _set_preprocessor(self, pp: dict) -> None:
-        size = pp.get("size", {"shortest_edge": self.image_size})
-        edge = size.get("shortest_edge", size.get("height")) if isinstance(size, dict) else size
-        crop = pp.get("crop_size", {"height": self.image_size, "width": self.image_size})
-        crop_hw = ((crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop))
-        if not pp.get("do_center_crop", True):
-            crop_hw = (self.image_size, self.image_size)
-        if tuple(crop_hw) != (self.image_size, self.image_size):
-            raise ModelLoadError(f"preprocessor crop {crop_hw} does not match the tower's "
-                                 f"{self.image_size} px input")
-        self.shortest_edge = int(edge or self.image_size)
-        self.crop = (int(crop_hw[0]), int(crop_hw[1]))
-        self.mean = tuple(float(v) for v in pp.get("image_mean", CLIP_MEAN))
-        self.std = tuple(float(v) for v in pp.get("image_std", CLIP_STD))
 
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     # ------------------------------------------------------------------ vision
-
-    def frame_input(self, frame: np.ndarray) -> np.ndarray:
-        """HxWx3 RGB -> (3, 224, 224) pixel values as the checkpoint's processor makes them."""
-        return ops.frame_to_pretrained_input(frame, self.shortest_edge, self.crop, self.mean,
-                                             self.std)
 
     @torch.no_grad()
     def embed_frame(self, x: np.ndarray) -> np.ndarray:
@@ -187,20 +142,7 @@ class GitKernels:
 
     def fuse(self, window: np.ndarray, max_tokens: int | None,
              static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(T, 197, H) window -> newest CLS + fused patch tokens. No fusion (`max_tokens`
-        None) = the newest frame alone, exactly what GIT's own generate() sees."""
-        t = window.shape[0]
-        cls = window[-1, :1]
-        cls_pos = np.array([[0.5, 0.5, 1.0]], np.float32)
-        if max_tokens is None:
-            pos = ops.token_positions(1, 1)[0]
-            return (np.ascontiguousarray(window[-1]), np.ones(1 + NUM_TOKENS, np.float32),
-                    np.concatenate([cls_pos, pos]))
-        zeros = np.zeros((max(self.cfg.temporal_window, t), window.shape[-1]), np.float32)
-        fused, sizes, pos = ops.temporal_fusion(window[:, 1:], zeros, max(1, max_tokens - 1),
-                                                static_threshold, self.cfg.fusion_pos_weight)
-        return (np.concatenate([cls, fused]), np.concatenate([np.ones(1, np.float32), sizes]),
-                np.concatenate([cls_pos, pos]))
+        return fuse_window(window, max_tokens, static_threshold, self.cfg)
 
     def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
                        positions: np.ndarray) -> np.ndarray:
