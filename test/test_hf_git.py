@@ -153,8 +153,6 @@ def test_hub_id_and_incomplete_directories_get_clear_errors(git_dir, tmp_path):
     (partial / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ModelLoadError, match=r"model_type .bert..*not supported"):
         check_checkpoint(partial)
-    with pytest.raises(ModelLoadError, match="torch backend"):
-        load_engine(git_dir, backend="onnxruntime")
 
 
 def test_train_router_self_distils_on_a_bag_and_the_engine_follows_it(git_dir, tmp_path):
@@ -202,8 +200,9 @@ def test_onnx_export_streams_the_same_captions_as_torch(git_dir, tmp_path):
 
     model = tmp_path / "git"
     shutil.copytree(git_dir, model)
-    with pytest.raises(ModelLoadError, match="tinygpt-ros export"):
-        load_engine(model, backend="onnxruntime")
+    warnings: list[str] = []
+    fallback = load_engine(model, backend="onnxruntime", logger=warnings.append)
+    assert fallback.backend == "torch" and "tinygpt-ros export" in warnings[0]
     assert main(["export", "--model", str(model)]) == 0
     ref = load_engine(model)
     onnx = load_engine(model, backend="onnxruntime")
