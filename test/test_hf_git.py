@@ -142,7 +142,7 @@ def test_event_windows_are_refused_with_a_clear_error(git_dir):
 
 
 def test_hub_id_and_incomplete_directories_get_clear_errors(git_dir, tmp_path):
-    with pytest.raises(ModelLoadError, match=r"huggingface-cli download microsoft/git-base"):
+    with pytest.raises(ModelLoadError, match=r"hf download microsoft/git-base-coco --local-dir"):
         load_engine("microsoft/git-base-coco")
     partial = tmp_path / "partial"
     shutil.copytree(git_dir, partial)
@@ -225,3 +225,16 @@ def test_onnx_export_streams_the_same_captions_as_torch(git_dir, tmp_path):
         np.testing.assert_allclose(onnx._streams["frame"].last_output,
                                    ref._streams["frame"].last_output, atol=1e-4)
     assert 0 < r_ref.record.tokens_recomputed < 196  # the last step was gated
+
+
+def test_bench_hf_runs_on_a_local_checkpoint(git_dir, tmp_path):
+    from tinygpt_ros.cli import main
+
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["bench-hf", "--model", str(git_dir), "--frames", "3", "--streams", "still",
+                 "busy", "--out", str(out), "--markdown", str(md)]) == 0
+    rep = json.loads(out.read_text())
+    still, busy = rep["streams"]["still"], rep["streams"]["busy"]
+    assert still["tokens_recomputed_after_first_pct"] == 0 and still["captions_reused_pct"] > 0
+    assert 0 < busy["tokens_recomputed_after_first_pct"] < 100
+    assert "| still |" in md.read_text()

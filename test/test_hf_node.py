@@ -45,4 +45,4 @@ def test_node_refuses_a_hub_id_with_the_download_hint(ros, tinygpt, lifecycle):
     lc = lifecycle()
     assert not lc.configure()
     assert lc.state() == "unconfigured"
-    assert "huggingface-cli download microsoft/git-base-coco" in node.last_error
+    assert "hf download microsoft/git-base-coco" in node.last_error

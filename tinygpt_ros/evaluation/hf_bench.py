@@ -7,11 +7,12 @@ weights, built in memory from its config. With `--model DIR` a real local checkp
 instead. Quality needs the real weights (see `tinygpt-ros eval-coco`); a random decoder rarely
 emits EOS, so every decode here runs to `max_caption_len` tokens, the worst case.
 
-Streams are 640x480 camera-sized frames: still/slow/busy are the rendered scene clips
-(`data.scenes.render_clip`), panning slides a 640-wide window across a 1280-wide rendered
-scene by `pan_px` pixels per frame. Dense and STTF engines alternate frame by frame so
-background load hits both alike. Reported per stream: mean and p50 wall ms per frame, the
-ratio dense / STTF, tokens recomputed, captions reused.
+Streams are 640x480 camera-sized frames on a rendered scene (`data.scenes.render_clip`): still
+(nothing moves), slow (one textured square moving 4 px per frame), busy (six moving 24 px per
+frame), panning (a 640-wide window sliding `pan_px` pixels per frame across a 1280-wide scene).
+Dense and STTF engines alternate frame by frame so background load hits both alike. Reported
+per stream: mean and p50 wall ms per frame, the ratio dense / STTF, tokens recomputed, captions
+reused.
 """
 
 from __future__ import annotations
@@ -37,14 +38,48 @@ GIT_BASE = {
 }
 
 
+def _moving_squares(base: np.ndarray, n: int, squares: int, size: int, step: int,
+                    seed: int) -> list[np.ndarray]:
+    """`squares` textured squares of `size` px crossing `base`, each `step` px per frame in its
+    own direction (bouncing at the borders)."""
+    rng = np.random.default_rng([seed, 7])
+    h, w = base.shape[:2]
+    pos = rng.uniform([0, 0], [h - size, w - size], (squares, 2))
+    angle = rng.uniform(0, 2 * np.pi, squares)
+    vel = step * np.stack([np.sin(angle), np.cos(angle)], 1)
+    tex = rng.integers(0, 256, (squares, size, size, 3)).astype(np.uint8)
+    frames = []
+    for _ in range(n):
+        f = base.copy()
+        for i in range(squares):
+            y, x = (round(float(v)) for v in pos[i])
+            f[y:y + size, x:x + size] = tex[i]
+        frames.append(f)
+        pos += vel
+        for i in range(squares):
+            for a, lim in ((0, h - size), (1, w - size)):
+                if not 0 <= pos[i, a] <= lim:
+                    vel[i, a] = -vel[i, a]
+                    pos[i, a] = min(max(pos[i, a], 0), lim)
+    return frames
+
+
 def stream_frames(kind: str, n: int, seed: int = 0, pan_px: int = 8) -> list[np.ndarray]:
-    """n camera-sized (480x640) RGB frames of one stream kind."""
+    """n camera-sized (480x640) RGB frames of one stream kind, on a rendered scene:
+    still (nothing moves), slow (one 96 px square, 4 px per frame), busy (six 96 px squares,
+    24 px per frame), panning (a 640 px window sliding `pan_px` per frame over a 1280 px
+    scene: every patch changes)."""
     if kind == "panning":
         wide = render_clip(seed, "still", 1, size=(480, 1280)).frames[0]
         return [np.ascontiguousarray(wide[:, i * pan_px: i * pan_px + 640]) for i in range(n)]
-    if kind not in ("still", "slow", "busy"):
-        raise ValueError(f"stream must be one of {STREAMS}, got {kind!r}")
-    return list(render_clip(seed, kind, n, size=(480, 640)).frames)
+    base = render_clip(seed, "still", 1, size=(480, 640)).frames[0]
+    if kind == "still":
+        return [base.copy() for _ in range(n)]
+    if kind == "slow":
+        return _moving_squares(base, n, 1, 96, 4, seed)
+    if kind == "busy":
+        return _moving_squares(base, n, 6, 96, 24, seed)
+    raise ValueError(f"stream must be one of {STREAMS}, got {kind!r}")
 
 
 def random_git_base(seed: int = 0):

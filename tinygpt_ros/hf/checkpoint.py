@@ -1,8 +1,8 @@
 """Recognise and check a local Hugging Face transformers checkpoint directory (no torch, no
 network).
 
-A user downloads a captioner on a connected machine (`huggingface-cli download
-microsoft/git-base-coco --local-dir DIR`) and points `model_dir` at DIR. This module decides
+A user downloads a captioner on a connected machine (`hf download microsoft/git-base-coco
+--local-dir DIR`) and points `model_dir` at DIR. This module decides
 whether a path is such a directory, which family it is, and what is missing, so the factory
 can dispatch and every entry point (node, CLI) fails with one clear message instead of a
 transformers traceback or a download attempt. Loading the weights is `hf.engine`'s job.
@@ -37,8 +37,8 @@ def force_offline() -> None:
 
 
 def download_hint(hub_id: str = "microsoft/git-base-coco", target: str = "DIR") -> str:
-    return (f"download it on a connected machine with `huggingface-cli download {hub_id} "
-            f"--local-dir {target}` (or `hf download {hub_id} --local-dir {target}`), copy "
+    return (f"download it on a connected machine with `hf download {hub_id} --local-dir "
+            f"{target}` (huggingface_hub; older versions: `huggingface-cli download ...`), copy "
             f"{target} to the robot and pass its path; this package never downloads")
 
 
