@@ -25,7 +25,7 @@ pick_python() {
 case "$distro" in
   kilted)
     suffix=""; requirements=requirements.txt; constraints=constraints.txt
-    smoke="import rclpy, torch, cv2, onnxruntime, rosbags, pycocoevalcap"
+    smoke="import rclpy, torch, cv2, onnxruntime, rosbags, pycocoevalcap, transformers"
     py=${PYTHON:-$(pick_python python3.11 python3)} ;;
   jazzy)
     suffix="-jazzy"; requirements=requirements-jazzy.txt; constraints=constraints-jazzy.txt

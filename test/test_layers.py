@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"ops", "data"},  # numpy per-frame algorithms; generated data
     {"model"},  # the torch model and its files
     {"runtime"},  # the streaming controller and the torch backend
+    {"hf"},  # pretrained Hugging Face captioners behind the streaming controller
     {"deploy"},  # ONNX graphs, onnxruntime engine, providers, power, engine factory
     {"train", "bags"},  # training recipe; bag reading and writing
     {"ros"},  # nodes, conversions, launch graph

@@ -13,9 +13,11 @@ from types import ModuleType
 from tinygpt_ros.cli import (
     bench,
     bench_engines,
+    bench_hf,
     bench_node,
     demo,
     eval_bags,
+    eval_coco,
     export,
     footprint,
     make_sample,
@@ -23,21 +25,25 @@ from tinygpt_ros.cli import (
     quality,
     soak,
     train,
+    train_router,
 )
 
 COMMANDS: dict[str, ModuleType] = {
     "demo": demo,
     "train": train,
+    "train-router": train_router,
     "quality": quality,
     "make-sample": make_sample,
     "export": export,
     "eval": eval_bags,
+    "eval-coco": eval_coco,
     "bench": bench,
     "bench-engines": bench_engines,
     "bench-node": bench_node,
     "overlay": overlay,
     "soak": soak,
     "footprint": footprint,
+    "bench-hf": bench_hf,
 }
 
 

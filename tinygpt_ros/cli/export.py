@@ -15,6 +15,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinygpt_ros.hf.checkpoint import is_hf_checkpoint
+
+    if is_hf_checkpoint(args.model):  # a local transformers checkpoint (GIT): fp32 graphs
+        from tinygpt_ros.hf.git_export import export_git
+
+        info = export_git(args.model, opset=args.opset)
+        print(f"exported {sorted(info['verify_max_abs_diff'])} to {args.model}/tinygpt_onnx")
+        return 0
     from tinygpt_ros.deploy.export import export_model
 
     export_model(args.model, opset=args.opset, precisions=tuple(args.precision))

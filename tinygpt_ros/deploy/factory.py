@@ -4,10 +4,14 @@ call it). Each backend is imported only when asked for, so the onnxruntime path 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+from tinygpt_ros.hf.checkpoint import is_hf_checkpoint, looks_like_hub_id
+
 BACKENDS = ("torch", "onnxruntime")
+log = logging.getLogger(__name__)
 
 
 def load_engine(model_dir: str | Path, backend: str = "torch", **options: Any):
@@ -16,7 +20,25 @@ def load_engine(model_dir: str | Path, backend: str = "torch", **options: Any):
 
     torch: options device, beam_size, knobs (others, e.g. precision/providers, are ignored).
     onnxruntime: see `onnx_engine.OnnxEngine.from_dir` (precision, providers, ...).
+
+    A local transformers checkpoint (config.json, no manifest.json), or a hub id (which gets
+    a ModelLoadError saying how to download it), goes to `hf.engine.HfEngine`; onnxruntime
+    needs its `tinygpt-ros export` (without one the torch backend serves it, with a warning).
     """
+    if is_hf_checkpoint(model_dir) or looks_like_hub_id(str(model_dir)):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        from tinygpt_ros.hf.engine import HfEngine  # imports torch and transformers
+        from tinygpt_ros.hf.git_onnx import EXPORT_DIR, EXPORT_FILE
+
+        if backend == "onnxruntime" and not (Path(model_dir) / EXPORT_DIR / EXPORT_FILE).is_file():
+            warn = options.get("logger") or log.warning
+            warn(f"{model_dir} has no ONNX export: serving it on the torch backend (run "
+                 f"`tinygpt-ros export --model {model_dir}` once to use onnxruntime)")
+            backend = "torch"
+        keep = ("device", "knobs", "router_path", "providers")
+        opts = {k: v for k, v in options.items() if k in keep}
+        return HfEngine.from_dir(model_dir, backend=backend, **opts)
     if backend == "torch":
         from tinygpt_ros.runtime.torch_engine import TorchEngine  # imports torch
 

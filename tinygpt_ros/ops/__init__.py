@@ -25,6 +25,7 @@ from tinygpt_ros.ops.preprocess import (
     events_histogram,
     events_per_patch,
     frame_to_array,
+    frame_to_pretrained_input,
     small_gray,
     validate_events,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "events_per_patch",
     "frame_complexity_features",
     "frame_to_array",
+    "frame_to_pretrained_input",
     "fused_set_movement",
     "routing_probs",
     "select_tokens",

@@ -154,3 +154,28 @@ def events_per_patch(events: np.ndarray, sensor: int = EVENT_SENSOR) -> np.ndarr
     col = ev["x"].astype(np.int64) * GRID // sensor
     row = ev["y"].astype(np.int64) * GRID // sensor
     return np.bincount(row * GRID + col, minlength=NUM_TOKENS).astype(np.float32)
+
+
+def frame_to_pretrained_input(
+    frame: np.ndarray,
+    shortest_edge: int,
+    crop: tuple[int, int],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> np.ndarray:
+    """HxWx3 RGB frame -> (3, crop_h, crop_w) float32 the way a CLIP-style image processor
+    prepares it: shortest edge resized to `shortest_edge` (area filter when shrinking, so a
+    640x480 camera frame does not alias), centre crop, [0, 1] scaling, per-channel mean/std."""
+    img = _check_frame(frame)
+    h, w = img.shape[:2]
+    scale = shortest_edge / min(h, w)
+    nh, nw = max(crop[0], round(h * scale)), max(crop[1], round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    img = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=interp)
+    top, left = (nh - crop[0]) // 2, (nw - crop[1]) // 2
+    img = img[top:top + crop[0], left:left + crop[1]]
+    if img.dtype == np.uint8:
+        img = img.astype(np.float32) * np.float32(1.0 / 255.0)
+    img = (np.clip(img.astype(np.float32), 0.0, 1.0) - np.asarray(mean, np.float32)) \
+        / np.asarray(std, np.float32)
+    return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)

@@ -79,6 +79,11 @@ class Kernels(Protocol):
         """(num_gestures,) logits for (K, D) tokens with sizes (K,) and centroids (K, 3)."""
         ...
 
+    # Optional: `frame_input(frame) -> (3, H, W)` replaces `ops.frame_to_array` for backends
+    # whose network expects its own preprocessing (a pretrained tower's size and mean/std), and
+    # `change_scale` (float) divides the frame token change, so `fusion_threshold` means the
+    # same relative change on a pretrained tower whose token norms differ from TinyGPT's.
+
 
 @dataclass
 class Stream:
@@ -133,6 +138,8 @@ class StreamingEngine:
             raise ValueError(f"gesture_classes lists {len(self.gesture_classes)} names, the "
                              f"model has {self.cfg.num_gestures}")
         self._knobs = knobs or Knobs()
+        self._frame_input = getattr(kernels, "frame_input", None) or ops.frame_to_array
+        self._change_scale = float(getattr(kernels, "change_scale", 1.0))
         self._streams: dict[str, Stream] = {}
         self._branch_dense = F.branch_dense_flops(self.cfg)
         self.largest_branch = len(self.cfg.branch_depths) - 1
@@ -173,7 +180,7 @@ class StreamingEngine:
     def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         timer = StageTimer()
         with timer.stage("preprocess"):
-            x = ops.frame_to_array(frame)  # ValueError on bad input, state untouched
+            x = self._frame_input(frame)  # ValueError on bad input, state untouched
             gray = ops.small_gray(frame)
             emb = self.kernels.embed_frame(x)
         s = self._streams["frame"]
@@ -182,6 +189,8 @@ class StreamingEngine:
                 change = np.full(NUM_TOKENS, np.inf, np.float32)
             else:
                 change = ops.token_change(emb, s.reference.value)  # type: ignore[arg-type]
+                if self._change_scale != 1.0:
+                    change /= np.float32(self._change_scale)
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)

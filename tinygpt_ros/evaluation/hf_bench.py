@@ -1,0 +1,220 @@
+"""`tinygpt-ros bench-hf`: per-frame latency of a pretrained-scale captioner through the
+streaming engine, STTF(+ANC) against dense, on still / slow / busy / panning streams.
+
+Timing does not depend on the weights, so by default the model is GIT-base's architecture
+(CLIP ViT-B/16 at 224, 12 layers; 6-layer 768-wide text decoder, 30522 words) with random
+weights, built in memory from its config. With `--model DIR` a real local checkpoint is used
+instead. Quality needs the real weights (see `tinygpt-ros eval-coco`); a random decoder rarely
+emits EOS, so every decode here runs to `max_caption_len` tokens, the worst case.
+
+Streams are 640x480 camera-sized frames on a rendered scene (`data.scenes.render_clip`): still
+(nothing moves), slow (one textured square moving 4 px per frame), busy (six moving 24 px per
+frame), panning (a 640-wide window sliding `pan_px` pixels per frame across a 1280-wide scene).
+Dense and STTF engines alternate frame by frame so background load hits both alike. Reported
+per stream: mean and p50 wall ms per frame, the ratio dense / STTF, tokens recomputed, captions
+reused.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinygpt_ros.data.scenes import render_clip
+
+STREAMS = ("still", "slow", "busy", "panning")
+GIT_BASE = {
+    "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+               "num_attention_heads": 12, "image_size": 224, "patch_size": 16},
+    "text": {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 6,
+             "num_attention_heads": 12, "intermediate_size": 3072,
+             "max_position_embeddings": 1024, "bos_token_id": 101, "eos_token_id": 102,
+             "pad_token_id": 0},
+}
+
+
+def _moving_squares(base: np.ndarray, n: int, squares: int, size: int, step: int,
+                    seed: int) -> list[np.ndarray]:
+    """`squares` textured squares of `size` px crossing `base`, each `step` px per frame in its
+    own direction (bouncing at the borders)."""
+    rng = np.random.default_rng([seed, 7])
+    h, w = base.shape[:2]
+    pos = rng.uniform([0, 0], [h - size, w - size], (squares, 2))
+    angle = rng.uniform(0, 2 * np.pi, squares)
+    vel = step * np.stack([np.sin(angle), np.cos(angle)], 1)
+    tex = rng.integers(0, 256, (squares, size, size, 3)).astype(np.uint8)
+    frames = []
+    for _ in range(n):
+        f = base.copy()
+        for i in range(squares):
+            y, x = (round(float(v)) for v in pos[i])
+            f[y:y + size, x:x + size] = tex[i]
+        frames.append(f)
+        pos += vel
+        for i in range(squares):
+            for a, lim in ((0, h - size), (1, w - size)):
+                if not 0 <= pos[i, a] <= lim:
+                    vel[i, a] = -vel[i, a]
+                    pos[i, a] = min(max(pos[i, a], 0), lim)
+    return frames
+
+
+def stream_frames(kind: str, n: int, seed: int = 0, pan_px: int = 8) -> list[np.ndarray]:
+    """n camera-sized (480x640) RGB frames of one stream kind, on a rendered scene:
+    still (nothing moves), slow (one 96 px square, 4 px per frame), busy (six 96 px squares,
+    24 px per frame), panning (a 640 px window sliding `pan_px` per frame over a 1280 px
+    scene: every patch changes)."""
+    if kind == "panning":
+        wide = render_clip(seed, "still", 1, size=(480, 1280)).frames[0]
+        return [np.ascontiguousarray(wide[:, i * pan_px: i * pan_px + 640]) for i in range(n)]
+    base = render_clip(seed, "still", 1, size=(480, 640)).frames[0]
+    if kind == "still":
+        return [base.copy() for _ in range(n)]
+    if kind == "slow":
+        return _moving_squares(base, n, 1, 96, 4, seed)
+    if kind == "busy":
+        return _moving_squares(base, n, 6, 96, 24, seed)
+    raise ValueError(f"stream must be one of {STREAMS}, got {kind!r}")
+
+
+def random_git_base(seed: int = 0):
+    """GIT-base's architecture with random weights, and a placeholder word vocabulary."""
+    import torch
+    from transformers import BertTokenizer, GitConfig, GitForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GitConfig(vision_config=GIT_BASE["vision"], **GIT_BASE["text"])
+    model = GitForCausalLM(cfg).eval()
+    vocab = {f"w{i}": i for i in range(cfg.vocab_size)}
+    vocab.update({"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103})
+    tok = BertTokenizer(vocab=dict(sorted(vocab.items(), key=lambda kv: kv[1])))
+    pp = {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}}
+    return model, tok, pp
+
+
+def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0):
+    """(dense engine, STTF engine) sharing one model."""
+    from tinygpt_ros.hf.engine import HfEngine, load_git
+    from tinygpt_ros.hf.git import GitKernels
+    from tinygpt_ros.hf.git_common import HfTokenizer
+    from tinygpt_ros.hf.vision import branch_depths
+
+    if model_dir:
+        model, tok, pp = load_git(model_dir)
+    else:
+        model, tok, pp = random_git_base(seed)
+    depths = branch_depths(model.config.vision_config.num_hidden_layers)
+    engines = []
+    for sttf in (False, True):
+        k = GitKernels(model, pp, depths, None, device=device)
+        e = HfEngine(k, HfTokenizer(tok, k.bos_id, min(k.eos_ids)))
+        e.set_knob("sttf_enabled", sttf)
+        e.set_knob("anc_enabled", False)  # no trained router for random weights
+        engines.append(e)
+    return engines[0], engines[1], model
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    return {"ms_mean": float(np.mean(ms)), "ms_p50": float(np.percentile(ms, 50))}
+
+
+def run(model_dir: str | None = None, frames: int = 12, pan_px: int = 8, seed: int = 0,
+        streams: tuple[str, ...] = STREAMS, log: Any = print) -> dict[str, Any]:
+    import torch
+
+    dense, sttf, model = build_engines(model_dir, seed=seed)
+    params = sum(p.numel() for p in model.parameters())
+    rows: dict[str, Any] = {}
+    for kind in streams:
+        clip = stream_frames(kind, frames, seed, pan_px)
+        dense.reset()
+        sttf.reset()
+        ms: dict[str, list[float]] = {"dense": [], "sttf": []}
+        recomputed, reused, fused, enc_ms, dec_ms = [], [], [], [], []
+        for frame in clip:
+            for name, engine in (("dense", dense), ("sttf", sttf)):
+                t0 = time.perf_counter()
+                r = engine.process_frame(frame)
+                ms[name].append((time.perf_counter() - t0) * 1e3)
+                if name == "sttf":
+                    recomputed.append(r.record.tokens_recomputed)
+                    reused.append(r.record.caption_reused)
+                    fused.append(r.record.tokens_fused)
+                    enc_ms.append(r.record.latency_ms.get("encoder", 0.0))
+                    dec_ms.append(r.record.latency_ms.get("decoder", 0.0))
+        # the first frame is a full pass for both: report the stream after it too
+        steady = {n: v[1:] for n, v in ms.items()}
+        row = {
+            "frames": len(clip),
+            "dense": _stats(ms["dense"]), "sttf": _stats(ms["sttf"]),
+            "speedup_mean": float(np.mean(ms["dense"]) / np.mean(ms["sttf"])),
+            "speedup_after_first": float(np.mean(steady["dense"]) / np.mean(steady["sttf"])),
+            "tokens_recomputed_pct": 100.0 * float(np.mean(recomputed)) / 196,
+            "tokens_recomputed_after_first_pct": 100.0 * float(np.mean(recomputed[1:])) / 196,
+            "captions_reused_pct": 100.0 * float(np.mean(reused)),
+            "tokens_fused_mean": float(np.mean(fused)),
+            "sttf_encoder_ms_mean": float(np.mean(enc_ms)),
+            "sttf_decoder_ms_mean": float(np.mean(dec_ms)),
+        }
+        rows[kind] = row
+        log(f"{kind:8s} dense {row['dense']['ms_mean']:7.0f} ms  sttf {row['sttf']['ms_mean']:7.0f}"
+            f" ms  x{row['speedup_mean']:.1f} (after frame 1: x{row['speedup_after_first']:.1f})"
+            f"  recomputed {row['tokens_recomputed_pct']:.0f}%  reused "
+            f"{row['captions_reused_pct']:.0f}%")
+    return {
+        "model": model_dir or "random weights, GIT-base architecture",
+        "parameters": int(params),
+        "knobs": sttf.knobs(),
+        "frames_per_stream": frames, "pan_px_per_frame": pan_px,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads()},
+        "streams": rows,
+    }
+
+
+def markdown(rep: dict[str, Any], command: str) -> str:
+    lines = [
+        f"Model: {rep['model']} ({rep['parameters'] / 1e6:.0f} M parameters), torch "
+        f"{rep['machine']['torch']}, {rep['machine']['threads']} threads, "
+        f"{rep['frames_per_stream']} frames of 640x480 per stream; one run: ratios are the "
+        "result, absolute times depend on the machine and its load.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| stream | dense ms/frame | STTF ms/frame | speed-up | after frame 1 | tokens "
+        "recomputed | captions reused | fused tokens |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, r in rep["streams"].items():
+        lines.append(
+            f"| {kind} | {r['dense']['ms_mean']:.0f} | {r['sttf']['ms_mean']:.0f} | "
+            f"{r['speedup_mean']:.1f}x | {r['speedup_after_first']:.1f}x | "
+            f"{r['tokens_recomputed_pct']:.0f}% | {r['captions_reused_pct']:.0f}% | "
+            f"{r['tokens_fused_mean']:.0f} |")
+    k = rep["knobs"]
+    lines += ["", f"Knobs: fusion_threshold {k['fusion_threshold']}, max_fused_tokens "
+              f"{k['max_fused_tokens']}, caption_reuse_threshold {k['caption_reuse_threshold']}, "
+              f"refresh_interval {k['refresh_interval']}, ANC off (no router trained for random "
+              "weights).", ""]
+    return "\n".join(lines)
+
+
+def main(args: Any) -> int:
+    import shlex
+    import sys
+
+    from tinygpt_ros.evaluation.bench import write_markdown_section
+
+    rep = run(args.model, args.frames, args.pan_px, args.seed, tuple(args.streams))
+    command = "tinygpt-ros " + shlex.join(sys.argv[1:])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rep, indent=2) + "\n")
+    if args.markdown:
+        write_markdown_section(args.markdown, markdown(rep, command), "bench-hf")
+    return 0

@@ -1,0 +1,202 @@
+"""`streaming.Kernels` for GIT (`GitForCausalLM`): a CLIP ViT image encoder whose projected
+tokens prefix a BERT-style (post-LN) text decoder.
+
+Everything reuses the pretrained modules' own weights:
+- preprocessing follows the checkpoint's preprocessor_config.json (shortest edge, centre crop,
+  mean/std) in numpy (`ops.frame_to_pretrained_input`);
+- `embed_frame` is the patch conv + position embedding + `pre_layrnorm` (per token, so it can
+  run before the change test); the CLS token's input is constant and always recomputed;
+- `run_encoder` is `vision.GatedTower` at the branch depth, then `post_layernorm` and GIT's
+  visual projection (cached per row, so a gated frame projects only its changed rows);
+- `fuse` keeps the newest CLS token and fuses the window's patch tokens with
+  `ops.temporal_fusion` (GIT has no time embedding: zeros);
+- `generate` is greedy decoding with a KV cache in which every visual key gets the bias
+  log(size) in every layer (image rows attend to image rows, text rows to image rows and
+  causally to text, as GIT's mask does). Sizes of 1 give bias 0: the model's own attention.
+
+Rows returned by `run_encoder` are 1 + 196 (CLS first); the engine only stacks them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinygpt_ros.hf.git_common import (
+    CHANGE_UNIT,
+    DEFAULT_MAX_CAPTION_LEN,
+    DEFAULT_TEMPORAL_WINDOW,
+    Preprocessor,
+    fuse_window,
+    git_model_config,
+    probe_frame,
+)
+from tinygpt_ros.hf.router import RouterParams, untrained_logits
+from tinygpt_ros.hf.vision import GatedTower
+from tinygpt_ros.model.weights import ModelLoadError
+from tinygpt_ros.spec.config import NUM_TOKENS
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+class GitStream:
+    """Per-stream state: the gated tower cache and the projected rows of its last output."""
+
+    def __init__(self, tower: GatedTower) -> None:
+        self.tower = tower
+        self.projected: torch.Tensor | None = None
+        self.projected_depth = 0
+
+
+class GitKernels:
+    """GIT behind the `Kernels` protocol (torch, CPU or CUDA, inference only)."""
+
+    family = "git"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocessor: dict,
+        depths: tuple[int, ...],
+        router: RouterParams | None = None,
+        device: str | torch.device = "cpu",
+        max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
+        temporal_window: int = DEFAULT_TEMPORAL_WINDOW,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        conf = model.config
+        vconf = conf.vision_config
+        vision = model.git.image_encoder.vision_model
+        self.vision = vision
+        self.layers = vision.encoder.layers
+        self.heads = vconf.num_attention_heads
+        if max(depths) > len(self.layers) or min(depths) < 1:
+            raise ModelLoadError(f"branch depths {list(depths)} do not fit a tower of "
+                                 f"{len(self.layers)} layers")
+        self.depths = tuple(depths)
+        self.router = router
+        self.cfg = git_model_config(conf.to_dict(), self.depths, max_caption_len,
+                                    temporal_window)
+        self.image_size = int(vconf.image_size)
+        self.pre = Preprocessor(preprocessor, self.image_size)
+        self.frame_input = self.pre.frame_input
+        gen = getattr(model, "generation_config", None)
+        self.bos_id = int(getattr(gen, "bos_token_id", None) or conf.bos_token_id)
+        eos = getattr(gen, "eos_token_id", None) or conf.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list | tuple) else [eos])
+        with torch.no_grad():
+            emb = vision.embeddings
+            cls = emb.class_embedding + emb.position_embedding.weight[0]
+            self._cls_in = vision.pre_layrnorm(cls)[None].to(self.device)  # (1, D)
+        probe = self.frame_input(probe_frame(self.image_size))
+        norms = np.linalg.norm(self.embed_frame(probe), axis=1)
+        self.change_scale = float(CHANGE_UNIT * norms.mean())
+
+    def _t(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    # ------------------------------------------------------------------ vision
+
+    @torch.no_grad()
+    def embed_frame(self, x: np.ndarray) -> np.ndarray:
+        emb = self.vision.embeddings
+        patches = emb.patch_embedding(self._t(x)[None]).flatten(2).transpose(1, 2)[0]
+        return _np(self.vision.pre_layrnorm(patches + emb.position_embedding.weight[1:]))
+
+    def embed_events(self, hist: np.ndarray) -> np.ndarray:
+        raise ValueError("this GIT captioner has no event-camera input; use a TinyGPT model "
+                         "for event windows")
+
+    def new_encoder_state(self) -> GitStream:
+        return GitStream(GatedTower(self.layers, self.heads))
+
+    @torch.no_grad()
+    def run_encoder(self, state: GitStream, tokens: np.ndarray, selected: np.ndarray | None,
+                    branch: int) -> tuple[np.ndarray, int]:
+        depth = self.depths[branch]
+        x = torch.cat([self._cls_in, self._t(tokens)])
+        sel = None
+        if selected is not None:
+            sel = torch.cat([torch.ones(1, dtype=torch.bool), torch.from_numpy(selected)])
+            sel = sel.to(self.device)
+        out = state.tower.run(x, sel, depth)
+        tower = state.tower
+        project = self.model.git.visual_projection
+        if tower.last_dense or state.projected is None or state.projected_depth != depth:
+            state.projected = project(self.vision.post_layernorm(out))
+            state.projected_depth = depth
+        else:
+            idx = sel.nonzero().squeeze(1)
+            state.projected[idx] = project(self.vision.post_layernorm(out[idx]))
+        n = NUM_TOKENS if tower.last_dense else tower.n_recomputed - 1  # CLS not counted
+        return _np(state.projected).copy(), n
+
+    def router_logits(self, features: np.ndarray) -> np.ndarray:
+        if self.router is None:
+            return untrained_logits(len(self.depths))
+        return self.router.logits(features)
+
+    def fuse(self, window: np.ndarray, max_tokens: int | None,
+             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return fuse_window(window, max_tokens, static_threshold, self.cfg)
+
+    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
+                       positions: np.ndarray) -> np.ndarray:
+        raise ValueError("this GIT captioner has no gesture head")
+
+    # ------------------------------------------------------------------ decoder
+
+    def _attend(self, layer: nn.Module, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                q: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One GIT text layer for rows h (n, H) whose queries q attend to keys/values
+        (heads, N, hd) with an additive (n or 1, N) bias; post-LN residuals as in BERT."""
+        scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5) + bias
+        ctx = (torch.softmax(scores, dim=-1) @ v).transpose(0, 1).reshape(h.shape[0], -1)
+        a = layer.attention.output(ctx, h)
+        return layer.output(layer.intermediate(a), a)
+
+    @torch.no_grad()
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+        git = self.model.git
+        layers = git.encoder.layer
+        heads = self.model.config.num_attention_heads
+
+        def qkv(layer: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            s = layer.attention.self
+            return (s.query(h), s.key(h), s.value(h))
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.shape[0], heads, -1).transpose(0, 1)
+
+        vis = self._t(np.asarray(tokens, np.float32))
+        log_size = torch.log(self._t(np.asarray(sizes, np.float32)).clamp_min(1e-6))
+        # image rows: bidirectional among themselves, independent of the text
+        past_k, past_v = [], []
+        h = vis
+        for layer in layers:
+            q, k, v = (split(t) for t in qkv(layer, h))
+            past_k.append(k)
+            past_v.append(v)
+            h = self._attend(layer, h, k, v, q, log_size[None])
+        ids: list[int] = []
+        tok = self.bos_id
+        text_bias = log_size  # grows by one zero per text token
+        emb = git.embeddings
+        for pos in range(self.cfg.max_caption_len):
+            text_bias = torch.cat([text_bias, text_bias.new_zeros(1)])
+            h = emb.LayerNorm(emb.word_embeddings.weight[tok][None]
+                              + emb.position_embeddings.weight[pos][None])
+            for i, layer in enumerate(layers):
+                q, k, v = (split(t) for t in qkv(layer, h))
+                past_k[i] = torch.cat([past_k[i], k], dim=1)
+                past_v[i] = torch.cat([past_v[i], v], dim=1)
+                h = self._attend(layer, h, past_k[i], past_v[i], q, text_bias[None])
+            tok = int(self.model.output(h)[0].argmax())
+            if tok in self.eos_ids:
+                break
+            ids.append(tok)
+        return ids

@@ -1,0 +1,143 @@
+"""`streaming.Kernels` for GIT on onnxruntime: the graphs of `git_export`, the gated cache in
+numpy (`ops.StackedEncoderCache`), and the same numpy fusion, router and preprocessing as the
+torch kernels (`git_common`, `router`). No torch here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinygpt_ros import ops
+from tinygpt_ros.hf.git_common import (
+    CHANGE_UNIT,
+    DEFAULT_MAX_CAPTION_LEN,
+    DEFAULT_TEMPORAL_WINDOW,
+    Preprocessor,
+    fuse_window,
+    git_model_config,
+    probe_frame,
+)
+from tinygpt_ros.hf.router import RouterParams, untrained_logits
+from tinygpt_ros.model.weights import ModelLoadError
+from tinygpt_ros.spec.config import NUM_TOKENS
+
+EXPORT_DIR = "tinygpt_onnx"  # the same names as git_export (which needs torch)
+EXPORT_FILE = "export.json"
+CLS_FILE = "cls_input.npy"  # the CLS row's constant layer-0 input (row 0 of every vision step)
+
+
+def weights_size(path: Path) -> int:
+    return sum((path / n).stat().st_size for n in ("model.safetensors", "pytorch_model.bin")
+               if (path / n).is_file())
+
+
+class GitOnnxKernels:
+    """GIT behind the `Kernels` protocol on onnxruntime sessions."""
+
+    family = "git"
+
+    def __init__(self, model_dir: str | Path, config: dict[str, Any], preprocessor: dict,
+                 router: RouterParams | None = None, providers: list[str] | None = None,
+                 max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
+                 temporal_window: int = DEFAULT_TEMPORAL_WINDOW) -> None:
+        import onnxruntime as ort
+
+        d = Path(model_dir) / EXPORT_DIR
+        try:
+            info = json.loads((d / EXPORT_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"checkpoint {model_dir}: no ONNX export ({d / EXPORT_FILE}: {exc}); run "
+                f"`tinygpt-ros export --model {model_dir}` or use backend torch") from exc
+        if info.get("weights_bytes") != weights_size(Path(model_dir)):
+            raise ModelLoadError(f"checkpoint {model_dir}: the ONNX export was made from other "
+                                 "weights; rerun `tinygpt-ros export`")
+        self.depths = tuple(int(x) for x in info["branch_depths"])
+        self.cfg = git_model_config(config, self.depths, max_caption_len, temporal_window)
+        vconf = config["vision_config"]
+        self.image_size = int(vconf.get("image_size", 224))
+        self.heads = int(vconf["num_attention_heads"])
+        self.pre = Preprocessor(preprocessor, self.image_size)
+        self.frame_input = self.pre.frame_input
+        self.router = router
+        self.bos_id = int(config.get("bos_token_id", 101))
+        eos = config.get("eos_token_id", 102)
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        have = set(ort.get_available_providers())
+        prov = [p for p in (providers or []) if p in have] or ["CPUExecutionProvider"]
+        names = ["git_embed", "git_prefill", "git_step"] + [
+            f"git_vision_b{i}" for i in range(len(self.depths))]
+        try:
+            self.sessions = {n: ort.InferenceSession(str(d / f"{n}.onnx"), opts, providers=prov)
+                             for n in names}
+        except Exception as exc:  # onnxruntime raises its own types for missing/corrupt files
+            raise ModelLoadError(f"checkpoint {model_dir}: ONNX graphs unreadable ({exc}); "
+                                 "rerun `tinygpt-ros export`") from exc
+        self._cls = np.load(d / CLS_FILE).astype(np.float32).reshape(1, -1)
+        norms = np.linalg.norm(self.embed_frame(self.frame_input(probe_frame(self.image_size))),
+                               axis=1)
+        self.change_scale = float(CHANGE_UNIT * norms.mean())
+
+    def _run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        return self.sessions[name].run(None, feeds)
+
+    def close(self) -> None:
+        self.sessions.clear()
+
+    def embed_frame(self, x: np.ndarray) -> np.ndarray:
+        return self._run("git_embed", pixels=np.ascontiguousarray(x[None], np.float32))[0]
+
+    def embed_events(self, hist: np.ndarray) -> np.ndarray:
+        raise ValueError("this GIT captioner has no event-camera input; use a TinyGPT model "
+                         "for event windows")
+
+    def new_encoder_state(self) -> ops.StackedEncoderCache:
+        return ops.StackedEncoderCache()
+
+    def run_encoder(self, state: ops.StackedEncoderCache, tokens: np.ndarray,
+                    selected: np.ndarray | None, branch: int) -> tuple[np.ndarray, int]:
+        x = np.concatenate([self._cls, np.asarray(tokens, np.float32)])
+        sel = None if selected is None else np.concatenate([[True], selected])
+        name = f"git_vision_b{branch}"
+
+        def step(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+            t, i, k, v, y = arrays
+            return tuple(self._run(name, tokens=t, idx=i, cache_k=k, cache_v=v, cache_y=y))
+
+        out = state.run(step, x, sel, self.depths[branch], self.heads)
+        n = NUM_TOKENS if state.last_dense else state.n_recomputed - 1
+        return out, n
+
+    def router_logits(self, features: np.ndarray) -> np.ndarray:
+        if self.router is None:
+            return untrained_logits(len(self.depths))
+        return self.router.logits(features)
+
+    def fuse(self, window: np.ndarray, max_tokens: int | None,
+             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return fuse_window(window, max_tokens, static_threshold, self.cfg)
+
+    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
+                       positions: np.ndarray) -> np.ndarray:
+        raise ValueError("this GIT captioner has no gesture head")
+
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+        bias = np.log(np.maximum(np.asarray(sizes, np.float32), 1e-6)).astype(np.float32)
+        past_k, past_v = self._run("git_prefill", vis=np.ascontiguousarray(tokens, np.float32),
+                                   log_size=bias)
+        ids: list[int] = []
+        tok = self.bos_id
+        for pos in range(self.cfg.max_caption_len):
+            logits, past_k, past_v, bias = self._run(
+                "git_step", ids=np.array([tok], np.int64), position=np.array([pos], np.int64),
+                past_k=past_k, past_v=past_v, key_bias=bias)
+            tok = int(logits.argmax())
+            if tok in self.eos_ids:
+                break
+            ids.append(tok)
+        return ids

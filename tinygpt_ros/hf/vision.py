@@ -1,0 +1,112 @@
+"""STTF gated token reuse inside a pretrained CLIP-style vision tower (GIT's image encoder).
+
+A CLIP ViT layer is pre-LN: x + out_proj(attn(layer_norm1(x))), then x + fc2(act(fc1(
+layer_norm2(x)))). `GatedTower` runs those layers with the pretrained modules' own weights
+(no copy, no retraining) in two ways:
+
+- dense: every token through the first `depth` layers, caching each layer's keys, values and
+  outputs (the reference: equals the tower's own forward within float tolerance);
+- gated: only the selected rows go through LN / Q,K,V / MLP; their queries attend to the keys
+  and values of all tokens (fresh for the selected rows, cached for the others) and every other
+  row keeps its cached output, as `model.encoder.GatedEncoderCache` does for TinyGPT.
+
+ANC branches are depth truncations: branch i stops after `depths[i]` layers and applies the
+tower's final norm (`post_layernorm`), so the branches share every weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(N, D) -> (H, N, D / H)."""
+    n, d = x.shape
+    return x.view(n, heads, d // heads).transpose(0, 1)
+
+
+class GatedTower:
+    """Per-stream gated cache over `layers` (CLIP encoder layers: layer_norm1, self_attn with
+    q/k/v/out_proj, layer_norm2, mlp). Inference only.
+
+    `run(tokens, selected, depth)` with tokens (N, D) the tower's layer-0 input; dense when
+    `selected` is None or all True, the cache is empty, N changed, or `depth` is deeper than
+    what is cached. Returns the last run layer's output (N, D), before the final norm.
+    """
+
+    def __init__(self, layers: nn.ModuleList, heads: int) -> None:
+        self.layers = layers
+        self.heads = heads
+        self.reset()
+
+    def reset(self) -> None:
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
+        self.n_recomputed = 0
+        self.last_dense = False
+
+    @property
+    def depth(self) -> int:
+        return len(self.outputs)
+
+    def _qkv(self, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = layer.layer_norm1(x)
+        att = layer.self_attn
+        return (_heads(att.q_proj(h), self.heads), _heads(att.k_proj(h), self.heads),
+                _heads(att.v_proj(h), self.heads))
+
+    def _finish(self, layer: nn.Module, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor) -> torch.Tensor:
+        """Residual attention of queries q (H, n, hd) over keys/values (H, N, hd), then MLP."""
+        scale = q.shape[-1] ** -0.5
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
+        ctx = (attn @ v).transpose(0, 1).reshape(x.shape[0], -1)
+        x = x + layer.self_attn.out_proj(ctx)
+        return x + layer.mlp(layer.layer_norm2(x))
+
+    @torch.no_grad()
+    def run(self, tokens: torch.Tensor, selected: torch.Tensor | None, depth: int) -> torch.Tensor:
+        if not 1 <= depth <= len(self.layers):
+            raise ValueError(f"depth must be in [1, {len(self.layers)}], got {depth}")
+        n = tokens.shape[0]
+        if selected is not None and (selected.shape != (n,) or selected.dtype != torch.bool):
+            raise ValueError(f"selected must be a ({n},) bool tensor, got "
+                             f"{tuple(selected.shape)} {selected.dtype}")
+        dense = (selected is None or bool(selected.all()) or not self.outputs
+                 or depth > self.depth or self.outputs[0].shape[0] != n)
+        if dense:
+            return self._dense(tokens, depth)
+        return self._gated(tokens, selected, depth)
+
+    def _dense(self, tokens: torch.Tensor, depth: int) -> torch.Tensor:
+        self.reset()
+        x = tokens
+        for layer in self.layers[:depth]:
+            q, k, v = self._qkv(layer, x)
+            x = self._finish(layer, x, q, k, v)
+            self.keys.append(k)
+            self.values.append(v)
+            self.outputs.append(x)
+        self.n_recomputed, self.last_dense = tokens.shape[0], True
+        return x
+
+    def _gated(self, tokens: torch.Tensor, selected: torch.Tensor, depth: int) -> torch.Tensor:
+        """Selected rows through the first `depth` cached layers (the cache must hold them)."""
+        del self.keys[depth:], self.values[depth:], self.outputs[depth:]
+        idx = selected.nonzero().squeeze(1)
+        x = tokens[idx]
+        for i, layer in enumerate(self.layers[:depth]):
+            q, k, v = self._qkv(layer, x)
+            self.keys[i][:, idx] = k
+            self.values[i][:, idx] = v
+            x = self._finish(layer, x, q, self.keys[i], self.values[i])
+            self.outputs[i][idx] = x
+        self.n_recomputed, self.last_dense = int(idx.numel()), False
+        return self.outputs[depth - 1]
+
+def branch_depths(num_layers: int) -> tuple[int, ...]:
+    """Nested ANC depths for a tower of `num_layers` layers: half, three quarters, all
+    (12 -> 6, 9, 12), duplicates dropped for tiny towers."""
+    return tuple(sorted({max(1, num_layers // 2), max(1, (3 * num_layers) // 4), num_layers}))
