@@ -58,6 +58,9 @@ class FrameResult:
     gesture: str | None = None  # events: predicted gesture class
     gesture_confidence: float = 0.0
     token_mask: np.ndarray | None = None  # (14, 14) bool: tokens recomputed this step
+    # compute-budget controller (runtime/budget.py): target, measured, state, chosen knobs;
+    # None when no budget is held
+    budget: dict[str, Any] | None = None
 
 
 class Engine(Protocol):
