@@ -12,6 +12,7 @@ from types import ModuleType
 
 from tinygpt_ros.cli import (
     bench,
+    bench_budget,
     bench_engines,
     demo,
     eval_bags,
@@ -30,6 +31,7 @@ COMMANDS: dict[str, ModuleType] = {
     "eval": eval_bags,
     "bench": bench,
     "bench-engines": bench_engines,
+    "bench-budget": bench_budget,
 }
 
 

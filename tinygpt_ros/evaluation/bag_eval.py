@@ -21,6 +21,7 @@ every difference from the offline output (see `live.py`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 
 from tinygpt_ros.bags.reader import BagMessage, bag_topics, iter_bag
 from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS, ComputeSummary
+from tinygpt_ros.runtime.budget import MODE_OF_TARGET
 from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 from tinygpt_ros.spec.types import ComputeRecord
 
@@ -85,6 +87,14 @@ class Issues:
 
 
 def _parse_value(knob: str, raw: str) -> Any:
+    if knob in MODE_OF_TARGET:  # a budget sweep: budget_target_gflops=0.2,0.3 (runtime/budget)
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"configs: {knob} needs numbers, got {raw!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"configs: {knob} must be > 0, got {raw!r}")
+        return value
     spec = KNOB_SPECS.get(knob)
     if spec is None:
         raise ValueError(f"configs: unknown knob {knob!r}; known: {', '.join(KNOB_SPECS)}")
@@ -135,7 +145,9 @@ def parse_configs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
         for raw in raws:
             value = _parse_value(knob.strip(), raw)
             prefix = "" if base == DEFAULT_BASE else f"{base}:"
-            out[f"{prefix}{knob.strip()}={raw.strip()}"] = {**CAPTION_CONFIGS[base],
+            extra = ({"budget_mode": MODE_OF_TARGET[knob.strip()]}
+                     if knob.strip() in MODE_OF_TARGET else {})
+            out[f"{prefix}{knob.strip()}={raw.strip()}"] = {**CAPTION_CONFIGS[base], **extra,
                                                            knob.strip(): value}
     return out
 
@@ -143,9 +155,13 @@ def parse_configs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
 def full_knobs(overrides: dict[str, Any]) -> dict[str, Any]:
     """Every knob: the node's defaults (config/edge.yaml == core.config.Knobs) + overrides."""
     knobs = Knobs()
+    budget = {}
     for name, value in overrides.items():
-        knobs.set(name, value)
-    return knobs.as_dict()
+        if name == "budget_mode" or name in MODE_OF_TARGET:
+            budget[name] = value  # budget settings ride along (the engine's controller)
+        else:
+            knobs.set(name, value)
+    return {**knobs.as_dict(), **budget}
 
 
 # ------------------------------------------------------------------------------------ refs
@@ -628,7 +644,9 @@ def evaluate_bag(job: BagJob) -> BagResult:
     for name, knobs in job.configs.items():
         engine = load_engine(job.model_dir, backend=job.backend)
         for k, v in knobs.items():
-            engine.set_knob(k, v)
+            if k != "budget_mode" and k not in MODE_OF_TARGET:
+                engine.set_knob(k, v)
+        engine.budget.configure_from(knobs)
         engines[name] = engine
     role_of = {topic: role for role, topic in used.items()}
     converters = {topic: _converter(source.topics[topic][0]) for topic in used.values()}

@@ -22,8 +22,12 @@ moved, so stale samples from an older level never push it further: anti-windup):
 - measured = max cost over those frames (at most `window`): the controller holds the recent
   worst case, because the target is about p95, not the mean;
 - over the target: level += gain_up * ln(measured / target), at most `max_step_up`;
-- under `relax_below` * target for `relax_after` frames: level -= a slower step (hysteresis: the
-  dead band [relax_below, 1] * target holds the level, and climbing back is slow and cautious);
+- under `relax_below` * target for `relax_after` frames: level -= gain_down * ln(band middle /
+  measured) (hysteresis: the dead band [relax_below, 1] * target holds the level, and relaxing
+  waits `relax_after` frames and aims at the middle of the band, not at the target);
+- inside the dead band with headroom for `probe_after` frames: one relax step is probed (the
+  cost of a still scene does not depend on the level, so only trying tells); a probe that went
+  over the target is undone by the next decision and the wait before the next probe doubles;
 - level is clamped to [0, LEVELS] (anti-windup); at LEVELS and still over the target the state is
   `unreachable` and stays visible in every frame's diagnostics.
 """
@@ -41,6 +45,10 @@ from tinygpt_ros.spec.types import ComputeRecord
 
 BUDGET_MODES = ("off", "latency", "flops", "power")
 UNITS = {"latency": "ms", "flops": "GFLOPs", "power": "mW"}
+# the node parameter (and eval config key) holding each mode's target
+TARGET_PARAMS = {"latency": "budget_target_ms", "flops": "budget_target_gflops",
+                 "power": "budget_target_mw"}
+MODE_OF_TARGET = {param: mode for mode, param in TARGET_PARAMS.items()}
 RUNGS = ("caption", "tokens", "router", "fused")
 # the knobs the ladder moves (reported per frame with the value chosen)
 CONTROLLED_KNOBS = ("caption_reuse_threshold", "fusion_threshold", "event_fusion_threshold",
@@ -71,7 +79,16 @@ class ControllerGains:
     min_step_up: float = 0.1  # over the target by a hair still moves
     relax_below: float = 0.7  # dead band: hold while measured in [relax_below, 1] * target
     relax_after: int = 2  # frames under the band before relaxing
-    relax_step: float = 0.25
+    relax_step: float = 0.25  # smallest relax step (also the probe step)
+    gain_down: float = 1.0  # levels per unit of ln(band middle / measured) when relaxing
+    max_step_down: float = 1.0
+    # Inside the dead band the cost may not depend on the level at all (a still scene costs the
+    # same at any level), so after `probe_after` calm frames one relax step is tried; a probe
+    # that goes over the target is undone and the next waits twice as long (up to
+    # `probe_max`), so probing cannot turn into a limit cycle.
+    probe_after: int = 6
+    probe_max: int = 96
+    probe_below: float = 0.95  # probe only when the measured cost leaves this much headroom
     unreachable_after: int = 3  # frames at the cheapest level and still over target
 
 
@@ -81,6 +98,9 @@ class _StreamState:
     samples: deque = field(default_factory=lambda: deque(maxlen=4))
     fresh: int = 0  # samples since the level last moved
     under: int = 0  # consecutive decisions under the relax band
+    calm: int = 0  # consecutive decisions inside the dead band
+    probe_wait: int = 0  # calm decisions before the next probe (0 = gains.probe_after)
+    probing: bool = False  # the last move was a probe
     over_at_max: int = 0
     state: str = "idle"
     measured: float | None = None  # the value the last decision used
@@ -120,10 +140,10 @@ def knobs_at_level(user: Knobs, level: float, cheap: CheapEnd = CheapEnd()) -> t
             k.event_fusion_threshold = min(1000.0, _toward(user.event_fusion_threshold, top, f[1]))
         cap = user.max_active_tokens or NUM_TOKENS
         if f[1] > 0 and cap > cheap.max_active_tokens:
-            k.max_active_tokens = int(round(cap + (cheap.max_active_tokens - cap) * f[1]))
+            k.max_active_tokens = round(cap + (cheap.max_active_tokens - cap) * f[1])
         if user.max_fused_tokens > cheap.max_fused_tokens:
-            k.max_fused_tokens = int(round(
-                user.max_fused_tokens + (cheap.max_fused_tokens - user.max_fused_tokens) * f[3]))
+            k.max_fused_tokens = round(
+                user.max_fused_tokens + (cheap.max_fused_tokens - user.max_fused_tokens) * f[3])
     bias = cheap.router_bias * f[2] if user.anc_enabled else 0.0
     return k, bias
 
@@ -162,6 +182,12 @@ class BudgetController:
             self._streams.clear()
         self.mode, self.target = mode, target
 
+    def configure_from(self, settings: dict[str, Any]) -> None:
+        """`configure` from parameter-style settings: budget_mode plus that mode's target
+        parameter (TARGET_PARAMS); missing budget_mode = off."""
+        mode = settings.get("budget_mode", "off")
+        self.configure(mode, settings.get(TARGET_PARAMS[mode], 0.0) if mode != "off" else 0.0)
+
     @property
     def active(self) -> bool:
         return self.mode != "off"
@@ -198,8 +224,14 @@ class BudgetController:
         m = max(recent)
         s.measured = m
         target = self.target
+        if s.probing:
+            s.probing = False
+            if m > target:  # the probe cost too much: back off, wait longer before the next
+                s.probe_wait = min(g.probe_max, 2 * (s.probe_wait or g.probe_after))
+            else:
+                s.probe_wait = 0
         if m > target:
-            s.under = 0
+            s.under = s.calm = 0
             if s.level >= LEVELS:
                 s.over_at_max += 1
                 s.state = ("unreachable" if s.over_at_max >= g.unreachable_after
@@ -213,13 +245,25 @@ class BudgetController:
         if m < g.relax_below * target and s.level > 0:
             s.under += 1
             if s.under >= g.relax_after:
-                self._move(s, -g.relax_step)
+                middle = 0.5 * (1.0 + g.relax_below) * target
+                step = min(g.max_step_down, max(g.relax_step, g.gain_down * math.log(middle / m)))
+                self._move(s, -step)
                 s.under = 0
                 s.state = "relaxing"
                 return
             s.state = "holding"
             return
         s.under = 0
+        if s.level > 0 and m <= g.probe_below * target:
+            s.calm += 1
+            if s.calm >= (s.probe_wait or g.probe_after):
+                self._move(s, -g.relax_step)
+                s.calm = 0
+                s.probing = True
+                s.state = "probing"
+                return
+        else:
+            s.calm = 0
         s.state = "holding" if s.level > 0 else "idle"
 
     @staticmethod
