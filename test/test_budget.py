@@ -144,3 +144,31 @@ def test_configure_validates_and_keeps_old_values():
     off = BudgetController()
     assert off.plan("frame", Knobs()) == (Knobs(), 0.0)
     assert off.observe("frame", record(1.0)) is None
+
+
+def test_power_mode_uses_frame_rate_and_measured_energy():
+    ctl = BudgetController("power", 1000.0, j_per_gflop=0.1)
+    for i in range(3):  # 0.2 GFLOPs x 0.1 J/GFLOP = 20 mJ per frame at 10 Hz -> 200 mW
+        ctl.plan("frame", Knobs())
+        d = ctl.observe("frame", record(0.2), stamp_us=i * 100_000)
+    assert d is not None and d["budget_unit"] == "mW"
+    assert abs(d["budget_cost"] - 200.0) < 1e-6
+    ctl.note_energy("frame", 150.0)  # the rails said 150 mJ: 1500 mW, over the target
+    ctl.plan("frame", Knobs())
+    assert ctl.level("frame") > 0
+    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(1500.0)
+
+
+def test_eval_configs_accept_budget_sweeps():
+    from tinygpt_ros.evaluation.bag_eval import full_knobs, parse_configs
+
+    cfgs = parse_configs(["budget_target_gflops=0.1,0.2", "sttf+anc"])
+    assert cfgs["budget_target_gflops=0.1"]["budget_mode"] == "flops"
+    assert cfgs["budget_target_gflops=0.2"]["budget_target_gflops"] == 0.2
+    full = full_knobs(cfgs["budget_target_gflops=0.1"])
+    assert full["fusion_threshold"] == Knobs().fusion_threshold and full["budget_mode"] == "flops"
+    ctl = BudgetController()
+    ctl.configure_from(full)
+    assert (ctl.mode, ctl.target) == ("flops", 0.1)
+    with pytest.raises(ValueError, match="budget_target_ms"):
+        parse_configs(["budget_target_ms=-1"])
