@@ -156,8 +156,7 @@ class StreamingEngine:
 
     def reset(self) -> None:
         self._streams = {m: self._new_stream() for m in MODALITIES}
-        if hasattr(self, "budget"):
-            self.budget.reset()
+        self.budget.reset()  # levels belong to the temporal state they were measured on
 
     def _new_stream(self) -> Stream:
         s = Stream(cache=self.kernels.new_encoder_state(),
