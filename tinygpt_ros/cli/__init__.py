@@ -12,6 +12,7 @@ from types import ModuleType
 
 from tinygpt_ros.cli import (
     bench,
+    bench_budget,
     bench_engines,
     bench_hf,
     bench_node,
@@ -44,6 +45,7 @@ COMMANDS: dict[str, ModuleType] = {
     "soak": soak,
     "footprint": footprint,
     "bench-hf": bench_hf,
+    "bench-budget": bench_budget,
 }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_ros.bags.reader import bag_topics, iter_bag
-from tinygpt_ros.evaluation.bag_eval import IMAGE_TYPES, _converter, _deserialize
+from tinygpt_ros.evaluation.replay import IMAGE_TYPES, converter, deserialize
 
 
 def iter_bag_frames(bag: str | Path, topic: str = "/camera/image_raw",
@@ -20,7 +20,7 @@ def iter_bag_frames(bag: str | Path, topic: str = "/camera/image_raw",
     if topic not in topics:
         raise ValueError(f"bag {str(bag)!r} has no topic {topic!r} (it has {sorted(topics)})")
     msgtype = topics[topic][0]
-    conv = _converter(msgtype) if msgtype in IMAGE_TYPES else None
+    conv = converter(msgtype) if msgtype in IMAGE_TYPES else None
     if conv is None:
         raise ValueError(f"bag {str(bag)!r}: topic {topic!r} is {msgtype}, not one of "
                          f"{list(IMAGE_TYPES)}")
@@ -29,7 +29,7 @@ def iter_bag_frames(bag: str | Path, topic: str = "/camera/image_raw",
     for i, msg in enumerate(iter_bag(bag, [topic])):
         if i % max(1, stride):
             continue
-        yield to_rgb(_deserialize(msg.rawdata, cls))
+        yield to_rgb(deserialize(msg.rawdata, cls))
         n += 1
         if limit and n >= limit:
             return

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from tinygpt_ros.data.coco import coco_refs
-from tinygpt_ros.evaluation.bag_eval import full_knobs, parse_configs
+from tinygpt_ros.evaluation.configs import full_knobs, parse_configs
 
 
 def load_coco(captions: str | Path, images: str | Path, limit: int = 0

@@ -7,10 +7,12 @@ against the knob's declared range before any work starts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS
+from tinygpt_ros.runtime.budget import MODE_OF_TARGET
 from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 
 DEFAULT_BASE = "sttf+anc"  # sweeps without an explicit base apply on top of this config
@@ -18,6 +20,14 @@ DEFAULT_BASE = "sttf+anc"  # sweeps without an explicit base apply on top of thi
 
 def parse_knob_value(knob: str, raw: str) -> Any:
     """One sweep value, typed and range-checked like the node's parameter."""
+    if knob in MODE_OF_TARGET:  # a budget sweep: budget_target_gflops=0.2,0.3 (runtime/budget)
+        try:
+            target = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"configs: {knob} needs numbers, got {raw!r}") from None
+        if not (math.isfinite(target) and target > 0):
+            raise ValueError(f"configs: {knob} must be > 0, got {raw!r}")
+        return target
     spec = KNOB_SPECS.get(knob)
     if spec is None:
         raise ValueError(f"configs: unknown knob {knob!r}; known: {', '.join(KNOB_SPECS)}")
@@ -68,7 +78,9 @@ def parse_configs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
         for raw in raws:
             value = parse_knob_value(knob.strip(), raw)
             prefix = "" if base == DEFAULT_BASE else f"{base}:"
-            out[f"{prefix}{knob.strip()}={raw.strip()}"] = {**CAPTION_CONFIGS[base],
+            extra = ({"budget_mode": MODE_OF_TARGET[knob.strip()]}
+                     if knob.strip() in MODE_OF_TARGET else {})
+            out[f"{prefix}{knob.strip()}={raw.strip()}"] = {**CAPTION_CONFIGS[base], **extra,
                                                            knob.strip(): value}
     return out
 
@@ -76,6 +88,15 @@ def parse_configs(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
 def full_knobs(overrides: dict[str, Any]) -> dict[str, Any]:
     """Every knob: the node's defaults (config/edge.yaml == spec.config.Knobs) + overrides."""
     knobs = Knobs()
+    budget = {}
     for name, value in overrides.items():
-        knobs.set(name, value)
-    return knobs.as_dict()
+        if is_budget_setting(name):
+            budget[name] = value  # budget settings ride along (the engine's controller)
+        else:
+            knobs.set(name, value)
+    return {**knobs.as_dict(), **budget}
+
+
+def is_budget_setting(name: str) -> bool:
+    """`budget_mode` and the budget targets configure the engine's controller, not a knob."""
+    return name == "budget_mode" or name in MODE_OF_TARGET

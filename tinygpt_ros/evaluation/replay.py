@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tinygpt_ros.evaluation.configs import is_budget_setting
 from tinygpt_ros.evaluation.issues import Issues
 from tinygpt_ros.evaluation.progress import progress_bar
 from tinygpt_ros.evaluation.results import BagJob, BagResult, FrameRow
@@ -24,7 +25,7 @@ from tinygpt_ros.runtime.threads import (
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 EVENT_TYPES = ("sensor_msgs/msg/PointCloud2", "event_camera_msgs/msg/EventPacket")
 
-def _converter(msgtype: str) -> tuple[type, Any] | None:
+def converter(msgtype: str) -> tuple[type, Any] | None:
     """(rclpy message class, numpy conversion) for a supported input type, else None."""
     from tinygpt_ros.ros import conversions as conv
     from tinygpt_ros.ros.bag_player import message_class
@@ -57,7 +58,7 @@ def _resolve_topics(source: BagSource, job: BagJob, issues: Issues) -> dict[str,
                        f"{have}): no {what} from this bag", "warning")
             continue
         msgtype = source.topics[topic][0]
-        if msgtype not in allowed or _converter(msgtype) is None:
+        if msgtype not in allowed or converter(msgtype) is None:
             issues.add("topic_type", f"{role} topic {topic!r} has type {msgtype}, not one of "
                        f"{list(allowed)} (or its message package is not installed)", "error")
             continue
@@ -95,10 +96,12 @@ def evaluate_bag(job: BagJob) -> BagResult:
         engine = load_engine(job.model_dir, backend=job.backend,
                              threads=job.threads or DEFAULT_INTRA_OP_THREADS)
         for k, v in knobs.items():
-            engine.set_knob(k, v)
+            if not is_budget_setting(k):
+                engine.set_knob(k, v)
+        engine.budget.configure_from(knobs)
         engines[name] = engine
     role_of = {topic: role for role, topic in used.items()}
-    converters = {topic: _converter(source.topics[topic][0]) for topic in used.values()}
+    converters = {topic: converter(source.topics[topic][0]) for topic in used.values()}
     total = sum(source.topics[t][1] for t in used.values())
     if job.max_frames is not None and "image" in used:
         total = min(total, round(total * job.max_frames / max(source.topics[used["image"]][1], 1)))
@@ -118,7 +121,7 @@ def evaluate_bag(job: BagJob) -> BagResult:
         t0 = time.perf_counter()
         where = f"{msg.topic} @ {msg.timestamp_ns}"
         try:
-            ros_msg = _deserialize(msg.rawdata, cls)
+            ros_msg = deserialize(msg.rawdata, cls)
         except Exception as exc:
             issues.add("deserialize", f"messages that failed to deserialize on {msg.topic} "
                        "(skipped)", example=f"{where}: {exc}", aggregate=True)
@@ -161,7 +164,7 @@ def evaluate_bag(job: BagJob) -> BagResult:
     return result
 
 
-def _deserialize(raw: bytes, cls: type) -> Any:
+def deserialize(raw: bytes, cls: type) -> Any:
     from rclpy.serialization import deserialize_message
 
     return deserialize_message(raw, cls)

@@ -102,12 +102,18 @@ def frame_status(
             ("gesture", result.gesture or ""),
             ("gesture_confidence", float(result.gesture_confidence)),
         ]
+    if result.budget is not None:
+        pairs += list(result.budget.items())
     over = []
     elapsed = latency_total + ros_overhead_ms
     if budget.budget_ms > 0 and elapsed > budget.budget_ms:
         over.append(f"{elapsed:.1f} ms > budget {budget.budget_ms:g} ms")
     if budget.budget_gflops > 0 and total / 1e9 > budget.budget_gflops:
         over.append(f"{total / 1e9:.3g} GFLOPs > budget {budget.budget_gflops:g} GFLOPs")
+    if result.budget is not None and result.budget.get("budget_unreachable"):
+        b = result.budget
+        over.append(f"budget target {b['budget_target']:g} {b['budget_unit']} unreachable: "
+                    f"{b['budget_measured']:.3g} at the cheapest setting the knobs allow")
     if over:
         level, message = WARN, "over budget: " + "; ".join(over)
     else:
@@ -167,6 +173,8 @@ class FrameStats:
         self._now = now
         self._lock = threading.Lock()
         self._recent: deque[tuple[float, float, str, float]] = deque(maxlen=window)
+        # budget controller: True/False per frame held under a budget (None = no budget)
+        self._in_budget: deque[bool | None] = deque(maxlen=window)
         self.frames = 0
         self.energy_mj_total = 0.0
         self.energy_source = ENERGY_SOURCE
@@ -186,6 +194,8 @@ class FrameStats:
             self.energy_mj_total += energy
             self.energy_source = energy_source
             self._recent.append((pct, ratio, rec.branch, rec.total_latency_ms))
+            self._in_budget.append(
+                None if result.budget is None else bool(result.budget.get("budget_in_budget")))
 
     def add_error(self, kind: str) -> None:
         with self._lock:
@@ -218,6 +228,7 @@ class FrameStats:
             self._last_summary_t, self._last_summary_frames = now, self.frames
             self._last_summary_errors = sum(self.errors.values())
             recent = list(self._recent)
+            held = [b for b in self._in_budget if b is not None]
             frames, energy, source = self.frames, self.energy_mj_total, self.energy_source
             errors = dict(self.errors)
             ignored = self.ignored_inactive
@@ -247,6 +258,10 @@ class FrameStats:
         ]
         pairs += [(f"errors_{k}", v) for k, v in sorted(errors.items())]
         pairs += [("energy_mj_total", energy), ("energy_source", source)]
+        pairs += [
+            ("budget_frames", len(held)),  # frames of the window run under a budget
+            ("budget_in_pct", 100.0 * sum(held) / len(held) if held else 0.0),
+        ]
         if new_errors > 0:
             level, message = ERROR, f"{new_errors} bad message(s) since the last summary"
         elif budget.budget_ms > 0 and p95 > budget.budget_ms:

@@ -48,6 +48,7 @@ from tinygpt_ros.ros.markers import caption_marker
 from tinygpt_ros.ros.memory import release_free_memory, tune_allocator
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.ros.transport import TransportMonitor
+from tinygpt_ros.runtime.budget import TARGET_PARAMS
 from tinygpt_ros.runtime.threads import apply_thread_limits
 from tinygpt_ros.spec.config import IMAGE_SIZE
 from tinygpt_ros.spec.types import Engine, FrameResult
@@ -55,8 +56,10 @@ from tinygpt_ros.spec.types import Engine, FrameResult
 EngineFactory = Callable[..., Engine]
 RUNTIME_PARAMS = (
     "budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
-    "caption_marker", *conv.LIMIT_NAMES,
+    "caption_marker", "budget_mode", "budget_target_ms", "budget_target_gflops",
+    "budget_target_mw", *conv.LIMIT_NAMES,
 )
+
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
@@ -176,6 +179,22 @@ class TinyGptNode(LifecycleNode):
             except ValueError as exc:  # validated already; the engine disagreeing is a bug
                 self.stats.add_error("knob")
                 self.get_logger().error(f"engine refused {name}={value!r}: {exc}")
+
+    def _apply_budget(self, engine: Engine, runtime: dict[str, Any]) -> None:
+        """Hand the budget parameters to the engine's controller before the frame (the
+        parameters were validated, so a refusal here is a bug, logged and counted)."""
+        controller = getattr(engine, "budget", None)
+        if controller is None:
+            return
+        mode = runtime["budget_mode"]
+        target = runtime[TARGET_PARAMS[mode]] if mode in TARGET_PARAMS else 0.0
+        controller.j_per_gflop = runtime["energy_j_per_gflop"]
+        if (controller.mode, controller.target) != (mode, target):
+            try:
+                controller.configure(mode, target)
+            except ValueError as exc:
+                self.stats.add_error("budget")
+                self.get_logger().error(f"budget controller refused {mode}/{target}: {exc}")
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -460,6 +479,7 @@ class TinyGptNode(LifecycleNode):
         conversion_ms = (time.perf_counter() - t0) * 1e3
         stamp_us = conv.stamp_to_us(msg.header.stamp) or item.recv_us
         self._apply_pending_knobs(engine)
+        self._apply_budget(engine, runtime)
         power = self._power
         t_power = power.mark() if power is not None else 0.0
         try:
@@ -478,6 +498,9 @@ class TinyGptNode(LifecycleNode):
             power.j_per_gflop = runtime["energy_j_per_gflop"]
             joules, source = power.energy_for(t_power, power.mark(), result.record.total_flops)
             energy = (joules * 1e3, source)
+            controller = getattr(engine, "budget", None)
+            if controller is not None and source != diag.ENERGY_SOURCE:
+                controller.note_energy(result.record.modality, energy[0])
         t1 = time.perf_counter()
         self._publish_outputs(result, msg.header, runtime["caption_marker"])
         self._publish_overlay(inp.kind, data, result, msg.header)

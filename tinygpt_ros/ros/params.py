@@ -155,6 +155,29 @@ def _ros_specs() -> list[ParamSpec]:
             0.0, 1.0e6,
         ),
         ParamSpec(
+            "budget_mode", str, "off",
+            "Closed-loop compute budget: 'latency' holds engine ms per frame at "
+            "budget_target_ms, 'flops' GFLOPs per frame at budget_target_gflops, 'power' mW "
+            "(energy per frame x frame rate; INA3221 rails when readable, else the FLOPs "
+            "estimate) at budget_target_mw, by moving the STTF/ANC knobs inside their set "
+            "values (never past them); 'off' = the knobs as set. budget_ms / budget_gflops stay "
+            "WARN thresholds.",
+            choices=("off", "latency", "flops", "power"),
+        ),
+        ParamSpec(
+            "budget_target_ms", float, 50.0,
+            "budget_mode 'latency': per-frame engine latency the controller holds (ms).",
+            0.01, 60000.0,
+        ),
+        ParamSpec(
+            "budget_target_gflops", float, 1.0,
+            "budget_mode 'flops': per-frame GFLOPs the controller holds.", 1e-6, 1.0e6,
+        ),
+        ParamSpec(
+            "budget_target_mw", float, 5000.0,
+            "budget_mode 'power': mean power the controller holds (mW).", 0.001, 1.0e6,
+        ),
+        ParamSpec(
             "energy_j_per_gflop", float, DEFAULT_J_PER_GFLOP,
             "Joules per GFLOP used for the energy estimate in /diagnostics (energy_source "
             "'estimate') when no INA3221 power rail is readable; a rough edge-GPU figure.",

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tinygpt_ros import ops
+from tinygpt_ros.runtime.budget import BudgetController
 from tinygpt_ros.spec import flops as F
 from tinygpt_ros.spec.config import BRANCH_NAMES, GRID, NUM_TOKENS, Knobs, ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
@@ -143,6 +144,8 @@ class StreamingEngine:
         self._streams: dict[str, Stream] = {}
         self._branch_dense = F.branch_dense_flops(self.cfg)
         self.largest_branch = len(self.cfg.branch_depths) - 1
+        # compute budget (runtime/budget.py): consulted before each step, fed after it
+        self.budget = BudgetController()
         self.reset()
 
     # ----------------------------------------------------------------------------- knobs
@@ -162,6 +165,7 @@ class StreamingEngine:
 
     def reset(self) -> None:
         self._streams = {m: self._new_stream() for m in MODALITIES}
+        self.budget.reset()  # levels belong to the temporal state they were measured on
 
     def _new_stream(self) -> Stream:
         s = Stream(cache=self.kernels.new_encoder_state(),
@@ -194,7 +198,7 @@ class StreamingEngine:
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
-        return self._step(s, "frame", emb, change, feats, timer)
+        return self._step(s, "frame", emb, change, feats, timer, stamp_us=stamp_us)
 
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         timer = StageTimer()
@@ -213,7 +217,8 @@ class StreamingEngine:
         with timer.stage("router"):
             window_us = int(events["t"][-1] - events["t"][0]) if len(events) > 1 else 0
             feats = ops.event_complexity_features(counts, len(events), max(window_us, 1))
-        return self._step(s, "events", emb, change, feats, timer, counts, len(events))
+        return self._step(s, "events", emb, change, feats, timer, counts, len(events),
+                          stamp_us)
 
     def _step(
         self,
@@ -225,12 +230,17 @@ class StreamingEngine:
         timer: StageTimer,
         counts: np.ndarray | None = None,
         n_events: int = 0,
+        stamp_us: int | None = None,
     ) -> FrameResult:
-        k = self._knobs
+        # budget hook (1/2): the controller picks this step's knobs inside the user's
+        k, router_bias = self.budget.plan(modality, self._knobs)
         cfg = self.cfg
         kern = self.kernels
         with timer.stage("router"):
-            probs = ops.routing_probs(kern.router_logits(feats), k.routing_temperature)
+            logits = kern.router_logits(feats)
+            if router_bias > 0:  # toward cheaper branches: a penalty per step up in depth
+                logits = logits - router_bias * np.arange(len(logits), dtype=np.float32)
+            probs = ops.routing_probs(logits, k.routing_temperature)
             if k.anc_enabled:
                 branch = s.selector.choose(probs)  # type: ignore[union-attr]
             else:
@@ -295,7 +305,7 @@ class StreamingEngine:
         caption_reused = False
         if modality == "frame":
             with timer.stage("decoder"):
-                caption, caption_reused, dec_flops = self._caption(s, fused, sizes)
+                caption, caption_reused, dec_flops = self._caption(s, fused, sizes, k)
             flops["decoder"] = dec_flops
             dense_head = F.decode_flops(cfg, n_window, max(1, s.last_caption_len))
         elif n_events < k.gesture_min_events:
@@ -331,9 +341,11 @@ class StreamingEngine:
             router_probs=[float(v) for v in probs],
         )
         mask = selected.reshape(GRID, GRID).copy()
+        # budget hook (2/2): feed the measured cost; its diagnostics ride on the result
+        budget = self.budget.observe(modality, record, stamp_us, k, router_bias)
         return FrameResult(record, caption, gesture, confidence, mask,
                            fused_centroids=np.asarray(positions, np.float32).copy(),
-                           fused_sizes=np.asarray(sizes, np.float32).copy())
+                           fused_sizes=np.asarray(sizes, np.float32).copy(), budget=budget)
 
     def _fuse(self, s: Stream, max_tokens: int | None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -352,9 +364,8 @@ class StreamingEngine:
         return result
 
     def _caption(
-        self, s: Stream, fused: np.ndarray, sizes: np.ndarray
+        self, s: Stream, fused: np.ndarray, sizes: np.ndarray, k: Knobs
     ) -> tuple[str, bool, float]:
-        k = self._knobs
         real = fused[sizes > 0]
         if (
             k.sttf_enabled

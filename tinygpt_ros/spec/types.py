@@ -66,6 +66,9 @@ class FrameResult:
     # over the frame, t = slot in the window, 1 = this frame) and their sizes (K,) (tokens merged).
     fused_centroids: np.ndarray | None = None
     fused_sizes: np.ndarray | None = None
+    # compute-budget controller (runtime/budget.py): target, measured, state, chosen knobs;
+    # None when no budget is held
+    budget: dict[str, Any] | None = None
 
 
 class Engine(Protocol):

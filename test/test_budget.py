@@ -1,0 +1,174 @@
+"""Budget controller (runtime/budget.py): driven with synthetic measured costs (no timing), then
+through the real engine in FLOPs mode (FLOPs are deterministic)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tinygpt_ros.runtime.budget import (
+    LEVELS,
+    BudgetController,
+    CheapEnd,
+    knobs_at_level,
+)
+from tinygpt_ros.spec.config import NUM_TOKENS, Knobs
+from tinygpt_ros.spec.types import ComputeRecord
+
+
+def record(gflops: float) -> ComputeRecord:
+    return ComputeRecord(0, "frame", NUM_TOKENS, 10, 10, "small", flops={"encoder": gflops * 1e9},
+                         latency_ms={"encoder": 1.0})
+
+
+def plant(level: float, scene: float) -> float:
+    """Synthetic cost: a busier scene costs more; every level unit roughly halves it."""
+    return scene * 2.0 ** (-level)
+
+
+def drive(ctl: BudgetController, scene: float, frames: int) -> list[tuple[float, float]]:
+    """Run `frames` steps; returns (level used, cost) per frame."""
+    out = []
+    for _ in range(frames):
+        ctl.plan("frame", Knobs())
+        level = ctl.level("frame")
+        cost = plant(level, scene)
+        ctl.observe("frame", record(cost))
+        out.append((level, cost))
+    return out
+
+
+def settled_within(trace: list[tuple[float, float]], target: float, frames: int) -> bool:
+    """From frame `frames` on, every cost is within +10% of the target and the level stays put
+    (at most one probe step of movement)."""
+    tail = trace[frames:]
+    return (all(c <= 1.1 * target for _, c in tail)
+            and max(lv for lv, _ in tail) - min(lv for lv, _ in tail) <= 0.25 + 1e-9)
+
+
+def test_level_zero_is_the_users_knobs_and_every_level_stays_inside_them():
+    user = Knobs(fusion_threshold=0.8, max_active_tokens=120, max_fused_tokens=40,
+                 caption_reuse_threshold=0.2)
+    k, bias = knobs_at_level(user, 0.0)
+    assert k == user and bias == 0.0
+    cheap = CheapEnd()
+    prev = None
+    for i in range(0, 41):
+        k, bias = knobs_at_level(user, i / 10)
+        assert k.caption_reuse_threshold >= user.caption_reuse_threshold
+        assert k.fusion_threshold >= user.fusion_threshold
+        assert 0 < k.max_active_tokens <= user.max_active_tokens
+        assert cheap.max_fused_tokens <= k.max_fused_tokens <= user.max_fused_tokens
+        if prev is not None:  # monotone: a higher level is never more expensive
+            assert k.fusion_threshold >= prev[0].fusion_threshold
+            assert k.max_fused_tokens <= prev[0].max_fused_tokens
+            assert bias >= prev[1]
+        prev = (k, bias)
+
+
+def test_rungs_move_in_quality_order():
+    user = Knobs()
+    k, bias = knobs_at_level(user, 0.5)  # caption rung only
+    assert k.caption_reuse_threshold > user.caption_reuse_threshold
+    assert (k.fusion_threshold, k.max_active_tokens, bias, k.max_fused_tokens) == (
+        user.fusion_threshold, user.max_active_tokens, 0.0, user.max_fused_tokens)
+    k, bias = knobs_at_level(user, 1.5)  # tokens rung
+    assert k.fusion_threshold > user.fusion_threshold and k.max_active_tokens > 0
+    assert bias == 0.0 and k.max_fused_tokens == user.max_fused_tokens
+    k, bias = knobs_at_level(user, 2.5)  # router rung
+    assert bias > 0 and k.max_fused_tokens == user.max_fused_tokens
+    k, _ = knobs_at_level(user, 3.5)  # fused-token budget last
+    assert k.max_fused_tokens < user.max_fused_tokens
+
+
+def test_switched_off_knobs_stay_off():
+    user = Knobs(sttf_enabled=False, anc_enabled=False)
+    k, bias = knobs_at_level(user, LEVELS)
+    assert k == user and bias == 0.0
+    k, _ = knobs_at_level(Knobs(caption_reuse_threshold=0.0), LEVELS)
+    assert k.caption_reuse_threshold == 0.0
+
+
+def test_step_in_scene_complexity_converges_within_10_frames():
+    target = 1.0
+    ctl = BudgetController("flops", target)
+    trace = drive(ctl, scene=0.5, frames=20)  # calm: under budget, user's knobs
+    assert all(lv == 0.0 for lv, _ in trace)
+    busy = drive(ctl, scene=6.0, frames=30)  # a busy scene: 6x the budget at level 0
+    assert settled_within(busy, target, 10)
+    assert ctl.level("frame") > 2.0
+    calm = drive(ctl, scene=0.5, frames=40)  # the scene calms: quality recovers
+    assert calm[-1][0] == 0.0
+    assert settled_within(calm, target, 10) or calm[10][0] < busy[-1][0]
+
+
+def test_step_in_target_converges_within_10_frames_and_does_not_oscillate():
+    ctl = BudgetController("flops", 4.0)
+    trace = drive(ctl, scene=3.0, frames=10)
+    assert all(lv == 0.0 for lv, _ in trace)
+    ctl.configure("flops", 0.5)  # target step down
+    trace = drive(ctl, scene=3.0, frames=40)
+    assert settled_within(trace, 0.5, 10)
+    levels = [lv for lv, _ in trace[10:]]
+    assert len(set(levels)) == 1  # no limit cycle, no drift
+    ctl.configure("flops", 1.5)  # step up: relaxes into the dead band, then holds
+    trace = drive(ctl, scene=3.0, frames=60)
+    assert settled_within(trace, 1.5, 10)
+    assert all(c >= 0.7 * 1.5 for _, c in trace[10:])  # spends the budget it was given
+    assert trace[-1][0] < levels[-1]
+    probes = [i for i in range(31, 60) if trace[i][0] != trace[i - 1][0]]
+    assert len(probes) <= 2  # probing backs off instead of cycling
+
+
+def test_unreachable_target_is_reported():
+    ctl = BudgetController("flops", 0.01)
+    trace = drive(ctl, scene=6.0, frames=15)
+    assert trace[-1][0] == LEVELS  # clamped at the cheapest setting (anti-windup)
+    diag = ctl.observe("frame", record(plant(LEVELS, 6.0)))
+    assert diag is not None
+    assert diag["budget_state"] == "unreachable" and diag["budget_unreachable"] is True
+    assert diag["budget_in_budget"] is False
+    # and it comes back as soon as the target is reachable again
+    ctl.configure("flops", 1.0)
+    drive(ctl, scene=6.0, frames=15)
+    assert ctl.diagnostics("frame")["budget_state"] != "unreachable"
+
+
+def test_configure_validates_and_keeps_old_values():
+    ctl = BudgetController("flops", 1.0)
+    for mode, target in (("watts", 1.0), ("flops", 0.0), ("latency", math.nan)):
+        with pytest.raises(ValueError):
+            ctl.configure(mode, target)
+        assert (ctl.mode, ctl.target) == ("flops", 1.0)
+    off = BudgetController()
+    assert off.plan("frame", Knobs()) == (Knobs(), 0.0)
+    assert off.observe("frame", record(1.0)) is None
+
+
+def test_power_mode_uses_frame_rate_and_measured_energy():
+    ctl = BudgetController("power", 1000.0, j_per_gflop=0.1)
+    for i in range(3):  # 0.2 GFLOPs x 0.1 J/GFLOP = 20 mJ per frame at 10 Hz -> 200 mW
+        ctl.plan("frame", Knobs())
+        d = ctl.observe("frame", record(0.2), stamp_us=i * 100_000)
+    assert d is not None and d["budget_unit"] == "mW"
+    assert abs(d["budget_cost"] - 200.0) < 1e-6
+    ctl.note_energy("frame", 150.0)  # the rails said 150 mJ: 1500 mW, over the target
+    ctl.plan("frame", Knobs())
+    assert ctl.level("frame") > 0
+    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(1500.0)
+
+
+def test_eval_configs_accept_budget_sweeps():
+    from tinygpt_ros.evaluation.configs import full_knobs, parse_configs
+
+    cfgs = parse_configs(["budget_target_gflops=0.1,0.2", "sttf+anc"])
+    assert cfgs["budget_target_gflops=0.1"]["budget_mode"] == "flops"
+    assert cfgs["budget_target_gflops=0.2"]["budget_target_gflops"] == 0.2
+    full = full_knobs(cfgs["budget_target_gflops=0.1"])
+    assert full["fusion_threshold"] == Knobs().fusion_threshold and full["budget_mode"] == "flops"
+    ctl = BudgetController()
+    ctl.configure_from(full)
+    assert (ctl.mode, ctl.target) == ("flops", 0.1)
+    with pytest.raises(ValueError, match="budget_target_ms"):
+        parse_configs(["budget_target_ms=-1"])

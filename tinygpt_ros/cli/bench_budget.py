@@ -1,0 +1,28 @@
+"""`tinygpt-ros bench-budget`: the budget controller vs fixed knob settings on switching scenes."""
+
+from __future__ import annotations
+
+import argparse
+
+from tinygpt_ros.cli.paths import default_model_dir
+
+HELP = "budget controller vs fixed knobs on scene-switching clips (FLOPs targets)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=str(default_model_dir()))
+    p.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime"))
+    p.add_argument("--targets", type=float, nargs="+", default=[0.05, 0.08, 0.12],
+                   help="budget_target_gflops values to run the controller at")
+    p.add_argument("--streams", type=int, default=4, help="scene-switching streams")
+    p.add_argument("--frames-per-scene", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="clip size (default: the generator's)")
+    p.add_argument("--out", default="reports/bench_budget", help="report directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tinygpt_ros.evaluation.budget_bench import main
+
+    return main(args)

@@ -1,0 +1,340 @@
+"""Closed-loop compute budget: hold per-frame latency, FLOPs or power at a target by moving the
+STTF / ANC knobs inside the user's settings.
+
+Why a controller and not a model: frame cost depends on the scene (how many tokens changed, which
+branch the router wants, whether the caption must be re-decoded), so the controller acts on the
+*measured* cost of recent frames. Its only state per input stream is one scalar, the `level`, in
+[0, LEVELS]. Level 0 is exactly the user's knobs; each unit of level walks one rung of a ladder
+ordered by how little quality it costs:
+
+1. caption decoding: raise `caption_reuse_threshold` (decode less often, reuse more);
+2. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens`;
+3. router: a bias on the router logits toward the cheaper encoder branches;
+4. last, `max_fused_tokens` (fewer tokens for the decoder / gesture head).
+
+The user's knob values are the quality end of every rung; the controller never spends more than
+they allow (never lowers a threshold below, or raises a cap above, the user's value). The cheap
+end of each rung is `CheapEnd`. A knob the user switched off stays off (sttf_enabled False: no
+STTF rung moves; caption_reuse_threshold 0: always decode; anc_enabled False: no router bias).
+
+Control law (per stream, once before each frame, from the frames measured since the level last
+moved, so stale samples from an older level never push it further: anti-windup):
+- measured = max cost over those frames (at most `window`): the controller holds the recent
+  worst case, because the target is about p95, not the mean;
+- over the target: level += gain_up * ln(measured / target), at most `max_step_up`;
+- under `relax_below` * target for `relax_after` frames: level -= gain_down * ln(band middle /
+  measured) (hysteresis: the dead band [relax_below, 1] * target holds the level, and relaxing
+  waits `relax_after` frames and aims at the middle of the band, not at the target);
+- inside the dead band with headroom for `probe_after` frames: one relax step is probed (the
+  cost of a still scene does not depend on the level, so only trying tells); a probe that went
+  over the target is undone by the next decision and the wait before the next probe doubles;
+- level is clamped to [0, LEVELS] (anti-windup); at LEVELS and still over the target the state is
+  `unreachable` and stays visible in every frame's diagnostics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinygpt_ros.spec.config import NUM_TOKENS, Knobs
+from tinygpt_ros.spec.types import ComputeRecord
+
+BUDGET_MODES = ("off", "latency", "flops", "power")
+UNITS = {"latency": "ms", "flops": "GFLOPs", "power": "mW"}
+# the node parameter (and eval config key) holding each mode's target
+TARGET_PARAMS = {"latency": "budget_target_ms", "flops": "budget_target_gflops",
+                 "power": "budget_target_mw"}
+MODE_OF_TARGET = {param: mode for mode, param in TARGET_PARAMS.items()}
+RUNGS = ("caption", "tokens", "router", "fused")
+# the knobs the ladder moves (reported per frame with the value chosen)
+CONTROLLED_KNOBS = ("caption_reuse_threshold", "fusion_threshold", "event_fusion_threshold",
+                    "max_active_tokens", "max_fused_tokens")
+LEVELS = float(len(RUNGS))
+DEFAULT_J_PER_GFLOP = 0.1  # same rough edge-GPU figure as the power estimate elsewhere
+
+
+@dataclass(frozen=True)
+class CheapEnd:
+    """The cheapest value of each rung (the user's knobs are the other end)."""
+
+    caption_reuse_threshold: float = 1.0
+    fusion_threshold_factor: float = 6.0  # x the user's threshold ...
+    fusion_threshold_min: float = 3.0  # ... but at least this
+    event_fusion_threshold_factor: float = 6.0
+    event_fusion_threshold_min: float = 12.0
+    max_active_tokens: int = 16
+    router_bias: float = 6.0  # logit penalty per branch step (branch costs ~1:2:4)
+    max_fused_tokens: int = 6
+
+
+@dataclass
+class ControllerGains:
+    window: int = 4  # frames in the "recent" worst case
+    gain_up: float = 1.5  # levels per unit of ln(measured / target)
+    max_step_up: float = 1.0
+    min_step_up: float = 0.1  # over the target by a hair still moves
+    relax_below: float = 0.7  # dead band: hold while measured in [relax_below, 1] * target
+    relax_after: int = 2  # frames under the band before relaxing
+    relax_step: float = 0.25  # smallest relax step (also the probe step)
+    gain_down: float = 1.0  # levels per unit of ln(band middle / measured) when relaxing
+    max_step_down: float = 1.0
+    # Inside the dead band the cost may not depend on the level at all (a still scene costs the
+    # same at any level), so after `probe_after` calm frames one relax step is tried; a probe
+    # that goes over the target is undone and the next waits twice as long (up to
+    # `probe_max`), so probing cannot turn into a limit cycle.
+    probe_after: int = 6
+    probe_max: int = 96
+    probe_below: float = 0.95  # probe only when the measured cost leaves this much headroom
+    unreachable_after: int = 3  # frames at the cheapest level and still over target
+
+
+@dataclass
+class _StreamState:
+    level: float = 0.0
+    samples: deque = field(default_factory=lambda: deque(maxlen=4))
+    fresh: int = 0  # samples since the level last moved
+    under: int = 0  # consecutive decisions under the relax band
+    calm: int = 0  # consecutive decisions inside the dead band
+    probe_wait: int = 0  # calm decisions before the next probe (0 = gains.probe_after)
+    probing: bool = False  # the last move was a probe
+    over_at_max: int = 0
+    state: str = "idle"
+    measured: float | None = None  # the value the last decision used
+    last_cost: float | None = None
+    last_stamp_us: int | None = None
+    period_s: float | None = None  # EMA of the frame period (power mode)
+    pending_energy_mj: float | None = None
+
+
+def _toward(user: float, cheap: float, f: float) -> float:
+    """Value fraction `f` of the way from `user` to `cheap` (geometric when both > 0, since
+    thresholds act multiplicatively)."""
+    if f <= 0:
+        return user
+    if user > 0 and cheap > 0:
+        return user * (cheap / user) ** f
+    return user + (cheap - user) * f
+
+
+def knobs_at_level(user: Knobs, level: float, cheap: CheapEnd = CheapEnd()) -> tuple[Knobs, float]:
+    """The knobs (and router logit bias per branch step) the controller uses at `level`.
+    Level 0 returns the user's values; every value lies between the user's and the cheap end."""
+    f = [min(1.0, max(0.0, level - i)) for i in range(len(RUNGS))]
+    k = dataclasses.replace(user)
+    if user.sttf_enabled:
+        if user.caption_reuse_threshold > 0:
+            k.caption_reuse_threshold = _toward(
+                user.caption_reuse_threshold,
+                max(user.caption_reuse_threshold, cheap.caption_reuse_threshold), f[0])
+        if user.fusion_threshold > 0:
+            top = max(user.fusion_threshold * cheap.fusion_threshold_factor,
+                      cheap.fusion_threshold_min)
+            k.fusion_threshold = min(100.0, _toward(user.fusion_threshold, top, f[1]))
+        if user.event_fusion_threshold > 0:
+            top = max(user.event_fusion_threshold * cheap.event_fusion_threshold_factor,
+                      cheap.event_fusion_threshold_min)
+            k.event_fusion_threshold = min(1000.0, _toward(user.event_fusion_threshold, top, f[1]))
+        cap = user.max_active_tokens or NUM_TOKENS
+        if f[1] > 0 and cap > cheap.max_active_tokens:
+            k.max_active_tokens = round(cap + (cheap.max_active_tokens - cap) * f[1])
+        if user.max_fused_tokens > cheap.max_fused_tokens:
+            k.max_fused_tokens = round(
+                user.max_fused_tokens + (cheap.max_fused_tokens - user.max_fused_tokens) * f[3])
+    bias = cheap.router_bias * f[2] if user.anc_enabled else 0.0
+    return k, bias
+
+
+class BudgetController:
+    """Holds one budget (mode + target) for an engine; one level per input stream (modality).
+
+    The engine calls `plan(modality, knobs)` before a step and `observe(modality, record,
+    stamp_us)` after it. `note_energy` lets the ROS node replace the FLOPs energy estimate of the
+    last frame with a power-rail measurement before the next `plan`.
+    """
+
+    def __init__(self, mode: str = "off", target: float = 0.0, *,
+                 cheap: CheapEnd | None = None, gains: ControllerGains | None = None,
+                 j_per_gflop: float = DEFAULT_J_PER_GFLOP) -> None:
+        self.cheap = cheap or CheapEnd()
+        self.gains = gains or ControllerGains()
+        self.j_per_gflop = j_per_gflop
+        self._streams: dict[str, _StreamState] = {}
+        self.mode = "off"
+        self.target = 0.0
+        self.configure(mode, target)
+
+    # ------------------------------------------------------------------------ settings
+
+    def configure(self, mode: str, target: float) -> None:
+        """Set mode and target (takes effect at the next `plan`); ValueError keeps the old ones.
+        Changing the mode forgets the levels (costs in another unit mean nothing); changing only
+        the target keeps them, so a step in the target starts from where the level is."""
+        if mode not in BUDGET_MODES:
+            raise ValueError(f"budget mode {mode!r} is not one of {list(BUDGET_MODES)}")
+        target = float(target)
+        if mode != "off" and not (math.isfinite(target) and target > 0):
+            raise ValueError(f"budget target must be a positive number, got {target}")
+        if mode != self.mode:
+            self._streams.clear()
+        self.mode, self.target = mode, target
+
+    def configure_from(self, settings: dict[str, Any]) -> None:
+        """`configure` from parameter-style settings: budget_mode plus that mode's target
+        parameter (TARGET_PARAMS); missing budget_mode = off."""
+        mode = settings.get("budget_mode", "off")
+        self.configure(mode, settings.get(TARGET_PARAMS[mode], 0.0) if mode != "off" else 0.0)
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "off"
+
+    def reset(self) -> None:
+        self._streams.clear()
+
+    def level(self, modality: str) -> float:
+        return self._stream(modality).level
+
+    def _stream(self, modality: str) -> _StreamState:
+        s = self._streams.get(modality)
+        if s is None:
+            s = self._streams[modality] = _StreamState(
+                samples=deque(maxlen=max(1, self.gains.window)))
+        return s
+
+    # ------------------------------------------------------------------------ loop
+
+    def plan(self, modality: str, user: Knobs) -> tuple[Knobs, float]:
+        """Decide this frame's level from the frames measured so far; return (knobs, bias)."""
+        if not self.active:
+            return user, 0.0
+        s = self._stream(modality)
+        self._fold_energy(s)
+        self._decide(s)
+        return knobs_at_level(user, s.level, self.cheap)
+
+    def _decide(self, s: _StreamState) -> None:
+        g = self.gains
+        if s.fresh == 0:
+            return  # nothing measured at the current level yet
+        recent = list(s.samples)[-min(s.fresh, len(s.samples)):]
+        m = max(recent)
+        s.measured = m
+        target = self.target
+        if s.probing:
+            s.probing = False
+            if m > target:  # the probe cost too much: back off, wait longer before the next
+                s.probe_wait = min(g.probe_max, 2 * (s.probe_wait or g.probe_after))
+            else:
+                s.probe_wait = 0
+        if m > target:
+            s.under = s.calm = 0
+            if s.level >= LEVELS:
+                s.over_at_max += 1
+                s.state = ("unreachable" if s.over_at_max >= g.unreachable_after
+                           else "saturated")
+                return
+            step = min(g.max_step_up, max(g.min_step_up, g.gain_up * math.log(m / target)))
+            self._move(s, step)
+            s.state = "tightening"
+            return
+        s.over_at_max = 0
+        if m < g.relax_below * target and s.level > 0:
+            s.under += 1
+            if s.under >= g.relax_after:
+                middle = 0.5 * (1.0 + g.relax_below) * target
+                step = min(g.max_step_down, max(g.relax_step, g.gain_down * math.log(middle / m)))
+                self._move(s, -step)
+                s.under = 0
+                s.state = "relaxing"
+                return
+            s.state = "holding"
+            return
+        s.under = 0
+        if s.level > 0 and m <= g.probe_below * target:
+            s.calm += 1
+            if s.calm >= (s.probe_wait or g.probe_after):
+                self._move(s, -g.relax_step)
+                s.calm = 0
+                s.probing = True
+                s.state = "probing"
+                return
+        else:
+            s.calm = 0
+        s.state = "holding" if s.level > 0 else "idle"
+
+    @staticmethod
+    def _move(s: _StreamState, step: float) -> None:
+        new = min(LEVELS, max(0.0, s.level + step))
+        if new != s.level:
+            s.level = new
+            s.fresh = 0  # anti-windup: decide only on frames run at the new level
+
+    def observe(self, modality: str, record: ComputeRecord, stamp_us: int | None = None,
+                knobs: Knobs | None = None, bias: float = 0.0) -> dict[str, Any] | None:
+        """Feed one step's measured cost; returns the budget part of its diagnostics (with the
+        knob values and router bias the step ran with, when given)."""
+        if not self.active:
+            return None
+        s = self._stream(modality)
+        if stamp_us is not None and s.last_stamp_us is not None and stamp_us > s.last_stamp_us:
+            dt = (stamp_us - s.last_stamp_us) / 1e6
+            s.period_s = dt if s.period_s is None else 0.8 * s.period_s + 0.2 * dt
+        if stamp_us is not None:
+            s.last_stamp_us = stamp_us
+        cost = self.cost_of(record, s)
+        s.samples.append(cost)
+        s.fresh += 1
+        s.last_cost = cost
+        out = self.diagnostics(modality)
+        if knobs is not None:
+            out.update({f"budget_knob_{n}": getattr(knobs, n) for n in CONTROLLED_KNOBS})
+            out["budget_knob_router_bias"] = float(bias)
+        return out
+
+    def note_energy(self, modality: str, energy_mj: float) -> None:
+        """Measured energy of the last frame (power rails); replaces its estimate (power mode)."""
+        if self.mode == "power" and modality in self._streams:
+            self._streams[modality].pending_energy_mj = float(energy_mj)
+
+    def _fold_energy(self, s: _StreamState) -> None:
+        if s.pending_energy_mj is None or not s.samples:
+            return
+        s.samples[-1] = s.pending_energy_mj / self._period_s(s, None)
+        s.last_cost = s.samples[-1]
+        s.pending_energy_mj = None
+
+    def _period_s(self, s: _StreamState, record: ComputeRecord | None) -> float:
+        if s.period_s:
+            return s.period_s
+        latency = record.total_latency_ms if record is not None else 0.0
+        return max(latency, 1.0) / 1e3  # no stamps: the frame's own run time
+
+    def cost_of(self, record: ComputeRecord, s: _StreamState | None = None) -> float:
+        """The frame's cost in the mode's unit: ms, GFLOPs or mW (energy per frame / period)."""
+        if self.mode == "latency":
+            return record.total_latency_ms
+        if self.mode == "flops":
+            return record.total_flops / 1e9
+        energy_mj = record.total_flops / 1e9 * self.j_per_gflop * 1e3
+        return energy_mj / self._period_s(s or _StreamState(), record)
+
+    # ------------------------------------------------------------------------ reporting
+
+    def diagnostics(self, modality: str) -> dict[str, Any]:
+        s = self._stream(modality)
+        return {
+            "budget_mode": self.mode,
+            "budget_unit": UNITS.get(self.mode, ""),
+            "budget_target": self.target,
+            "budget_cost": s.last_cost if s.last_cost is not None else 0.0,
+            "budget_measured": s.measured if s.measured is not None else 0.0,
+            "budget_in_budget": s.last_cost is not None and s.last_cost <= self.target,
+            "budget_level": round(s.level, 3),
+            "budget_rung": RUNGS[min(int(s.level), len(RUNGS) - 1)] if s.level > 0 else "none",
+            "budget_state": s.state,
+            "budget_unreachable": s.state == "unreachable",
+        }
