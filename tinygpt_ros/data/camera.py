@@ -112,7 +112,7 @@ def camera_path(camera: Camera, n: int, rng: np.random.Generator) -> CameraPath:
 def canvas_size(view_hw: tuple[int, int]) -> tuple[int, int]:
     """(height, width) of the canvas a view of `view_hw` is cut from."""
     vh, vw = view_hw
-    pad = int(math.ceil(CANVAS_MARGIN * max(vh, vw)))
+    pad = math.ceil(CANVAS_MARGIN * max(vh, vw))
     return vh + 2 * pad, vw + 2 * pad
 
 

@@ -11,9 +11,10 @@ Camera levels ("pan", "tilt", "zoom", "shake", "exposure", "flicker") are "slow"
 a moving camera with a real sensor (`data/camera.py`): the picture changes on every frame, the
 captions do not (camera motion is not scene action).
 
-Frame convention (scene levels): an event segment [start, end) changes the picture on every one of its frames,
-including `start` (frame `start` already differs from frame `start - 1`), so its frames are
-exactly those that differ from their predecessor. Still segments repeat the same picture.
+Frame convention (scene levels): an event segment [start, end) changes the picture on every one
+of its frames, including `start` (frame `start` already differs from frame `start - 1`), so its
+frames are exactly those that differ from their predecessor. Still segments repeat the same
+picture.
 """
 
 from __future__ import annotations
@@ -729,7 +730,7 @@ def _render_frames(planner: _Planner, seed: int, n: int, h: int, w: int,
 
 def _film(planner: _Planner, seed: int, n: int, h: int, w: int, camera: Camera) -> np.ndarray:
     """The scene on a canvas with a margin, filmed through the camera's path and sensor."""
-    ch, cw = canvas_size((h, w))
+    ch = canvas_size((h, w))[0]
     canvas = _render_frames(planner, seed, n, h, w, (ch - h) // 2)
     rng = np.random.default_rng([seed, 5])
     path = camera_path(camera, n, rng)
