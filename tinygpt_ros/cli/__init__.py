@@ -17,6 +17,7 @@ from tinygpt_ros.cli import (
     export,
     make_sample,
     quality,
+    robustness,
     train,
 )
 
@@ -29,6 +30,7 @@ COMMANDS: dict[str, ModuleType] = {
     "eval": eval_bags,
     "bench": bench,
     "bench-engines": bench_engines,
+    "robustness": robustness,
 }
 
 

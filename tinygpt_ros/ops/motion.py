@@ -41,6 +41,9 @@ DEADBAND_PX = 0.1  # motion below this everywhere (model px) counts as none: no 
 DEADBAND_GAIN = 0.004  # |gain - 1| and |offset| (unit intensity) below this: no normalisation
 _SAT_LOW, _SAT_HIGH = 0.02, 0.98  # pixels near black or white say nothing about the gain
 _BLOCKS = 2  # blocks per side for the similarity fit
+# Largest residual shift searched (thumbnail px, after the prediction): about 17 px per frame
+# at 640 px. Keeps periodic textures (stripes, tiles) from locking onto the wrong period.
+MAX_RESIDUAL_PX = 3
 RESIDUAL_BLUR = 1.5  # thumbnail px: Gaussian sigma before candidate residuals
 PREFER_MEASURED = 1.25  # keep the measurement unless its residual is 25% above the best
 
@@ -111,18 +114,22 @@ def _h(m: np.ndarray) -> np.ndarray:
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
 
-_PLANS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
+_PLANS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float, np.ndarray]] = {}
 
 
-def _plan(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, float]:
-    """Hanning window, Gaussian spectrum weight (2 channels) and its mean, per block shape."""
+def _plan(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Hanning window, Gaussian spectrum weight (2 channels), its mean, and the search mask
+    (shifts within MAX_RESIDUAL_PX), per block shape."""
     plan = _PLANS.get(shape)
     if plan is None:
         win = cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
         fy = np.fft.fftfreq(shape[0])[:, None]
         fx = np.fft.fftfreq(shape[1])[None, :]
         lp = np.exp(-(fx ** 2 + fy ** 2) / (2 * LOWPASS_SIGMA ** 2)).astype(np.float32)
-        plan = (win, np.dstack([lp, lp]), float(lp.mean()))
+        dy = np.abs(np.fft.fftfreq(shape[0]) * shape[0])[:, None]
+        dx = np.abs(np.fft.fftfreq(shape[1]) * shape[1])[None, :]
+        search = ((dx <= MAX_RESIDUAL_PX) & (dy <= MAX_RESIDUAL_PX)).astype(np.uint8)
+        plan = (win, np.dstack([lp, lp]), float(lp.mean()), search)
         _PLANS[shape] = plan
     return plan
 
@@ -138,14 +145,14 @@ def _shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """(dx, dy, response): b(x + d) ~ a(x); response 1 = identical up to the shift.
 
     cv2.phaseCorrelate is not used: in OpenCV 5.0.0 it is off by half a pixel on even sizes."""
-    win, lp2, lp_mean = _plan(a.shape)
+    win, lp2, lp_mean, search = _plan(a.shape)
     fa = cv2.dft((a - a.mean()) * win, flags=cv2.DFT_COMPLEX_OUTPUT)
     fb = cv2.dft((b - b.mean()) * win, flags=cv2.DFT_COMPLEX_OUTPUT)
     cross = cv2.mulSpectrums(fb, fa, 0, conjB=True)
     mag = cv2.magnitude(cross[..., 0], cross[..., 1]) + np.float32(1e-9)
     r = cv2.idft(cross / mag[..., None] * lp2, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
     h, w = a.shape
-    _, peak, _, (x, y) = cv2.minMaxLoc(r)
+    _, peak, _, (x, y) = cv2.minMaxLoc(r, search)
     dx = x + _log_peak(r[y, (x - 1) % w], r[y, x], r[y, (x + 1) % w])
     dy = y + _log_peak(r[(y - 1) % h, x], r[y, x], r[(y + 1) % h, x])
     dx = dx - w if dx > w / 2 else dx
@@ -223,7 +230,9 @@ def estimate_motion(anchor_gray: np.ndarray, current_gray: np.ndarray, mode: str
         motion = _track(anchor_gray, current_gray, mode, prediction, aspect)
     if photometric:
         thumb = (_TO_THUMB @ _h(motion.matrix) @ _TO_MODEL)[:2]
-        motion.gain, motion.offset = fit_exposure(anchor_gray, current_gray, thumb)
+        # on blurred images: sub-pixel misalignment and noise at edges would dilute the gain
+        motion.gain, motion.offset = fit_exposure(_smooth(anchor_gray), _smooth(current_gray),
+                                                  thumb)
     return motion
 
 
