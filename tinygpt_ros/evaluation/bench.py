@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinygpt_ros.data.scenes import MOTIONS
+from tinygpt_ros.data.scenes import SCENE_MOTIONS as MOTIONS
 from tinygpt_ros.evaluation.metrics import METRIC_KEYS
 from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS
 
