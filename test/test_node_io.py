@@ -29,7 +29,9 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 FRAME_KEYS = (
     ["tokens_in", "tokens_recomputed", "tokens_fused", "branch", "flops_total", "flops_encoder",
      "flops_dense", "flops_ratio", "latency_ms_total", "caption_reused", "dropped_frames",
-     "errors", "energy_mj", "energy_source", "ros_overhead_ms"]
+     "errors", "energy_mj", "energy_source", "ros_overhead_ms", "motion_compensation",
+     "motion_dx", "motion_dy", "motion_scale", "motion_rotation_deg", "exposure_gain",
+     "exposure_offset", "reanchored"]
     + [f"latency_ms_{s}" for s in STAGES]
 )
 
@@ -105,6 +107,8 @@ def test_image_gives_caption_and_frame_diagnostics(ros, lifecycle, tinygpt):
     assert float(values["flops_total"]) > 0 and float(values["flops_ratio"]) > 0
     assert float(values["energy_mj"]) > 0
     assert values["errors"] == "0"
+    assert values["motion_compensation"] == "similarity" and values["reanchored"] == "false"
+    assert float(values["exposure_gain"]) == 1.0  # first frame: it is the anchor
 
 
 def test_jetson_power_rails_give_measured_energy(ros, lifecycle, tinygpt, tmp_path):

@@ -67,7 +67,9 @@ def test_param_table_matches_core_knobs():
     for name, spec in KNOB_SPECS.items():
         ps = params.PARAM_SPECS[name]
         assert ps.kind is spec.kind
-        if spec.kind is not bool:
+        if spec.kind is str:
+            assert ps.choices == spec.choices and ps.choices
+        elif spec.kind is not bool:
             assert (ps.low, ps.high) == (spec.low, spec.high)
     for name in ("image_transport", "qos_reliability", "qos_depth", "backend", "providers",
                  "precision", "budget_ms", "budget_gflops", "energy_j_per_gflop", "model_dir",
@@ -105,7 +107,8 @@ def test_valid_knob_reaches_engine_on_next_frame(ros, lifecycle, tinygpt):
     pc = ParamClient(ros)
 
     changes = {"fusion_threshold": 2.5, "max_active_tokens": 50, "sttf_enabled": False,
-               "routing_temperature": 0.5, "refresh_interval": 0}
+               "routing_temperature": 0.5, "refresh_interval": 0,
+               "motion_compensation": "translation", "max_compensated_motion": 0.2}
     for name, value in changes.items():
         result = pc.set(name, value)
         assert result.successful, result.reason
@@ -135,6 +138,8 @@ def test_valid_knob_reaches_engine_on_next_frame(ros, lifecycle, tinygpt):
         ("providers", ["CUDA"], "ExecutionProvider"),
         ("budget_ms", -1.0, "range"),
         ("qos_depth", 0, "range"),
+        ("motion_compensation", "homography", "one of"),
+        ("max_compensated_motion", 0.9, "range"),
     ],
 )
 def test_invalid_values_refused_old_value_kept(ros, tinygpt, name, bad, words):

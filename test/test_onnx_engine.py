@@ -117,6 +117,34 @@ def test_fp32_parity_with_torch(model_dir, streams, knobs):
     assert worst < FP32_TOKENS_ATOL
 
 
+@pytest.fixture(scope="module")
+def camera_streams():
+    """Held-out clips filmed by a moving camera with a noisy sensor."""
+    clips = [make_clips("test", 1, motion=m, num_frames=6, size=(240, 320))[0]
+             for m in ("pan", "zoom", "shake", "exposure")]
+    return clips, []
+
+
+@pytest.mark.parametrize("knobs", [
+    {"motion_compensation": "similarity"},
+    {"motion_compensation": "translation", "max_compensated_motion": 0.01},  # re-anchors
+])
+def test_fp32_parity_with_compensation(model_dir, camera_streams, knobs):
+    """Both backends take every decision the same with ego-motion / exposure compensation on:
+    motion, gain, re-anchoring, tokens, branch, captions (records compared field by field)."""
+    torch_e = TorchEngine.from_dir(model_dir)
+    onnx_e = OnnxEngine.from_dir(model_dir, threads=1)
+    pairs = _run_pair(torch_e, onnx_e, *camera_streams, knobs=knobs)
+    assert any(ra.record.motion_dx != 0.0 for ra, *_ in pairs)
+    if "max_compensated_motion" in knobs:
+        assert any(ra.record.reanchored for ra, *_ in pairs)
+    for ra, rb, ta, tb in pairs:
+        assert _record(ra) == _record(rb)
+        assert ra.caption == rb.caption
+        assert np.array_equal(ra.token_mask, rb.token_mask)
+        assert float(np.abs(ta - tb).max()) < FP32_TOKENS_ATOL
+
+
 def test_fp16_agreement_floor(model_dir, streams):
     torch_e = TorchEngine.from_dir(model_dir)
     half = OnnxEngine.from_dir(model_dir, precision="fp16", threads=1)

@@ -24,6 +24,7 @@ from tinygpt_ros.cli import (
     make_sample,
     overlay,
     quality,
+    robustness,
     soak,
     train,
     train_router,
@@ -46,6 +47,7 @@ COMMANDS: dict[str, ModuleType] = {
     "footprint": footprint,
     "bench-hf": bench_hf,
     "bench-budget": bench_budget,
+    "robustness": robustness,
 }
 
 

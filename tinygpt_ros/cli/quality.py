@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="held-out test clips (the reported figures) or validation clips")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--motions", nargs="+", default=["still", "slow", "busy"],
+                   help="motion levels to stream: still slow busy (the README table), and the "
+                        "camera levels pan tilt zoom shake exposure flicker")
     p.add_argument("--markdown", default=None, help="write the table here")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--record", action="store_true", help="store the figures in the manifest")
@@ -44,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     apply_thread_limits(DEFAULT_BLAS_THREADS, args.threads)
     engine = TorchEngine.from_dir(args.model)
     clips = []
-    for motion in ("still", "slow", "busy"):
+    from tinygpt_ros.data.scenes import MOTIONS
+
+    unknown = [m for m in args.motions if m not in MOTIONS]
+    if unknown:
+        raise SystemExit(f"--motions: unknown {unknown}; known: {list(MOTIONS)}")
+    for motion in args.motions:
         clips += make_clips(args.split, args.clips_per_motion, motion=motion,
                             base_seed=args.seed, num_frames=args.frames)
     cap = evaluate_captions(engine, clips, progress=logging.getLogger(__name__).info)

@@ -7,9 +7,14 @@ reference captions made from templates with synonyms, plus structured fields (ob
 direction) for evaluation. Everything is decided by the seed alone; the scene layout does not
 depend on the rendered size or frame rate, so one seed renders the same scene at 224 or 128 px.
 
-Frame convention: an event segment [start, end) changes the picture on every one of its frames,
-including `start` (frame `start` already differs from frame `start - 1`), so its frames are
-exactly those that differ from their predecessor. Still segments repeat the same picture.
+Camera levels ("pan", "tilt", "zoom", "shake", "exposure", "flicker") are "slow" scenes filmed by
+a moving camera with a real sensor (`data/camera.py`): the picture changes on every frame, the
+captions do not (camera motion is not scene action).
+
+Frame convention (scene levels): an event segment [start, end) changes the picture on every one
+of its frames, including `start` (frame `start` already differs from frame `start - 1`), so its
+frames are exactly those that differ from their predecessor. Still segments repeat the same
+picture.
 """
 
 from __future__ import annotations
@@ -22,7 +27,19 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-MOTIONS = ("still", "slow", "busy")
+from tinygpt_ros.data.camera import (
+    CAMERA_KINDS,
+    Camera,
+    camera_path,
+    canvas_size,
+    random_camera,
+    sensor,
+    view,
+)
+
+SCENE_MOTIONS = ("still", "slow", "busy")  # a still camera; only the scene acts
+CAMERA_MOTIONS = CAMERA_KINDS  # "slow" scenes filmed by a moving camera with a noisy sensor
+MOTIONS = SCENE_MOTIONS + CAMERA_MOTIONS
 KINDS = ("still", "moves", "appears", "leaves", "changes_colour")
 SHAPES = ("circle", "square", "triangle", "star", "ring")
 SIZES = ("small", "large")
@@ -100,6 +117,7 @@ class Clip:
     seed: int
     background: str = ""
     fps: float = 8.0
+    camera: Camera | None = None  # what the camera did (None: still and ideal)
 
     def segment_index(self) -> np.ndarray:
         """(T,) index into `segments` of every frame."""
@@ -613,13 +631,17 @@ def _shape_points(shape: str, r: float, angle: float) -> np.ndarray:
     return np.stack([rad * np.cos(k), rad * np.sin(k)], axis=1)
 
 
-def _draw_object(frame: np.ndarray, obj: _Obj, f: int, s: int) -> None:
-    """Alpha-blend one object into `frame` in place (antialiased mask in a small ROI)."""
+def _draw_object(frame: np.ndarray, obj: _Obj, f: int, s: int, origin: tuple[int, int] = (0, 0),
+                 view_hw: tuple[int, int] | None = None) -> None:
+    """Alpha-blend one object into `frame` in place (antialiased mask in a small ROI).
+
+    Object coordinates are fractions of the view, which sits at `origin` (x, y) in `frame`."""
     alpha = float(obj.alpha[f])
     if alpha <= 0:
         return
     h, w = frame.shape[:2]
-    cx, cy, r = obj.x[f] * w, obj.y[f] * h, obj.radius * s
+    vh, vw = view_hw or (h, w)
+    cx, cy, r = origin[0] + obj.x[f] * vw, origin[1] + obj.y[f] * vh, obj.radius * s
     reach = r * 1.25 + 2
     x0, x1 = max(0, math.floor(cx - reach)), min(w, math.ceil(cx + reach) + 1)
     y0, y1 = max(0, math.floor(cy - reach)), min(h, math.ceil(cy + reach) + 1)
@@ -653,36 +675,69 @@ def _draw_object(frame: np.ndarray, obj: _Obj, f: int, s: int) -> None:
 
 
 def render_clip(seed: int, motion: str = "slow", num_frames: int = 48,
-                size: tuple[int, int] = (224, 224), fps: float = 8.0) -> Clip:
-    """Render one captioned clip. `size` is (height, width) in pixels."""
+                size: tuple[int, int] = (224, 224), fps: float = 8.0,
+                camera: Camera | None = None) -> Clip:
+    """Render one captioned clip. `size` is (height, width) in pixels.
+
+    Camera levels draw a random `Camera` from the seed; `camera` overrides it (any level, e.g. a
+    still scene with a panning camera), so evaluation can sweep one trajectory over scenes."""
     h, w = _check_params(seed, motion, num_frames, size, fps)
+    if camera is not None and not isinstance(camera, Camera):
+        raise ValueError(f"camera must be a data.camera.Camera or None, got {camera!r}")
     seed = int(seed)
     num_frames = int(num_frames)
     rng = np.random.default_rng(seed)
-    planner = _Planner(rng, motion, num_frames)
+    scene_motion = motion if motion in SCENE_MOTIONS else "slow"
+    planner = _Planner(rng, scene_motion, num_frames)
     segments: list[Segment] = []
-    for a, b, is_event in _plan_segments(rng, motion, num_frames):
+    for a, b, is_event in _plan_segments(rng, scene_motion, num_frames):
         segments.append(planner.event(a, b) if is_event else planner.still(a, b))
     text_rng = np.random.default_rng([seed, 1])
     for seg in segments:
         seg.captions = segment_captions(seg, text_rng)
 
-    bg = _background(planner.background, np.random.default_rng([seed, 2]), h, w)
+    if camera is None and motion in CAMERA_MOTIONS:
+        camera = random_camera(motion, np.random.default_rng([seed, 4]), num_frames)
+    if camera is None:
+        frames = _render_frames(planner, seed, num_frames, h, w, 0)
+    else:
+        frames = _film(planner, seed, num_frames, h, w, camera)
+    timestamps = np.rint(np.arange(num_frames) * (1e6 / fps)).astype(np.int64)
+    return Clip(frames, timestamps, segments, motion, seed, planner.background, float(fps),
+                camera)
+
+
+def _render_frames(planner: _Planner, seed: int, n: int, h: int, w: int,
+                   pad: int) -> np.ndarray:
+    """(n, h + 2 pad, w + 2 pad, 3): the scene with the view at offset `pad` (still camera)."""
+    bg = _background(planner.background, np.random.default_rng([seed, 2]), h + 2 * pad,
+                     w + 2 * pad)
     s = min(h, w)
-    frames = np.empty((num_frames, h, w, 3), np.uint8)
+    frames = np.empty((n, *bg.shape), np.uint8)
     objs = planner.objects
     state = np.concatenate(
         [np.stack([o.x, o.y, o.alpha], 1) for o in objs] + [o.rgb for o in objs], axis=1)
-    for f in range(num_frames):
+    for f in range(n):
         if f > 0 and np.array_equal(state[f], state[f - 1]):
             frames[f] = frames[f - 1]
             continue
         frame = bg.copy()
         for obj in objs:
-            _draw_object(frame, obj, f, s)
+            _draw_object(frame, obj, f, s, (pad, pad), (h, w))
         frames[f] = frame
-    timestamps = np.rint(np.arange(num_frames) * (1e6 / fps)).astype(np.int64)
-    return Clip(frames, timestamps, segments, motion, seed, planner.background, float(fps))
+    return frames
+
+
+def _film(planner: _Planner, seed: int, n: int, h: int, w: int, camera: Camera) -> np.ndarray:
+    """The scene on a canvas with a margin, filmed through the camera's path and sensor."""
+    ch = canvas_size((h, w))[0]
+    canvas = _render_frames(planner, seed, n, h, w, (ch - h) // 2)
+    rng = np.random.default_rng([seed, 5])
+    path = camera_path(camera, n, rng)
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for f in range(n):
+        frames[f] = sensor(view(canvas[f], path, f, (h, w)), float(path.gain[f]), camera, rng)
+    return frames
 
 
 # ----------------------------------------------------------------------------- splits
@@ -704,7 +759,9 @@ def split_seeds(split: str, n: int, base_seed: int = 0) -> list[int]:
     return list(range(first, first + int(n)))
 
 
-_MOTION_MIX = (("still", 0.4), ("slow", 0.4), ("busy", 0.2))
+# A third of mixed clips come from a moving camera (6% per camera level).
+_MOTION_MIX = (("still", 0.25), ("slow", 0.25), ("busy", 0.14),
+               *((m, 0.06) for m in CAMERA_MOTIONS))
 
 
 def motion_for_seed(seed: int) -> str:
@@ -718,7 +775,8 @@ def iter_clips(split: str, n: int, motion: str | None = None, base_seed: int = 0
                **kw) -> Iterator[Clip]:
     """Clips of a split one at a time (a few hundred 224 px clips do not fit in memory at once).
 
-    `motion=None` mixes still/slow/busy (40/40/20); extra keywords go to `render_clip`."""
+    `motion=None` mixes still/slow/busy (25/25/14) with the six camera levels (6% each);
+    extra keywords go to `render_clip`."""
     if motion is not None and motion not in MOTIONS:
         raise ValueError(f"motion must be None or one of {MOTIONS}, got {motion!r}")
     for seed in split_seeds(split, n, base_seed):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinygpt_ros.data.scenes import MOTIONS
+from tinygpt_ros.data.scenes import SCENE_MOTIONS as MOTIONS
 from tinygpt_ros.evaluation.metrics import METRIC_KEYS
 from tinygpt_ros.evaluation.provenance import machine_info, model_identity
 from tinygpt_ros.evaluation.quality import CAPTION_CONFIGS

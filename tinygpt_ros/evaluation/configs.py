@@ -37,6 +37,8 @@ def parse_knob_value(knob: str, raw: str) -> Any:
         if low not in ("true", "false", "1", "0", "on", "off"):
             raise ValueError(f"configs: {knob} takes true/false, got {raw!r}")
         value: Any = low in ("true", "1", "on")
+    elif spec.kind is str:
+        value = text
     else:
         try:
             value = float(text)

@@ -15,9 +15,12 @@ from tinygpt_ros.ops.fusion import (
 from tinygpt_ros.ops.gating import (
     StackedEncoderCache,
     TokenReference,
+    patch_means,
     select_tokens,
     token_change,
+    token_change_dc_tolerant,
 )
+from tinygpt_ros.ops.motion import Motion, compensate, estimate_motion
 from tinygpt_ros.ops.preprocess import (
     PIXEL_MEAN,
     PIXEL_STD,
@@ -26,7 +29,9 @@ from tinygpt_ros.ops.preprocess import (
     events_per_patch,
     frame_to_array,
     frame_to_pretrained_input,
+    frame_to_unit,
     small_gray,
+    unit_to_array,
     validate_events,
 )
 from tinygpt_ros.ops.routing import (
@@ -51,19 +56,24 @@ __all__ = [
     "PIXEL_STD",
     "SMALL_GRAY_SIZE",
     "BranchSelector",
+    "Motion",
     "StackedEncoderCache",
     "TokenReference",
     "as_vector",
     "bipartite_merge",
     "compact",
+    "compensate",
     "edge_density",
+    "estimate_motion",
     "event_complexity_features",
     "events_histogram",
     "events_per_patch",
     "frame_complexity_features",
     "frame_to_array",
     "frame_to_pretrained_input",
+    "frame_to_unit",
     "fused_set_movement",
+    "patch_means",
     "routing_probs",
     "select_tokens",
     "small_gray",
@@ -71,6 +81,8 @@ __all__ = [
     "static_mask",
     "temporal_fusion",
     "token_change",
+    "token_change_dc_tolerant",
     "token_positions",
+    "unit_to_array",
     "validate_events",
 ]

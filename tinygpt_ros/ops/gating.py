@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import cv2
 import numpy as np
+
+from tinygpt_ros.spec.config import GRID
 
 # ---------------------------------------------------------------------------- STTF gating
 
@@ -18,6 +21,31 @@ def token_change(embed: np.ndarray, reference: np.ndarray) -> np.ndarray:
                          "must have the same shape")
     diff = np.asarray(embed, np.float32) - np.asarray(reference, np.float32)
     return np.sqrt(np.einsum("nd,nd->n", diff, diff)).astype(np.float32)
+
+
+def patch_means(unit: np.ndarray) -> np.ndarray:
+    """(224, 224, 3) unit-float image -> (196, 3) per-patch channel means, row-major tokens."""
+    return cv2.resize(np.ascontiguousarray(unit, np.float32), (GRID, GRID),
+                      interpolation=cv2.INTER_AREA).reshape(GRID * GRID, 3)
+
+
+def token_change_dc_tolerant(embed: np.ndarray, reference: np.ndarray, means: np.ndarray,
+                             reference_means: np.ndarray, dc_basis: np.ndarray,
+                             dc_tolerance: float) -> np.ndarray:
+    """Per-token change that tolerates small uniform brightness shifts, (N,) float32.
+
+    Why: the patch embedding is linear, and a uniform 1-level (1/255) brightness shift moves
+    every token by more than the default threshold, so residual exposure errors and JPEG
+    block-mean noise would recompute everything. The change is split into its per-patch mean
+    (DC) part, `(means - reference_means) @ dc_basis` with `dc_basis` (3, D) = the embedding of
+    a unit step per channel, and the rest; a token whose channel means moved by at most
+    `dc_tolerance` reports only the rest, any other token its full change."""
+    delta = np.asarray(embed, np.float32) - np.asarray(reference, np.float32)
+    dm = np.asarray(means, np.float32) - np.asarray(reference_means, np.float32)
+    full = np.sqrt(np.einsum("nd,nd->n", delta, delta))
+    ac = delta - dm @ np.asarray(dc_basis, np.float32)
+    rest = np.sqrt(np.einsum("nd,nd->n", ac, ac))
+    return np.where(np.abs(dm).max(axis=1) <= dc_tolerance, rest, full).astype(np.float32)
 
 
 def select_tokens(change: np.ndarray, threshold: float, max_active: int = 0) -> np.ndarray:

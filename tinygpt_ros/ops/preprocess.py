@@ -72,7 +72,18 @@ def _resized_unit(frame: object, size: int) -> np.ndarray:
 
 def frame_to_array(frame: np.ndarray) -> np.ndarray:
     """HxWx3 RGB (uint8, or float in [0, 1]) of any size -> (3, 224, 224) float32, normalised."""
-    img = (_resized_unit(frame, IMAGE_SIZE) - PIXEL_MEAN) / PIXEL_STD
+    return unit_to_array(frame_to_unit(frame))
+
+
+def frame_to_unit(frame: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB of any size -> (224, 224, 3) float32 in [0, 1] (validated; the model input
+    before normalisation, where motion compensation works)."""
+    return _resized_unit(frame, IMAGE_SIZE)
+
+
+def unit_to_array(unit: np.ndarray) -> np.ndarray:
+    """(224, 224, 3) unit-float image -> (3, 224, 224) float32, normalised."""
+    img = (unit - PIXEL_MEAN) / PIXEL_STD
     return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
 
 

@@ -6,7 +6,9 @@ evaluation scripts, `ros2 topic echo /diagnostics`) parse these key names.
 Per frame (`<node>: frame`): tokens_in, tokens_recomputed, tokens_fused, branch, flops_total,
 flops_encoder, flops_dense, flops_ratio, latency_ms_<stage> (every stage of spec.types.STAGES),
 latency_ms_total, caption_reused, dropped_frames, errors, energy_mj, energy_source,
-ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, and for event windows
+ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, for camera frames the
+ego-motion compensation (motion_compensation, motion_dx, motion_dy, motion_scale,
+motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event windows
 gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead) or
 budget_gflops; ERROR for a message that could not be used (values error_kind, errors_<kind>).
 """
@@ -97,6 +99,17 @@ def frame_status(
         ("conversion_ms", float(conversion_ms)),
         ("ros_overhead_ms", float(ros_overhead_ms)),
     ]
+    if rec.modality == "frame":
+        pairs += [
+            ("motion_compensation", rec.motion_compensation),
+            ("motion_dx", float(rec.motion_dx)),
+            ("motion_dy", float(rec.motion_dy)),
+            ("motion_scale", float(rec.motion_scale)),
+            ("motion_rotation_deg", float(rec.motion_rotation_deg)),
+            ("exposure_gain", float(rec.exposure_gain)),
+            ("exposure_offset", float(rec.exposure_offset)),
+            ("reanchored", bool(rec.reanchored)),
+        ]
     if rec.modality == "events" or result.gesture is not None:
         pairs += [
             ("gesture", result.gesture or ""),

@@ -63,8 +63,9 @@ def _knob_specs() -> list[ParamSpec]:
     return [
         ParamSpec(
             name, spec.kind, getattr(defaults, name), spec.description,
-            None if spec.kind is bool else spec.low,
-            None if spec.kind is bool else spec.high,
+            None if spec.kind in (bool, str) else spec.low,
+            None if spec.kind in (bool, str) else spec.high,
+            choices=spec.choices,
         )
         for name, spec in KNOB_SPECS.items()
     ]

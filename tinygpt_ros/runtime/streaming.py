@@ -6,6 +6,14 @@ gated encoder (or nothing at all: "reuse"), fuse the last `temporal_window` step
 decode a caption unless the fused tokens barely moved since the last one (caption reuse).
 Every step returns a `ComputeRecord` with analytical FLOPs and wall time per stage.
 
+Camera frames are compared in a stabilised frame: the anchor is the frame of the last full
+refresh; each later frame is warped and exposure-normalised into the anchor's coordinates
+(`ops.motion`) before patch embedding, so a pan, zoom, shake or exposure step leaves the
+embeddings of unchanged content where they were. Pixels that left the view keep the anchor's
+values (their tokens are reused); content that entered the view since the anchor is seen at the
+next re-anchor, which comes when any corner has moved more than `max_compensated_motion` of the
+image, the exposure gain leaves [1/MAX_GAIN, MAX_GAIN], or `refresh_interval` is due.
+
 Every decision (refresh, selection, branch, hysteresis, window, caption reuse, FLOPs, records)
 is taken here, in numpy, so both engines take the same ones. The networks are behind `Kernels`:
 `torch_kernels.TorchKernels` (the reference) and `onnx_engine.OnnxKernels` (deployment).
@@ -27,13 +35,29 @@ import numpy as np
 from tinygpt_ros import ops
 from tinygpt_ros.runtime.budget import BudgetController
 from tinygpt_ros.spec import flops as F
-from tinygpt_ros.spec.config import BRANCH_NAMES, GRID, NUM_TOKENS, Knobs, ModelConfig
+from tinygpt_ros.spec.config import (
+    BRANCH_NAMES,
+    GRID,
+    IMAGE_SIZE,
+    NUM_TOKENS,
+    Knobs,
+    ModelConfig,
+)
 from tinygpt_ros.spec.tokenizer import Tokenizer
 from tinygpt_ros.spec.types import NO_GESTURE, ComputeRecord, FrameResult
 
 # Static-token averaging tolerance used by temporal fusion (relative L2 to the window mean).
 STATIC_THRESHOLD = 0.1
 MODALITIES = ("frame", "events")
+# Exposure gain beyond [1/MAX_GAIN, MAX_GAIN] against the anchor re-anchors: normalising more
+# would amplify noise and clipped highlights into fake content.
+MAX_GAIN = 1.5
+# With exposure compensation on, a token whose per-patch channel means moved by at most this
+# (unit intensity, 4 levels of 255) is judged on the rest of its embedding change only
+# (`ops.token_change_dc_tolerant`): residual exposure error and JPEG block means are not content.
+DC_TOLERANCE = 4.0 / 255.0
+# Knobs whose change makes cached state incompatible (the stream restarts on the next frame).
+_RESET_KNOBS = ("sttf_enabled", "anc_enabled", "motion_compensation", "exposure_compensation")
 
 
 class Kernels(Protocol):
@@ -94,6 +118,8 @@ class Stream:
     reference: ops.TokenReference = field(default_factory=ops.TokenReference)
     # events: each patch's event count when its token was last recomputed
     count_reference: ops.TokenReference = field(default_factory=ops.TokenReference)
+    # frames: each patch's channel means when its token was last recomputed (DC-tolerant test)
+    mean_reference: ops.TokenReference = field(default_factory=ops.TokenReference)
     window: deque = field(default_factory=deque)
     selector: ops.BranchSelector | None = None
     steps: int = 0
@@ -104,6 +130,21 @@ class Stream:
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
     # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
     fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
+    # frames: the stabilised frame (ops.motion); anchor = model input of the last full refresh
+    anchor: np.ndarray | None = None  # (224, 224, 3) unit float
+    anchor_gray: np.ndarray | None = None
+    motion: ops.Motion | None = None  # last anchor -> frame estimate (predicts the next)
+
+
+@dataclass
+class Compensation:
+    """What the motion stage decided for one camera frame."""
+
+    image: np.ndarray  # (224, 224, 3) unit float: what is embedded
+    motion: ops.Motion
+    mode: str  # applied: off | translation | similarity
+    refresh: bool  # recompute every token (first frame, refresh due, or re-anchor)
+    reanchored: bool  # the refresh came from the accumulated motion / exposure
 
 
 class StageTimer:
@@ -139,10 +180,12 @@ class StreamingEngine:
             raise ValueError(f"gesture_classes lists {len(self.gesture_classes)} names, the "
                              f"model has {self.cfg.num_gestures}")
         self._knobs = knobs or Knobs()
-        self._frame_input = getattr(kernels, "frame_input", None) or ops.frame_to_array
+        # A pretrained family (hf/) brings its own preprocessing: no motion stage for it (yet)
+        self._frame_input = getattr(kernels, "frame_input", None)
         self._change_scale = float(getattr(kernels, "change_scale", 1.0))
         self._streams: dict[str, Stream] = {}
         self._branch_dense = F.branch_dense_flops(self.cfg)
+        self._dc_basis = self._frame_dc_basis() if self._frame_input is None else None
         self.largest_branch = len(self.cfg.branch_depths) - 1
         # compute budget (runtime/budget.py): consulted before each step, fed after it
         self.budget = BudgetController()
@@ -157,7 +200,7 @@ class StreamingEngine:
             for s in self._streams.values():
                 if s.selector is not None:
                     s.selector.hysteresis = float(value)
-        if name in ("sttf_enabled", "anc_enabled") and old != value:
+        if name in _RESET_KNOBS and old != value:
             self.reset()  # switching mode mid-stream would mix incompatible cached state
 
     def knobs(self) -> dict[str, Any]:
@@ -166,6 +209,18 @@ class StreamingEngine:
     def reset(self) -> None:
         self._streams = {m: self._new_stream() for m in MODALITIES}
         self.budget.reset()  # levels belong to the temporal state they were measured on
+
+    def _frame_dc_basis(self) -> np.ndarray:
+        """(3, D): how a token's embedding moves when its patch brightens by 1.0 in one channel
+        (the frame patch embedding is linear; measured through the backend's own kernel)."""
+        zero = np.zeros((3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+        base = self.kernels.embed_frame(zero)[0]
+        rows = []
+        for c in range(3):
+            step = zero.copy()
+            step[c] = 1.0 / ops.PIXEL_STD
+            rows.append(self.kernels.embed_frame(step)[0] - base)
+        return np.stack(rows).astype(np.float32)
 
     def _new_stream(self) -> Stream:
         s = Stream(cache=self.kernels.new_encoder_state(),
@@ -184,13 +239,24 @@ class StreamingEngine:
     def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         timer = StageTimer()
         with timer.stage("preprocess"):
-            x = self._frame_input(frame)  # ValueError on bad input, state untouched
+            unit = ops.frame_to_unit(frame)  # ValueError on bad input, state untouched
             gray = ops.small_gray(frame)
-            emb = self.kernels.embed_frame(x)
         s = self._streams["frame"]
+        with timer.stage("motion"):
+            comp = self._compensate(s, unit, frame.shape[0] / frame.shape[1])
+        with timer.stage("preprocess"):
+            x = (ops.unit_to_array(comp.image) if self._frame_input is None
+                 else self._frame_input(frame))
+            emb = self.kernels.embed_frame(x)
         with timer.stage("change"):
-            if s.reference.is_empty:
+            means = ops.patch_means(comp.image)
+            if s.reference.is_empty or s.mean_reference.is_empty:
                 change = np.full(NUM_TOKENS, np.inf, np.float32)
+            elif self._dc_basis is not None and self._knobs.exposure_compensation \
+                    and self._knobs.sttf_enabled:
+                change = ops.token_change_dc_tolerant(
+                    emb, s.reference.value, means, s.mean_reference.value,  # type: ignore[arg-type]
+                    self._dc_basis, DC_TOLERANCE)
             else:
                 change = ops.token_change(emb, s.reference.value)  # type: ignore[arg-type]
                 if self._change_scale != 1.0:
@@ -198,7 +264,61 @@ class StreamingEngine:
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
-        return self._step(s, "frame", emb, change, feats, timer, stamp_us=stamp_us)
+        result = self._step(s, "frame", emb, change, feats, timer, refresh=comp.refresh,
+                            means=means, stamp_us=stamp_us)
+        self._record_motion(result.record, comp, frame.shape)
+        return result
+
+    def _refresh_due(self, s: Stream) -> bool:
+        k = self._knobs
+        return (
+            not k.sttf_enabled
+            or s.last_output is None
+            or (k.refresh_interval > 0 and s.since_refresh + 1 >= k.refresh_interval)
+        )
+
+    def _compensate(self, s: Stream, unit: np.ndarray, aspect: float) -> Compensation:
+        """Estimate the camera motion and exposure against the anchor and undo them; decide
+        whether this frame re-anchors (every token recomputed on the raw frame)."""
+        k = self._knobs
+        compensable = k.sttf_enabled and self._frame_input is None
+        mode = k.motion_compensation if compensable else "off"
+        photometric = compensable and k.exposure_compensation
+        refresh = self._refresh_due(s)
+        identity = ops.Motion.identity()
+        if mode == "off" and not photometric:
+            s.anchor = s.anchor_gray = s.motion = None
+            return Compensation(unit, identity, "off", refresh, False)
+        gray = ops.motion.gray(unit)
+        if refresh or s.anchor is None:
+            self._set_anchor(s, unit, gray)
+            return Compensation(unit, identity, mode, True, False)
+        motion = ops.estimate_motion(s.anchor_gray, gray, mode, s.motion, aspect,  # type: ignore[arg-type]
+                                     photometric)
+        if (
+            motion.max_displacement() > k.max_compensated_motion * IMAGE_SIZE
+            or not 1.0 / MAX_GAIN <= motion.gain <= MAX_GAIN
+        ):
+            self._set_anchor(s, unit, gray)
+            return Compensation(unit, motion, mode, True, True)
+        s.motion = motion
+        return Compensation(ops.compensate(unit, s.anchor, motion), motion, mode, False, False)
+
+    @staticmethod
+    def _set_anchor(s: Stream, unit: np.ndarray, gray: np.ndarray) -> None:
+        s.anchor, s.anchor_gray, s.motion = unit, gray, ops.Motion.identity()
+
+    @staticmethod
+    def _record_motion(rec: ComputeRecord, comp: Compensation, shape: tuple[int, ...]) -> None:
+        m = comp.motion
+        dx, dy = m.translation
+        scale, rot = m.scale_rotation(shape[0] / shape[1])
+        rec.motion_compensation = comp.mode
+        rec.motion_dx = dx * shape[1] / IMAGE_SIZE
+        rec.motion_dy = dy * shape[0] / IMAGE_SIZE
+        rec.motion_scale, rec.motion_rotation_deg = scale, rot
+        rec.exposure_gain, rec.exposure_offset = m.gain, m.offset
+        rec.reanchored = comp.reanchored
 
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         timer = StageTimer()
@@ -217,8 +337,9 @@ class StreamingEngine:
         with timer.stage("router"):
             window_us = int(events["t"][-1] - events["t"][0]) if len(events) > 1 else 0
             feats = ops.event_complexity_features(counts, len(events), max(window_us, 1))
-        return self._step(s, "events", emb, change, feats, timer, counts, len(events),
-                          stamp_us)
+        return self._step(s, "events", emb, change, feats, timer, counts=counts,
+                          n_events=len(events), stamp_us=stamp_us,
+                          refresh=self._refresh_due(s))
 
     def _step(
         self,
@@ -228,9 +349,12 @@ class StreamingEngine:
         change: np.ndarray,
         feats: np.ndarray,
         timer: StageTimer,
+        *,
+        refresh: bool,
         counts: np.ndarray | None = None,
         n_events: int = 0,
         stamp_us: int | None = None,
+        means: np.ndarray | None = None,
     ) -> FrameResult:
         # budget hook (1/2): the controller picks this step's knobs inside the user's
         k, router_bias = self.budget.plan(modality, self._knobs)
@@ -246,11 +370,6 @@ class StreamingEngine:
             else:
                 branch = self.largest_branch
 
-        refresh = (
-            not k.sttf_enabled
-            or s.last_output is None
-            or (k.refresh_interval > 0 and s.since_refresh + 1 >= k.refresh_interval)
-        )
         with timer.stage("change"):
             if refresh:
                 selected = np.ones(NUM_TOKENS, bool)
@@ -273,6 +392,8 @@ class StreamingEngine:
                 if n_sel >= NUM_TOKENS:
                     selected = np.ones(NUM_TOKENS, bool)
         s.reference.update(emb, selected)
+        if means is not None:
+            s.mean_reference.update(means, selected)
         if counts is not None:
             s.count_reference.update(counts.astype(np.float32)[:, None], selected)
         s.since_refresh = 0 if n_sel >= NUM_TOKENS else s.since_refresh + 1

@@ -17,6 +17,8 @@ IMAGE_SIZE = 224  # camera frames are resized to this before 16 px patching
 EVENT_SENSOR = 128  # event sensor resolution (DVS128-like), events binned to EVENT_GRID_SIZE
 EVENT_GRID_SIZE = 112  # 8 px patches over the binned event histogram -> 14 x 14 tokens
 BRANCH_NAMES = ("reuse", "small", "medium", "large")  # index 0 = no encoder at all
+# STTF ego-motion compensation: what global camera motion is estimated and undone (ops/motion.py)
+MOTION_MODES = ("off", "translation", "similarity")
 # Gesture head (heads.py): lattice nodes per image axis, features per token, MLP width.
 GESTURE_SPACE_CELLS = 4
 GESTURE_CHANNELS = 32
@@ -80,6 +82,7 @@ class KnobSpec:
     low: float
     high: float
     description: str
+    choices: tuple[str, ...] | None = None  # str knobs: the allowed values
 
 
 KNOB_SPECS: dict[str, KnobSpec] = {
@@ -128,6 +131,23 @@ KNOB_SPECS: dict[str, KnobSpec] = {
         bool, 0, 1, "STTF on; off = dense: every token recomputed, no fusion, no caption reuse."
     ),
     "anc_enabled": KnobSpec(bool, 0, 1, "ANC on; off = always the largest encoder branch."),
+    "motion_compensation": KnobSpec(
+        str, 0, 0,
+        "STTF on camera frames: global camera motion estimated against the anchor frame (the "
+        "last full refresh) and undone before the change test: off, translation (pan, tilt, "
+        "shake) or similarity (also zoom and roll).",
+        choices=MOTION_MODES,
+    ),
+    "max_compensated_motion": KnobSpec(
+        float, 0.0, 0.5,
+        "STTF: re-anchor (recompute every token) once any image corner has moved more than this "
+        "fraction of the image since the anchor; bounds the unseen new border and the drift.",
+    ),
+    "exposure_compensation": KnobSpec(
+        bool, 0, 1,
+        "STTF on camera frames: fit a global gain and offset against the anchor frame and undo "
+        "them before the change test, so auto-exposure steps and flicker recompute nothing.",
+    ),
 }
 
 
@@ -146,6 +166,9 @@ class Knobs:
     gesture_min_events: int = GESTURE_MIN_EVENTS_DEFAULT
     sttf_enabled: bool = True
     anc_enabled: bool = True
+    motion_compensation: str = "similarity"
+    max_compensated_motion: float = 0.08
+    exposure_compensation: bool = True
 
     @staticmethod
     def validated(name: str, value: Any) -> Any:
@@ -157,6 +180,12 @@ class Knobs:
             if isinstance(value, bool):
                 return value
             raise ValueError(f"{name} must be a bool, got {type(value).__name__}")
+        if spec.kind is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string, got {type(value).__name__}")
+            if spec.choices is not None and value not in spec.choices:
+                raise ValueError(f"{name}={value!r} is not one of {list(spec.choices)}")
+            return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name} must be a number, got {type(value).__name__}")
         if spec.kind is int:

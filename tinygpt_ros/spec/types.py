@@ -14,7 +14,7 @@ EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
 # gesture_min_events): published on the gesture topic and in /diagnostics like a class.
 NO_GESTURE = "none"
 
-STAGES = ("preprocess", "change", "router", "encoder", "fusion", "decoder", "head")
+STAGES = ("preprocess", "motion", "change", "router", "encoder", "fusion", "decoder", "head")
 
 
 @dataclass
@@ -33,6 +33,15 @@ class ComputeRecord:
     caption_reused: bool = False
     full_refresh: bool = False
     router_probs: list[float] = field(default_factory=list)  # over the encoder branches
+    # STTF ego-motion / exposure compensation of camera frames (ops/motion.py), anchor -> frame:
+    motion_compensation: str = "off"  # mode applied: off | translation | similarity
+    motion_dx: float = 0.0  # image-centre displacement since the anchor, input-frame pixels
+    motion_dy: float = 0.0
+    motion_scale: float = 1.0  # zoom since the anchor (similarity mode)
+    motion_rotation_deg: float = 0.0  # roll since the anchor (similarity mode)
+    exposure_gain: float = 1.0  # frame ~ gain * anchor + offset (unit intensities)
+    exposure_offset: float = 0.0
+    reanchored: bool = False  # the accumulated motion or exposure forced a full refresh
 
     @property
     def total_flops(self) -> float:

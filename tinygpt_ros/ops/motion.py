@@ -1,0 +1,371 @@
+"""Global camera motion and exposure between a frame and its STTF anchor, in numpy + OpenCV.
+
+Why: STTF compares each token with the one it replaced; a camera that moves by one pixel or an
+auto-exposure step changes nearly every patch embedding, so without compensation a moving robot
+recomputes the whole frame. We estimate, per frame, the similarity (or translation) that maps the
+anchor frame's pixels onto the current frame and the gain/offset between their exposures, then
+warp and normalise the current frame into the anchor's coordinates and exposure before the
+change test (`compensate`), so only what really changed differs.
+
+Estimation runs on a 112 x 112 grey thumbnail of the model input (the squashed frame the encoder
+sees), tracking against the anchor, not frame to frame, so errors do not accumulate. The previous
+estimate predicts the current one; phase correlation (our own, on cv2.dft: a Gaussian-weighted
+cross-power spectrum whose peak is Gaussian, so a log-parabola gives the sub-pixel shift) of the
+whole image (translation) or of 2 x 2 blocks (similarity) measures the residual, and a weighted
+least-squares fit (outlier blocks dropped) gives translation or similarity. Similarity is fitted
+in isotropic coordinates (the frame's own aspect), so zoom and roll stay a similarity of the
+camera image. A residual that phase correlation cannot trust keeps the prediction. Matrices are
+returned in model-input pixels (224 x 224).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from tinygpt_ros.spec.config import IMAGE_SIZE, MOTION_MODES
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+ESTIMATE_SIZE = IMAGE_SIZE // 2  # grey thumbnail the motion is measured on
+_K = IMAGE_SIZE / ESTIMATE_SIZE
+# thumbnail pixel i covers model pixels [K i, K i + K): model = K * thumbnail + (K - 1) / 2
+_TO_MODEL = np.array([[_K, 0.0, (_K - 1) / 2], [0.0, _K, (_K - 1) / 2], [0.0, 0.0, 1.0]])
+_TO_THUMB = np.linalg.inv(_TO_MODEL)
+LOWPASS_SIGMA = 0.12  # cycles/pixel: Gaussian weight of the cross-power spectrum
+MIN_RESPONSE = 0.1  # phase-correlation peak below this (1 = perfect): the shift is not trusted
+OUTLIER_PX = 0.5  # a block this far off the fit (thumbnail px) is dropped and the fit redone
+DEADBAND_PX = 0.1  # motion below this everywhere (model px) counts as none: no warp at all
+DEADBAND_GAIN = 0.004  # |gain - 1| and |offset| (unit intensity) below this: no normalisation
+_SAT_LOW, _SAT_HIGH = 0.02, 0.98  # pixels near black or white say nothing about the gain
+_BLOCKS = 2  # blocks per side for the similarity fit
+# Largest residual shift searched (thumbnail px, after the prediction): about 17 px per frame
+# at 640 px. Keeps periodic textures (stripes, tiles) from locking onto the wrong period.
+MAX_RESIDUAL_PX = 3
+RESIDUAL_BLUR = 1.5  # thumbnail px: Gaussian sigma before candidate residuals
+PREFER_MEASURED = 1.25  # keep the measurement unless its residual is 25% above the best
+
+
+@dataclass
+class Motion:
+    """Anchor -> current mapping in model-input pixels, plus the exposure change.
+
+    `matrix` (2, 3) maps an anchor pixel (x, y) to where it is in the current frame; the
+    current frame's intensities are about `gain * anchor + offset` (unit intensities)."""
+
+    matrix: np.ndarray
+    gain: float = 1.0
+    offset: float = 0.0
+    response: float = 1.0  # weakest trusted block's phase-correlation peak (0 = none trusted)
+
+    @staticmethod
+    def identity() -> Motion:
+        return Motion(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+
+    @property
+    def translation(self) -> tuple[float, float]:
+        """Displacement of the image centre, model px (x, y)."""
+        c = (IMAGE_SIZE - 1) / 2
+        x, y = self.matrix @ np.array([c, c, 1.0])
+        return float(x - c), float(y - c)
+
+    def scale_rotation(self, aspect: float = 1.0) -> tuple[float, float]:
+        """(scale, rotation in degrees) of the camera image (`aspect` = frame height / width)."""
+        iso = _to_iso(self.matrix, aspect)
+        a, b = iso[0, 0], iso[1, 0]
+        return float(math.hypot(a, b)), float(math.degrees(math.atan2(b, a)))
+
+    def max_displacement(self) -> float:
+        """Largest displacement of a model-input corner, model px."""
+        e = IMAGE_SIZE - 1
+        corners = np.array([[0, 0, 1], [e, 0, 1], [0, e, 1], [e, e, 1]], np.float64)
+        moved = corners @ self.matrix.T
+        return float(np.abs(moved - corners[:, :2]).max())
+
+    @property
+    def is_identity(self) -> bool:
+        return self.max_displacement() < DEADBAND_PX
+
+    @property
+    def is_unit_exposure(self) -> bool:
+        return abs(self.gain - 1.0) < DEADBAND_GAIN and abs(self.offset) < DEADBAND_GAIN
+
+
+def gray(unit_rgb: np.ndarray) -> np.ndarray:
+    """(224, 224, 3) float32 model input in [0, 1] -> (112, 112) float32 luma thumbnail."""
+    g = np.ascontiguousarray(unit_rgb @ LUMA)
+    return cv2.resize(g, (ESTIMATE_SIZE, ESTIMATE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def _to_iso(m: np.ndarray, aspect: float) -> np.ndarray:
+    """A model-px affine in isotropic coordinates (y scaled by the frame's aspect)."""
+    s = np.diag([1.0, aspect, 1.0])
+    return (s @ _h(m) @ np.linalg.inv(s))[:2]
+
+
+def _from_iso(m: np.ndarray, aspect: float) -> np.ndarray:
+    s = np.diag([1.0, aspect, 1.0])
+    return (np.linalg.inv(s) @ _h(m) @ s)[:2]
+
+
+def _h(m: np.ndarray) -> np.ndarray:
+    return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+_PLANS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float, np.ndarray]] = {}
+
+
+def _plan(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Hanning window, Gaussian spectrum weight (2 channels), its mean, and the search mask
+    (shifts within MAX_RESIDUAL_PX), per block shape."""
+    plan = _PLANS.get(shape)
+    if plan is None:
+        win = cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
+        fy = np.fft.fftfreq(shape[0])[:, None]
+        fx = np.fft.fftfreq(shape[1])[None, :]
+        lp = np.exp(-(fx ** 2 + fy ** 2) / (2 * LOWPASS_SIGMA ** 2)).astype(np.float32)
+        dy = np.abs(np.fft.fftfreq(shape[0]) * shape[0])[:, None]
+        dx = np.abs(np.fft.fftfreq(shape[1]) * shape[1])[None, :]
+        search = ((dx <= MAX_RESIDUAL_PX) & (dy <= MAX_RESIDUAL_PX)).astype(np.uint8)
+        plan = (win, np.dstack([lp, lp]), float(lp.mean()), search)
+        _PLANS[shape] = plan
+    return plan
+
+
+def _log_peak(m: float, c: float, p: float) -> float:
+    """Sub-pixel offset of a Gaussian peak from three samples (parabola through the logs)."""
+    m, c, p = (math.log(max(v, 1e-12)) for v in (m, c, p))
+    d = m - 2 * c + p
+    return 0.5 * (m - p) / d if d < 0 else 0.0
+
+
+def _shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(dx, dy, response): b(x + d) ~ a(x); response 1 = identical up to the shift.
+
+    cv2.phaseCorrelate is not used: in OpenCV 5.0.0 it is off by half a pixel on even sizes."""
+    win, lp2, lp_mean, search = _plan(a.shape)
+    fa = cv2.dft((a - a.mean()) * win, flags=cv2.DFT_COMPLEX_OUTPUT)
+    fb = cv2.dft((b - b.mean()) * win, flags=cv2.DFT_COMPLEX_OUTPUT)
+    cross = cv2.mulSpectrums(fb, fa, 0, conjB=True)
+    mag = cv2.magnitude(cross[..., 0], cross[..., 1]) + np.float32(1e-9)
+    r = cv2.idft(cross / mag[..., None] * lp2, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
+    h, w = a.shape
+    _, peak, _, (x, y) = cv2.minMaxLoc(r, search)
+    dx = x + _log_peak(r[y, (x - 1) % w], r[y, x], r[y, (x + 1) % w])
+    dy = y + _log_peak(r[(y - 1) % h, x], r[y, x], r[(y + 1) % h, x])
+    dx = dx - w if dx > w / 2 else dx
+    dy = dy - h if dy > h / 2 else dy
+    return float(dx), float(dy), float(peak / lp_mean)
+
+
+def _fit(points: np.ndarray, moved: np.ndarray, weights: np.ndarray, mode: str,
+         aspect: float) -> np.ndarray:
+    """Weighted least-squares translation or similarity (model px) from point pairs."""
+    if mode == "translation":
+        d = ((moved - points) * weights[:, None]).sum(0) / weights.sum()
+        return np.array([[1.0, 0.0, d[0]], [0.0, 1.0, d[1]]])
+    p = points * [1.0, aspect]
+    q = moved * [1.0, aspect]
+    # x' = a x - b y + tx ; y' = b x + a y + ty
+    rows = np.zeros((2 * len(p), 4))
+    rows[0::2] = np.stack([p[:, 0], -p[:, 1], np.ones(len(p)), np.zeros(len(p))], 1)
+    rows[1::2] = np.stack([p[:, 1], p[:, 0], np.zeros(len(p)), np.ones(len(p))], 1)
+    w = np.repeat(np.sqrt(weights), 2)
+    sol = np.linalg.lstsq(rows * w[:, None], q.reshape(-1) * w, rcond=None)[0]
+    a, b, tx, ty = sol
+    return _from_iso(np.array([[a, -b, tx], [b, a, ty]]), aspect)
+
+
+def _measure(anchor: np.ndarray, warped: np.ndarray, mode: str,
+             aspect: float) -> tuple[np.ndarray, float] | None:
+    """Residual transform warped-vs-anchor (anchor px -> warped px), or None if untrusted."""
+    if mode == "translation":
+        dx, dy, resp = _shift(anchor, warped)
+        if resp < MIN_RESPONSE:
+            return None
+        return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]), resp
+    h, w = anchor.shape
+    bh, bw = h // _BLOCKS, w // _BLOCKS
+    points, moved, weights = [], [], []
+    for i in range(_BLOCKS):
+        for j in range(_BLOCKS):
+            sl = np.s_[i * bh:(i + 1) * bh, j * bw:(j + 1) * bw]
+            dx, dy, resp = _shift(anchor[sl], warped[sl])
+            if resp < MIN_RESPONSE:
+                continue
+            c = np.array([j * bw + (bw - 1) / 2, i * bh + (bh - 1) / 2])
+            points.append(c)
+            moved.append(c + np.array([dx, dy]))
+            weights.append(resp)
+    if len(points) < 2:
+        # too few trusted blocks for a similarity: fall back to one global translation
+        return _measure(anchor, warped, "translation", aspect)
+    p, q, wts = np.array(points), np.array(moved), np.array(weights)
+    m = _fit(p, q, wts, mode, aspect)
+    err = np.linalg.norm(p @ m[:, :2].T + m[:, 2] - q, axis=1)
+    keep = err <= OUTLIER_PX
+    if 2 <= keep.sum() < len(p):  # a block with its own motion (an object): fit without it
+        m = _fit(p[keep], q[keep], wts[keep], mode, aspect)
+    return m, float(wts.min())
+
+
+def estimate_motion(anchor_gray: np.ndarray, current_gray: np.ndarray, mode: str,
+             prediction: Motion | None = None, aspect: float = 1.0,
+             photometric: bool = True) -> Motion:
+    """Motion and exposure change from the anchor to the current frame (`gray` thumbnails).
+
+    `prediction` (the previous frame's estimate) is applied first; the residual is measured
+    against the anchor, so the estimate never drifts away from it. `aspect` = the camera frame's
+    height / width (the model input is square). Mode "off" returns the identity."""
+    if mode not in MOTION_MODES:
+        raise ValueError(f"motion mode must be one of {MOTION_MODES}, got {mode!r}")
+    if anchor_gray.shape != current_gray.shape or anchor_gray.ndim != 2:
+        raise ValueError(f"anchor {anchor_gray.shape} and current {current_gray.shape} must be "
+                         "the same (H, W) grey images")
+    if mode == "off":
+        motion = Motion.identity()
+    else:
+        motion = _track(anchor_gray, current_gray, mode, prediction, aspect)
+    if photometric:
+        thumb = (_TO_THUMB @ _h(motion.matrix) @ _TO_MODEL)[:2]
+        # on blurred images: sub-pixel misalignment and noise at edges would dilute the gain
+        motion.gain, motion.offset = fit_exposure(_smooth(anchor_gray), _smooth(current_gray),
+                                                  thumb)
+    return motion
+
+
+def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motion | None,
+           aspect: float) -> Motion:
+    """Predict, measure the residual, and keep whichever of measurement, prediction and
+    identity explains the frame best (an object moving across a still view can fool phase
+    correlation; the photometric residual is not fooled)."""
+    pred = prediction.matrix if prediction is not None else Motion.identity().matrix
+    pred_thumb = (_TO_THUMB @ _h(pred) @ _TO_MODEL)[:2]
+    warped = warp_gray(current, pred_thumb)
+    measured = _measure(anchor, warped, mode, aspect)
+    candidates = []
+    if measured is not None:
+        candidates.append(((_h(pred_thumb) @ _h(measured[0]))[:2], measured[1]))
+    if mode == "similarity":
+        # one global phase correlation is hard to fool by an object that moves in one block
+        shift = _measure(anchor, warped, "translation", aspect)
+        if shift is not None:
+            candidates.append(((_h(pred_thumb) @ _h(shift[0]))[:2], shift[1]))
+    n_measured = len(candidates)
+    candidates.append((pred_thumb, 0.0))
+    ident = Motion.identity().matrix
+    if not np.array_equal(pred, ident):
+        candidates.append((ident, 0.0))
+    smooth_anchor = _smooth(anchor)
+    smooth_current = _smooth(current)
+    scores = np.array([_residual(smooth_anchor, smooth_current, m) for m, _ in candidates])
+    # the measurement stands unless another candidate explains the frame clearly better
+    pick = int(np.argmin(scores))
+    if n_measured and pick >= n_measured:
+        best_measured = int(np.argmin(scores[:n_measured]))
+        if scores[best_measured] <= PREFER_MEASURED * scores[pick]:
+            pick = best_measured
+    best, response = candidates[pick]
+    motion = Motion((_TO_MODEL @ _h(best) @ _TO_THUMB)[:2], response=response)
+    if motion.is_identity:
+        motion.matrix = ident.copy()
+    return motion
+
+
+def _smooth(img: np.ndarray) -> np.ndarray:
+    """Blur before comparing candidates: otherwise the interpolation of a fractional warp
+    (which softens edges) makes the unwarped identity look better than the true motion."""
+    return cv2.GaussianBlur(img, (0, 0), RESIDUAL_BLUR)
+
+
+def _residual(anchor: np.ndarray, current: np.ndarray, thumb_matrix: np.ndarray) -> float:
+    """Mean absolute difference of the median-centred images over what both see."""
+    warped, ok = _warp_seen(current, thumb_matrix)
+    if ok.sum() < 64:
+        return math.inf
+    a, c = anchor[ok], warped[ok]
+    return float(np.abs((a - np.median(a)) - (c - np.median(c))).mean())
+
+
+def _warp_seen(current: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The current grey image in anchor coordinates, and where it was fully seen."""
+    h, w = current.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(current, matrix, (w, h), flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    inside = cv2.warpAffine(_ones((h, w)), matrix, (w, h), flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warped, inside > 0.999
+
+
+def warp_gray(current: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The current grey image in anchor coordinates (edges replicated; thumbnail matrix)."""
+    h, w = current.shape
+    return cv2.warpAffine(current, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def fit_exposure(anchor: np.ndarray, current: np.ndarray, matrix: np.ndarray,
+                 ) -> tuple[float, float]:
+    """(gain, offset) with current ~ gain * anchor + offset over the pixels both frames see.
+
+    Robust: pixels near black or white are left out (clipping is not a gain), and a second fit
+    drops the 20% worst residuals (what really changed in the scene)."""
+    warped, seen = _warp_seen(current, matrix)
+    a, c = anchor[seen], warped[seen]
+    ok = (c >= _SAT_LOW) & (c <= _SAT_HIGH) & (a >= _SAT_LOW) & (a <= _SAT_HIGH)
+    a, c = a[ok], c[ok]
+    if a.size < 64 or float(a.std()) < 0.02:
+        return 1.0, 0.0  # too little (or too flat) content to tell gain from offset
+    gain, offset = _line(a, c)
+    res = np.abs(c - (gain * a + offset))
+    keep = res <= np.quantile(res, 0.8)
+    if keep.sum() >= 32 and float(a[keep].std()) >= 0.02:
+        gain, offset = _line(a[keep], c[keep])
+    return float(gain), float(offset)
+
+
+def _line(a: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """Orthogonal (Deming, equal noise) regression c ~ gain * a + offset: both frames are
+    noisy, and ordinary least squares would pull the gain below 1 on every noisy still frame."""
+    am, cm = float(a.mean()), float(c.mean())
+    da, dc = a - am, c - cm
+    saa, scc, sac = float((da * da).mean()), float((dc * dc).mean()), float((da * dc).mean())
+    if abs(sac) < 1e-12:
+        return 1.0, cm - am
+    gain = (scc - saa + math.sqrt((scc - saa) ** 2 + 4 * sac * sac)) / (2 * sac)
+    return gain, cm - gain * am
+
+
+def compensate(current: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.ndarray:
+    """The current (H, W, 3) unit-float frame in the anchor's coordinates and exposure.
+
+    Pixels the current frame does not see (they left the view) keep the anchor's values, so
+    their tokens are reused rather than filled with made-up content; the part of the view that
+    is new since the anchor is not in the anchor's grid and is seen at the next re-anchor."""
+    out = current
+    if not motion.is_unit_exposure and motion.gain > 0:
+        out = (out - np.float32(motion.offset)) * np.float32(1.0 / motion.gain)
+    if motion.is_identity:
+        return out
+    h, w = anchor.shape[:2]
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(np.ascontiguousarray(out, np.float32), motion.matrix, (w, h),
+                            flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # What share of each output pixel's interpolation weight fell inside the current frame;
+    # the rest comes from the anchor (cv2's BORDER_TRANSPARENT does not mix this cleanly).
+    inside = cv2.warpAffine(_ones(out.shape[:2]), motion.matrix, (w, h), flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warped + np.asarray(anchor, np.float32) * (1.0 - inside)[..., None]
+
+
+_ONES: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _ones(shape: tuple[int, ...]) -> np.ndarray:
+    ones = _ONES.get(shape)
+    if ones is None:
+        ones = _ONES[shape] = np.ones(shape, np.float32)
+    return ones
