@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory) -> str:
     from tinygpt_ros.train.recipe import train
 
     out = tmp_path_factory.mktemp("tiny_model")
-    train("tiny", out, seed=0, threads=1, log=lambda _m: None)
+    train("tiny", out, seed=0, threads=1)
     return str(out)
 
 

@@ -31,6 +31,7 @@ class RclpyLogHandler(logging.Handler):
     def __init__(self, ros_logger: Any) -> None:
         super().__init__()
         self._ros = ros_logger
+        self.previous: tuple[bool, int] = (True, logging.NOTSET)  # the tree's, before install
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -53,6 +54,7 @@ def install(ros_logger: Any) -> RclpyLogHandler:
     """Route the package's Python logging to `ros_logger`; returns the handler for `remove`."""
     handler = RclpyLogHandler(ros_logger)
     tree = logging.getLogger(PACKAGE_LOGGER)
+    handler.previous = (tree.propagate, tree.level)
     tree.addHandler(handler)
     tree.propagate = False  # not twice (root handlers print to stderr unformatted)
     tree.setLevel(_TO_PYTHON.get(LoggingSeverity(ros_logger.get_effective_level()), logging.INFO))
@@ -60,8 +62,8 @@ def install(ros_logger: Any) -> RclpyLogHandler:
 
 
 def remove(handler: RclpyLogHandler) -> None:
+    """Undo `install`: the tree's propagation and level are as they were before it."""
     tree = logging.getLogger(PACKAGE_LOGGER)
     tree.removeHandler(handler)
-    if not tree.handlers:
-        tree.propagate = True
-        tree.setLevel(logging.NOTSET)
+    tree.propagate, level = handler.previous
+    tree.setLevel(level)
