@@ -41,6 +41,31 @@ def test_package_logging_reaches_rosout_at_the_nodes_level(ros):
     assert tree.propagate  # as before install: pytest's capture (and a user's root) still see it
 
 
+def test_bridge_survives_a_library_disabling_existing_loggers(ros):
+    """dictConfig(disable_existing_loggers=True), as Ray calls it, must not mute the package."""
+    import logging.config
+
+    lib = logging.getLogger("tinygpt_ros.runtime.threads")
+    others = {n: lg.disabled for n, lg in logging.Logger.manager.loggerDict.items()
+              if isinstance(lg, logging.Logger)}
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": True})
+    assert lib.disabled
+    texts: list[tuple[int, str]] = []
+    _rosout(ros, texts)
+    node = ros.make_node("bridged_after_dictconfig")
+    handler = log_bridge.install(node.get_logger())
+    try:
+        def emit() -> bool:
+            lib.warning("still heard")
+            return any("still heard" in m for _, m in texts)
+
+        assert ros.spin_until(emit)
+    finally:
+        log_bridge.remove(handler)
+        for name, was in others.items():  # leave the other tests the loggers as they were
+            logging.getLogger(name).disabled = was
+
+
 def test_debug_lines_stay_quiet_at_info(ros):
     texts: list[tuple[int, str]] = []
     _rosout(ros, texts)

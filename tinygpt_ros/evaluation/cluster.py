@@ -62,8 +62,10 @@ def replay_ray(jobs: Sequence[BagJob], address: str, workers: int,
         j.threads = per_task
     started = False
     if not ray.is_initialized():
+        # configure_logging=False: Ray's own dictConfig would disable every logger that exists
+        # in this process (ours included) and the caller's logging setup with them.
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                                  "log_to_driver": True}
+                                  "log_to_driver": True, "configure_logging": False}
         if address == LOCAL:
             kwargs["num_cpus"] = workers
         else:

@@ -54,6 +54,12 @@ def install(ros_logger: Any) -> RclpyLogHandler:
     """Route the package's Python logging to `ros_logger`; returns the handler for `remove`."""
     handler = RclpyLogHandler(ros_logger)
     tree = logging.getLogger(PACKAGE_LOGGER)
+    # A library's logging.config.dictConfig(disable_existing_loggers=True) (Ray's does, unless
+    # told not to) silently disables every logger that existed then, ours included.
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and (
+                name == PACKAGE_LOGGER or name.startswith(PACKAGE_LOGGER + ".")):
+            logger.disabled = False
     handler.previous = (tree.propagate, tree.level)
     tree.addHandler(handler)
     tree.propagate = False  # not twice (root handlers print to stderr unformatted)
