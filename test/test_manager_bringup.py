@@ -191,7 +191,10 @@ def test_bring_up_with_missing_model_reports_failure(ros, engine_factory, tmp_pa
 def test_edge_bringup_console_script_stops_cleanly_on_sigint(tmp_path):
     """The installed executable: starts, reports the (expected) model failure, exits 0 on
     Ctrl-C. Uses the default engine factory, so no trained weights are needed for this check."""
-    exe = REPO / "install" / "lib" / "tinygpt_ros" / "edge_bringup"
+    from ament_index_python.packages import get_package_prefix
+
+    # the colcon install of this environment (install/ or install-jazzy/), as `ros2 run` finds it
+    exe = Path(get_package_prefix("tinygpt_ros")) / "lib" / "tinygpt_ros" / "edge_bringup"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tinygpt_ros.ros.bringup"]
     env = dict(os.environ, ROS_DOMAIN_ID=str(100 + os.getpid() % 100),
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
