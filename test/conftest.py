@@ -97,7 +97,7 @@ def ros() -> Iterator[RosHarness]:
 # scripts/test.sh runs them in an environment without torch, as a robot on onnxruntime would).
 _ROS_HINTS = ("rclpy", "ros_fixtures", "tinygpt_ros.ros", "ros2")
 _TORCH_HINTS = ("import torch", "from torch", "tinygpt_ros.train", "tinygpt_ros.model",
-                "torch_engine", "hf_fixtures", "transformers")
+                "torch_engine", "hf_fixtures", "transformers", "needs torch")
 
 
 def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None:

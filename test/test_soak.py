@@ -1,4 +1,7 @@
-"""`tinygpt-ros soak` scaled down: every part against the real graph in a subprocess (the full
+"""(Kilted leg only: needs torch; the model-faults part truncates model.pt and loads it with
+the torch backend.)
+
+`tinygpt-ros soak` scaled down: every part against the real graph in a subprocess (the full
 sizes are a command, docs/reliability.md). Engine-dependent: uses the shipped model."""
 
 from __future__ import annotations
