@@ -27,12 +27,12 @@ from tinygpt_ros.hf.git_common import (
     CHANGE_UNIT,
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
+    GitKernelsCommon,
     Preprocessor,
-    fuse_window,
     git_model_config,
     probe_frame,
 )
-from tinygpt_ros.hf.router import RouterParams, untrained_logits
+from tinygpt_ros.hf.router import RouterParams
 from tinygpt_ros.hf.vision import GatedTower
 from tinygpt_ros.model.weights import ModelLoadError
 from tinygpt_ros.spec.config import NUM_TOKENS
@@ -51,7 +51,7 @@ class GitStream:
         self.projected_depth = 0
 
 
-class GitKernels:
+class GitKernels(GitKernelsCommon):
     """GIT behind the `Kernels` protocol (torch, CPU or CUDA, inference only)."""
 
     family = "git"
@@ -134,19 +134,6 @@ class GitKernels:
             state.projected[idx] = project(self.vision.post_layernorm(out[idx]))
         n = NUM_TOKENS if tower.last_dense else tower.n_recomputed - 1  # CLS not counted
         return _np(state.projected).copy(), n
-
-    def router_logits(self, features: np.ndarray) -> np.ndarray:
-        if self.router is None:
-            return untrained_logits(len(self.depths))
-        return self.router.logits(features)
-
-    def fuse(self, window: np.ndarray, max_tokens: int | None,
-             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return fuse_window(window, max_tokens, static_threshold, self.cfg)
-
-    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
-                       positions: np.ndarray) -> np.ndarray:
-        raise ValueError("this GIT captioner has no gesture head")
 
     # ------------------------------------------------------------------ decoder
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tinygpt_ros import ops
+from tinygpt_ros.hf.router import untrained_logits
 from tinygpt_ros.model.weights import ModelLoadError
 from tinygpt_ros.spec.config import GRID, NUM_TOKENS, ModelConfig
 
@@ -105,3 +106,25 @@ class HfTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True).strip()
+
+
+class GitKernelsCommon:
+    """The kernel methods the torch and onnxruntime GIT kernels share (numpy only); a subclass
+    sets `cfg`, `depths` and `router`."""
+
+    cfg: ModelConfig
+    depths: tuple[int, ...]
+    router: Any
+
+    def router_logits(self, features: np.ndarray) -> np.ndarray:
+        if self.router is None:
+            return untrained_logits(len(self.depths))
+        return self.router.logits(features)
+
+    def fuse(self, window: np.ndarray, max_tokens: int | None,
+             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return fuse_window(window, max_tokens, static_threshold, self.cfg)
+
+    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
+                       positions: np.ndarray) -> np.ndarray:
+        raise ValueError("this GIT captioner has no gesture head")

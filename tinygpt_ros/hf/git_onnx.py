@@ -15,12 +15,12 @@ from tinygpt_ros.hf.git_common import (
     CHANGE_UNIT,
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
+    GitKernelsCommon,
     Preprocessor,
-    fuse_window,
     git_model_config,
     probe_frame,
 )
-from tinygpt_ros.hf.router import RouterParams, untrained_logits
+from tinygpt_ros.hf.router import RouterParams
 from tinygpt_ros.model.weights import ModelLoadError
 from tinygpt_ros.spec.config import NUM_TOKENS
 
@@ -34,7 +34,7 @@ def weights_size(path: Path) -> int:
                if (path / n).is_file())
 
 
-class GitOnnxKernels:
+class GitOnnxKernels(GitKernelsCommon):
     """GIT behind the `Kernels` protocol on onnxruntime sessions."""
 
     family = "git"
@@ -112,19 +112,6 @@ class GitOnnxKernels:
         out = state.run(step, x, sel, self.depths[branch], self.heads)
         n = NUM_TOKENS if state.last_dense else state.n_recomputed - 1
         return out, n
-
-    def router_logits(self, features: np.ndarray) -> np.ndarray:
-        if self.router is None:
-            return untrained_logits(len(self.depths))
-        return self.router.logits(features)
-
-    def fuse(self, window: np.ndarray, max_tokens: int | None,
-             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return fuse_window(window, max_tokens, static_threshold, self.cfg)
-
-    def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
-                       positions: np.ndarray) -> np.ndarray:
-        raise ValueError("this GIT captioner has no gesture head")
 
     def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
         bias = np.log(np.maximum(np.asarray(sizes, np.float32), 1e-6)).astype(np.float32)
