@@ -172,3 +172,16 @@ def test_eval_configs_accept_budget_sweeps():
     assert (ctl.mode, ctl.target) == ("flops", 0.1)
     with pytest.raises(ValueError, match="budget_target_ms"):
         parse_configs(["budget_target_ms=-1"])
+
+
+def test_reanchors_are_gated_from_the_tokens_rung_on():
+    """Below the tokens rung a camera re-anchor recomputes every token as the user's knobs
+    say; from it on, the re-anchor goes through the selection (else no rung bounds it)."""
+    ctl = BudgetController("flops", 1.0)
+    assert not ctl.gates_reanchor("frame")
+    drive(ctl, scene=3.0, frames=2)  # over: tightens, still inside the caption rung
+    assert 0 < ctl.level("frame") <= 1.0 and not ctl.gates_reanchor("frame")
+    drive(ctl, scene=40.0, frames=3)
+    assert ctl.level("frame") > 1.0 and ctl.gates_reanchor("frame")
+    assert not ctl.gates_reanchor("events")  # per stream
+    assert not BudgetController().gates_reanchor("frame")  # off: never

@@ -4,12 +4,14 @@ both engines take the same decisions."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tinygpt_ros.deploy.factory import load_engine
+from tinygpt_ros.spec.config import Knobs
 
 MODEL_DIR = str(Path(__file__).resolve().parent.parent / "models" / "tinygpt")
 SETTLE = 10
@@ -34,12 +36,11 @@ def run(engine, stream: list[np.ndarray]) -> list[tuple[float, dict]]:
 
 @pytest.fixture(scope="module")
 def engine():
+    """The node's default knobs: motion and exposure compensation on (a busy frame of fresh
+    noise reads as motion past the limit and re-anchors; the tokens rung gates re-anchors)."""
     e = load_engine(MODEL_DIR, backend="onnxruntime")
     e.set_knob("refresh_interval", 0)  # no periodic full refresh spikes inside the short run
-    # A fixed camera: busy scene action read as camera motion re-anchors (a full refresh the
-    # budget cannot defer); the controller's convergence is measured without that.
-    e.set_knob("motion_compensation", "off")
-    e.set_knob("exposure_compensation", False)
+    assert Knobs().motion_compensation != "off" and Knobs().exposure_compensation
     yield e
     e.close()
 
@@ -56,8 +57,14 @@ def test_scene_step_and_target_step_converge(engine):
     busy = run(engine, frames("busy", 30, 2))
     settled = busy[SETTLE:]
     assert sum(c > 1.1 * target for c, _ in settled) <= 1, [round(c / target, 2) for c, _ in busy]
-    levels = {d["budget_level"] for _, d in settled}
-    assert max(levels) - min(levels) <= 0.25  # no oscillation once settled
+    levels = [d["budget_level"] for _, d in settled]
+    # no oscillation once settled: at most one excursion (a caption decode costs a fixed
+    # spike; the controller tightens once and relaxes back), never a limit cycle
+    moves = sum(a != b for a, b in itertools.pairwise(levels))
+    assert moves <= 2 and max(levels) - min(levels) <= 0.5, levels
+    # the busy frames re-anchor (noise reads as motion past the limit); gated from the tokens
+    # rung on, they go through the selection instead of recomputing all 196 tokens
+    assert any(d["budget_level"] > 1 for _, d in settled)
     assert all(d["budget_state"] != "unreachable" for _, d in settled)
     chosen = settled[-1][1]
     assert chosen["budget_knob_fusion_threshold"] >= engine.knobs()["fusion_threshold"]
@@ -74,14 +81,35 @@ def test_scene_step_and_target_step_converge(engine):
     engine.budget.configure("off", 0.0)
 
 
+def test_step_to_a_panning_camera_converges_with_compensation_on(engine):
+    """Generator clips (held-out split): a still scene, then a panning camera (the motion
+    stage follows the pan, re-anchors past its limit, and noise and JPEG change tokens)."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+
+    still_seed, pan_seed = split_seeds("test", 2, 7)
+    still = render_clip(still_seed, "still", num_frames=12).frames
+    pan = render_clip(pan_seed, "pan", num_frames=30).frames
+    engine.reset()
+    engine.budget.configure("off", 0.0)
+    pan_cost = np.mean([c for c, _ in run(engine, list(pan))[2:]])
+    target = 0.6 * pan_cost
+    engine.reset()
+    engine.budget.configure("flops", target)
+    run(engine, list(still))
+    trace = run(engine, list(pan))
+    settled = trace[SETTLE:]
+    over = [c for c, _ in settled if c > 1.1 * target]
+    assert len(over) <= 1, [(round(c / target, 2), d["budget_state"]) for c, d in trace]
+    assert all(d["budget_state"] != "unreachable" for _, d in settled)
+    engine.budget.configure("off", 0.0)
+
+
 def test_torch_and_onnxruntime_take_the_same_budget_decisions(engine):
     torch_engine = load_engine(MODEL_DIR, backend="torch")
     stream = frames("still", 4) + frames("busy", 12, 5)
     levels = {}
     for name, e in (("onnxruntime", engine), ("torch", torch_engine)):
         e.set_knob("refresh_interval", 0)
-        e.set_knob("motion_compensation", "off")
-        e.set_knob("exposure_compensation", False)
         e.reset()
         e.budget.configure("flops", 0.05)
         levels[name] = [d["budget_level"] for _, d in run(e, stream)]

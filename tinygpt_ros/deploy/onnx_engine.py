@@ -48,6 +48,7 @@ from tinygpt_ros.model.weights import (
     verify_files,
 )
 from tinygpt_ros.ops.beam import best_finished, expand_beams
+from tinygpt_ros.runtime.gpu_share import GPU_PROVIDERS, choose_gpu_timing, probe_nvml
 from tinygpt_ros.runtime.streaming import StreamingEngine
 from tinygpt_ros.spec.config import Knobs, ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
@@ -244,6 +245,9 @@ class OnnxEngine(StreamingEngine):
         super().__init__(kernels, tokenizer, gesture_classes, knobs)
         self.precision = precision
         self.provider_choice = provider_choice
+        on_gpu = any(p in GPU_PROVIDERS for p in self.providers[:1])
+        self.use_gpu_timing(choose_gpu_timing("onnxruntime", providers=self.providers,
+                                              nvml=on_gpu and probe_nvml()))
 
     @property
     def providers(self) -> list[str]:

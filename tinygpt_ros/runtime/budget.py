@@ -8,7 +8,9 @@ branch the router wants, whether the caption must be re-decoded), so the control
 ordered by how little quality it costs:
 
 1. caption decoding: raise `caption_reuse_threshold` (decode less often, reuse more);
-2. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens`;
+2. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens`, and
+   gate camera re-anchors (a re-anchor of the motion stage otherwise recomputes every token;
+   gated, it goes through the same threshold and cap, see `gates_reanchor`);
 3. router: a bias on the router logits toward the cheaper encoder branches;
 4. last, `max_fused_tokens` (fewer tokens for the decoder / gesture head).
 
@@ -43,11 +45,11 @@ from typing import Any
 from tinygpt_ros.spec.config import NUM_TOKENS, Knobs
 from tinygpt_ros.spec.types import ComputeRecord
 
-BUDGET_MODES = ("off", "latency", "flops", "power")
-UNITS = {"latency": "ms", "flops": "GFLOPs", "power": "mW"}
+BUDGET_MODES = ("off", "latency", "flops", "power", "gpu_share")
+UNITS = {"latency": "ms", "flops": "GFLOPs", "power": "mW", "gpu_share": "%"}
 # the node parameter (and eval config key) holding each mode's target
 TARGET_PARAMS = {"latency": "budget_target_ms", "flops": "budget_target_gflops",
-                 "power": "budget_target_mw"}
+                 "power": "budget_target_mw", "gpu_share": "budget_target_gpu_pct"}
 MODE_OF_TARGET = {param: mode for mode, param in TARGET_PARAMS.items()}
 RUNGS = ("caption", "tokens", "router", "fused")
 # the knobs the ladder moves (reported per frame with the value chosen)
@@ -158,10 +160,15 @@ class BudgetController:
 
     def __init__(self, mode: str = "off", target: float = 0.0, *,
                  cheap: CheapEnd | None = None, gains: ControllerGains | None = None,
-                 j_per_gflop: float = DEFAULT_J_PER_GFLOP) -> None:
+                 j_per_gflop: float = DEFAULT_J_PER_GFLOP,
+                 gpu_timing: str | None = None) -> None:
         self.cheap = cheap or CheapEnd()
         self.gains = gains or ControllerGains()
         self.j_per_gflop = j_per_gflop
+        # how the engine measures GPU busy time (runtime/gpu_share.py), or why it cannot:
+        # gpu_share mode is refused unless the engine set a source here
+        self.gpu_timing = gpu_timing
+        self.gpu_refusal = "this engine measures no GPU busy time"
         self._streams: dict[str, _StreamState] = {}
         self.mode = "off"
         self.target = 0.0
@@ -178,6 +185,11 @@ class BudgetController:
         target = float(target)
         if mode != "off" and not (math.isfinite(target) and target > 0):
             raise ValueError(f"budget target must be a positive number, got {target}")
+        if mode == "gpu_share":
+            if not target <= 100.0:
+                raise ValueError(f"budget_target_gpu_pct must be in (0, 100], got {target}")
+            if self.gpu_timing is None:
+                raise ValueError(f"budget_mode gpu_share unavailable: {self.gpu_refusal}")
         if mode != self.mode:
             self._streams.clear()
         self.mode, self.target = mode, target
@@ -197,6 +209,14 @@ class BudgetController:
 
     def level(self, modality: str) -> float:
         return self._stream(modality).level
+
+    def gates_reanchor(self, modality: str) -> bool:
+        """Whether a camera re-anchor goes through the token selection instead of recomputing
+        every token: once the tokens rung is engaged (level > 1). Below it the user's knobs
+        allow the full refresh; past it, a re-anchor on every frame (a pan faster than the
+        motion stage follows, a busy scene it reads as motion) would cost the full encoder
+        whatever the other knobs say, and no rung could hold the target."""
+        return self.active and self._stream(modality).level > RUNGS.index("tokens")
 
     def _stream(self, modality: str) -> _StreamState:
         s = self._streams.get(modality)
@@ -319,6 +339,9 @@ class BudgetController:
             return record.total_latency_ms
         if self.mode == "flops":
             return record.total_flops / 1e9
+        if self.mode == "gpu_share":  # share of wall time the engine kept the GPU busy
+            busy_ms = record.gpu_busy_ms or 0.0
+            return 100.0 * busy_ms / (self._period_s(s or _StreamState(), record) * 1e3)
         energy_mj = record.total_flops / 1e9 * self.j_per_gflop * 1e3
         return energy_mj / self._period_s(s or _StreamState(), record)
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from tinygpt_ros import ops
 from tinygpt_ros.runtime.budget import BudgetController
+from tinygpt_ros.runtime.gpu_share import GpuTimer, GpuTimingChoice, make_gpu_timer
 from tinygpt_ros.spec import flops as F
 from tinygpt_ros.spec.config import (
     BRANCH_NAMES,
@@ -189,7 +190,25 @@ class StreamingEngine:
         self.largest_branch = len(self.cfg.branch_depths) - 1
         # compute budget (runtime/budget.py): consulted before each step, fed after it
         self.budget = BudgetController()
+        self._gpu_timer: GpuTimer | None = None  # gpu_share mode: see use_gpu_timing
         self.reset()
+
+    def use_gpu_timing(self, choice: GpuTimingChoice, timer: GpuTimer | None = None) -> None:
+        """Measure GPU busy time with `choice` (runtime/gpu_share.py; `timer` overrides the one
+        it builds) whenever the budget is in gpu_share mode; a choice without a source makes
+        that mode refuse, with its reason."""
+        self._gpu_timer = timer if timer is not None else make_gpu_timer(choice)
+        self.budget.gpu_timing = choice.source if self._gpu_timer is not None else None
+        self.budget.gpu_refusal = choice.reason
+
+    def _gpu_start(self) -> None:
+        if self._gpu_timer is not None and self.budget.mode == "gpu_share":
+            self._gpu_timer.start()
+
+    def _gpu_stop(self) -> float | None:
+        if self._gpu_timer is not None and self.budget.mode == "gpu_share":
+            return self._gpu_timer.stop()
+        return None
 
     # ----------------------------------------------------------------------------- knobs
 
@@ -242,11 +261,16 @@ class StreamingEngine:
             unit = ops.frame_to_unit(frame)  # ValueError on bad input, state untouched
             gray = ops.small_gray(frame)
         s = self._streams["frame"]
+        # budget hook (1/2): the controller picks this step's knobs inside the user's; it is
+        # asked before the motion stage, which it may tell to gate a re-anchor
+        planned = self.budget.plan("frame", self._knobs)
         with timer.stage("motion"):
-            comp = self._compensate(s, unit, frame.shape[0] / frame.shape[1])
+            comp = self._compensate(s, unit, frame.shape[0] / frame.shape[1],
+                                    self.budget.gates_reanchor("frame"))
         with timer.stage("preprocess"):
             x = (ops.unit_to_array(comp.image) if self._frame_input is None
                  else self._frame_input(frame))
+            self._gpu_start()  # gpu_share: from the first GPU work of the step
             emb = self.kernels.embed_frame(x)
         with timer.stage("change"):
             means = ops.patch_means(comp.image)
@@ -264,7 +288,7 @@ class StreamingEngine:
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
-        result = self._step(s, "frame", emb, change, feats, timer, refresh=comp.refresh,
+        result = self._step(s, "frame", emb, change, feats, timer, planned, refresh=comp.refresh,
                             means=means, stamp_us=stamp_us)
         self._record_motion(result.record, comp, frame.shape)
         return result
@@ -277,9 +301,16 @@ class StreamingEngine:
             or (k.refresh_interval > 0 and s.since_refresh + 1 >= k.refresh_interval)
         )
 
-    def _compensate(self, s: Stream, unit: np.ndarray, aspect: float) -> Compensation:
+    def _compensate(self, s: Stream, unit: np.ndarray, aspect: float,
+                    gated_reanchor: bool = False) -> Compensation:
         """Estimate the camera motion and exposure against the anchor and undo them; decide
-        whether this frame re-anchors (every token recomputed on the raw frame)."""
+        whether this frame re-anchors (every token recomputed on the raw frame).
+
+        `gated_reanchor` (the budget controller's tokens rung): a re-anchor does not recompute
+        every token; the raw frame becomes the anchor and goes through the ordinary change test
+        and selection (threshold and active-token cap), so a pan or a busy scene whose motion
+        estimate keeps failing costs what the rung allows. Tokens left out keep their old
+        content and are picked up by later frames' change test (what compensation off does)."""
         k = self._knobs
         compensable = k.sttf_enabled and self._frame_input is None
         mode = k.motion_compensation if compensable else "off"
@@ -300,7 +331,7 @@ class StreamingEngine:
             or not 1.0 / MAX_GAIN <= motion.gain <= MAX_GAIN
         ):
             self._set_anchor(s, unit, gray)
-            return Compensation(unit, motion, mode, True, True)
+            return Compensation(unit, motion, mode, not gated_reanchor, True)
         s.motion = motion
         return Compensation(ops.compensate(unit, s.anchor, motion), motion, mode, False, False)
 
@@ -325,6 +356,7 @@ class StreamingEngine:
         with timer.stage("preprocess"):
             events = ops.validate_events(events)  # ValueError on bad input, state untouched
             hist = ops.events_histogram(events)
+            self._gpu_start()
             emb = self.kernels.embed_events(hist)
         s = self._streams["events"]
         with timer.stage("change"):
@@ -337,7 +369,8 @@ class StreamingEngine:
         with timer.stage("router"):
             window_us = int(events["t"][-1] - events["t"][0]) if len(events) > 1 else 0
             feats = ops.event_complexity_features(counts, len(events), max(window_us, 1))
-        return self._step(s, "events", emb, change, feats, timer, counts=counts,
+        planned = self.budget.plan("events", self._knobs)
+        return self._step(s, "events", emb, change, feats, timer, planned, counts=counts,
                           n_events=len(events), stamp_us=stamp_us,
                           refresh=self._refresh_due(s))
 
@@ -349,6 +382,7 @@ class StreamingEngine:
         change: np.ndarray,
         feats: np.ndarray,
         timer: StageTimer,
+        planned: tuple[Knobs, float],
         *,
         refresh: bool,
         counts: np.ndarray | None = None,
@@ -356,8 +390,7 @@ class StreamingEngine:
         stamp_us: int | None = None,
         means: np.ndarray | None = None,
     ) -> FrameResult:
-        # budget hook (1/2): the controller picks this step's knobs inside the user's
-        k, router_bias = self.budget.plan(modality, self._knobs)
+        k, router_bias = planned  # budget hook (1/2): the step's knobs, from budget.plan
         cfg = self.cfg
         kern = self.kernels
         with timer.stage("router"):
@@ -403,9 +436,9 @@ class StreamingEngine:
 
         with timer.stage("fusion"):
             n_window = len(s.window) * NUM_TOKENS
-            fused, sizes, positions = self._fuse(s, k.max_fused_tokens if k.sttf_enabled
-                                                 else None)
-            if k.sttf_enabled:
+            fused, sizes, positions, fused_now = self._fuse(
+                s, k.max_fused_tokens if k.sttf_enabled else None)
+            if k.sttf_enabled and fused_now:  # a memo hit ran no fusion: it costs nothing
                 fusion_flops = F.fusion_flops(cfg, n_window, int((sizes > 0).sum()))
             else:
                 fusion_flops = 0.0
@@ -461,6 +494,7 @@ class StreamingEngine:
             full_refresh=n_sel >= NUM_TOKENS,
             router_probs=[float(v) for v in probs],
         )
+        record.gpu_busy_ms = self._gpu_stop()
         mask = selected.reshape(GRID, GRID).copy()
         # budget hook (2/2): feed the measured cost; its diagnostics ride on the result
         budget = self.budget.observe(modality, record, stamp_us, k, router_bias)
@@ -469,20 +503,21 @@ class StreamingEngine:
                            fused_sizes=np.asarray(sizes, np.float32).copy(), budget=budget)
 
     def _fuse(self, s: Stream, max_tokens: int | None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """Temporal fusion of the stream's window, or the last result when the window holds
         the very same encoder outputs as last time (a still scene reuses the same output
         array frame after frame, so after `temporal_window` reused frames the window stops
         changing): the same input gives the same tokens, so they are not fused again.
-        The returned arrays are shared with the memo; callers must not write into them."""
+        The returned arrays are shared with the memo; callers must not write into them. The
+        last value says whether fusion ran (False: the memo's result, no work, no FLOPs)."""
         frames = tuple(s.window)
         memo = s.fusion_memo
         if (memo is not None and memo[1] == max_tokens and len(memo[0]) == len(frames)
                 and all(a is b for a, b in zip(memo[0], frames, strict=True))):
-            return memo[2]
+            return (*memo[2], False)
         result = self.kernels.fuse(np.stack(frames), max_tokens, STATIC_THRESHOLD)
         s.fusion_memo = (frames, max_tokens, result)  # holds the frames: ids stay unique
-        return result
+        return (*result, True)
 
     def _caption(
         self, s: Stream, fused: np.ndarray, sizes: np.ndarray, k: Knobs

@@ -14,6 +14,7 @@ from typing import Any
 
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.model.weights import ModelLoadError, load_model_files
+from tinygpt_ros.runtime.gpu_share import choose_gpu_timing, probe_cuda_events, probe_nvml
 from tinygpt_ros.runtime.streaming import STATIC_THRESHOLD, StreamingEngine
 from tinygpt_ros.runtime.torch_kernels import TorchKernels
 from tinygpt_ros.spec.config import Knobs
@@ -39,6 +40,10 @@ class TorchEngine(StreamingEngine):
         self.device = kernels.device
         self.beam_size = beam_size
         super().__init__(kernels, tokenizer, gesture_classes, knobs)
+        on_gpu = self.device.type == "cuda"
+        self.use_gpu_timing(choose_gpu_timing(
+            "torch", str(self.device), cuda_events=on_gpu and probe_cuda_events(),
+            nvml=on_gpu and probe_nvml()))
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str = "cpu", **kwargs: Any) -> TorchEngine:

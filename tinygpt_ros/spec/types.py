@@ -42,6 +42,8 @@ class ComputeRecord:
     exposure_gain: float = 1.0  # frame ~ gain * anchor + offset (unit intensities)
     exposure_offset: float = 0.0
     reanchored: bool = False  # the accumulated motion or exposure forced a full refresh
+    # GPU busy time of the step (runtime/gpu_share.py: CUDA events or NVML), None = not measured
+    gpu_busy_ms: float | None = None
 
     @property
     def total_flops(self) -> float:
