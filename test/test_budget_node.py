@@ -1,6 +1,7 @@
 """Budget parameters on the real node through the real parameter service (as `ros2 param set`):
 the target applies on the next frame, an unreachable target shows in the diagnostics, and the
-1 Hz summary reports the share of frames inside the budget. FLOPs mode: deterministic costs."""
+1 Hz summary reports the share of frames inside the budget; gpu_share is refused on a CPU engine.
+FLOPs mode: deterministic costs."""
 
 from __future__ import annotations
 
@@ -59,6 +60,15 @@ def test_budget_target_set_applies_on_next_frame(ros, lifecycle, tinygpt):
     assert not pc.set("budget_mode", "watts").successful
     assert not pc.set("budget_target_gflops", 0.0).successful
     assert pc.get("budget_mode") == "flops" and pc.get("budget_target_gflops") == 0.04
+    # gpu_share needs GPU busy time: this engine runs on the CPU, so it is refused with the
+    # engine's reason and the running budget stays as it was
+    r = pc.set("budget_mode", "gpu_share")
+    assert not r.successful and "gpu_share unavailable" in r.reason and "not a GPU" in r.reason
+    assert pc.get("budget_mode") == "flops"
+    assert pc.set("budget_target_gpu_pct", 30.0).successful  # the target alone is harmless
+    assert not pc.set("budget_target_gpu_pct", 150.0).successful
+    d = feed.frame()
+    assert d["budget_mode"] == "flops" and float(d["budget_target"]) == 0.04
 
 
 def test_unreachable_target_is_reported_not_hidden(ros, lifecycle, tinygpt):
@@ -78,3 +88,17 @@ def test_unreachable_target_is_reported_not_hidden(ros, lifecycle, tinygpt):
     summary = [status_values(s) for s in feed.statuses(": summary")
                if status_values(s).get("budget_frames", "0") != "0"][-1]
     assert float(summary["budget_in_pct"]) == 0.0
+
+
+def test_gpu_share_from_the_launch_file_falls_back_explicitly_on_a_cpu_engine(ros, lifecycle,
+                                                                                 tinygpt):
+    """Set before configure (no engine to ask yet) the value is accepted; the CPU engine then
+    refuses it: the node runs with no budget, and says so in its error count."""
+    tinygpt(qos_reliability="reliable", budget_mode="gpu_share", budget_target_gpu_pct=30.0)
+    lc = lifecycle()
+    assert lc.configure() and lc.activate()
+    feed = Feed(ros)
+    for _ in range(3):
+        d = feed.frame()
+    assert "budget_mode" not in d  # no controller values: running without a budget
+    assert int(d["errors"]) == 1  # the refusal, counted once (not once per frame)

@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="node parameter for every run, on top of config/edge.yaml "
                    "(repeatable), e.g. --param blas_threads=0")
+    p.add_argument("--budget-mode", default=None,
+                   choices=["off", "latency", "flops", "power", "gpu_share"],
+                   help="run the node under this closed-loop budget (budget_mode)")
+    p.add_argument("--budget-target", type=float, default=None,
+                   help="the budget mode's target: ms (latency), GFLOPs (flops), mW (power), "
+                   "%% (gpu_share)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/bench_node", help="report directory")
     p.add_argument("--markdown", default=None,

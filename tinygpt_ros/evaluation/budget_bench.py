@@ -1,21 +1,30 @@
 """`tinygpt-ros bench-budget`: the closed-loop budget controller against fixed knob settings.
 
-Streams of held-out clips that switch scene (still -> busy -> slow -> busy -> still ...,
-concatenated without resetting the engine, so the controller sees every step change) run once
-per configuration: the controller at several FLOPs targets, and a grid of fixed settings along
-the same knob ladder the controller walks (`budget.knobs_at_level`, with no router bias, since
-the bias is not a user knob) plus the user's defaults. Reported per configuration: CIDEr (all
-segments scored together), mean and p95 GFLOPs per frame, and for the controller the p95 once
-settled (frames >= `SETTLE_FRAMES` after each scene switch) against the target, and the share
-of frames inside the budget. The comparison at equal mean cost takes, for each controller run,
-the best-CIDEr fixed setting whose mean cost is at most the controller's.
+Streams of held-out clips that switch scene (still, busy, a panning camera, slow, a flickering
+exposure, ...; concatenated without resetting the engine, so the controller sees every step
+change) run once per configuration, with the node's default knobs (motion and exposure
+compensation on). Configurations:
 
-FLOPs mode only: FLOPs are deterministic, so the figures reproduce on any machine; latency on
-this shared 2-core box would mostly measure the neighbours.
+- the controller at several FLOPs targets and at several latency targets (ms; given as
+  fractions of the user's-knobs p95 latency measured first in the same run, since absolute ms
+  depend on the machine);
+- fixed settings: the ladder the controller walks (`budget.knobs_at_level`, levels 0-4, with
+  its router bias), and a grid over fusion_threshold x max_fused_tokens x router bias
+  (`FIXED_GRID`) on top of the user's other knobs.
+
+Reported per configuration: CIDEr (all segments scored together), mean and p95 cost in GFLOPs
+and ms per frame, and for the controller the p95 once settled (frames >= `SETTLE_FRAMES` after
+each scene switch) against the target, the settling time after each switch, and the share of
+frames inside the budget. The comparison at equal mean cost takes, for each controller run, the
+best-CIDEr fixed setting whose mean cost (in the controller's unit) is at most the controller's.
+
+FLOPs are deterministic, so those figures reproduce on any machine; latency figures are one run
+on whatever the machine is doing at the time.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 import sys
@@ -25,12 +34,28 @@ from typing import Any
 
 import numpy as np
 
-from tinygpt_ros.runtime.budget import knobs_at_level
+from tinygpt_ros.runtime.budget import BudgetController, knobs_at_level
 from tinygpt_ros.spec.config import Knobs
 
-SWITCH_PATTERN = ("still", "busy", "slow", "busy", "still", "slow")
+SWITCH_PATTERN = ("still", "busy", "pan", "slow", "busy", "flicker", "pan", "still")
 SETTLE_FRAMES = 10  # the issue's settling allowance after a step change
 FIXED_LEVELS = (0.0, 1.0, 2.0, 3.0, 4.0)
+# fusion_threshold x max_fused_tokens x router bias: 12 fixed points off the ladder
+FIXED_GRID = {"fusion_threshold": (0.5, 1.5, 3.0), "max_fused_tokens": (31, 12),
+              "router_bias": (0.0, 3.0)}
+UNIT_KEYS = {"flops": "gflops", "latency": "ms"}
+
+
+class FixedBias(BudgetController):
+    """Not a controller: the user's knobs with a constant router logit bias (a fixed setting
+    of the one ladder rung that is not a user knob). Reports nothing."""
+
+    def __init__(self, bias: float) -> None:
+        super().__init__()
+        self.bias = float(bias)
+
+    def plan(self, modality: str, user: Knobs) -> tuple[Knobs, float]:
+        return user, (self.bias if user.anc_enabled else 0.0)
 
 
 def switching_streams(n_streams: int, frames_per_scene: int, seed: int = 0,
@@ -41,53 +66,70 @@ def switching_streams(n_streams: int, frames_per_scene: int, seed: int = 0,
     kw: dict[str, Any] = {"num_frames": frames_per_scene}
     if size is not None:
         kw["size"] = size
-    seeds = split_seeds(split, n_streams * len(SWITCH_PATTERN), seed)
+    n = len(SWITCH_PATTERN)
+    seeds = split_seeds(split, n_streams * n, seed)
     streams = []
     for s in range(n_streams):
-        order = SWITCH_PATTERN[s % len(SWITCH_PATTERN):] + SWITCH_PATTERN[:s % len(SWITCH_PATTERN)]
-        streams.append([render_clip(seeds[s * len(SWITCH_PATTERN) + i], m, **kw)
-                        for i, m in enumerate(order)])
+        order = SWITCH_PATTERN[s % n:] + SWITCH_PATTERN[:s % n]
+        streams.append([render_clip(seeds[s * n + i], m, **kw) for i, m in enumerate(order)])
     return streams
 
 
 def run_stream(engine: Any, clips: list[Any]) -> dict[str, Any]:
     """One switching stream through `engine` (reset once at the start): the caption shown at
-    each segment's last frame, per-frame GFLOPs, and frames since the last scene switch."""
+    each segment's last frame, per-frame GFLOPs and ms, and frames since the last switch."""
     engine.reset()
-    shown: list[str] = []
-    gflops: list[float] = []
-    since_switch: list[int] = []
-    states: list[str] = []
+    out: dict[str, list[Any]] = {"shown": [], "gflops": [], "ms": [], "since_switch": [],
+                                 "states": []}
     offset_us = 0
     for clip in clips:
         last = {seg.end - 1 for seg in clip.segments}
         for i, (frame, stamp) in enumerate(zip(clip.frames, clip.timestamps_us, strict=True)):
             res = engine.process_frame(frame, int(stamp) + offset_us)
-            gflops.append(res.record.total_flops / 1e9)
-            since_switch.append(i)
-            states.append(res.budget["budget_state"] if res.budget else "off")
+            out["gflops"].append(res.record.total_flops / 1e9)
+            out["ms"].append(res.record.total_latency_ms)
+            out["since_switch"].append(i)
+            out["states"].append(res.budget["budget_state"] if res.budget else "off")
             if i in last:
-                shown.append(res.caption or "")
+                out["shown"].append(res.caption or "")
         offset_us += int(clip.timestamps_us[-1]) + 33_333
-    return {"shown": shown, "gflops": gflops, "since_switch": since_switch, "states": states}
+    return out
 
 
-def configurations(targets: list[float]) -> dict[str, dict[str, Any]]:
-    """name -> {"knobs": full knob dict, "target": GFLOPs or None (fixed)}."""
+def fixed_configurations() -> dict[str, dict[str, Any]]:
+    """name -> {"knobs", "bias", "mode": None, "target": None}: the ladder and the grid."""
     user = Knobs()
     out: dict[str, dict[str, Any]] = {}
     for level in FIXED_LEVELS:
-        k, _ = knobs_at_level(user, level)
-        out[f"fixed@{level:g}"] = {"knobs": k.as_dict(), "target": None}
-    for t in targets:
-        out[f"budget={t:g}"] = {"knobs": user.as_dict(), "target": float(t)}
+        k, bias = knobs_at_level(user, level)
+        out[f"fixed@{level:g}"] = {"knobs": k.as_dict(), "bias": bias, "mode": None,
+                                   "target": None}
+    for thr, fused, bias in itertools.product(*FIXED_GRID.values()):
+        k = Knobs(fusion_threshold=thr, max_fused_tokens=fused)
+        out[f"grid thr={thr:g} fused={fused} bias={bias:g}"] = {
+            "knobs": k.as_dict(), "bias": bias, "mode": None, "target": None}
     return out
+
+
+def _run_config(engine: Any, streams: list[list[Any]], cfg: dict[str, Any]) -> dict[str, Any]:
+    for k, v in cfg["knobs"].items():
+        engine.set_knob(k, v)
+    if cfg["mode"] is None:
+        engine.budget = FixedBias(cfg["bias"])
+    else:
+        engine.budget = BudgetController(cfg["mode"], cfg["target"])
+    acc: dict[str, list[Any]] = {}
+    for clips in streams:
+        for key, vals in run_stream(engine, clips).items():
+            acc.setdefault(key, []).extend(vals)
+    engine.budget = BudgetController()
+    return acc
 
 
 def run_budget_bench(model_dir: str | Path, targets: list[float], n_streams: int = 4,
                      frames_per_scene: int = 24, seed: int = 0, backend: str = "onnxruntime",
-                     size: tuple[int, int] | None = None,
-                     progress: Any = None) -> dict[str, Any]:
+                     size: tuple[int, int] | None = None, progress: Any = None,
+                     latency_fractions: list[float] | None = None) -> dict[str, Any]:
     from tinygpt_ros.deploy.factory import load_engine
     from tinygpt_ros.evaluation.metrics import caption_scores_many
     from tinygpt_ros.evaluation.provenance import machine_info, model_identity
@@ -102,42 +144,40 @@ def run_budget_bench(model_dir: str | Path, targets: list[float], n_streams: int
     hyps: dict[str, dict[int, str]] = {}
     runs: dict[str, dict[str, Any]] = {}
     t_start = time.perf_counter()
-    for name, cfg in configurations(targets).items():
+
+    def run(name: str, cfg: dict[str, Any]) -> None:
         t0 = time.perf_counter()
-        for k, v in cfg["knobs"].items():
-            engine.set_knob(k, v)
-        if cfg["target"] is None:
-            engine.budget.configure("off", 0.0)
-        else:
-            engine.budget.configure("flops", cfg["target"])
-        shown: list[str] = []
-        gflops: list[float] = []
-        since: list[int] = []
-        states: list[str] = []
-        for clips in streams:
-            r = run_stream(engine, clips)
-            shown += r["shown"]
-            gflops += r["gflops"]
-            since += r["since_switch"]
-            states += r["states"]
-        hyps[name] = dict(enumerate(shown))
-        runs[name] = _cost_summary(np.array(gflops), np.array(since), states, cfg["target"])
+        acc = _run_config(engine, streams, cfg)
+        hyps[name] = dict(enumerate(acc["shown"]))
+        runs[name] = cost_summary(acc, cfg["mode"], cfg["target"])
+        runs[name]["router_bias"] = cfg.get("bias")
         if progress:
             progress(f"{name}: mean {runs[name]['mean_gflops']:.3f} GFLOPs, "
-                     f"{time.perf_counter() - t0:.0f}s")
-    engine.budget.configure("off", 0.0)
+                     f"{runs[name]['mean_ms']:.1f} ms, {time.perf_counter() - t0:.0f}s")
+
+    for name, cfg in fixed_configurations().items():
+        run(name, cfg)
+    user = Knobs().as_dict()
+    for t in targets:
+        run(f"flops={t:g}", {"knobs": user, "mode": "flops", "target": float(t)})
+    user_p95_ms = runs["fixed@0"]["p95_ms"]
+    for f in latency_fractions or []:
+        t = round(f * user_p95_ms, 2)
+        run(f"latency={t:g}ms ({f:g} x p95@0)", {"knobs": user, "mode": "latency", "target": t})
     scores = caption_scores_many(hyps, refs)
     for name in runs:
         runs[name]["CIDEr"] = scores[name]["CIDEr"]
         runs[name]["scores"] = scores[name]
     return {
-        "format": "tinygpt_ros bench-budget report v1",
+        "format": "tinygpt_ros bench-budget report v2",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model_identity(model_dir, backend),
         "machine": machine_info(),
         "streams": {"count": n_streams, "frames_per_scene": frames_per_scene, "seed": seed,
                     "pattern": list(SWITCH_PATTERN), "segments": len(refs), "split": "test",
-                    "size": list(size) if size else None},
+                    "size": list(size) if size else None,
+                    "knobs": {k: user[k] for k in ("motion_compensation", "exposure_compensation",
+                                                   "refresh_interval")}},
         "settle_frames": SETTLE_FRAMES,
         "seconds": round(time.perf_counter() - t_start, 1),
         "runs": runs,
@@ -145,43 +185,72 @@ def run_budget_bench(model_dir: str | Path, targets: list[float], n_streams: int
     }
 
 
-def _cost_summary(gflops: np.ndarray, since: np.ndarray, states: list[str],
-                  target: float | None) -> dict[str, Any]:
+def settling_frames(cost: np.ndarray, since: np.ndarray, limit: float) -> list[int]:
+    """Per scene switch: frames until the rest of the scene stays within `limit` (at most 5%
+    of its remaining frames over, as a p95 allows); the scene's length when it never does."""
+    starts = [*list(np.flatnonzero(since == 0)), len(cost)]
+    out = []
+    for a, b in itertools.pairwise(starts):
+        seg = cost[a:b]
+        settle = len(seg)
+        for i in range(len(seg)):
+            rest = seg[i:]
+            if (rest > limit).sum() <= 0.05 * len(rest):
+                settle = i
+                break
+        out.append(int(settle))
+    return out
+
+
+def cost_summary(acc: dict[str, list[Any]], mode: str | None,
+                 target: float | None) -> dict[str, Any]:
+    gflops, ms = np.array(acc["gflops"]), np.array(acc["ms"])
+    since = np.array(acc["since_switch"])
     out: dict[str, Any] = {
         "frames": len(gflops),
         "mean_gflops": float(gflops.mean()),
         "p95_gflops": float(np.percentile(gflops, 95)),
+        "mean_ms": float(ms.mean()),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mode": mode,
         "target": target,
     }
-    if target is not None:
-        settled = gflops[since >= SETTLE_FRAMES]
+    if mode is not None and target is not None:
+        cost = gflops if mode == "flops" else ms
+        settled = cost[since >= SETTLE_FRAMES]
         p95_settled = float(np.percentile(settled, 95)) if len(settled) else float("nan")
+        settle = settling_frames(cost, since, 1.1 * target)
         out.update({
-            "p95_settled_gflops": p95_settled,
+            "p95_settled": p95_settled,
             "p95_settled_vs_target": p95_settled / target,
-            "in_budget_pct": 100.0 * float((gflops <= target).mean()),
+            "settling_frames_median": float(np.median(settle)),
+            "settling_frames_max": int(max(settle)),
+            "in_budget_pct": 100.0 * float((cost <= target).mean()),
             "in_budget_settled_pct": 100.0 * float((settled <= target).mean()),
-            "unreachable_frames": int(sum(s == "unreachable" for s in states)),
+            "unreachable_frames": int(sum(s == "unreachable" for s in acc["states"])),
             "target_met": bool(p95_settled <= 1.1 * target),
         })
     return out
 
 
 def compare_at_equal_cost(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each controller run: the best-CIDEr fixed setting costing at most its mean."""
-    fixed = {n: r for n, r in runs.items() if r["target"] is None}
+    """For each controller run: the best-CIDEr fixed setting costing at most its mean, in the
+    controller's unit (GFLOPs for flops targets, ms for latency targets)."""
+    fixed = {n: r for n, r in runs.items() if r["mode"] is None}
     rows = []
     for name, r in runs.items():
-        if r["target"] is None:
+        if r["mode"] is None:
             continue
-        cheaper = {n: f for n, f in fixed.items() if f["mean_gflops"] <= r["mean_gflops"]}
+        key = f"mean_{UNIT_KEYS[r['mode']]}"
+        cheaper = {n: f for n, f in fixed.items() if f[key] <= r[key]}
         best = max(cheaper, key=lambda n: cheaper[n]["CIDEr"]) if cheaper else None
         rows.append({
             "budget": name,
-            "mean_gflops": r["mean_gflops"],
+            "unit": UNIT_KEYS[r["mode"]],
+            "mean_cost": r[key],
             "CIDEr": r["CIDEr"],
             "best_fixed": best,
-            "best_fixed_mean_gflops": cheaper[best]["mean_gflops"] if best else None,
+            "best_fixed_mean_cost": cheaper[best][key] if best else None,
             "best_fixed_CIDEr": cheaper[best]["CIDEr"] if best else None,
             "cider_at_least_fixed": (r["CIDEr"] >= cheaper[best]["CIDEr"]) if best else None,
         })
@@ -195,35 +264,40 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
         "",
         f"{st['count']} streams x {len(st['pattern'])} scenes x {st['frames_per_scene']} frames "
         f"(held-out `{st['split']}` clips, scenes switch {' -> '.join(st['pattern'])} without "
-        f"a reset), {st['segments']} caption segments; FLOPs mode; settled = "
-        f">= {rep['settle_frames']} frames after a switch; {rep['seconds']:.0f} s.",
+        f"a reset; knobs as the node's defaults: {st.get('knobs', {})}), {st['segments']} "
+        f"caption segments; settled = >= {rep['settle_frames']} frames after a switch; "
+        f"settling = frames after a switch until the rest of the scene stays within 1.1 x "
+        f"target (<= 5% over); {rep['seconds']:.0f} s.",
         "",
-        "| config | target GFLOPs | mean GFLOPs | p95 GFLOPs | settled p95 / target | "
-        "frames in budget | unreachable frames | CIDEr |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | target | mean GFLOPs | p95 GFLOPs | mean ms | p95 ms | settled p95 / target "
+        "| settling median / max | frames in budget | unreachable frames | CIDEr |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rep["runs"].items():
         t = r["target"]
+        unit = "GFLOPs" if r["mode"] == "flops" else "ms"
         lines.append(
-            f"| {name} | {t if t is not None else '-'} | {r['mean_gflops']:.3f} | "
-            f"{r['p95_gflops']:.3f} | "
+            f"| {name} | {f'{t:g} {unit}' if t is not None else '-'} | {r['mean_gflops']:.3f} | "
+            f"{r['p95_gflops']:.3f} | {r['mean_ms']:.1f} | {r['p95_ms']:.1f} | "
             + (f"{r['p95_settled_vs_target']:.2f}"
-               f"{'' if r['target_met'] else ' (missed)'} | {r['in_budget_pct']:.0f}% | "
-               f"{r['unreachable_frames']} | "
-               if t is not None else "- | - | - | ")
+               f"{'' if r['target_met'] else ' (missed)'} | "
+               f"{r['settling_frames_median']:g} / {r['settling_frames_max']} | "
+               f"{r['in_budget_pct']:.0f}% | {r['unreachable_frames']} | "
+               if t is not None else "- | - | - | - | ")
             + f"{r['CIDEr']:.3f} |")
     lines += ["", "At equal mean cost (best fixed setting costing at most the controller's "
-              "mean):", "", "| budget | mean GFLOPs | CIDEr | best fixed | its mean GFLOPs | "
-              "its CIDEr | controller >= fixed |", "|---|---|---|---|---|---|---|"]
+              "mean, in the controller's unit):", "",
+              "| budget | mean cost | CIDEr | best fixed | its mean cost | its CIDEr "
+              "| controller >= fixed |", "|---|---|---|---|---|---|---|"]
     for c in rep["comparison"]:
         if c["best_fixed"] is None:
-            lines.append(f"| {c['budget']} | {c['mean_gflops']:.3f} | {c['CIDEr']:.3f} | "
-                         "none as cheap | - | - | - |")
+            lines.append(f"| {c['budget']} | {c['mean_cost']:.3f} {c['unit']} | "
+                         f"{c['CIDEr']:.3f} | none as cheap | - | - | - |")
             continue
         lines.append(
-            f"| {c['budget']} | {c['mean_gflops']:.3f} | {c['CIDEr']:.3f} | {c['best_fixed']} | "
-            f"{c['best_fixed_mean_gflops']:.3f} | {c['best_fixed_CIDEr']:.3f} | "
-            f"{'yes' if c['cider_at_least_fixed'] else 'no'} |")
+            f"| {c['budget']} | {c['mean_cost']:.3f} {c['unit']} | {c['CIDEr']:.3f} | "
+            f"{c['best_fixed']} | {c['best_fixed_mean_cost']:.3f} | "
+            f"{c['best_fixed_CIDEr']:.3f} | {'yes' if c['cider_at_least_fixed'] else 'no'} |")
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
@@ -237,7 +311,8 @@ def main(args: Any) -> int:
     size = tuple(args.size) if args.size else None
     rep = run_budget_bench(args.model, args.targets, args.streams, args.frames_per_scene,
                            args.seed, args.backend, size,
-                           progress=lambda m: print(f"[bench-budget] {m}", file=sys.stderr))
+                           progress=lambda m: print(f"[bench-budget] {m}", file=sys.stderr),
+                           latency_fractions=args.latency_fractions)
     rep["command"] = command
     (out / "budget.json").write_text(json.dumps(rep, indent=1) + "\n")
     md = budget_markdown(rep, command)

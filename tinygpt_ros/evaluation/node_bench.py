@@ -39,6 +39,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tinygpt_ros.evaluation.budget_bench import SETTLE_FRAMES, settling_frames
+from tinygpt_ros.runtime.budget import BUDGET_MODES, TARGET_PARAMS
+
 log = logging.getLogger(__name__)
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -484,6 +487,35 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
                                                   for _, _, v in mine])) if mine else None),
         "node_cpu_pct": cpu,
         "node_rss_mb_max": rss,
+        "budget": budget_stats([v for _, _, v in sorted(mine, key=lambda x: x[0])]),
+    }
+
+
+def budget_stats(frames: Sequence[dict[str, str]]) -> dict[str, Any] | None:
+    """The budget controller's figures over one stream's frame diagnostics (in stamp order):
+    the stream start is a step in the scene (the node keeps running from the previous stream).
+    None when the node held no budget."""
+    held = [v for v in frames if "budget_cost" in v]
+    if not held:
+        return None
+    cost = np.array([_f(v, "budget_cost") for v in held])
+    target = _f(held[-1], "budget_target")
+    settled = cost[SETTLE_FRAMES:]
+    p95_settled = _pct(list(settled), 95)
+    return {
+        "mode": held[-1].get("budget_mode"),
+        "unit": held[-1].get("budget_unit"),
+        "target": target,
+        "frames": len(cost),
+        "cost_p50": _pct(list(cost), 50),
+        "cost_p95": _pct(list(cost), 95),
+        "settled_p95": p95_settled,
+        "settled_p95_vs_target": (p95_settled / target if p95_settled is not None and target
+                                  else None),
+        "settling_frames": settling_frames(cost, np.arange(len(cost)), 1.1 * target)[0],
+        "in_budget_pct": 100.0 * float((cost <= target).mean()),
+        "unreachable_frames": sum(v.get("budget_state") == "unreachable" for v in held),
+        "level_last": _f(held[-1], "budget_level"),
     }
 
 
@@ -702,6 +734,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_ms(x['caption_latency_ms_p50'])} | {_ms(x['engine_ms_p50'])} "
                 f"| {_num(share, '.1%')} | {_num(x['node_cpu_pct'], '.0f')} "
                 f"| {_num(x['node_rss_mb_max'], '.0f')} |")
+    lines += budget_markdown(report)
     lines += ["", "Per run: start-up, thread limits the node reports, RSS after warm-up -> end:",
               ""]
     for r in report["runs"]:
@@ -716,6 +749,43 @@ def markdown(report: dict[str, Any]) -> str:
         if ratios:
             lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     return "\n".join(lines) + "\n"
+
+
+def budget_markdown(report: dict[str, Any]) -> list[str]:
+    """The budget controller's table (frames: camera stream), when the node held a budget."""
+    rows = [(r, name, x["budget"]) for r in report["runs"] for name, x in r["streams"].items()
+            if x.get("budget")]
+    if not rows:
+        return []
+    b0 = rows[0][2]
+    lines = ["", f"Budget controller ({b0['mode']}, target {b0['target']:g} {b0['unit']} of "
+             "engine cost per camera frame; streams follow each other without a restart, so "
+             f"each start is a step in the scene; settled = from frame 10 of the stream; "
+             "settling = frames until the rest stays within 1.1 x target, <= 5% over):", "",
+             "| QoS | images | config | stream | frames | cost p50 / p95 | settled p95 / target "
+             "| settling frames | in budget | unreachable | level at end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r, name, b in rows:
+        ratio = b["settled_p95_vs_target"]
+        met = "" if ratio is None or ratio <= 1.1 else " (missed)"
+        lines.append(
+            f"| {r['qos']} | {r['transport']} | {r['config']} | {name} | {b['frames']} "
+            f"| {_num(b['cost_p50'], '.2f')} / {_num(b['cost_p95'], '.2f')} "
+            f"| {_num(ratio, '.2f')}{met} | {b['settling_frames']} "
+            f"| {b['in_budget_pct']:.0f}% | {b['unreachable_frames']} | {b['level_last']:g} |")
+    return lines
+
+
+def budget_params(mode: str | None, target: float | None) -> dict[str, Any]:
+    """`--budget-mode` / `--budget-target` as node parameters (budget_mode + that mode's
+    target parameter)."""
+    if mode is None or mode == "off":
+        return {} if mode is None else {"budget_mode": "off"}
+    if mode not in BUDGET_MODES:
+        raise ValueError(f"budget mode must be one of {BUDGET_MODES}, got {mode!r}")
+    if target is None:
+        raise ValueError(f"--budget-mode {mode} needs --budget-target (in {TARGET_PARAMS[mode]})")
+    return {"budget_mode": mode, TARGET_PARAMS[mode]: float(target)}
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -736,7 +806,9 @@ def main(args: Any) -> int:
         configs=args.configs, qos=args.qos, transports=args.transports, streams=args.streams,
         seconds=args.seconds, bag=args.bag, model_dir=args.model, backend=args.backend,
         camera_hz=args.camera_hz, events_hz=args.events_hz, seed=args.seed,
-        workdir=Path(args.out) / "work", params=dict(parse_param(p) for p in args.param),
+        workdir=Path(args.out) / "work",
+        params={**dict(parse_param(p) for p in args.param),
+                **budget_params(args.budget_mode, args.budget_target)},
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import UnsupportedEventTypeError
 from rclpy.exceptions import InvalidHandle
@@ -57,7 +58,7 @@ EngineFactory = Callable[..., Engine]
 RUNTIME_PARAMS = (
     "budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
     "caption_marker", "budget_mode", "budget_target_ms", "budget_target_gflops",
-    "budget_target_mw", *conv.LIMIT_NAMES,
+    "budget_target_mw", "budget_target_gpu_pct", *conv.LIMIT_NAMES,
 )
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -132,7 +133,11 @@ class TinyGptNode(LifecycleNode):
         self._threads = ""  # what the libraries reported after applying them
         self.overlays_built = 0
 
-        compat.add_parameter_callbacks(self, params.make_validator(), self._on_parameters_set)
+        validate = params.make_validator()
+        compat.add_parameter_callbacks(
+            self, lambda plist: self._check_budget_mode(plist) or validate(plist),
+            self._on_parameters_set)
+        self._budget_refused: tuple[str, float] | None = None  # logged once per setting
         params.declare_all(self)
         with self._lock:
             self._pending_knobs.clear()
@@ -180,9 +185,24 @@ class TinyGptNode(LifecycleNode):
                 self.stats.add_error("knob")
                 self.get_logger().error(f"engine refused {name}={value!r}: {exc}")
 
+    def _check_budget_mode(self, plist: list[Any]) -> SetParametersResult | None:
+        """Refuse budget_mode gpu_share while the configured engine measures no GPU time (no
+        GPU, or no way to read it); the old value stays. Without an engine yet (unconfigured,
+        or the launch file's value) it is accepted and checked at configure (_apply_budget)."""
+        engine = self._engine
+        controller = getattr(engine, "budget", None)
+        for p in plist:
+            if (p.name == "budget_mode" and p.value == "gpu_share" and controller is not None
+                    and controller.gpu_timing is None):
+                return SetParametersResult(successful=False, reason=(
+                    f"budget_mode gpu_share unavailable: {controller.gpu_refusal}"))
+        return None
+
     def _apply_budget(self, engine: Engine, runtime: dict[str, Any]) -> None:
-        """Hand the budget parameters to the engine's controller before the frame (the
-        parameters were validated, so a refusal here is a bug, logged and counted)."""
+        """Hand the budget parameters to the engine's controller before the frame. A setting
+        the engine refuses (gpu_share on an engine without GPU timing, set before configure)
+        falls back explicitly: the controller keeps its previous setting (off after a
+        configure), the error is logged once and counted in diagnostics."""
         controller = getattr(engine, "budget", None)
         if controller is None:
             return
@@ -192,9 +212,14 @@ class TinyGptNode(LifecycleNode):
         if (controller.mode, controller.target) != (mode, target):
             try:
                 controller.configure(mode, target)
+                self._budget_refused = None
             except ValueError as exc:
-                self.stats.add_error("budget")
-                self.get_logger().error(f"budget controller refused {mode}/{target}: {exc}")
+                if self._budget_refused != (mode, target):
+                    self._budget_refused = (mode, target)
+                    self.stats.add_error("budget")
+                    self.get_logger().error(
+                        f"budget controller refused {mode}/{target}, running with budget_mode "
+                        f"{controller.mode}: {exc}")
 
     # ----------------------------------------------------------------------------- lifecycle
 

@@ -161,9 +161,11 @@ def _ros_specs() -> list[ParamSpec]:
             "budget_target_ms, 'flops' GFLOPs per frame at budget_target_gflops, 'power' mW "
             "(energy per frame x frame rate; INA3221 rails when readable, else the FLOPs "
             "estimate) at budget_target_mw, by moving the STTF/ANC knobs inside their set "
-            "values (never past them); 'off' = the knobs as set. budget_ms / budget_gflops stay "
-            "WARN thresholds.",
-            choices=("off", "latency", "flops", "power"),
+            "values (never past them); 'gpu_share' the share of wall time the engine keeps "
+            "the GPU busy at budget_target_gpu_pct (CUDA events or NVML; refused, old value "
+            "kept, where the engine runs on no GPU); 'off' = the knobs as set. budget_ms / "
+            "budget_gflops stay WARN thresholds.",
+            choices=("off", "latency", "flops", "power", "gpu_share"),
         ),
         ParamSpec(
             "budget_target_ms", float, 50.0,
@@ -177,6 +179,11 @@ def _ros_specs() -> list[ParamSpec]:
         ParamSpec(
             "budget_target_mw", float, 5000.0,
             "budget_mode 'power': mean power the controller holds (mW).", 0.001, 1.0e6,
+        ),
+        ParamSpec(
+            "budget_target_gpu_pct", float, 50.0,
+            "budget_mode 'gpu_share': share of wall time (%) the engine may keep the GPU busy "
+            "(GPU busy ms per frame / frame period).", 0.1, 100.0,
         ),
         ParamSpec(
             "energy_j_per_gflop", float, DEFAULT_J_PER_GFLOP,
