@@ -1,0 +1,79 @@
+"""The budget benchmarks' bookkeeping (bench-budget and bench-node --budget-mode): settling,
+the fixed-setting grid, the comparison at equal cost in each mode's unit, node parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinygpt_ros.evaluation.budget_bench import (
+    FIXED_GRID,
+    FIXED_LEVELS,
+    SWITCH_PATTERN,
+    FixedBias,
+    compare_at_equal_cost,
+    fixed_configurations,
+    settling_frames,
+)
+from tinygpt_ros.evaluation.node_bench import budget_params, budget_stats
+from tinygpt_ros.spec.config import Knobs
+
+
+def test_switching_streams_cover_still_slow_pan_busy_and_an_exposure_scene():
+    assert {"still", "slow", "pan", "busy"} <= set(SWITCH_PATTERN)
+    assert {"exposure", "flicker"} & set(SWITCH_PATTERN)
+
+
+def test_settling_counts_frames_until_the_rest_of_each_scene_stays_in_budget():
+    since = np.array(list(range(6)) + list(range(6)))
+    cost = np.array([3, 2, 1, 1, 1, 1,  # settles after 2 frames
+                     1, 1, 1, 1, 1, 1.5])  # never settles: over at the very end
+    assert settling_frames(cost, since, 1.1) == [2, 6]
+
+
+def test_fixed_settings_are_the_ladder_and_a_dozen_grid_points():
+    cfgs = fixed_configurations()
+    grid = [n for n in cfgs if n.startswith("grid")]
+    assert len(grid) == int(np.prod([len(v) for v in FIXED_GRID.values()])) >= 12
+    assert len(cfgs) == len(grid) + len(FIXED_LEVELS)
+    assert cfgs["fixed@0"]["knobs"] == Knobs().as_dict() and cfgs["fixed@0"]["bias"] == 0.0
+    assert cfgs["fixed@3"]["bias"] > 0  # the ladder's router rung
+    assert {c["bias"] for n, c in cfgs.items() if n in grid} == set(FIXED_GRID["router_bias"])
+    ctl = FixedBias(3.0)
+    assert ctl.plan("frame", Knobs()) == (Knobs(), 3.0)
+    assert ctl.plan("frame", Knobs(anc_enabled=False))[1] == 0.0
+    assert not ctl.active and not ctl.gates_reanchor("frame")
+
+
+def test_comparison_at_equal_cost_uses_the_controllers_unit():
+    runs = {
+        "cheap": {"mode": None, "mean_gflops": 0.10, "mean_ms": 30.0, "CIDEr": 0.5},
+        "good": {"mode": None, "mean_gflops": 0.20, "mean_ms": 10.0, "CIDEr": 0.9},
+        "flops=0.15": {"mode": "flops", "mean_gflops": 0.15, "mean_ms": 20.0, "CIDEr": 0.6},
+        "latency=20": {"mode": "latency", "mean_gflops": 0.15, "mean_ms": 20.0, "CIDEr": 0.6},
+        "latency=5": {"mode": "latency", "mean_gflops": 0.15, "mean_ms": 5.0, "CIDEr": 0.6},
+    }
+    rows = {r["budget"]: r for r in compare_at_equal_cost(runs)}
+    assert rows["flops=0.15"]["best_fixed"] == "cheap"
+    assert rows["flops=0.15"]["cider_at_least_fixed"]
+    assert rows["latency=20"]["best_fixed"] == "good"
+    assert rows["latency=20"]["cider_at_least_fixed"] is False
+    assert rows["latency=5"]["best_fixed"] is None
+
+
+def test_node_bench_budget_parameters_and_stats():
+    assert budget_params(None, None) == {}
+    assert budget_params("latency", 40) == {"budget_mode": "latency", "budget_target_ms": 40.0}
+    assert budget_params("gpu_share", 25) == {"budget_mode": "gpu_share",
+                                              "budget_target_gpu_pct": 25.0}
+    with pytest.raises(ValueError, match="budget-target"):
+        budget_params("flops", None)
+    assert budget_stats([{"latency_ms_total": "3"}]) is None
+    # 12 at frame 2 is the one frame over in the remaining 21 (<= 5%): settled from frame 2
+    frames = [{"budget_cost": str(c), "budget_target": "10", "budget_mode": "latency",
+               "budget_unit": "ms", "budget_state": "holding", "budget_level": "1.5"}
+              for c in [30, 20, 12] + [9] * 20]
+    b = budget_stats(frames)
+    assert b is not None and b["settling_frames"] == 2 and b["frames"] == 23
+    assert b["settled_p95_vs_target"] == pytest.approx(0.9)
+    assert b["in_budget_pct"] == pytest.approx(100 * 20 / 23)
