@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="clip size (default: the generator's)")
     p.add_argument("--out", default="reports/bench_budget", help="report directory")
+    p.add_argument("--markdown", default=None,
+                   help="also write the 'budget' section of this file (docs/benchmarks.md)")
 
 
 def run(args: argparse.Namespace) -> int:

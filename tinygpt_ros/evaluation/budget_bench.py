@@ -317,6 +317,10 @@ def main(args: Any) -> int:
     (out / "budget.json").write_text(json.dumps(rep, indent=1) + "\n")
     md = budget_markdown(rep, command)
     (out / "budget.md").write_text(md)
+    if getattr(args, "markdown", None):
+        from tinygpt_ros.evaluation.bench import write_markdown_section
+
+        write_markdown_section(args.markdown, md, name="budget")
     print(md)
     return 0
 

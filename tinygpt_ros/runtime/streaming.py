@@ -144,8 +144,8 @@ class Compensation:
     image: np.ndarray  # (224, 224, 3) unit float: what is embedded
     motion: ops.Motion
     mode: str  # applied: off | translation | similarity
-    refresh: bool  # recompute every token (first frame, refresh due, or re-anchor)
-    reanchored: bool  # the refresh came from the accumulated motion / exposure
+    refresh: bool  # recompute every token (first frame, refresh due, or ungated re-anchor)
+    reanchored: bool  # the anchor moved to this frame because of the motion / exposure
 
 
 class StageTimer:

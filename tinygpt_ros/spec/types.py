@@ -41,7 +41,9 @@ class ComputeRecord:
     motion_rotation_deg: float = 0.0  # roll since the anchor (similarity mode)
     exposure_gain: float = 1.0  # frame ~ gain * anchor + offset (unit intensities)
     exposure_offset: float = 0.0
-    reanchored: bool = False  # the accumulated motion or exposure forced a full refresh
+    # the accumulated motion or exposure re-anchored: a full refresh, unless the budget
+    # controller's tokens rung gated it (then full_refresh says whether all tokens ran)
+    reanchored: bool = False
     # GPU busy time of the step (runtime/gpu_share.py: CUDA events or NVML), None = not measured
     gpu_busy_ms: float | None = None
 
