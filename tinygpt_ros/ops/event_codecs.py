@@ -74,10 +74,12 @@ def _bit_tables() -> tuple[np.ndarray, np.ndarray]:
 _POPCOUNT, _BIT_POSITIONS = _bit_tables()
 
 
-def _expand(rows: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _expand(rows: np.ndarray, masks: np.ndarray, max_events: int | None = None,
+            encoding: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Word index and bit position of every set bit of `masks` (one mask per word in `rows`),
     in stream order: word by word, low bit first. Table look-ups, no (words x 12) matrix."""
     counts = _POPCOUNT[masks]
+    _check_count(int(counts.sum()), max_events, encoding)
     word = np.repeat(rows, counts)
     starts = np.cumsum(counts) - counts
     rank = np.arange(word.size) - np.repeat(starts, counts)
@@ -87,7 +89,7 @@ def _expand(rows: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray
 class EventCodecError(ValueError):
     """A payload that cannot be decoded. `kind`: encoding (unknown encoding), size (length does
     not fit the encoding: truncated), decode (corrupt words), values (coordinates outside the
-    sensor the packet declares)."""
+    sensor the packet declares), limit (more events than the caller's max_events)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -143,6 +145,12 @@ def _fill(mask: np.ndarray, values: np.ndarray, initial: int) -> np.ndarray:
     return out
 
 
+def _check_count(count: int, max_events: int | None, encoding: str) -> None:
+    if max_events is not None and count > max_events:
+        raise EventCodecError(
+            "limit", f"'{encoding}' payload holds {count} events, over the limit {max_events}")
+
+
 def _check_geometry(x: np.ndarray, y: np.ndarray, width: int, height: int, encoding: str) -> None:
     if width <= 0 or height <= 0 or x.size == 0:
         return
@@ -158,8 +166,11 @@ def _check_geometry(x: np.ndarray, y: np.ndarray, width: int, height: int, encod
 
 
 def decode_mono(payload: object, time_base: int = 0, big_endian: bool = False,
-                width: int = 0, height: int = 0) -> DecodedEvents:
-    words = _words(payload, 8, big_endian, "mono").astype(np.uint64)
+                width: int = 0, height: int = 0, max_events: int | None = None
+                ) -> DecodedEvents:
+    words = _words(payload, 8, big_endian, "mono")
+    _check_count(words.size, max_events, "mono")
+    words = words.astype(np.uint64)
     x = ((words >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.uint16)
     y = ((words >> np.uint64(48)) & np.uint64(0x7FFF)).astype(np.uint16)
     p = (words >> np.uint64(63)).astype(np.uint8)
@@ -183,7 +194,8 @@ class Evt3State:
 
 
 def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: bool = False,
-                width: int = 0, height: int = 0) -> tuple[DecodedEvents, Evt3State]:
+                width: int = 0, height: int = 0, max_events: int | None = None
+                ) -> tuple[DecodedEvents, Evt3State]:
     """One EVT 3.0 packet -> (events, the state the next packet of the stream starts from)."""
     state = state or Evt3State()
     w = _words(payload, 2, big_endian, "evt3")
@@ -229,7 +241,7 @@ def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: boo
     rows = np.flatnonzero(is_x | is_v12 | is_v8)
     rp, rc = pay[rows], code[rows]
     valid_bits = np.where(rc == EVT3_ADDR_X, 1, np.where(rc == EVT3_VECT_8, rp & 0xFF, rp))
-    word, bit = _expand(rows, valid_bits)
+    word, bit = _expand(rows, valid_bits, max_events, "evt3")
     single = code[word] == EVT3_ADDR_X
     x = np.where(single, pay[word] & 0x7FF, base_x[word] + bit)
     p = np.where(single, pay[word] >> 11, base_pol[word])
@@ -268,8 +280,8 @@ class Evt3Decoder:
     state: Evt3State = field(default_factory=Evt3State)
 
     def decode(self, payload: object, big_endian: bool = False, width: int = 0,
-               height: int = 0) -> DecodedEvents:
-        events, state = decode_evt3(payload, self.state, big_endian, width, height)
+               height: int = 0, max_events: int | None = None) -> DecodedEvents:
+        events, state = decode_evt3(payload, self.state, big_endian, width, height, max_events)
         self.state = state  # only after a packet decoded cleanly
         return events
 
@@ -281,12 +293,14 @@ class Evt3Decoder:
 
 
 def decode_libcaer(payload: object, time_base: int = 0, big_endian: bool = False,
-                   width: int = 0, height: int = 0) -> DecodedEvents:
+                   width: int = 0, height: int = 0, max_events: int | None = None
+                   ) -> DecodedEvents:
     raw = _as_bytes(payload)
     if raw.size % 8:
         raise EventCodecError(
             "size", f"'libcaer' payload has {raw.size} bytes, not a multiple of 8: truncated by "
             f"{raw.size % 8} byte(s)")
+    _check_count(raw.size // 8, max_events, "libcaer")
     order = ">" if big_endian else "<"
     rec = raw.view(np.dtype([("data", order + "u4"), ("ts", order + "i4")]))
     data = rec["data"]
@@ -310,7 +324,8 @@ def decode_libcaer(payload: object, time_base: int = 0, big_endian: bool = False
 
 
 def decode_libcaer_cmp(payload: object, time_base: int = 0, big_endian: bool = False,
-                       width: int = 0, height: int = 0) -> DecodedEvents:
+                       width: int = 0, height: int = 0, max_events: int | None = None
+                       ) -> DecodedEvents:
     w = _words(payload, 2, big_endian, "libcaer_cmp")
     code = (w >> 12).astype(np.uint8)
     pay = (w & 0xFFF).astype(np.int64)
@@ -343,7 +358,8 @@ def decode_libcaer_cmp(payload: object, time_base: int = 0, big_endian: bool = F
 
     is_y = code == CMP_ADDR_Y
     rows = np.flatnonzero(is_y | is_v8)
-    word, bit = _expand(rows, np.where(is_y[rows], 1, pay[rows] & 0xFF))
+    word, bit = _expand(rows, np.where(is_y[rows], 1, pay[rows] & 0xFF), max_events,
+                        "libcaer_cmp")
     single = is_y[word]
     y = np.where(single, pay[word] & 0x7FF, base_y[word] + bit)
     p = np.where(single, pay[word] >> 11, base_pol[word])
@@ -361,24 +377,20 @@ def decode_libcaer_cmp(payload: object, time_base: int = 0, big_endian: bool = F
 
 def decode_packet(encoding: str, payload: object, *, time_base: int = 0,
                   big_endian: bool = False, width: int = 0, height: int = 0,
-                  evt3: Evt3Decoder | None = None) -> DecodedEvents:
+                  evt3: Evt3Decoder | None = None, max_events: int | None = None
+                  ) -> DecodedEvents:
     """Decode one EventPacket payload. `evt3` carries the EVT 3.0 stream state between packets
-    (a fresh decoder when None: the packet must then hold its own time reference and y)."""
+    (a fresh decoder when None: the packet must then hold its own time reference and y).
+    `max_events`: more events than this raise EventCodecError(kind="limit") before the event
+    arrays are allocated."""
     if encoding == "mono":
-        return decode_mono(payload, time_base, big_endian, width, height)
+        return decode_mono(payload, time_base, big_endian, width, height, max_events)
     if encoding == "evt3":
-        return (evt3 or Evt3Decoder()).decode(payload, big_endian, width, height)
+        return (evt3 or Evt3Decoder()).decode(payload, big_endian, width, height, max_events)
     if encoding == "libcaer":
-        return decode_libcaer(payload, time_base, big_endian, width, height)
+        return decode_libcaer(payload, time_base, big_endian, width, height, max_events)
     if encoding == "libcaer_cmp":
-        return decode_libcaer_cmp(payload, time_base, big_endian, width, height)
+        return decode_libcaer_cmp(payload, time_base, big_endian, width, height, max_events)
     raise EventCodecError(
         "encoding", f"EventPacket.encoding {encoding!r} is not supported (supported: "
         f"{', '.join(ENCODINGS)})")
-
-
-def bytes_per_event_bound(encoding: str) -> float:
-    """Fewest payload bytes one event can take: an upper bound on the event count from the
-    payload size, checked against max_events_per_message before decoding."""
-    return {"mono": 8.0, "libcaer": 8.0, "evt3": 2.0 / 12.0, "libcaer_cmp": 2.0 / 8.0}.get(
-        encoding, 8.0)
