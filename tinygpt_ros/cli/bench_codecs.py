@@ -16,5 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tinygpt_ros.evaluation.codec_bench import bench_codecs, format_table
 
-    print(format_table(bench_codecs(args.events, args.repeats, args.seed)))
+    for edge in ("vertical", "horizontal"):
+        print(f"\n{edge} edge, {args.events} events per packet, best of {args.repeats}\n")
+        print(format_table(bench_codecs(args.events, args.repeats, args.seed, edge)))
     return 0

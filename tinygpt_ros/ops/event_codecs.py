@@ -74,18 +74,6 @@ def _bit_tables() -> tuple[np.ndarray, np.ndarray]:
 _POPCOUNT, _BIT_POSITIONS = _bit_tables()
 
 
-def _expand(rows: np.ndarray, masks: np.ndarray, max_events: int | None = None,
-            encoding: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Word index and bit position of every set bit of `masks` (one mask per word in `rows`),
-    in stream order: word by word, low bit first. Table look-ups, no (words x 12) matrix."""
-    counts = _POPCOUNT[masks]
-    _check_count(int(counts.sum()), max_events, encoding)
-    word = np.repeat(rows, counts)
-    starts = np.cumsum(counts) - counts
-    rank = np.arange(word.size) - np.repeat(starts, counts)
-    return word, _BIT_POSITIONS[np.repeat(masks, counts), rank]
-
-
 class EventCodecError(ValueError):
     """A payload that cannot be decoded. `kind`: encoding (unknown encoding), size (length does
     not fit the encoding: truncated), decode (corrupt words), values (coordinates outside the
@@ -128,21 +116,6 @@ def _words(payload: object, size: int, big_endian: bool, encoding: str) -> np.nd
             "size", f"'{encoding}' payload has {raw.size} bytes, not a multiple of {size}: "
             f"truncated by {raw.size % size} byte(s)")
     return raw.view(f"{'>' if big_endian else '<'}u{size}")
-
-
-def _last_index(mask: np.ndarray) -> np.ndarray:
-    """For every position i, the index of the last True in mask[: i + 1], or -1."""
-    idx = np.where(mask, np.arange(mask.size), -1)
-    return np.maximum.accumulate(idx) if idx.size else idx
-
-
-def _fill(mask: np.ndarray, values: np.ndarray, initial: int) -> np.ndarray:
-    """Forward fill: at i, values[j] of the last j <= i with mask[j], else `initial`. Values
-    are int64."""
-    last = _last_index(mask)
-    out = np.asarray(values, dtype=np.int64)[np.maximum(last, 0)]
-    out[last < 0] = initial
-    return out
 
 
 def _check_count(count: int, max_events: int | None, encoding: str) -> None:
@@ -193,14 +166,28 @@ class Evt3State:
     polarity: int = 0
 
 
+def _latest(mask: np.ndarray, values: np.ndarray, at: np.ndarray, initial: int) -> np.ndarray:
+    """For each word index in `at`: values[k] of the k-th word with `mask` (counted from 0) that
+    is the last one at or before it, else `initial`. One running count over the words: cheaper
+    than a sorted search per event word."""
+    k = np.cumsum(mask, dtype=np.int32)[at] - 1 if at.size else np.zeros(0, np.int32)
+    if values.size == 0:
+        return np.full(at.shape, initial, dtype=np.int64)
+    out = values[np.maximum(k, 0)].astype(np.int64)
+    out[k < 0] = initial
+    return out
+
+
 def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: bool = False,
                 width: int = 0, height: int = 0, max_events: int | None = None
                 ) -> tuple[DecodedEvents, Evt3State]:
-    """One EVT 3.0 packet -> (events, the state the next packet of the stream starts from)."""
+    """One EVT 3.0 packet -> (events, the state the next packet of the stream starts from).
+    Each state word (time, y, vector base) is looked up for the event words only (sorted
+    searches over the positions of that word type), so the cost follows the event words."""
     state = state or Evt3State()
     w = _words(payload, 2, big_endian, "evt3")
     code = (w >> 12).astype(np.uint8)
-    pay = (w & 0xFFF).astype(np.int64)
+    pay = (w & 0xFFF).astype(np.int32)
     bad = ~_EVT3_VALID[code]
     if bad.any():
         i = int(np.argmax(bad))
@@ -210,44 +197,64 @@ def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: boo
 
     # time: 24-bit microseconds, wraps counted over this packet's TIME_HIGH words
     is_high = code == EVT3_TIME_HIGH
-    highs = pay[is_high]
+    high_pos = np.flatnonzero(is_high)
+    highs = pay[high_pos].astype(np.int64)
     prev_high = (state.time_high >> 12) & 0xFFF if state.time_high >= 0 else -1
     wraps_before = state.time_high >> 24 if state.time_high >= 0 else 0
     previous = np.concatenate(([prev_high], highs[:-1])) if highs.size else highs
     wrapped = (previous >= 0) & (highs < previous) & (previous - highs > EVT3_HIGH_BACKSTEP)
     full_high = ((wraps_before + np.cumsum(wrapped)) << 24) | (highs << 12)
-    high_vals = np.zeros(w.size, dtype=np.int64)
-    high_vals[is_high] = full_high
-    time_high = _fill(is_high, high_vals, state.time_high)
-    is_low = code == EVT3_TIME_LOW
-    time_low = _fill(is_low, pay, state.time_low)
-    is_y = code == EVT3_ADDR_Y
-    y_at = _fill(is_y, pay & 0x7FF, state.y)
+    is_low, is_y = code == EVT3_TIME_LOW, code == EVT3_ADDR_Y
+    low_pos, y_pos = np.flatnonzero(is_low), np.flatnonzero(is_y)
+    base_pos = np.flatnonzero(code == EVT3_VECT_BASE_X)
+
+    # event words: ADDR_X (one event) and VECT_12 / VECT_8 (up to 12 / 8 at base x + bit)
+    is_x = code == EVT3_ADDR_X
+    rows = np.flatnonzero(is_x | (code == EVT3_VECT_12) | (code == EVT3_VECT_8))
+    rp, rc = pay[rows], code[rows]
+    single = rc == EVT3_ADDR_X
+    is_v8 = rc == EVT3_VECT_8
+    valid_bits = np.where(single, 1, np.where(is_v8, rp & 0xFF, rp))
 
     # vector base x: set by VECT_BASE_X, moved on by 12 / 8 after each VECT_12 / VECT_8
-    is_base = code == EVT3_VECT_BASE_X
-    is_v12, is_v8 = code == EVT3_VECT_12, code == EVT3_VECT_8
-    step = np.where(is_v12, 12, np.where(is_v8, 8, 0)).astype(np.int64)
-    moved_before = np.cumsum(step) - step
-    last_base = _last_index(is_base)
-    has_base = last_base >= 0
-    anchor = np.maximum(last_base, 0)
-    base_x = np.where(has_base, (pay[anchor] & 0x7FF) + moved_before - moved_before[anchor],
-                      state.base_x + moved_before if state.base_x >= 0 else -1)
-    base_pol = np.where(has_base, pay[anchor] >> 11, state.polarity)
+    vec = ~single
+    vec_rows = rows[vec]
+    step = np.where(is_v8[vec], 8, 12).astype(np.int64)
+    moved_incl = np.concatenate(([0], np.cumsum(step)))  # moved_incl[i]: by the first i vectors
+    moved_before = moved_incl[:-1]
+    base_k = np.searchsorted(base_pos, vec_rows, side="right") - 1
+    anchor = base_pos[np.maximum(base_k, 0)] if base_pos.size else np.zeros_like(vec_rows)
+    anchor_moved = moved_incl[np.searchsorted(vec_rows, anchor)]
+    from_base = (pay[anchor] & 0x7FF).astype(np.int64) + moved_before - anchor_moved
+    from_state = (state.base_x + moved_before) if state.base_x >= 0 else np.full_like(
+        moved_before, -1)
+    base_x = np.where(base_k >= 0, from_base, from_state)
+    base_pol = np.where(base_k >= 0, pay[anchor] >> 11, state.polarity)
 
-    # one row of up to 12 candidate events per event word
-    is_x = code == EVT3_ADDR_X
-    rows = np.flatnonzero(is_x | is_v12 | is_v8)
-    rp, rc = pay[rows], code[rows]
-    valid_bits = np.where(rc == EVT3_ADDR_X, 1, np.where(rc == EVT3_VECT_8, rp & 0xFF, rp))
-    word, bit = _expand(rows, valid_bits, max_events, "evt3")
-    single = code[word] == EVT3_ADDR_X
-    x = np.where(single, pay[word] & 0x7FF, base_x[word] + bit)
-    p = np.where(single, pay[word] >> 11, base_pol[word])
-    y = y_at[word]
-    t_us = time_high[word] | np.maximum(time_low[word], 0)
-    usable = (time_high[word] >= 0) & (time_low[word] >= 0) & (y >= 0) & (single | (x >= 0))
+    x0 = (rp & 0x7FF).astype(np.int64)
+    pol = (rp >> 11).astype(np.int64)
+    x0[vec] = base_x
+    pol[vec] = base_pol
+    t_high = _latest(is_high, full_high, rows, state.time_high)
+    t_low = _latest(is_low, pay[low_pos], rows, state.time_low)
+    y_row = _latest(is_y, pay[y_pos] & 0x7FF, rows, state.y)
+    usable_row = (t_high >= 0) & (t_low >= 0) & (y_row >= 0) & (single | (x0 >= 0))
+    t_row = t_high | np.maximum(t_low, 0)
+
+    counts = _POPCOUNT[valid_bits]
+    total = int(counts.sum())
+    _check_count(total, max_events, "evt3")
+    if total == rows.size:  # no vector word holds two or more events: one event per row
+        usable, x, y, p, t_us = usable_row, x0 + _BIT_POSITIONS[valid_bits, 0], y_row, pol, t_row
+    else:
+        starts = np.cumsum(counts) - counts
+        rank = np.arange(total) - np.repeat(starts, counts)
+        bit = _BIT_POSITIONS[np.repeat(valid_bits, counts), rank]
+        usable = np.repeat(usable_row, counts)
+        x = np.repeat(x0, counts) + bit
+        y = np.repeat(y_row, counts)
+        p = np.repeat(pol, counts)
+        t_us = np.repeat(t_row, counts)
     dropped = int(usable.size - np.count_nonzero(usable))
     if dropped:
         x, y, p, t_us = x[usable], y[usable], p[usable], t_us[usable]
@@ -257,16 +264,18 @@ def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: boo
     _check_geometry(x16, y16, width, height, "evt3")
     t_ns = t_us * 1000
 
-    n = w.size
-    if n:
-        last_base_i = int(last_base[-1])
-        end_base = (int(base_x[-1]) + int(step[-1])) if int(base_x[-1]) >= 0 else -1
-        new_state = Evt3State(
-            time_high=int(time_high[-1]), time_low=int(time_low[-1]), y=int(y_at[-1]),
-            base_x=end_base,
-            polarity=int(pay[last_base_i] >> 11) if last_base_i >= 0 else state.polarity)
-    else:
-        new_state = state
+    end_base = -1
+    if base_pos.size:
+        after = vec_rows > base_pos[-1]
+        end_base = int(pay[base_pos[-1]] & 0x7FF) + int(step[after].sum())
+    elif state.base_x >= 0:
+        end_base = state.base_x + int(step.sum())
+    new_state = Evt3State(
+        time_high=int(full_high[-1]) if full_high.size else state.time_high,
+        time_low=int(pay[low_pos[-1]]) if low_pos.size else state.time_low,
+        y=int(pay[y_pos[-1]] & 0x7FF) if y_pos.size else state.y,
+        base_x=end_base,
+        polarity=int(pay[base_pos[-1]] >> 11) if base_pos.size else state.polarity)
     events = DecodedEvents(
         x16, y16, t_ns, p.astype(np.uint8), anchor_ns=int(t_ns[0]) if t_ns.size else 0,
         dropped=dropped, triggers=int(np.count_nonzero(code == EVT3_EXT_TRIGGER)))
@@ -341,30 +350,41 @@ def decode_libcaer_cmp(payload: object, time_base: int = 0, big_endian: bool = F
     if events_before_x.any():
         raise EventCodecError(
             "decode", "'libcaer_cmp' packet has events before its first ADDR_X: corrupt packet")
-    x_at = _fill(is_x, pay & 0x7FF, 0)
-    high = _fill(code == CMP_TIME_HIGH, pay << 12, 0)
-    low = _fill(code == CMP_TIME_LOW, pay, 0)
-    is_base = code == CMP_VECT_BASE_Y
-    is_v8 = code == CMP_VECT_8
-    step = np.where(is_v8, 8, 0).astype(np.int64)
-    moved_before = np.cumsum(step) - step
-    last_base = _last_index(is_base)
-    if is_v8.any() and (last_base[is_v8] < 0).any():
+    is_y, is_v8 = code == CMP_ADDR_Y, code == CMP_VECT_8
+    rows = np.flatnonzero(is_y | is_v8)
+    rp = pay[rows]
+    single = is_y[rows]
+    is_high, is_low, is_base = code == CMP_TIME_HIGH, code == CMP_TIME_LOW, code == CMP_VECT_BASE_Y
+    x_row = _latest(is_x, pay[is_x] & 0x7FF, rows, 0)
+    t_row = (_latest(is_high, pay[is_high] << 12, rows, 0)
+             | _latest(is_low, pay[is_low], rows, 0))
+    # vector base y: set by VECT_BASE_Y, moved on by 8 after each VECT_8
+    vec = ~single
+    moved_incl = np.concatenate(([0], np.cumsum(np.full(int(vec.sum()), 8, np.int64))))
+    base_count = np.cumsum(is_base, dtype=np.int32)
+    base_k = base_count[rows[vec]] - 1
+    if (base_k < 0).any():
         raise EventCodecError(
             "decode", "'libcaer_cmp' VECT_8 before any VECT_BASE_Y: corrupt packet")
-    anchor = np.maximum(last_base, 0)
-    base_y = (pay[anchor] & 0x7FF) + moved_before - moved_before[anchor]
-    base_pol = pay[anchor] >> 11
-
-    is_y = code == CMP_ADDR_Y
-    rows = np.flatnonzero(is_y | is_v8)
-    word, bit = _expand(rows, np.where(is_y[rows], 1, pay[rows] & 0xFF), max_events,
-                        "libcaer_cmp")
-    single = is_y[word]
-    y = np.where(single, pay[word] & 0x7FF, base_y[word] + bit)
-    p = np.where(single, pay[word] >> 11, base_pol[word])
-    x = x_at[word]
-    t_ns = int(time_base) + (high[word] | low[word]) * 1000
+    base_pos = np.flatnonzero(is_base)
+    anchor = base_pos[base_k] if base_k.size else base_k
+    anchor_moved = moved_incl[np.searchsorted(rows[vec], anchor)]
+    y0 = (rp & 0x7FF).astype(np.int64)
+    pol = (rp >> 11).astype(np.int64)
+    y0[vec] = (pay[anchor] & 0x7FF) + moved_incl[:-1] - anchor_moved
+    pol[vec] = pay[anchor] >> 11
+    valid_bits = np.where(single, 1, rp & 0xFF)
+    counts = _POPCOUNT[valid_bits]
+    total = int(counts.sum())
+    _check_count(total, max_events, "libcaer_cmp")
+    if total == rows.size:  # every row holds one event
+        y, p, x, t_us = y0 + _BIT_POSITIONS[valid_bits, 0], pol, x_row, t_row
+    else:
+        starts = np.cumsum(counts) - counts
+        rank = np.arange(total) - np.repeat(starts, counts)
+        y = np.repeat(y0, counts) + _BIT_POSITIONS[np.repeat(valid_bits, counts), rank]
+        p, x, t_us = (np.repeat(a, counts) for a in (pol, x_row, t_row))
+    t_ns = int(time_base) + t_us * 1000
     if y.size and int(y.max()) > 0xFFFF:
         raise EventCodecError("decode", "'libcaer_cmp' vector events run past y = 65535")
     x16, y16 = x.astype(np.uint16), y.astype(np.uint16)
