@@ -94,12 +94,17 @@ fi
 # `source install/setup.bash` runs _local_setup_util_sh.py with this python to work out which
 # variables to export, and would export nothing if the variable were already set inside it.
 site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+pyver=$("$venv/bin/python" -c "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
 cat > "$site/_tinygpt_ros_env.py" <<PY
-"""Written by scripts/setup.sh: AMENT_PREFIX_PATH for the venv python without a sourced setup."""
+"""Written by scripts/setup.sh: AMENT_PREFIX_PATH for the venv python without a sourced setup,
+and the install prefix's lib/ on LD_LIBRARY_PATH (the interface libraries built there, e.g.
+event_camera_msgs: the ROS wheels' bootstrapper re-executes the interpreter with the library
+path it finds at start-up, so this hook runs first, from a .pth that sorts before it)."""
 import os
 import sys
 
 PREFIXES = ['$install', sys.prefix]
+LIBS = '$install/lib'
 
 
 def _is_colcon_setup_helper() -> bool:
@@ -111,11 +116,52 @@ if not _is_colcon_setup_helper():
     _current = os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)
     os.environ['AMENT_PREFIX_PATH'] = os.pathsep.join(
         dict.fromkeys(p for p in PREFIXES + _current if p))
+    _libs = os.environ.get('LD_LIBRARY_PATH', '').split(os.pathsep)
+    if os.path.isdir(LIBS) and LIBS not in _libs:
+        os.environ['LD_LIBRARY_PATH'] = os.pathsep.join(p for p in [LIBS] + _libs if p)
 PY
-cat > "$site/tinygpt_ros_env.pth" <<PTH
+rm -f "$site/tinygpt_ros_env.pth"  # the older name sorted after the ROS wheels' bootstrapper
+cat > "$site/_tinygpt_ros_env.pth" <<PTH
 import _tinygpt_ros_env
 $build/tinygpt_ros
+$install/lib/python$pyver/site-packages
 PTH
+
+# event_camera_msgs (EventPacket) built from interfaces/event_camera_msgs the way a ROS build
+# does it (ament_cmake + rosidl, the PyPI build wheels of requirements.txt), into the same install
+# prefix. Skipped when another prefix already provides the package (a sourced distro or a
+# robot's overlay: theirs is used, never shadowed) and when its inputs have not changed since the
+# last build. Kilted only: the Jazzy environment keeps PointCloud2 for events.
+build_event_camera_msgs() {
+  local src="$repo/interfaces/event_camera_msgs" prefix
+  for prefix in ${AMENT_PREFIX_PATH:+${AMENT_PREFIX_PATH//:/ }}; do
+    if [ "$prefix" != "$install" ] && [ "$prefix" != "$venv" ] \
+        && [ -e "$prefix/share/ament_index/resource_index/packages/event_camera_msgs" ]; then
+      echo "[setup] event_camera_msgs comes from $prefix: not building ours"
+      return 0
+    fi
+  done
+  local istamp="$build/event_camera_msgs.sha256" iwant
+  iwant=$(cat "$src"/CMakeLists.txt "$src"/package.xml "$src"/msg/*.msg "$constraints" \
+    <("$venv/bin/python" --version) <(echo "$install") | sha256sum | cut -c1-64)
+  if [ "$(cat "$istamp" 2>/dev/null)" = "$iwant" ] \
+      && [ -e "$install/share/ament_index/resource_index/packages/event_camera_msgs" ]; then
+    return 0
+  fi
+  echo "[setup] building event_camera_msgs (ament_cmake + rosidl; first run: a few minutes)"
+  (
+    source "$venv/bin/activate"
+    export CMAKE_PREFIX_PATH="$venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+    colcon --log-base "$logdir" build --merge-install --base-paths "$src" \
+      --build-base "$build" --install-base "$install" \
+      --cmake-args -DBUILD_TESTING=OFF "-DPython3_EXECUTABLE=$venv/bin/python" \
+      "-DCMAKE_INSTALL_RPATH=$install/lib;$venv/lib" \
+      >"$logdir/colcon_interfaces.txt" 2>&1 \
+      || { tail -n 40 "$logdir/colcon_interfaces.txt" >&2; exit 1; }
+  ) || { echo "[setup] event_camera_msgs build failed (log: $logdir/colcon_interfaces.txt)" >&2
+         exit 1; }
+  echo "$iwant" > "$istamp"
+}
 
 mkdir -p "$logdir"
 echo "[setup] colcon build (symlink install)"
@@ -132,3 +178,11 @@ share = g('tinygpt_ros')
 assert os.path.exists(os.path.join(share, 'package.xml')), share
 print('[setup] ok: tinygpt_ros', tinygpt_ros.__version__, 'share at', share)
 "
+if [ "$distro" = kilted ]; then
+  build_event_camera_msgs
+  "$venv/bin/python" -c "
+from event_camera_msgs.msg import EventPacket
+print('[setup] ok: event_camera_msgs/EventPacket from', EventPacket.__module__.split('.')[0],
+      'fields', ', '.join(EventPacket.get_fields_and_field_types()))
+"
+fi

@@ -87,6 +87,9 @@ def tinygpt(ros, engine_factory, model_dir) -> Iterator[Callable[..., TinyGptNod
 
     def make(name: str = "tinygpt_node", factory=None, **overrides: Any) -> TinyGptNode:
         overrides.setdefault("model_dir", model_dir)
+        # The tests publish PointCloud2 events unless they ask for EventPacket: 'auto' would
+        # pick EventPacket wherever event_camera_msgs is built (the Kilted environment).
+        overrides.setdefault("events_msg_type", "pointcloud2")
         plist = [Parameter(k, value=v) for k, v in overrides.items()]
         node = TinyGptNode(factory or engine_factory, node_name=name, context=ros.context,
                            parameter_overrides=plist)

@@ -247,11 +247,13 @@ def test_pointcloud2_empty_is_empty_window():
 
 
 class _Packet:
-    """Duck-typed event_camera_msgs/EventPacket (the package is not installable here)."""
+    """Duck-typed event_camera_msgs/EventPacket: the conversions take any class with its fields
+    (the generated type is tested in test_event_packet_node.py; the Jazzy leg lacks it).
+    Sensor size 0 x 0: unknown, so coordinates are not checked against it."""
 
     def __init__(self, events: bytes, bigendian: bool = False, encoding: str = "mono") -> None:
         self.header = Header(stamp=STAMP, frame_id="dvs")
-        self.height, self.width, self.seq = 128, 128, 0
+        self.height, self.width, self.seq = 0, 0, 0
         self.time_base = 5_000_000_000
         self.encoding, self.is_bigendian, self.events = encoding, bigendian, events
 
@@ -281,8 +283,11 @@ def test_event_packet_errors():
         conv.event_packet_to_events(_Packet(b"\x00" * 12))
     assert err.value.kind == "size"
     with pytest.raises(conv.ConversionError) as err:
-        conv.event_packet_to_events(_Packet(b"\x00" * 8, encoding="evt3"))
+        conv.event_packet_to_events(_Packet(b"\x00" * 8, encoding="evt21"))
     assert err.value.kind == "encoding"
+    with pytest.raises(conv.ConversionError, match="undefined type") as err:
+        conv.event_packet_to_events(_Packet(b"\x00\x90", encoding="evt3"))
+    assert err.value.kind == "decode"
 
 
 # ------------------------------------------------------------------------ input limits

@@ -311,13 +311,15 @@ def test_bad_message_counted_then_recovers(ros, lifecycle, tinygpt, make_bad, ki
 
 
 def test_out_of_sensor_events_are_an_engine_input_error(ros, lifecycle, tinygpt):
+    """Events outside the event sensor (event_sensor_width/height; here the 128x128 grid) are
+    refused by the conversion, which knows the sensor size, as a 'values' error."""
     node, io = _start(ros, lifecycle, tinygpt)
     ev = np.zeros(3, EVENT_DTYPE)
     ev["x"] = [10, 20, 5000]  # outside the 128x128 sensor
     ev["t"] = [5_000_000, 5_000_001, 5_000_002]
     assert io.connected(io.events)
     io.events.publish(conv.events_to_pointcloud2(ev, Header(stamp=Time(sec=5))))
-    assert ros.spin_until(lambda: node.stats.error_counts().get("engine_input") == 1)
+    assert ros.spin_until(lambda: node.stats.error_counts().get("values") == 1)
     io.events.publish(_events_msg())
     assert ros.spin_until(lambda: io.gestures)
 

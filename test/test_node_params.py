@@ -140,6 +140,9 @@ def test_valid_knob_reaches_engine_on_next_frame(ros, lifecycle, tinygpt):
         ("qos_depth", 0, "range"),
         ("motion_compensation", "homography", "one of"),
         ("max_compensated_motion", 0.9, "range"),
+        ("event_sensor_mapping", "fisheye", "one of"),
+        ("event_sensor_width", -1, "range"),
+        ("event_sensor_height", 70000, "range"),
     ],
 )
 def test_invalid_values_refused_old_value_kept(ros, tinygpt, name, bad, words):

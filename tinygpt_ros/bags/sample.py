@@ -13,6 +13,9 @@ Bag layout (`<bag>/<bag>.mcap`, `<bag>/metadata.yaml`, `<bag>/refs.json`):
   header.stamp = window start, height 1, width N, is_dense, point_step 9 (packed, no padding):
   x UINT16 @0, y UINT16 @2, t UINT32 @4 (microseconds since header.stamp), p UINT8 @8 (1 = ON).
   All 11 gesture classes, 1.2 s each, one after another over the camera's time range.
+  With `event_encoding` (make-sample --event-encoding) `/events` is instead
+  event_camera_msgs/msg/EventPacket as a driver publishes it (bags/driver_packets.py): evt3 at
+  1280x720 (metavision_driver), libcaer / libcaer_cmp at 640x480 (libcaer_driver), or mono.
 - Every message's bag timestamp equals its header stamp.
 - mcap chunks are zstd-compressed (rosbag2's mcap plugin and rosbags read them natively).
 - `refs.json` inside the bag directory: caption spans and gesture spans with their stamps.
@@ -32,8 +35,16 @@ import numpy as np
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from tinygpt_ros.bags.driver_packets import (
+    DRIVER_SENSORS,
+    DRIVERS,
+    EVENT_PACKET_TYPE,
+    driver_packet,
+    register_event_packet,
+)
 from tinygpt_ros.data.gestures import GESTURE_CLASSES, make_gesture_clip
 from tinygpt_ros.data.scenes import render_clip, split_seeds
+from tinygpt_ros.spec.types import EVENT_DTYPE
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
@@ -139,9 +150,33 @@ def _pointcloud(ts: Any, stamp_ns: int, ev: np.ndarray) -> Any:
         data=np.frombuffer(pts.tobytes(), np.uint8), is_dense=True)
 
 
-def build_sample(seed: int = 0) -> tuple[list[tuple[int, str, str, Any]], dict]:
-    """The messages [(stamp_ns, topic, msgtype, msg)] in write order, and the references."""
+def _event_packet(ts: Any, window_start_ns: int, ev: np.ndarray, encoding: str, seq: int
+                  ) -> tuple[int, Any]:
+    grid = np.empty(len(ev), EVENT_DTYPE)
+    grid["x"], grid["y"], grid["p"] = ev["x"], ev["y"], ev["p"]
+    grid["t"] = (ev["t"] + START_NS) // 1000
+    f = driver_packet(encoding, grid, window_start_ns, START_NS)
+    return f.stamp_ns, ts.types[EVENT_PACKET_TYPE](
+        header=_header(ts, f.stamp_ns, EVENT_FRAME), height=f.height, width=f.width, seq=seq,
+        time_base=f.time_base, encoding=f.encoding, is_bigendian=False,
+        events=np.frombuffer(f.events, np.uint8))
+
+
+def _typestore() -> Any:
     ts = get_typestore(Stores.ROS2_KILTED)
+    register_event_packet(ts)
+    return ts
+
+
+def build_sample(seed: int = 0, event_encoding: str = "pointcloud2"
+                 ) -> tuple[list[tuple[int, str, str, Any]], dict]:
+    """The messages [(stamp_ns, topic, msgtype, msg)] in write order, and the references.
+    `event_encoding`: 'pointcloud2' (the shipped bag) or an EventPacket encoding written the
+    way its driver publishes it (bags/driver_packets.py)."""
+    if event_encoding != "pointcloud2" and event_encoding not in DRIVER_SENSORS:
+        raise ValueError(f"event_encoding {event_encoding!r} must be pointcloud2 or one of "
+                         f"{sorted(DRIVER_SENSORS)}")
+    ts = _typestore()
     frames, caption_spans, clips = _camera(seed)
     duration_ns = len(frames) * round(1e9 / CAMERA_FPS)
     events, gesture_spans = _events(seed, duration_ns)
@@ -162,8 +197,13 @@ def build_sample(seed: int = 0) -> tuple[list[tuple[int, str, str, Any]], dict]:
     bounds = np.searchsorted(events["t"], np.arange(windows + 1) * EVENT_WINDOW_NS)
     for w in range(windows):
         stamp = START_NS + w * EVENT_WINDOW_NS
-        msgs.append((stamp, EVENTS_TOPIC, "sensor_msgs/msg/PointCloud2",
-                     _pointcloud(ts, stamp, events[bounds[w]:bounds[w + 1]])))
+        window = events[bounds[w]:bounds[w + 1]]
+        if event_encoding == "pointcloud2":
+            msgs.append((stamp, EVENTS_TOPIC, "sensor_msgs/msg/PointCloud2",
+                         _pointcloud(ts, stamp, window)))
+        else:
+            packet_stamp, packet = _event_packet(ts, stamp, window, event_encoding, w)
+            msgs.append((packet_stamp, EVENTS_TOPIC, EVENT_PACKET_TYPE, packet))
     topic_rank = {IMAGE_TOPIC: 0, COMPRESSED_TOPIC: 1, EVENTS_TOPIC: 2}
     msgs.sort(key=lambda m: (m[0], topic_rank[m[1]]))
     refs = {
@@ -176,29 +216,35 @@ def build_sample(seed: int = 0) -> tuple[list[tuple[int, str, str, Any]], dict]:
                    "frame_id": CAMERA_FRAME, "clips": clips},
         "events": {"window_ns": EVENT_WINDOW_NS, "sensor": 128, "frame_id": EVENT_FRAME,
                    "point_step": EVENT_POINT_DTYPE.itemsize, "count": len(events)},
+        **({} if event_encoding == "pointcloud2" else {"event_packet": {
+            "encoding": event_encoding, "driver": DRIVERS[event_encoding],
+            "sensor": list(DRIVER_SENSORS[event_encoding])}}),
         "captions": caption_spans,
         "gestures": gesture_spans,
     }
     return msgs, refs
 
 
-def _write(path: Path, seed: int) -> None:
-    ts = get_typestore(Stores.ROS2_KILTED)
-    msgs, refs = build_sample(seed)
+def _write(path: Path, seed: int, event_encoding: str = "pointcloud2") -> None:
+    ts = _typestore()
+    msgs, refs = build_sample(seed, event_encoding)
+    events_type = ("sensor_msgs/msg/PointCloud2" if event_encoding == "pointcloud2"
+                   else EVENT_PACKET_TYPE)
     writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
     writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     with writer:
         conns = {}
         for topic, msgtype in ((IMAGE_TOPIC, "sensor_msgs/msg/Image"),
                                (COMPRESSED_TOPIC, "sensor_msgs/msg/CompressedImage"),
-                               (EVENTS_TOPIC, "sensor_msgs/msg/PointCloud2")):
+                               (EVENTS_TOPIC, events_type)):
             conns[topic] = writer.add_connection(topic, msgtype, typestore=ts)
         for stamp, topic, msgtype, msg in msgs:
             writer.write(conns[topic], stamp, ts.serialize_cdr(msg, msgtype))
     (path / REFS_NAME).write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n", "utf8")
 
 
-def write_sample_bag(path: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+def write_sample_bag(path: str | Path, seed: int = 0, overwrite: bool = False,
+                     event_encoding: str = "pointcloud2") -> Path:
     """Write the sample bag directory `path` (+ `path/refs.json`); returns `path`.
 
     An existing `path` is left untouched (FileExistsError) unless `overwrite`; the new bag is
@@ -212,7 +258,7 @@ def write_sample_bag(path: str | Path, seed: int = 0, overwrite: bool = False) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         new = tmp / path.name  # same name: rosbags names the .mcap after its directory
-        _write(new, seed)
+        _write(new, seed, event_encoding)
         if path.exists():
             old = tmp / "old"
             path.rename(old)
@@ -238,8 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="sample/sample_bag", help="bag directory to write")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--event-encoding", default="pointcloud2",
+                    choices=("pointcloud2", *DRIVER_SENSORS))
     args = ap.parse_args(argv)
-    print(write_sample_bag(args.out, seed=args.seed, overwrite=args.overwrite))
+    print(write_sample_bag(args.out, seed=args.seed, overwrite=args.overwrite,
+                           event_encoding=args.event_encoding))
     return 0
 
 

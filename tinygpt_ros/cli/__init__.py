@@ -13,6 +13,7 @@ from types import ModuleType
 from tinygpt_ros.cli import (
     bench,
     bench_budget,
+    bench_codecs,
     bench_engines,
     bench_hf,
     bench_node,
@@ -48,6 +49,7 @@ COMMANDS: dict[str, ModuleType] = {
     "bench-hf": bench_hf,
     "bench-budget": bench_budget,
     "robustness": robustness,
+    "bench-codecs": bench_codecs,
 }
 
 

@@ -16,6 +16,7 @@ from tinygpt_ros.evaluation.issues import Issues
 from tinygpt_ros.evaluation.progress import progress_bar
 from tinygpt_ros.evaluation.results import BagJob, BagResult, FrameRow
 from tinygpt_ros.evaluation.source import BagSource
+from tinygpt_ros.ops.event_codecs import Evt3Decoder
 from tinygpt_ros.runtime.threads import (
     DEFAULT_BLAS_THREADS,
     DEFAULT_INTRA_OP_THREADS,
@@ -30,11 +31,18 @@ def converter(msgtype: str) -> tuple[type, Any] | None:
     from tinygpt_ros.ros import conversions as conv
     from tinygpt_ros.ros.bag_player import message_class
 
+    evt3 = Evt3Decoder()  # one EVT 3.0 stream state per topic: converter() runs once per topic
+
+    def event_packet(msg: Any) -> Any:
+        # the node's defaults: sensor size from the packet, scaled onto the model's grid
+        return conv.events_on_grid(msg, True, "relative", conv.NO_LIMITS_GIVEN,
+                                   conv.EventGeometry(), evt3).events
+
     table = {
         "sensor_msgs/msg/Image": conv.image_to_rgb,
         "sensor_msgs/msg/CompressedImage": conv.compressed_to_rgb,
         "sensor_msgs/msg/PointCloud2": conv.pointcloud2_to_events,
-        "event_camera_msgs/msg/EventPacket": conv.event_packet_to_events,
+        "event_camera_msgs/msg/EventPacket": event_packet,
     }
     fn = table.get(msgtype)
     if fn is None:

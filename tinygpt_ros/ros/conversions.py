@@ -9,7 +9,9 @@ Event time convention (documented for publishers): the core wants absolute micro
 (`types.EVENT_DTYPE`). With `time_reference="relative"` (the default) a PointCloud2 `t` field is
 microseconds since `header.stamp` and an EventPacket `dt` is nanoseconds since `header.stamp`;
 with `"absolute"` a PointCloud2 `t` is already microseconds on the header's clock and an
-EventPacket `dt` is added to `time_base` (the sensor clock, nanoseconds).
+EventPacket's events keep their sensor clock (see `event_packet_to_events` for each encoding).
+EventPacket payloads are decoded by `ops.event_codecs` (mono, evt3, libcaer, libcaer_cmp) and
+mapped from the sensor's size onto the model's event grid by `ops.event_geometry`.
 
 Input limits (`InputLimits`, node parameters max_message_bytes, max_image_pixels,
 max_events_per_message) are checked from header fields and payload lengths only, before any
@@ -29,7 +31,10 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from tinygpt_ros.ops.event_codecs import EventCodecError, Evt3Decoder, decode_packet
+from tinygpt_ros.ops.event_geometry import map_to_grid
 from tinygpt_ros.ros.image_header import ImageHeaderError, image_size
+from tinygpt_ros.spec.config import EVENT_SENSOR
 from tinygpt_ros.spec.types import EVENT_DTYPE
 
 TIME_REFERENCES = ("relative", "absolute")
@@ -348,34 +353,92 @@ def pointcloud2_to_events(
     return _finish_events(x, y, t, p)
 
 
-def event_packet_to_events(
-    msg: Any, time_reference: str = "relative", limits: InputLimits = NO_LIMITS_GIVEN
-) -> np.ndarray:
-    """event_camera_msgs/EventPacket with encoding 'mono' -> EVENT_DTYPE array (t in us).
+@dataclass(frozen=True)
+class EventGeometry:
+    """Node parameters event_sensor_width/height (0 = from the EventPacket, or the model's grid
+    for PointCloud2) and event_sensor_mapping."""
 
-    'mono' packs each event in one 64-bit word (byte order from `is_bigendian`): bit 63
-    polarity, bits 48-62 y, bits 32-47 x, bits 0-31 dt in nanoseconds; see the module docstring
-    for what dt is relative to. Typed loosely: event_camera_msgs is an optional dependency."""
+    width: int = 0
+    height: int = 0
+    mapping: str = "scale"
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Events on the model's grid plus what the diagnostics report: events in the message
+    (decoded, including those the payload marks unusable) and events used (on the grid)."""
+
+    events: np.ndarray
+    events_in: int
+    events_used: int
+    sensor: tuple[int, int]
+
+
+def event_packet_to_events(
+    msg: Any, time_reference: str = "relative", limits: InputLimits = NO_LIMITS_GIVEN,
+    evt3: Evt3Decoder | None = None, decoded_out: list | None = None,
+) -> np.ndarray:
+    """event_camera_msgs/EventPacket -> EVENT_DTYPE array in sensor pixels (t in us, sorted).
+
+    Encodings: mono, evt3, libcaer, libcaer_cmp (`ops.event_codecs`). 'relative' puts events on
+    the header's clock: t = header.stamp + (sensor time - the sensor time the stamp stands for:
+    time_base for mono and libcaer_cmp, the packet's first event for evt3 and libcaer).
+    'absolute': t = the sensor clock (libcaer/libcaer_cmp: time_base carries host time; evt3:
+    the camera's own clock). `evt3` keeps an EVT 3.0 stream's state between packets of one
+    topic. Typed loosely: any class with EventPacket's fields works."""
     _check_time_reference(time_reference)
-    if msg.encoding != "mono":
-        raise ConversionError(
-            "encoding", f"EventPacket.encoding {msg.encoding!r} is not supported (only 'mono')"
-        )
+    encoding = str(msg.encoding)
     limits.check("max_message_bytes", len(msg.events), "EventPacket.events size in bytes")
-    limits.check("max_events_per_message", len(msg.events) // 8, "EventPacket event count")
-    raw = _buffer(msg.events)
-    if raw.size % 8:
+    try:
+        decoded = decode_packet(
+            encoding, msg.events, time_base=int(msg.time_base), big_endian=bool(msg.is_bigendian),
+            width=int(msg.width), height=int(msg.height), evt3=evt3,
+            max_events=limits.max_events_per_message)
+    except EventCodecError as exc:
+        if exc.kind == "limit":
+            raise ConversionError(
+                "limit", f"EventPacket event count: {exc}",
+                (("limit", "max_events_per_message"),
+                 ("limit_value", limits.max_events_per_message)),
+            ) from exc
+        raise ConversionError(exc.kind, f"EventPacket: {exc}") from exc
+    if decoded_out is not None:
+        decoded_out.append(decoded)
+    t_ns = decoded.t_ns
+    if time_reference == "relative":
+        t_ns = t_ns - decoded.anchor_ns + stamp_to_ns(msg.header.stamp)
+    return _finish_events(decoded.x, decoded.y, t_ns // 1000, decoded.p)
+
+
+def _sensor_size(geometry: EventGeometry, msg: Any, packet: bool) -> tuple[int, int]:
+    if geometry.width > 0 and geometry.height > 0:
+        return geometry.width, geometry.height
+    if packet and int(msg.width) > 0 and int(msg.height) > 0:
+        return (geometry.width or int(msg.width)), (geometry.height or int(msg.height))
+    return EVENT_SENSOR, EVENT_SENSOR
+
+
+def events_on_grid(
+    msg: Any, packet: bool, time_reference: str, limits: InputLimits, geometry: EventGeometry,
+    evt3: Evt3Decoder | None = None,
+) -> EventBatch:
+    """An event message (EventPacket when `packet`, else PointCloud2) -> events on the model's
+    event grid, mapped from the sensor size (parameters, else the packet's) by `geometry`."""
+    decoded: list = []
+    if packet:
+        events = event_packet_to_events(msg, time_reference, limits, evt3, decoded)
+    else:
+        events = pointcloud2_to_events(msg, time_reference, limits)
+    width, height = _sensor_size(geometry, msg, packet)
+    if events.size and (int(events["x"].max()) >= width or int(events["y"].max()) >= height):
+        bad = (events["x"] >= width) | (events["y"] >= height)
         raise ConversionError(
-            "size", f"EventPacket.events has {raw.size} bytes, not a multiple of 8 ('mono')"
-        )
-    words = raw.view(">u8" if msg.is_bigendian else "<u8").astype(np.uint64)
-    dt_ns = (words & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    x = ((words >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.uint16)
-    y = ((words >> np.uint64(48)) & np.uint64(0x7FFF)).astype(np.uint16)
-    p = (words >> np.uint64(63)).astype(np.uint8)
-    base_ns = stamp_to_ns(msg.header.stamp) if time_reference == "relative" else int(msg.time_base)
-    t = (base_ns + dt_ns) // 1000
-    return _finish_events(x, y, t, p)
+            "values", f"{int(bad.sum())} event(s) outside the {width}x{height} event sensor "
+            "(event_sensor_width/height, or the EventPacket's width/height)",
+            (("sensor", f"{width}x{height}"),))
+    mapped = map_to_grid(events, width, height, EVENT_SENSOR, geometry.mapping)
+    events_in = int(events.size) + (int(decoded[0].dropped) if decoded else 0)
+    return EventBatch(mapped, events_in, int(mapped.size), (width, height))
 
 
 def events_to_pointcloud2(

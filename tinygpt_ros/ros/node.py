@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from std_msgs.msg import Header, String
 from visualization_msgs.msg import Marker
 
 from tinygpt_ros.deploy.power import PowerMonitor
+from tinygpt_ros.ops.event_codecs import Evt3Decoder
 from tinygpt_ros.ros import compat, log_bridge, overlay, params
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
@@ -58,7 +59,8 @@ EngineFactory = Callable[..., Engine]
 RUNTIME_PARAMS = (
     "budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
     "caption_marker", "budget_mode", "budget_target_ms", "budget_target_gflops",
-    "budget_target_mw", "budget_target_gpu_pct", *conv.LIMIT_NAMES,
+    "budget_target_mw", "budget_target_gpu_pct", "event_sensor_width", "event_sensor_height",
+    "event_sensor_mapping", *conv.LIMIT_NAMES,
 )
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -92,6 +94,7 @@ class _Input:
     topic: str
     mailbox: LatestMailbox[_Pending]
     subscription: Any = None
+    evt3: Evt3Decoder = field(default_factory=Evt3Decoder)  # EVT 3.0 state of this topic
 
 
 class TinyGptNode(LifecycleNode):
@@ -489,15 +492,20 @@ class TinyGptNode(LifecycleNode):
         with self._lock:
             runtime = dict(self._runtime)
         limits = conv.InputLimits(**{n: runtime[n] for n in conv.LIMIT_NAMES})
+        batch: conv.EventBatch | None = None
         try:
             if inp.kind == "image":
                 data = conv.image_to_rgb(msg, limits)
             elif inp.kind == "compressed":
                 data = conv.compressed_to_rgb(msg, limits)
-            elif inp.kind == "pointcloud2":
-                data = conv.pointcloud2_to_events(msg, runtime["events_time_reference"], limits)
             else:
-                data = conv.event_packet_to_events(msg, runtime["events_time_reference"], limits)
+                geometry = conv.EventGeometry(
+                    runtime["event_sensor_width"], runtime["event_sensor_height"],
+                    runtime["event_sensor_mapping"])
+                batch = conv.events_on_grid(
+                    msg, inp.kind == "event_packet", runtime["events_time_reference"], limits,
+                    geometry, inp.evt3)
+                data = batch.events
         except conv.ConversionError as exc:
             self._report_error(inp, msg.header, exc.kind, str(exc), exc.details)
             return
@@ -539,6 +547,10 @@ class TinyGptNode(LifecycleNode):
             errors=self.stats.error_total, hardware_id=self._hardware_id, energy=energy,
         )
         status.values += diag.key_values(self._transport.diagnostics())
+        if batch is not None:
+            status.values += diag.key_values([
+                ("events_in", batch.events_in), ("events_used", batch.events_used),
+                ("event_sensor", f"{batch.sensor[0]}x{batch.sensor[1]}")])
         if energy is None:
             energy = (diag.energy_mj(result.record.total_flops, budget.j_per_gflop),
                       diag.ENERGY_SOURCE)

@@ -119,7 +119,8 @@ def _ros_specs() -> list[ParamSpec]:
         ParamSpec(
             "events_msg_type", str, "auto",
             "Event input type on topic events: 'pointcloud2' (fields x, y, t, p), "
-            "'event_packet' (event_camera_msgs/EventPacket, 'mono' encoding) or 'auto' "
+            "'event_packet' (event_camera_msgs/EventPacket, encodings mono, evt3, libcaer, "
+            "libcaer_cmp) or 'auto' "
             "(EventPacket when event_camera_msgs is installed, else PointCloud2).",
             choices=("auto", "pointcloud2", "event_packet"), applies=NEXT_CONFIGURE,
         ),
@@ -129,6 +130,27 @@ def _ros_specs() -> list[ParamSpec]:
             "since header.stamp); 'absolute': t is microseconds on the header's clock "
             "(EventPacket: dt is added to time_base).",
             choices=("relative", "absolute"),
+        ),
+        ParamSpec(
+            "event_sensor_width", int, 0,
+            "Event sensor width in pixels. 0 = from the EventPacket's width (PointCloud2: the "
+            "model's 128x128 event grid, no mapping). An event outside the sensor is a bad "
+            "message (counted in diagnostics).",
+            0, 65535,
+        ),
+        ParamSpec(
+            "event_sensor_height", int, 0,
+            "Event sensor height in pixels. 0 = from the EventPacket's height (PointCloud2: the "
+            "model's event grid).",
+            0, 65535,
+        ),
+        ParamSpec(
+            "event_sensor_mapping", str, "scale",
+            "How the sensor maps onto the model's 128x128 event grid. 'scale': each axis scaled "
+            "(the whole field of view; a 16:9 sensor is squeezed horizontally); 'crop': the "
+            "centred square of side min(width, height), scaled (aspect kept, the sides dropped; "
+            "events there are not used).",
+            choices=("scale", "crop"),
         ),
         ParamSpec(
             "qos_reliability", str, "reliable",
