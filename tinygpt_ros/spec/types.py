@@ -42,10 +42,17 @@ class ComputeRecord:
     exposure_gain: float = 1.0  # frame ~ gain * anchor + offset (unit intensities)
     exposure_offset: float = 0.0
     reanchored: bool = False  # the accumulated motion or exposure forced a full refresh
+    # FLOPs counted at run time per stage (a counting backend: the networks' ops as they ran,
+    # plus the numpy decision stages from the shapes they ran on); empty when not counted
+    measured_flops: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_flops(self) -> float:
         return float(sum(self.flops.values()))
+
+    @property
+    def measured_total_flops(self) -> float:
+        return float(sum(self.measured_flops.values()))
 
     @property
     def encoder_flops(self) -> float:
