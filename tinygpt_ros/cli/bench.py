@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="long camera clips (drift and refresh are measured on them)")
     p.add_argument("--long-frames", type=int, default=200,
                    help="frames per long clip (> 3 x refresh_interval)")
+    p.add_argument("--long-drift-only", action="store_true",
+                   help="long clips feed only the drift pass, not the scored set (saves time)")
     p.add_argument("--size", type=_size, default=None,
                    help="clip frame size HxW, e.g. 480x640 (default: the renderer's)")
     p.add_argument("--bootstrap", type=int, default=100,
