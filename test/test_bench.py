@@ -38,11 +38,12 @@ def clip():
     return make_clips("test", 1, motion="busy", num_frames=6)[0]
 
 
-def test_dense_peer_equals_engine_dense(tiny_model, loaded, clip):
+def test_dense_window_peer_equals_engine_dense(tiny_model, loaded, clip):
     engine = load_engine(tiny_model)
     engine.set_knob("sttf_enabled", False)
     engine.set_knob("anc_enabled", False)
-    dense = peers.PeerEngine(*loaded, "dense")
+    t = loaded[0].cfg.temporal_window
+    dense = peers.PeerEngine(*loaded, peers.PeerSpec("dense", 0, t))
     for frame in clip.frames:
         a, b = dense.process_frame(frame), engine.process_frame(frame)
         assert a.caption == b.caption
@@ -53,38 +54,63 @@ def test_dense_peer_equals_engine_dense(tiny_model, loaded, clip):
         assert a.record.dense_flops == pytest.approx(b.record.dense_flops, rel=1e-12)
 
 
-def test_peer_tokens_and_flops_accounting(loaded, clip):
+def _last_records(loaded, clip, specs):
     model, tok, classes = loaded
+    out = {}
+    for name, spec in specs.items():
+        eng = peers.PeerEngine(model, tok, classes, spec)
+        out[name] = [eng.process_frame(f).record for f in clip.frames][-1]
+    return out
+
+
+def test_peer_tokens_and_run_time_flops(loaded, clip):
+    """Token counts per method and budget; the FLOPs counted as each peer ran equal the
+    analytical formulas for what it ran (matmuls and convs only, both conventions)."""
+    model = loaded[0]
     cfg = model.cfg
     big = model.largest_branch
-    budget = 31
-    t = cfg.temporal_window
-    results = {}
-    for method in peers.PEERS:
-        eng = peers.PeerEngine(model, tok, classes, method)
-        results[method] = [eng.process_frame(f).record for f in clip.frames]
-    last = {m: r[-1] for m, r in results.items()}  # full window
-    n_window = t * NUM_TOKENS
-    assert last["dense"].tokens_fused == n_window
-    assert last["tome"].tokens_fused == budget
-    assert last["tome"].flops["fusion"] == F.fusion_flops(cfg, n_window, budget)
-    assert last["random_drop"].tokens_fused == budget
-    assert last["random_drop"].flops["fusion"] == 0.0
-    assert last["downscale"].tokens_recomputed == NUM_TOKENS // 4
-    assert last["downscale"].tokens_fused == t * NUM_TOKENS // 4
-    assert last["downscale"].flops["encoder"] == F.encoder_flops(cfg, big, NUM_TOKENS // 4)
-    for m in ("dense", "tome", "random_drop", "fastv"):
-        assert last[m].flops["encoder"] == F.encoder_flops(cfg, big)
-    # decoder FLOPs follow the tokens it is given (the caption length is the same here)
-    assert last["tome"].flops["decoder"] < last["downscale"].flops["decoder"] \
-        < last["dense"].flops["decoder"]
-    # the tiny model has one decoder layer: nothing after layer 1 to prune, fastv == dense
-    assert cfg.dec_layers == 1 and last["fastv"].flops == last["dense"].flops
+    depth = cfg.branch_depths[big]
+    specs = {"dense": peers.PeerSpec("dense"), "tome": peers.PeerSpec("tome", 16),
+             "drop": peers.PeerSpec("random_drop", 31), "down": peers.PeerSpec("downscale", 7),
+             "fastv": peers.PeerSpec("fastv", 0.5)}
+    last = _last_records(loaded, clip, specs)
+    assert last["dense"].tokens_fused == NUM_TOKENS  # single frame: the current frame only
+    assert last["tome"].tokens_fused == NUM_TOKENS - depth * 16
+    assert last["drop"].tokens_fused == 31
+    assert last["down"].tokens_recomputed == 49 and last["down"].tokens_fused == 49
+    assert last["down"].flops["encoder"] == F.encoder_flops(cfg, big, 49)
+    assert last["fastv"].tokens_fused == NUM_TOKENS // 2
+    # ToMe's savings are in the encoder; random drop's only after it
+    assert last["tome"].flops["encoder"] < last["dense"].flops["encoder"]
+    assert last["drop"].flops["encoder"] == last["dense"].flops["encoder"]
+    for name, rec in last.items():
+        assert rec.measured_total_flops == pytest.approx(rec.total_flops, rel=1e-9), name
     # random drop is seeded: the same choice after reset
-    eng = peers.PeerEngine(model, tok, classes, "random_drop", seed=3)
+    model, tok, classes = loaded
+    eng = peers.PeerEngine(model, tok, classes, peers.PeerSpec("random_drop", 31), seed=3)
     caps = [eng.process_frame(f).caption for f in clip.frames]
     eng.reset()
     assert [eng.process_frame(f).caption for f in clip.frames] == caps
+
+
+def test_tome_with_r_zero_is_the_dense_encoder(loaded):
+    """No merges: sizes stay 1, log(1) = 0, so proportional attention changes nothing."""
+    enc = loaded[0].encoder
+    torch.manual_seed(0)
+    x = torch.randn(1, NUM_TOKENS, enc.cfg.dim)
+    pos = torch.rand(1, NUM_TOKENS, 2)
+    branch = enc.num_branches - 1
+    out, size, _, counts = peers.tome_encode(enc, x, branch, 0, pos)
+    torch.testing.assert_close(out, enc(x, branch), rtol=1e-5, atol=1e-5)
+    assert counts == [NUM_TOKENS] * enc.depth_of(branch) and bool((size == 1).all())
+    out, size, pos2, counts = peers.tome_encode(enc, x, branch, 20, pos)
+    assert out.shape[1] == NUM_TOKENS - 20 * enc.depth_of(branch)
+    assert counts[1] == NUM_TOKENS - 20
+    # sizes add up to the patches they stand for; positions stay inside the image
+    assert float(size.sum()) == pytest.approx(NUM_TOKENS)
+    assert float(pos2.min()) >= 0.0 and float(pos2.max()) <= 1.0
+    with pytest.raises(ValueError, match="fastv budget"):
+        peers.PeerSpec("fastv", 2.0)
 
 
 def test_fastv_prunes_after_layer_one(loaded):
@@ -117,14 +143,15 @@ def test_fastv_prunes_after_layer_one(loaded):
         peers.fastv_generate(dec, vis, sizes, tok.bos_id, tok.eos_id, keep=8, prune_after=0)
 
 
-def test_pool_tokens_is_a_2x2_average():
+def test_pool_grid_is_a_block_average():
     x = torch.arange(NUM_TOKENS, dtype=torch.float32).reshape(1, NUM_TOKENS, 1)
-    pooled = peers.pool_tokens(x)
+    pooled = peers.pool_grid(x, 7)
     assert pooled.shape == (1, 49, 1)
     assert float(pooled[0, 0, 0]) == (0 + 1 + 14 + 15) / 4
+    assert peers.pool_grid(x, 5).shape == (1, 25, 1)
 
 
-def test_frontier_and_verdict():
+def test_frontier_verdict_and_targets():
     pts = {"a": (1.0, 0.5), "b": (0.5, 0.5), "c": (0.2, 0.1), "d": (0.5, 0.4)}
     assert bench.frontier(pts) == ["b", "c"]
     summary = {"rows": {n: {"total_flops_vs_dense": c, "scores": {"CIDEr": q},
@@ -134,10 +161,29 @@ def test_frontier_and_verdict():
     text = bench.verdict(summary, name="d")
     assert "is NOT on the CIDEr-vs-FLOPs frontier" in text and "b (CIDEr 0.500" in text
 
+    def row(family, cost, cider):
+        return {"family": family, "total_flops_vs_dense": cost, "scores": {"CIDEr": cider},
+                "quality_vs_dense": {"CIDEr": cider}, "cider_vs_dense_interval": None}
+
+    rows = {"dense": row(None, 1.0, 1.0), "sttf+anc": row("sttf+anc", 0.18, 0.98),
+            "sttf+anc fused=16": row("sttf+anc", 0.10, 0.90),
+            "tome r=40": row("tome", 0.25, 0.95), "downscale 4x4": row("downscale", 0.12, 0.80)}
+    t = bench.targets(rows)
+    assert t["quality_at_cost"]["met"] and t["curve_above_peers"]["met"]
+    assert t["curve_above_peers"]["peer_points_checked"] == 2
+    rows["downscale 4x4"] = row("downscale", 0.05, 0.80)  # cheaper than any STTF+ANC point
+    rows["sttf+anc"] = row("sttf+anc", 0.25, 0.98)
+    t = bench.targets(rows)
+    assert not t["quality_at_cost"]["met"]
+    assert [x["peer"] for x in t["curve_above_peers"]["losses"]] == ["downscale 4x4"]
+    assert bench.family_of("sttf+anc no caption reuse") is None
+    assert bench.family_of("fastv keep 50%") == "fastv"
+
 
 def test_engine_switch_routes_knobs(tiny_model, loaded):
     engine = load_engine(tiny_model)
-    switch = peers.EngineSwitch({"torch": engine, "tome": peers.PeerEngine(*loaded, "tome")})
+    switch = peers.EngineSwitch({"torch": engine,
+                                 "tome": peers.PeerEngine(*loaded, peers.PeerSpec("tome", 8))})
     assert next(iter(switch.knobs())) == "engine"
     switch.set_knob("engine", "tome")
     switch.set_knob("max_fused_tokens", 12)
@@ -147,25 +193,49 @@ def test_engine_switch_routes_knobs(tiny_model, loaded):
         switch.set_knob("engine", "nope")
 
 
-def test_bench_cli_writes_report_plot_and_doc(tiny_model, tmp_path):
+def test_bench_cli_writes_report_plot_and_doc(tiny_model, tmp_path, monkeypatch):
     from tinygpt_ros import cli
+
+    # one budget per family keeps the test short; the full sweep is the same code per row
+    peer_rows = {k: bench.PEER_ROWS[k] for k in ("dense", "tome r=40", "random_drop 31",
+                                                 "downscale 7x7", "fastv keep 50%")}
+    engine_rows = {k: bench.ENGINE_ROWS[k] for k in ("dense_window", "sttf+anc",
+                                                     "sttf+anc fused=16",
+                                                     "sttf+anc no caption reuse")}
+    monkeypatch.setattr(bench, "PEER_ROWS", peer_rows)
+    monkeypatch.setattr(bench, "ENGINE_ROWS", engine_rows)
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nHand-written intro.\n\n" + bench.MARK_START + "\nold\n"
                    + bench.MARK_END + "\n\nHand-written outro.\n")
     out = tmp_path / "bench"
-    assert cli.main(["bench", "--model", tiny_model, "--clips-per-motion", "1", "--frames", "6",
+    assert cli.main(["bench", "--model", tiny_model, "--clips-per-motion", "1", "--frames", "4",
+                     "--long-clips", "1", "--long-frames", "8", "--bootstrap", "10",
                      "--threads", "1", "--out", str(out), "--markdown", str(doc)]) == 0
     rep = json.loads((out / "bench.json").read_text())
-    assert list(rep["rows"]) == list(bench.ORDER)
+    assert set(rep["rows"]) == set(peer_rows) | set(engine_rows)
     assert rep["rows"]["dense"]["total_flops_vs_dense"] == 1.0
+    assert rep["rows"]["dense_window"]["total_flops_vs_dense"] > 1.0
     assert rep["rows"]["sttf+anc"]["total_flops_vs_dense"] < 1.0
-    assert rep["rows"]["tome"]["decoder_tokens"] <= 31
+    assert rep["rows"]["random_drop 31"]["decoder_tokens"] == 31
+    # the engine rows ran with their own knobs (not the switch's starting ones)
+    assert rep["rows"]["dense_window"]["decoder_tokens"] > NUM_TOKENS
+    assert rep["rows"]["sttf+anc fused=16"]["decoder_tokens"] <= 16
+    assert rep["rows"]["sttf+anc no caption reuse"]["caption_reuse_pct"] == 0.0
+    assert rep["rows"]["tome r=40"]["family"] == "tome"
+    assert rep["targets"]["curve_above_peers"]["peer_points_checked"] >= 0
+    lo, hi = rep["rows"]["sttf+anc"]["cider_vs_dense_interval"]
+    assert lo <= hi
     assert rep["clips"]["segments"] >= 3 and rep["model"]["sha256"]
-    assert (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert rep["drift"]["buckets"] and rep["drift"]["buckets"][0]["since_refresh"] == [0, 0]
+    # a full refresh is a dense pass: no reuse error on refresh frames
+    assert rep["drift"]["buckets"][0]["encoder_rel_error_mean"] < 1e-4
+    assert set(rep["targets"]) == {"quality_at_cost", "curve_above_peers"}
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nHand-written intro.")
     assert text.rstrip().endswith("Hand-written outro.") and "\nold\n" not in text
     assert "| sttf+anc |" in text and "frontier" in text and rep["model"]["sha256"] in text
+    assert "single-frame dense" in text and "Drift between refreshes" in text
     assert text.count(bench.MARK_START) == 1
-    assert np.isfinite(rep["rows"]["fastv"]["latency_p50_vs_dense"])
+    assert np.isfinite(rep["rows"]["fastv keep 50%"]["latency_p50_vs_dense"])

@@ -18,7 +18,8 @@ def load_engine(model_dir: str | Path, backend: str = "torch", **options: Any):
     """An engine for `model_dir` on `backend`. Raises ModelLoadError for a missing or corrupt
     model, ValueError for an unknown backend.
 
-    torch: options device, beam_size, knobs (others, e.g. precision/providers, are ignored).
+    torch: options device, beam_size, knobs, count_flops (others, e.g. precision/providers,
+    are ignored).
     onnxruntime: see `onnx_engine.OnnxEngine.from_dir` (precision, providers, ...).
 
     A local transformers checkpoint (config.json, no manifest.json), or a hub id (which gets
@@ -42,7 +43,8 @@ def load_engine(model_dir: str | Path, backend: str = "torch", **options: Any):
     if backend == "torch":
         from tinygpt_ros.runtime.torch_engine import TorchEngine  # imports torch
 
-        opts = {k: v for k, v in options.items() if k in ("device", "beam_size", "knobs")}
+        opts = {k: v for k, v in options.items()
+                if k in ("device", "beam_size", "knobs", "count_flops")}
         return TorchEngine.from_dir(model_dir, **opts)
     if backend == "onnxruntime":
         from tinygpt_ros.deploy.onnx_engine import OnnxEngine  # numpy + onnxruntime only

@@ -1,37 +1,43 @@
 """Peer token-reduction methods for `tinygpt-ros bench`, as Engine-protocol objects.
 
 Every peer is built from the same TinyGPT weights and runs, per camera frame: patch embedding ->
-the dense encoder (largest branch, every token, every frame) -> the window of the last
-`temporal_window` frames with the learned time embedding (`TemporalFusion.dense`) -> its own
-token reduction -> the decoder, greedy, decoding every frame (no caption reuse, no router, no
-gating). So they stream through `quality.evaluate_captions` exactly like the engine does.
+the encoder (largest branch) -> the window of the last `window` frames (1: the current frame
+only, the single-frame dense baseline's input; `temporal_window`: the engine's window) with the
+learned time embedding (`TemporalFusion.dense`) -> its own token reduction -> the decoder,
+greedy, decoding every frame (no caption reuse, no router, no gating). So they stream through
+`quality.evaluate_captions` exactly like the engine does. Each method takes one budget value
+(`PeerSpec.budget`), so the bench sweeps it into a curve:
 
-- `dense`: no reduction; T x 196 tokens to the decoder (the same outputs as the engine with
-  STTF and ANC off).
-- `tome`: ToMe bipartite soft matching only (`sttf.bipartite_merge`, size-weighted, repeated)
-  on the window's T x 196 tokens down to `max_fused_tokens`; sizes feed the decoder's
-  proportional attention. No static averaging, no gating.
-- `random_drop`: keep `max_fused_tokens` tokens of the window chosen uniformly at random
-  (seeded, re-seeded on reset), sizes 1.
-- `downscale`: uniform down-scaling of the token grid *before* the encoder: 2 x 2 average
-  pooling of the embedded 14 x 14 patch tokens (position embedding included) -> 49 tokens per
-  frame through the encoder, T x 49 to the decoder, each with size 4 (it stands for 4 patches).
-- `fastv`: FastV-style pruning inside the decoder: the prefix [T x 196 vision ; bos] runs
-  through decoder layer 1 in full; the `max_fused_tokens` vision tokens that received the most
-  attention from the bos query in that layer (mean over heads) are kept and the others are
-  dropped from every later layer (prefill and every decoding step). Implemented here with the
-  decoder's own modules (`fastv_generate`), decoder.py is untouched. With a 1-layer decoder
-  there is nothing after layer 1 and fastv equals dense.
+- `dense`: no reduction (budget unused).
+- `tome`: ToMe as published (Bolya et al., ICLR 2023) inside the encoder: in every block,
+  after attention, bipartite soft matching merges `budget` = r tokens, with the block's keys
+  averaged over heads as the similarity metric and size-weighted averages; attention uses
+  proportional attention (log token size added to the logits), and the sizes reach the
+  decoder's proportional attention. 196 - depth * r tokens per frame leave the encoder.
+- `random_drop`: keep `budget` tokens of the window chosen uniformly at random (seeded,
+  re-seeded on reset), sizes 1, after a dense encoder.
+- `downscale`: the embedded 14 x 14 token grid (position embedding included) average-pooled to
+  `budget` x `budget` before the encoder (adaptive pooling), each token sized by the patches
+  it stands for.
+- `fastv`: FastV (Chen et al., ECCV 2024) inside the decoder: the prefix [vision ; bos] runs
+  through the first `fastv_layer` decoder layer(s) in full; the vision tokens the bos query
+  attended to most there (mean over heads) are kept, `budget` = their share of the vision
+  tokens (0.5: FastV's designed operating point), and the others are dropped from every later
+  layer (prefill and every decoding step). With a 1-layer decoder fastv equals dense.
 
-FLOPs are counted for what each peer really runs, with the formulas of `spec/flops.py`
-(encoder on the tokens it sees, merge similarity matmuls for ToMe, decoder prefill/steps on the
-tokens each layer sees for FastV); top-k, random choice and pooling cost is ignored like norms.
+Compute: `ComputeRecord.flops` is analytical (`spec/flops.py` formulas on the token counts
+each stage really saw), and `measured_flops` is counted by `runtime.torch_flops.FlopMeter`
+around each stage as it runs (every linear, conv and matmul: ToMe's similarity matmuls and
+FastV's pruned layers included), the counter the engine's `TorchKernels(count_flops=True)`
+uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +45,39 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from tinygpt_ros.model.encoder import VisualEncoder
 from tinygpt_ros.model.preprocess import events_to_histogram, frame_to_tensor
 from tinygpt_ros.model.sttf import bipartite_merge, token_positions
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.ops import validate_events
 from tinygpt_ros.runtime.streaming import StageTimer
+from tinygpt_ros.runtime.torch_flops import FlopMeter
 from tinygpt_ros.spec import flops as F
-from tinygpt_ros.spec.config import GRID, NUM_TOKENS, Knobs, ModelConfig
+from tinygpt_ros.spec.config import GRID, NUM_TOKENS, ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
 from tinygpt_ros.spec.types import ComputeRecord, FrameResult
 
-PEERS = ("dense", "tome", "random_drop", "downscale", "fastv")
-POOL = 2  # downscale: POOL x POOL average pooling of the token grid
+METHODS = ("dense", "tome", "random_drop", "downscale", "fastv")
 FASTV_LAYER = 1  # fastv: prune after this many decoder layers
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerSpec:
+    """One peer configuration: the method, its budget knob and the frames it decodes."""
+
+    method: str
+    budget: float = 0.0  # tome: r per block; random_drop: tokens; downscale: grid; fastv: share
+    window: int = 1  # frames whose tokens reach the decoder (1 = current frame only)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.method == "fastv" and not 0 < self.budget <= 1:
+            raise ValueError(f"fastv budget is the kept share in (0, 1], got {self.budget}")
+        if self.method in ("tome", "random_drop", "downscale") and self.budget < 1:
+            raise ValueError(f"{self.method} budget must be >= 1, got {self.budget}")
 
 
 def load_model(model_dir: str | Path) -> tuple[TinyGPT, Tokenizer, list[str]]:
@@ -162,40 +188,96 @@ def fastv_flops(cfg: ModelConfig, n_vis: int, keep: int, n_generated: int,
     return total
 
 
+# ------------------------------------------------------------------------------------ ToMe
+
+
+@torch.no_grad()
+def tome_encode(encoder: VisualEncoder, tokens: torch.Tensor, branch: int, r: int,
+                positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                  list[int]]:
+    """ToMe inside every block of encoder branch `branch` for (1, N, D) embedded tokens with
+    (1, N, P) positions. Per block: attention with proportional attention (log size added to
+    every key's logit), then r bipartite merges on the keys' head mean (size-weighted, sizes
+    add, positions averaged alike), then the MLP on the merged tokens. Returns the exit-normed
+    tokens, sizes, positions and the token count each block ran on."""
+    depth = encoder.depth_of(branch)
+    x, pos = tokens, positions
+    d = x.shape[-1]
+    size = x.new_ones(x.shape[:2])
+    counts = []
+    for blk in encoder.blocks[:depth]:
+        counts.append(x.shape[1])
+        att = blk.attn
+        q, k, v = att.qkv_heads(blk.norm1(x))
+        logits = (q * att.scale) @ k.transpose(-2, -1) + size.log()[:, None, None, :]
+        out = torch.softmax(logits, -1) @ v
+        b, _, n, _ = out.shape
+        x = x + att.proj(out.transpose(1, 2).reshape(b, n, d))
+        merged, size = bipartite_merge(torch.cat([x, pos], -1), size, r, metric=k.mean(1))
+        x, pos = merged[..., :d], merged[..., d:]
+        x = blk.mlp(x)
+    return encoder.exit_norms[branch](x), size, pos, counts
+
+
+def tome_encoder_flops(cfg: ModelConfig, counts: list[int], r: int) -> float:
+    """Analytical cost of `tome_encode`: each block's attention on its n tokens, the key-metric
+    similarity matmul (ceil(n/2) x floor(n/2) dots of head_dim) and the MLP on n - r tokens."""
+    hd = cfg.dim // cfg.heads
+    hidden = int(cfg.mlp_ratio * cfg.dim)
+    total = 0.0
+    for n in counts:
+        m = n - min(r, n // 2)
+        total += 2.0 * (n * 4 * cfg.dim * cfg.dim + 2 * n * n * cfg.dim)  # qkv, proj, QK^T, AV
+        total += 2.0 * ((n + 1) // 2) * (n // 2) * hd
+        total += 2.0 * m * 2 * cfg.dim * hidden
+    return total
+
+
 # ------------------------------------------------------------------------------------ engine
 
 
-def pool_tokens(tokens: torch.Tensor, k: int = POOL) -> torch.Tensor:
-    """(B, 196, D) row-major 14 x 14 grid -> (B, (14/k)^2, D) by k x k average pooling."""
-    b, n, d = tokens.shape
+def pool_grid(tokens: torch.Tensor, g: int) -> torch.Tensor:
+    """(B, 196, C) row-major 14 x 14 grid -> (B, g * g, C) by adaptive average pooling."""
+    b, n, c = tokens.shape
     if n != NUM_TOKENS:
         raise ValueError(f"tokens must hold the {NUM_TOKENS}-token grid, got {n}")
-    grid = tokens.transpose(1, 2).reshape(b, d, GRID, GRID)
-    return nnf.avg_pool2d(grid, k).flatten(2).transpose(1, 2)
+    grid = tokens.transpose(1, 2).reshape(b, c, GRID, GRID)
+    return nnf.adaptive_avg_pool2d(grid, g).flatten(2).transpose(1, 2)
+
+
+@contextmanager
+def _count(meter: dict[str, float], stage: str) -> Iterator[None]:
+    """FLOPs of the torch ops run inside, added to meter[stage]."""
+    with FlopMeter() as fc:
+        yield
+    meter[stage] = meter.get(stage, 0.0) + fc.total
 
 
 class PeerEngine:
-    """A peer method (see the module docstring) behind the `types.Engine` protocol.
-
-    The token budget of tome, random_drop and fastv is the `max_fused_tokens` knob (the budget
-    STTF fuses down to); the other knobs are accepted and ignored, so evaluation code can set
-    them on every engine alike."""
+    """A peer method (see the module docstring) behind the `types.Engine` protocol. Knobs are
+    accepted and ignored (the budget is the spec's), so evaluation code can set them on every
+    engine alike."""
 
     backend = "torch-peer"
 
     def __init__(self, model: TinyGPT, tokenizer: Tokenizer, gesture_classes: list[str],
-                 method: str, knobs: Knobs | None = None, seed: int = 0,
-                 fastv_layer: int = FASTV_LAYER) -> None:
-        if method not in PEERS:
-            raise ValueError(f"method must be one of {PEERS}, got {method!r}")
+                 spec: PeerSpec, seed: int = 0, fastv_layer: int = FASTV_LAYER,
+                 count_flops: bool = True) -> None:
+        from tinygpt_ros.spec.config import Knobs
+
         self.model = model.eval()
         self.cfg = model.cfg
+        if spec.window > self.cfg.temporal_window:
+            raise ValueError(f"window {spec.window} exceeds the model's temporal_window "
+                             f"{self.cfg.temporal_window}")
         self.tokenizer = tokenizer
         self.gesture_classes = list(gesture_classes)
-        self.method = method
+        self.spec = spec
+        self.method = spec.method
         self.seed = int(seed)
         self.fastv_layer = int(fastv_layer)
-        self._knobs = knobs or Knobs()
+        self.count_flops = bool(count_flops)
+        self._knobs = Knobs()
         self.reset()
 
     def set_knob(self, name: str, value: Any) -> None:
@@ -205,92 +287,102 @@ class PeerEngine:
         return self._knobs.as_dict()
 
     def reset(self) -> None:
-        self._windows = {m: deque(maxlen=self.cfg.temporal_window) for m in ("frame", "events")}
+        self._windows = {m: deque(maxlen=self.spec.window) for m in ("frame", "events")}
         self._steps = {"frame": 0, "events": 0}
         self._gen = torch.Generator().manual_seed(self.seed)
+
+    @contextmanager
+    def _stage(self, timer: StageTimer, meter: dict[str, float], stage: str,
+               timed: str | None = None) -> Iterator[None]:
+        with timer.stage(timed or stage):
+            if self.count_flops:
+                with _count(meter, stage):
+                    yield
+            else:
+                yield
 
     # ---------------------------------------------------------------------------- steps
 
     @torch.no_grad()
     def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
-        timer = StageTimer()
-        with timer.stage("preprocess"):
+        timer, meter = StageTimer(), {}
+        with self._stage(timer, meter, "preprocess"):
             emb = self.model.encoder.embed_frames(frame_to_tensor(frame)[None])
-        return self._step("frame", emb, timer)
+        return self._step("frame", emb, timer, meter)
 
     @torch.no_grad()
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
-        timer = StageTimer()
-        with timer.stage("preprocess"):
+        timer, meter = StageTimer(), {}
+        with self._stage(timer, meter, "preprocess"):
             validate_events(events)
             emb = self.model.encoder.embed_events(events_to_histogram(events)[None])
-        return self._step("events", emb, timer)
+        return self._step("events", emb, timer, meter)
 
-    def _reduce(self, tokens: torch.Tensor, sizes: torch.Tensor, pos: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-        budget = int(self._knobs.max_fused_tokens)
-        n, d = tokens.shape[1:]
-        if self.method == "tome" and n > budget:
-            x = torch.cat([tokens, pos], -1)  # centroids are averaged like the tokens
-            while x.shape[1] > budget:
-                x, sizes = bipartite_merge(x, sizes, x.shape[1] - budget, metric=x[..., :d])
-            return x[..., :d], sizes, x[..., d:], F.fusion_flops(self.cfg, n, budget)
-        if self.method == "random_drop" and n > budget:
-            idx = torch.randperm(n, generator=self._gen)[:budget].sort().values
-            return tokens[:, idx], sizes[:, idx], pos[:, idx], 0.0
+    def _encode(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   float, int]:
+        """Encoder of the method: tokens (1, N, D), sizes (1, N), (x, y) positions (1, N, 2),
+        analytical encoder FLOPs, tokens that entered the encoder."""
+        cfg, big = self.cfg, self.model.largest_branch
+        grid = token_positions(1, 1)[0, :, :2][None].to(emb)
+        if self.method == "tome":
+            out, size, pos, counts = tome_encode(self.model.encoder, emb, big,
+                                                 int(self.spec.budget), grid)
+            return out, size, pos, tome_encoder_flops(cfg, counts, int(self.spec.budget)), \
+                NUM_TOKENS
         if self.method == "downscale":
-            return tokens, sizes * float(POOL * POOL), pos, 0.0
-        return tokens, sizes, pos, 0.0
+            g = int(self.spec.budget)
+            emb, grid = pool_grid(emb, g), pool_grid(grid, g)
+            size = emb.new_full(emb.shape[:2], NUM_TOKENS / (g * g))
+            out = self.model.encoder(emb, big)
+            return out, size, grid, F.encoder_flops(cfg, big, emb.shape[1]), emb.shape[1]
+        out = self.model.encoder(emb, big)
+        return out, emb.new_ones(emb.shape[:2]), grid, F.encoder_flops(cfg, big), NUM_TOKENS
 
-    def _step(self, modality: str, emb: torch.Tensor, timer: StageTimer) -> FrameResult:
+    def _window_tokens(self, window: deque) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The window's frames through the learned time embedding, concatenated, with their
+        sizes and (x, y, t) positions (every frame of a window keeps the same token count)."""
+        times = ops_time(len(window), self.cfg.temporal_window)
+        layout = torch.stack([torch.cat([p[0], p.new_full((p.shape[1], 1), times[i])], -1)
+                              for i, (_, _, p) in enumerate(window)])
+        stacked = torch.stack([o[0] for o, _, _ in window])[None]
+        tokens, _, pos = self.model.fusion.dense(stacked, layout)
+        return tokens, torch.cat([sz for _, sz, _ in window], 1), pos
+
+    def _step(self, modality: str, emb: torch.Tensor, timer: StageTimer,
+              meter: dict[str, float]) -> FrameResult:
         cfg = self.cfg
-        big = self.model.largest_branch
-        with timer.stage("encoder"):
-            if self.method == "downscale":
-                emb = pool_tokens(emb)
-            n_enc = emb.shape[1]
-            out = self.model.encoder(emb, big)[0]
+        with self._stage(timer, meter, "encoder"):
+            out, size, pos, enc_flops, n_enc = self._encode(emb)
         window = self._windows[modality]
-        window.append(out)
+        window.append((out, size, pos))
         self._steps[modality] += 1
-        with timer.stage("fusion"):
-            stacked = torch.stack(list(window))[None]
-            layout = None
-            if self.method == "downscale":  # pooled tokens sit at their k x k blocks' centres
-                t = stacked.shape[1]
-                layout = pool_tokens(token_positions(t, self.cfg.temporal_window))
-            tokens, sizes, pos = self.model.fusion.dense(stacked, layout)
-            tokens, sizes, pos, fusion_flops = self._reduce(tokens, sizes, pos)
+        with self._stage(timer, meter, "fusion"):
+            tokens, sizes, pos = self._window_tokens(window)
+            n = tokens.shape[1]
+            if self.method == "random_drop" and n > self.spec.budget:
+                idx = torch.randperm(n, generator=self._gen)[:int(self.spec.budget)].sort().values
+                tokens, sizes, pos = tokens[:, idx], sizes[:, idx], pos[:, idx]
         n_fused = tokens.shape[1]
-        flops = {
-            "preprocess": F.patch_embed_flops(cfg, modality),
-            "change": 0.0,
-            "router": 0.0,
-            "encoder": F.encoder_flops(cfg, big, n_enc),
-            "fusion": fusion_flops,
-        }
+        flops = {"preprocess": F.patch_embed_flops(cfg, modality), "change": 0.0, "router": 0.0,
+                 "encoder": enc_flops, "fusion": 0.0}
         caption = gesture = None
         confidence = 0.0
-        n_gen = 1
+        keep = max(1, round(self.spec.budget * n_fused)) if self.method == "fastv" else n_fused
         if modality == "frame":
             tok = self.tokenizer
-            with timer.stage("decoder"):
+            with self._stage(timer, meter, "decoder"):
                 if self.method == "fastv":
                     ids = fastv_generate(self.model.decoder, tokens, sizes, tok.bos_id,
-                                            tok.eos_id, self._knobs.max_fused_tokens,
-                                            self.fastv_layer)
+                                         tok.eos_id, keep, self.fastv_layer)
                 else:
                     ids = self.model.decoder.generate(tokens, sizes, tok.bos_id, tok.eos_id)[0]
                 caption = tok.decode(ids)
             n_gen = len(ids) + (1 if len(ids) < cfg.max_caption_len else 0)
-            if self.method == "fastv":
-                flops["decoder"] = fastv_flops(cfg, n_fused, self._knobs.max_fused_tokens,
-                                               n_gen, self.fastv_layer)
-            else:
-                flops["decoder"] = F.decode_flops(cfg, n_fused, n_gen)
+            flops["decoder"] = fastv_flops(cfg, n_fused, keep, n_gen, self.fastv_layer) \
+                if self.method == "fastv" else F.decode_flops(cfg, n_fused, n_gen)
             dense_head = F.decode_flops(cfg, len(window) * NUM_TOKENS, n_gen)
         else:
-            with timer.stage("head"):
+            with self._stage(timer, meter, "head"):
                 p = torch.softmax(self.model.gesture_head(tokens, sizes, pos)[0], -1)
                 idx = int(p.argmax())
                 gesture, confidence = self.gesture_classes[idx], float(p[idx])
@@ -298,13 +390,18 @@ class PeerEngine:
             dense_head = F.gesture_head_flops(cfg, len(window) * NUM_TOKENS)
         record = ComputeRecord(
             frame_index=self._steps[modality] - 1, modality=modality, tokens_in=NUM_TOKENS,
-            tokens_recomputed=n_enc, tokens_fused=n_fused, branch="large", flops=flops,
-            dense_flops=(F.patch_embed_flops(cfg, modality) + F.encoder_flops(cfg, big)
-                         + dense_head),
-            latency_ms=dict(timer.ms), full_refresh=True,
+            tokens_recomputed=n_enc, tokens_fused=keep, branch="large", flops=flops,
+            dense_flops=(F.patch_embed_flops(cfg, modality)
+                         + F.encoder_flops(cfg, self.model.largest_branch) + dense_head),
+            latency_ms=dict(timer.ms), full_refresh=True, measured_flops=meter,
         )
         mask = np.ones((GRID, GRID), dtype=bool)
         return FrameResult(record, caption, gesture, confidence, mask)
+
+
+def ops_time(t: int, temporal_window: int) -> list[float]:
+    """Normalised time coordinate of each of a window's last t slots (as `token_positions`)."""
+    return [float(v) for v in token_positions(t, temporal_window)[:, 0, 2]]
 
 
 class EngineSwitch:

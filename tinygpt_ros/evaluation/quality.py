@@ -40,6 +40,7 @@ class ComputeSummary:
     fused_tokens: float = 0.0
     encoder_gflops: float = 0.0
     total_gflops: float = 0.0
+    measured_gflops: float = 0.0  # run-time counted (records' measured_flops); 0 = not counted
     dense_gflops: float = 0.0
     latency_ms_p50: float = 0.0
     latency_ms_p95: float = 0.0
@@ -61,6 +62,7 @@ class ComputeSummary:
             fused_tokens=float(np.mean([r.tokens_fused for r in records])),
             encoder_gflops=float(np.mean([r.encoder_flops for r in records])) / 1e9,
             total_gflops=float(np.mean([r.total_flops for r in records])) / 1e9,
+            measured_gflops=float(np.mean([r.measured_total_flops for r in records])) / 1e9,
             dense_gflops=float(np.mean([r.dense_flops for r in records])) / 1e9,
             latency_ms_p50=float(np.percentile(lat, 50)),
             latency_ms_p95=float(np.percentile(lat, 95)),

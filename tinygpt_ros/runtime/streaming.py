@@ -4,7 +4,11 @@ Per step: patch-embed the input, measure per-token change against the STTF refer
 ANC router pick an encoder branch (with hysteresis), run only the changed tokens through the
 gated encoder (or nothing at all: "reuse"), fuse the last `temporal_window` steps' tokens, and
 decode a caption unless the fused tokens barely moved since the last one (caption reuse).
-Every step returns a `ComputeRecord` with analytical FLOPs and wall time per stage.
+Every step returns a `ComputeRecord` with analytical FLOPs and wall time per stage; with a
+backend that counts FLOPs (`counts_flops`, e.g. `TorchKernels(count_flops=True)`) also the FLOPs
+counted as the step ran (`measured_flops`): each kernel call's own count plus the numpy
+decision stages (change test, router features, static averaging, caption-reuse check) from the
+shapes they ran on (`spec.flops`), as Eventful Transformers count theirs.
 
 Camera frames are compared in a stabilised frame: the anchor is the frame of the last full
 refresh; each later frame is warped and exposure-normalised into the anchor's coordinates
@@ -126,6 +130,7 @@ class Stream:
     steps: int = 0
     since_refresh: int = 0
     last_output: np.ndarray | None = None
+    last_input: np.ndarray | None = None  # the last step's embedded tokens (196, D)
     last_caption: str | None = None
     last_caption_len: int = 0
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
@@ -191,6 +196,8 @@ class StreamingEngine:
         # compute budget (runtime/budget.py): consulted before each step, fed after it
         self.budget = BudgetController()
         self._gpu_timer: GpuTimer | None = None  # gpu_share mode: see use_gpu_timing
+        self._counts = bool(getattr(kernels, "counts_flops", False))
+        self._measured: dict[str, float] = {}
         self.reset()
 
     def use_gpu_timing(self, choice: GpuTimingChoice, timer: GpuTimer | None = None) -> None:
@@ -255,8 +262,24 @@ class StreamingEngine:
 
     # ----------------------------------------------------------------------------- steps
 
+    def last_encoder_io(self, modality: str = "frame") -> tuple[np.ndarray, np.ndarray]:
+        """The last step's embedded input (196, D) and the encoder output it used (gated,
+        reused or dense), so evaluation can measure reuse drift against a dense pass."""
+        s = self._streams[modality]
+        if s.last_output is None or s.last_input is None:
+            raise ValueError(f"no {modality} step has run since the last reset")
+        return s.last_input, s.last_output
+
+    def _charge(self, stage: str, flops: float | None = None) -> None:
+        """Add to this step's run-time count: `flops` (a numpy stage) or the FLOPs the kernel
+        just called counted. A no-op unless the backend counts."""
+        if self._counts:
+            value = self.kernels.last_flops if flops is None else flops  # type: ignore[attr-defined]
+            self._measured[stage] = self._measured.get(stage, 0.0) + float(value)
+
     def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         timer = StageTimer()
+        self._measured = {}
         with timer.stage("preprocess"):
             unit = ops.frame_to_unit(frame)  # ValueError on bad input, state untouched
             gray = ops.small_gray(frame)
@@ -272,8 +295,10 @@ class StreamingEngine:
                  else self._frame_input(frame))
             self._gpu_start()  # gpu_share: from the first GPU work of the step
             emb = self.kernels.embed_frame(x)
+            self._charge("preprocess")
         with timer.stage("change"):
             means = ops.patch_means(comp.image)
+            self._charge("change", F.patch_means_flops())
             if s.reference.is_empty or s.mean_reference.is_empty:
                 change = np.full(NUM_TOKENS, np.inf, np.float32)
             elif self._dc_basis is not None and self._knobs.exposure_compensation \
@@ -281,13 +306,16 @@ class StreamingEngine:
                 change = ops.token_change_dc_tolerant(
                     emb, s.reference.value, means, s.mean_reference.value,  # type: ignore[arg-type]
                     self._dc_basis, DC_TOLERANCE)
+                self._charge("change", F.change_test_flops(*emb.shape, dc_tolerant=True))
             else:
                 change = ops.token_change(emb, s.reference.value)  # type: ignore[arg-type]
+                self._charge("change", F.change_test_flops(*emb.shape))
                 if self._change_scale != 1.0:
                     change /= np.float32(self._change_scale)
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
+            self._charge("router", F.router_feature_flops(len(finite), gray.size))
         result = self._step(s, "frame", emb, change, feats, timer, planned, refresh=comp.refresh,
                             means=means, stamp_us=stamp_us)
         self._record_motion(result.record, comp, frame.shape)
@@ -353,11 +381,13 @@ class StreamingEngine:
 
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         timer = StageTimer()
+        self._measured = {}
         with timer.stage("preprocess"):
             events = ops.validate_events(events)  # ValueError on bad input, state untouched
             hist = ops.events_histogram(events)
             self._gpu_start()
             emb = self.kernels.embed_events(hist)
+            self._charge("preprocess")
         s = self._streams["events"]
         with timer.stage("change"):
             counts = ops.events_per_patch(events)
@@ -395,6 +425,7 @@ class StreamingEngine:
         kern = self.kernels
         with timer.stage("router"):
             logits = kern.router_logits(feats)
+            self._charge("router")
             if router_bias > 0:  # toward cheaper branches: a penalty per step up in depth
                 logits = logits - router_bias * np.arange(len(logits), dtype=np.float32)
             probs = ops.routing_probs(logits, k.routing_temperature)
@@ -419,11 +450,13 @@ class StreamingEngine:
             else:
                 out, n_sel = kern.run_encoder(s.cache, emb, None if refresh else selected,
                                               branch)
+                self._charge("encoder")
                 branch_name = BRANCH_NAMES[branch + 1]
                 # the cache may have fallen back to a dense pass (e.g. deeper branch than cached)
                 enc_flops = F.encoder_flops(cfg, branch, NUM_TOKENS, n_sel)
                 if n_sel >= NUM_TOKENS:
                     selected = np.ones(NUM_TOKENS, bool)
+        s.last_input = emb
         s.reference.update(emb, selected)
         if means is not None:
             s.mean_reference.update(means, selected)
@@ -471,6 +504,7 @@ class StreamingEngine:
         else:
             with timer.stage("head"):
                 p = ops.softmax(kern.gesture_logits(fused, sizes, positions))
+                self._charge("head")
                 idx = int(p.argmax())
                 gesture, confidence = self.gesture_classes[idx], float(p[idx])
             flops["head"] = F.gesture_head_flops(cfg, n_fused)
@@ -490,6 +524,7 @@ class StreamingEngine:
                 + dense_head
             ),
             latency_ms=dict(timer.ms),
+            measured_flops=dict(self._measured),
             caption_reused=caption_reused,
             full_refresh=n_sel >= NUM_TOKENS,
             router_probs=[float(v) for v in probs],
@@ -516,6 +551,9 @@ class StreamingEngine:
                 and all(a is b for a, b in zip(memo[0], frames, strict=True))):
             return (*memo[2], False)
         result = self.kernels.fuse(np.stack(frames), max_tokens, STATIC_THRESHOLD)
+        self._charge("fusion")
+        if max_tokens is not None and len(frames) > 1:
+            self._charge("fusion", F.static_average_flops(len(frames), *frames[0].shape))
         s.fusion_memo = (frames, max_tokens, result)  # holds the frames: ids stay unique
         return (*result, True)
 
@@ -528,12 +566,17 @@ class StreamingEngine:
             and k.caption_reuse_threshold > 0
             and s.last_summary is not None
             and s.last_caption is not None
-            and ops.fused_set_movement(real, s.last_summary) < k.caption_reuse_threshold
+            and self._reuse_movement(real, s.last_summary) < k.caption_reuse_threshold
         ):
             return s.last_caption, True, 0.0
         ids = self.kernels.generate(fused, sizes)
+        self._charge("decoder")
         s.last_caption = self.tokenizer.decode(ids)
         # decoding ran one step per token, plus one for EOS unless it stopped at max length
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
         s.last_summary = real.copy()
         return s.last_caption, False, F.decode_flops(self.cfg, fused.shape[0], s.last_caption_len)
+
+    def _reuse_movement(self, real: np.ndarray, summary: np.ndarray) -> float:
+        self._charge("reuse_check", F.reuse_check_flops(len(real), len(summary), real.shape[1]))
+        return ops.fused_set_movement(real, summary)

@@ -34,8 +34,10 @@ class TorchEngine(StreamingEngine):
         knobs: Knobs | None = None,
         device: str = "cpu",
         beam_size: int = 1,
+        count_flops: bool = False,
     ) -> None:
-        kernels = TorchKernels(model, tokenizer, device=device, beam_size=beam_size)
+        kernels = TorchKernels(model, tokenizer, device=device, beam_size=beam_size,
+                               count_flops=count_flops)
         self.model = kernels.model
         self.device = kernels.device
         self.beam_size = beam_size

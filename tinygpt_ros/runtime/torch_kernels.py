@@ -6,11 +6,16 @@ encoder cache stays a `GatedEncoderCache` on the model's device.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 import torch
 
 from tinygpt_ros.model.encoder import GatedEncoderCache
 from tinygpt_ros.model.tinygpt import TinyGPT
+from tinygpt_ros.runtime.torch_flops import FlopMeter
 from tinygpt_ros.spec.config import ModelConfig
 from tinygpt_ros.spec.tokenizer import Tokenizer
 
@@ -19,24 +24,48 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def counted(fn: _F) -> _F:
+    """Run a kernel under a `FlopMeter` when the kernels count FLOPs, and leave the
+    count of that call in `self.last_flops` (every matmul and conv as it ran: beams, padding
+    and fallbacks included)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: TorchKernels, *args: Any, **kwargs: Any) -> Any:
+        if not self.counts_flops:
+            return fn(self, *args, **kwargs)
+        with FlopMeter() as meter:
+            out = fn(self, *args, **kwargs)
+        self.last_flops = meter.total
+        return out
+
+    return wrapper  # type: ignore[return-value]
+
+
 class TorchKernels:
     """`streaming.Kernels` on a `TinyGPT` module (CPU or CUDA), inference only."""
 
     def __init__(self, model: TinyGPT, tokenizer: Tokenizer, device: str | torch.device = "cpu",
-                 beam_size: int = 1) -> None:
+                 beam_size: int = 1, count_flops: bool = False) -> None:
         self.model = model.to(device).eval()
         self.cfg: ModelConfig = model.cfg
         self.device = torch.device(device)
         self.tokenizer = tokenizer
         self.beam_size = beam_size
+        self.counts_flops = bool(count_flops)  # read by StreamingEngine: per-stage counts
+        self.last_flops = 0.0
 
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
+    @counted
     @torch.no_grad()
     def embed_frame(self, x: np.ndarray) -> np.ndarray:
         return _np(self.model.encoder.embed_frames(self._t(x)[None])[0])
 
+    @counted
     @torch.no_grad()
     def embed_events(self, hist: np.ndarray) -> np.ndarray:
         return _np(self.model.encoder.embed_events(self._t(hist)[None])[0])
@@ -44,6 +73,7 @@ class TorchKernels:
     def new_encoder_state(self) -> GatedEncoderCache:
         return GatedEncoderCache()
 
+    @counted
     @torch.no_grad()
     def run_encoder(self, state: GatedEncoderCache, tokens: np.ndarray,
                     selected: np.ndarray | None, branch: int) -> tuple[np.ndarray, int]:
@@ -51,16 +81,19 @@ class TorchKernels:
         out = state.run(self.model.encoder, self._t(tokens), sel, branch)
         return _np(out), int(state.n_recomputed)
 
+    @counted
     @torch.no_grad()
     def router_logits(self, features: np.ndarray) -> np.ndarray:
         return _np(self.model.router(self._t(features.astype(np.float32))[None])[0])
 
+    @counted
     @torch.no_grad()
     def fuse(self, window: np.ndarray, max_tokens: int | None,
              static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fused, sizes, pos = self.model.fuse(self._t(window)[None], max_tokens, static_threshold)
         return _np(fused[0]), _np(sizes[0]), _np(pos[0])
 
+    @counted
     @torch.no_grad()
     def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
         tok = self.tokenizer
@@ -69,6 +102,7 @@ class TorchKernels:
             beam_size=self.beam_size,
         )[0]
 
+    @counted
     @torch.no_grad()
     def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
                        positions: np.ndarray) -> np.ndarray:

@@ -147,3 +147,58 @@ def gesture_head_flops(cfg: ModelConfig, n_tokens: int = 0) -> float:
     macs = (k * cfg.dim * c + cells * k * (c + 1)
             + gesture_head_features(cfg.temporal_window) * hidden + hidden * cfg.num_gestures)
     return 2.0 * macs
+
+
+# ------------------------------------------------------------------ the numpy decision stages
+# What the analytical convention above leaves out because it is not a matmul: the per-frame
+# decisions of the streaming engine, done in numpy. They are counted here as they are written
+# in ops/ (1 FLOP per elementwise add, subtract, multiply, compare or square root; 2 per
+# multiply-add in a matmul), from the array shapes really used, so a run-time counter
+# (`StreamingEngine` with a counting backend) can charge each of them per frame.
+
+
+def change_test_flops(n_tokens: int, dim: int, dc_tolerant: bool = False) -> float:
+    """`ops.token_change` on (n, D): subtract, square, sum, sqrt. The DC-tolerant variant adds
+    the channel-mean difference, its projection onto the (3, D) DC basis, a second norm and the
+    tolerance test (`ops.token_change_dc_tolerant`)."""
+    n, d = int(n_tokens), int(dim)
+    plain = 3.0 * n * d + n
+    if not dc_tolerant:
+        return plain
+    return plain + 3.0 * n + 2.0 * n * 3 * d + n * d + 3.0 * n * d + n + 3.0 * n + n
+
+
+def patch_means_flops(image_size: int = IMAGE_SIZE) -> float:
+    """`ops.patch_means`: area resize of the (S, S, 3) image to 14 x 14 (one add per pixel)."""
+    return 3.0 * image_size * image_size
+
+
+def router_feature_flops(n_tokens: int, gray_pixels: int) -> float:
+    """`ops.frame_complexity_features`: change > threshold and its mean, clipped mean of the
+    change (3 per token), and the Sobel edge density of the gray thumbnail: two 3 x 3 kernels
+    (9 multiply-adds each), the magnitude (3) and the threshold test (1) per pixel."""
+    return 3.0 * n_tokens + gray_pixels * (2 * 2 * 9 + 3 + 1)
+
+
+def reuse_check_flops(n_current: int, n_previous: int, dim: int) -> float:
+    """`ops.fused_set_movement`: the (K, K', D) squared-distance matrix (subtract, square, sum),
+    the row minima, K square roots and the previous set's norms."""
+    k, kp, d = int(n_current), int(n_previous), int(dim)
+    return 3.0 * k * kp * d + k * kp + k + 3.0 * kp * d
+
+
+def static_average_flops(t: int, n_tokens: int, dim: int) -> float:
+    """`TemporalFusion.static_mask` and the averaging of static positions over a (T, N, D)
+    window: the window mean, deviations and their norms, the mean's norm, and the average."""
+    t, n, d = int(t), int(n_tokens), int(dim)
+    return t * n * d + 3.0 * t * n * d + 3.0 * n * d + t * n * d
+
+
+def beam_decode_flops(cfg: ModelConfig, n_vis: int, n_generated: int, beams: int) -> float:
+    """Upper estimate of beam search: every step runs `beams` hypotheses, the prefill one.
+    `decode_flops` is the beams == 1 case."""
+    if beams <= 1:
+        return decode_flops(cfg, n_vis, n_generated)
+    greedy = decode_flops(cfg, n_vis, n_generated)
+    prefill = projector_flops(cfg, n_vis) + decoder_prefill_flops(cfg, n_vis + 1)
+    return prefill + beams * (greedy - prefill)

@@ -46,10 +46,17 @@ class ComputeRecord:
     reanchored: bool = False
     # GPU busy time of the step (runtime/gpu_share.py: CUDA events or NVML), None = not measured
     gpu_busy_ms: float | None = None
+    # FLOPs counted at run time per stage (a counting backend: the networks' ops as they ran,
+    # plus the numpy decision stages from the shapes they ran on); empty when not counted
+    measured_flops: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_flops(self) -> float:
         return float(sum(self.flops.values()))
+
+    @property
+    def measured_total_flops(self) -> float:
+        return float(sum(self.measured_flops.values()))
 
     @property
     def encoder_flops(self) -> float:
