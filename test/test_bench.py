@@ -225,7 +225,10 @@ def test_bench_cli_writes_report_plot_and_doc(tiny_model, tmp_path, monkeypatch)
     assert rep["rows"]["tome r=40"]["family"] == "tome"
     assert rep["targets"]["curve_above_peers"]["peer_points_checked"] >= 0
     lo, hi = rep["rows"]["sttf+anc"]["cider_vs_dense_interval"]
-    assert lo <= hi
+    if rep["rows"]["dense"]["scores"]["CIDEr"] > 0:
+        assert lo <= hi
+    else:  # a tiny model can score 0 on every clip: no ratio, reported as such (not 0 or inf)
+        assert np.isnan(lo) and np.isnan(hi)
     assert rep["clips"]["segments"] >= 3 and rep["model"]["sha256"]
     assert rep["drift"]["buckets"] and rep["drift"]["buckets"][0]["since_refresh"] == [0, 0]
     # a full refresh is a dense pass: no reuse error on refresh frames
