@@ -11,11 +11,11 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
-from hf_fixtures import save_tiny_git  # noqa: E402
-from test_motion_engine import MARGIN, W, _canvas, _view  # noqa: E402
+from hf_fixtures import save_tiny_git
+from test_motion_engine import MARGIN, W, _canvas, _view
 
-from tinygpt_ros.deploy.factory import load_engine  # noqa: E402
-from tinygpt_ros.spec.config import GRID, IMAGE_SIZE  # noqa: E402
+from tinygpt_ros.deploy.factory import load_engine
+from tinygpt_ros.spec.config import GRID, IMAGE_SIZE
 
 H = 480
 
