@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "latency of a GIT-base-scale captioner through the engine, STTF vs dense (one run)"
+HELP = ("latency of a GIT-base- or small-LLaVA-scale captioner through the engine, STTF vs "
+        "dense (one run)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="local GIT checkpoint; default: random weights of GIT-base's shape")
+    p.add_argument("--family", choices=["git", "llava"], default="git",
+                   help="random-weight architecture without --model: GIT-base, or "
+                        "llava-interleave-qwen-0.5b (SigLIP-so400m tower at 196 px + "
+                        "Qwen2-0.5B)")
+    p.add_argument("--motion-compensation", choices=["off", "translation", "similarity"],
+                   default="off", help="the STTF engine's ego-motion (and exposure) "
+                                       "compensation")
     p.add_argument("--frames", type=int, default=12, help="frames per stream")
     p.add_argument("--pan-px", type=int, default=8, help="panning speed, pixels per frame")
     p.add_argument("--streams", nargs="+", default=["still", "slow", "busy", "panning"])

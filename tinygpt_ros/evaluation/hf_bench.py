@@ -3,9 +3,13 @@ streaming engine, STTF(+ANC) against dense, on still / slow / busy / panning str
 
 Timing does not depend on the weights, so by default the model is GIT-base's architecture
 (CLIP ViT-B/16 at 224, 12 layers; 6-layer 768-wide text decoder, 30522 words) with random
-weights, built in memory from its config. With `--model DIR` a real local checkpoint is used
-instead. Quality needs the real weights (see `tinygpt-ros eval-coco`); a random decoder rarely
-emits EOS, so every decode here runs to `max_caption_len` tokens, the worst case.
+weights, built in memory from its config; `--family llava` builds the smallest public LLaVA's
+(llava-interleave-qwen-0.5b: SigLIP-so400m/14 tower, 26 layers 1152 wide; Qwen2-0.5B decoder,
+24 layers 896 wide, 151936 words) with the tower at 196 px, the engine's 14 x 14 grid (the
+checkpoint itself runs 384 px, 27 x 27 = 729 tokens, which this engine does not stream). With
+`--model DIR` a real local checkpoint (either family) is used instead. Quality needs the real
+weights (see `tinygpt-ros eval-coco`); a random decoder rarely emits EOS, so every decode
+here runs to `max_caption_len` tokens, the worst case.
 
 Streams are 640x480 camera-sized frames on a rendered scene (`data.scenes.render_clip`): still
 (nothing moves), slow (one textured square moving 4 px per frame), busy (six moving 24 px per
@@ -36,6 +40,22 @@ GIT_BASE = {
              "max_position_embeddings": 1024, "bos_token_id": 101, "eos_token_id": 102,
              "pad_token_id": 0},
 }
+
+
+# llava-interleave-qwen-0.5b's dimensions (config.json of llava-hf/llava-interleave-qwen-0.5b-hf)
+LLAVA_SMALL = {
+    "vision": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 26,
+               "num_attention_heads": 16, "image_size": 196, "patch_size": 14},
+    "text": {"vocab_size": 151936, "hidden_size": 896, "num_hidden_layers": 24,
+             "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864,
+             "max_position_embeddings": 32768, "rope_theta": 1000000.0,
+             "tie_word_embeddings": True, "bos_token_id": 151643, "eos_token_id": 151645},
+    "image_token_id": 151646,
+}
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+          "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
+          "{% endfor %}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 def _moving_squares(base: np.ndarray, n: int, squares: int, size: int, step: int,
@@ -97,21 +117,78 @@ def random_git_base(seed: int = 0):
     return model, tok, pp
 
 
-def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0):
+def random_llava_small(seed: int = 0):
+    """llava-interleave-qwen-0.5b's architecture (tower at 196 px) with random weights, a
+    placeholder word vocabulary and a ChatML-style prompt; (model, processor, preprocessor)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+    )
+
+    spec = LLAVA_SMALL
+    text = Qwen2Config(**spec["text"])
+    specials = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
+                "<image>": spec["image_token_id"]}
+    vocab = {f"w{i}": i for i in range(text.vocab_size) if i not in specials.values()}
+    vocab.update(specials)
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="w0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="w0",
+                                  additional_special_tokens=list(specials),
+                                  extra_special_tokens={"image_token": "<image>"})
+    size = spec["vision"]["image_size"]
+    pp = {"size": {"height": size, "width": size}, "do_center_crop": False,
+          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    processor = LlavaProcessor(
+        image_processor=SiglipImageProcessor(size={"height": size, "width": size}),
+        tokenizer=tok, patch_size=spec["vision"]["patch_size"],
+        vision_feature_select_strategy="full", chat_template=CHATML)
+    torch.manual_seed(seed)
+    cfg = LlavaConfig(vision_config=SiglipVisionConfig(**spec["vision"]), text_config=text,
+                      image_token_id=spec["image_token_id"], vision_feature_layer=-1,
+                      vision_feature_select_strategy="full")
+    model = LlavaForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = spec["text"]["eos_token_id"]
+    return model, processor, pp
+
+
+def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
+                  family: str = "git"):
     """(dense engine, STTF engine) sharing one model."""
-    from tinygpt_ros.hf.engine import HfEngine, load_git
+    from tinygpt_ros.hf.checkpoint import check_checkpoint
+    from tinygpt_ros.hf.common import HfTokenizer
+    from tinygpt_ros.hf.engine import HfEngine, load_git, load_llava
     from tinygpt_ros.hf.git import GitKernels
-    from tinygpt_ros.hf.git_common import HfTokenizer
+    from tinygpt_ros.hf.llava import LlavaKernels, feature_depth
     from tinygpt_ros.hf.vision import branch_depths
 
     if model_dir:
-        model, tok, pp = load_git(model_dir)
+        family = check_checkpoint(model_dir).family
+    if family == "llava":
+        model, processor, pp = load_llava(model_dir) if model_dir else random_llava_small(seed)
+        tok = processor.tokenizer
+        depths = branch_depths(feature_depth(model.config.vision_config.num_hidden_layers,
+                                             model.config.vision_feature_layer))
+
+        def kernels():
+            return LlavaKernels(model, processor, pp, depths, None, device=device)
     else:
-        model, tok, pp = random_git_base(seed)
-    depths = branch_depths(model.config.vision_config.num_hidden_layers)
+        model, tok, pp = load_git(model_dir) if model_dir else random_git_base(seed)
+        depths = branch_depths(model.config.vision_config.num_hidden_layers)
+
+        def kernels():
+            return GitKernels(model, pp, depths, None, device=device)
     engines = []
     for sttf in (False, True):
-        k = GitKernels(model, pp, depths, None, device=device)
+        k = kernels()
         e = HfEngine(k, HfTokenizer(tok, k.bos_id, min(k.eos_ids)))
         e.set_knob("sttf_enabled", sttf)
         e.set_knob("anc_enabled", False)  # no trained router for random weights
@@ -124,10 +201,14 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 
 def run(model_dir: str | None = None, frames: int = 12, pan_px: int = 8, seed: int = 0,
-        streams: tuple[str, ...] = STREAMS, log: Any = print) -> dict[str, Any]:
+        streams: tuple[str, ...] = STREAMS, log: Any = print, family: str = "git",
+        motion_compensation: str = "off") -> dict[str, Any]:
     import torch
 
-    dense, sttf, model = build_engines(model_dir, seed=seed)
+    dense, sttf, model = build_engines(model_dir, seed=seed, family=family)
+    sttf.set_knob("motion_compensation", motion_compensation)
+    sttf.set_knob("exposure_compensation", motion_compensation != "off")
+    family = sttf.kernels.family
     params = sum(p.numel() for p in model.parameters())
     rows: dict[str, Any] = {}
     for kind in streams:
@@ -167,7 +248,11 @@ def run(model_dir: str | None = None, frames: int = 12, pan_px: int = 8, seed: i
             f"  recomputed {row['tokens_recomputed_pct']:.0f}%  reused "
             f"{row['captions_reused_pct']:.0f}%")
     return {
-        "model": model_dir or "random weights, GIT-base architecture",
+        "model": model_dir or ("random weights, GIT-base architecture" if family == "git"
+                               else "random weights, llava-interleave-qwen-0.5b architecture "
+                               "(SigLIP-so400m tower at 196 px / 14 x 14 tokens + Qwen2-0.5B)"),
+        "family": family,
+        "motion_compensation": motion_compensation,
         "parameters": int(params),
         "knobs": sttf.knobs(),
         "frames_per_stream": frames, "pan_px_per_frame": pan_px,
@@ -199,7 +284,8 @@ def markdown(rep: dict[str, Any], command: str) -> str:
     k = rep["knobs"]
     lines += ["", f"Knobs: fusion_threshold {k['fusion_threshold']}, max_fused_tokens "
               f"{k['max_fused_tokens']}, caption_reuse_threshold {k['caption_reuse_threshold']}, "
-              f"refresh_interval {k['refresh_interval']}, ANC off (no router trained for random "
+              f"refresh_interval {k['refresh_interval']}, motion_compensation "
+              f"{rep.get('motion_compensation', 'off')}, ANC off (no router trained for random "
               "weights).", ""]
     return "\n".join(lines)
 
@@ -210,11 +296,13 @@ def main(args: Any) -> int:
 
     from tinygpt_ros.evaluation.bench import write_markdown_section
 
-    rep = run(args.model, args.frames, args.pan_px, args.seed, tuple(args.streams))
+    rep = run(args.model, args.frames, args.pan_px, args.seed, tuple(args.streams),
+              family=args.family, motion_compensation=args.motion_compensation)
     command = "tinygpt-ros " + shlex.join(sys.argv[1:])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rep, indent=2) + "\n")
     if args.markdown:
-        write_markdown_section(args.markdown, markdown(rep, command), "bench-hf")
+        section = "bench-hf" if rep["family"] == "git" else f"bench-hf-{rep['family']}"
+        write_markdown_section(args.markdown, markdown(rep, command), section)
     return 0

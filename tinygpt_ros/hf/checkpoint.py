@@ -21,12 +21,17 @@ from tinygpt_ros.model.weights import ModelLoadError
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+# transformers >= 5 saves a multimodal processor's image settings inside this file instead
+PROCESSOR_FILE = "processor_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")  # fast tokenizer, or a WordPiece vocab (GIT)
 # model_type in config.json -> (family name, the checkpoint users download for it)
 FAMILIES: dict[str, tuple[str, str]] = {
     "git": ("git", "microsoft/git-base-coco"),
+    "llava": ("llava", "llava-hf/llava-interleave-qwen-0.5b-hf"),
 }
+SUPPORTED = ("GitForCausalLM (e.g. microsoft/git-base-coco), LlavaForConditionalGeneration "
+             "with a CLIP or SigLIP tower (e.g. llava-hf/llava-interleave-qwen-0.5b-hf)")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -88,7 +93,7 @@ def check_checkpoint(path: str | os.PathLike[str]) -> HfCheckpoint:
         archs = config.get("architectures")
         raise ModelLoadError(
             f"checkpoint {d}: model_type {model_type!r} (architectures {archs}) is not supported; "
-            f"supported: {sorted(FAMILIES)} (GitForCausalLM, e.g. microsoft/git-base-coco)"
+            f"supported: {sorted(FAMILIES)}: {SUPPORTED}"
         )
     family, hub_id = FAMILIES[model_type]
     present = sorted(p.name for p in d.iterdir())
@@ -97,8 +102,8 @@ def check_checkpoint(path: str | os.PathLike[str]) -> HfCheckpoint:
         missing.append(f"weights (one of {list(WEIGHT_FILES)})")
     if not any(name in present for name in TOKENIZER_FILES):
         missing.append(f"tokenizer (one of {list(TOKENIZER_FILES)})")
-    if PREPROCESSOR_FILE not in present:
-        missing.append(f"image processor ({PREPROCESSOR_FILE})")
+    if PREPROCESSOR_FILE not in present and PROCESSOR_FILE not in present:
+        missing.append(f"image processor ({PREPROCESSOR_FILE} or {PROCESSOR_FILE})")
     index = d / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -117,12 +122,19 @@ def check_checkpoint(path: str | os.PathLike[str]) -> HfCheckpoint:
 
 
 def read_preprocessor(ckpt: HfCheckpoint) -> dict[str, Any]:
-    """preprocessor_config.json as a dict (ModelLoadError when unreadable)."""
+    """The image processor's settings as a dict: preprocessor_config.json, or the
+    "image_processor" entry of processor_config.json (ModelLoadError when unreadable)."""
     p = ckpt.path / PREPROCESSOR_FILE
+    nested = not p.is_file()
+    if nested:
+        p = ckpt.path / PROCESSOR_FILE
     try:
         cfg = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"checkpoint {ckpt.path}: {p.name} is unreadable ({exc})") from exc
+    if nested and isinstance(cfg, dict):
+        cfg = cfg.get("image_processor")
     if not isinstance(cfg, dict):
-        raise ModelLoadError(f"checkpoint {ckpt.path}: {p.name} is not a JSON object")
+        raise ModelLoadError(f"checkpoint {ckpt.path}: {p.name} holds no image processor "
+                             "settings")
     return cfg

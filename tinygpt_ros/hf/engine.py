@@ -1,6 +1,7 @@
 """`HfEngine`: the streaming engine (STTF, ANC, caption reuse, records) over a pretrained
-Hugging Face captioner loaded from a local directory. The controller is the shared
-`streaming.StreamingEngine`; only the kernels are the family's.
+Hugging Face captioner loaded from a local directory: GIT (`git.py`, torch or onnxruntime) or
+LLaVA (`llava.py`, torch). The controller is the shared `streaming.StreamingEngine`; only the
+kernels are the family's.
 
 Loading never touches the network: HF_HUB_OFFLINE is set before transformers is imported and
 every `from_pretrained` call passes `local_files_only=True`.
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tinygpt_ros.hf.checkpoint import check_checkpoint, force_offline, read_preprocessor
+from tinygpt_ros.hf.common import HfTokenizer
 from tinygpt_ros.hf.git import GitKernels
-from tinygpt_ros.hf.git_common import HfTokenizer
+from tinygpt_ros.hf.llava import LlavaKernels, feature_depth
 from tinygpt_ros.hf.router import ROUTER_FILE, RouterParams, load_router
 from tinygpt_ros.hf.vision import branch_depths
 from tinygpt_ros.model.weights import ModelLoadError
@@ -44,6 +46,27 @@ def load_git(model_dir: str | Path) -> tuple[Any, Any, dict]:
     return model.eval(), load_tokenizer(ckpt.path), read_preprocessor(ckpt)
 
 
+def load_llava(model_dir: str | Path) -> tuple[Any, Any, dict]:
+    """(LlavaForConditionalGeneration in eval mode, its processor, image processor dict)."""
+    ckpt = check_checkpoint(model_dir)
+    if ckpt.family != "llava":
+        raise ModelLoadError(f"checkpoint {ckpt.path}: family {ckpt.family!r} is not LLaVA")
+    force_offline()
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(
+            ckpt.path, local_files_only=True, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(ckpt.path, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"checkpoint {ckpt.path}: transformers could not load it ({exc})"
+                             ) from exc
+    return model.eval(), processor, read_preprocessor(ckpt)
+
+
 def load_tokenizer(path: Path) -> Any:
     """The checkpoint's tokenizer, from local files only."""
     force_offline()
@@ -57,7 +80,7 @@ def load_tokenizer(path: Path) -> Any:
 
 
 class HfEngine(StreamingEngine):
-    """`types.Engine` for a local transformers checkpoint (GIT), torch backend."""
+    """`types.Engine` for a local transformers checkpoint (GIT or LLaVA)."""
 
     backend = "torch"
 
@@ -72,15 +95,29 @@ class HfEngine(StreamingEngine):
                  providers: list[str] | None = None, **kwargs: Any) -> HfEngine:
         """torch: the checkpoint's own modules; onnxruntime: the graphs `tinygpt-ros export`
         wrote into `<model_dir>/tinygpt_onnx/` (the tokenizer still comes from transformers)."""
+        ckpt = check_checkpoint(model_dir)
+        if ckpt.family == "llava":
+            if backend == "onnxruntime":
+                log.warning("LLaVA has no ONNX export: serving %s on the torch backend",
+                            model_dir)
+            model, processor, pp = load_llava(model_dir)
+            vconf = model.config.vision_config
+            depths = branch_depths(feature_depth(vconf.num_hidden_layers,
+                                                 model.config.vision_feature_layer))
+            router = _router(model_dir, router_path, depths)
+            kernels: Any = LlavaKernels(model, processor, pp, depths, router, device=device,
+                                        **kwargs)
+            engine = cls(kernels, HfTokenizer(processor.tokenizer, kernels.bos_id,
+                                              min(kernels.eos_ids)), knobs)
+            return engine
         if backend == "onnxruntime":
             from tinygpt_ros.hf.git_onnx import GitOnnxKernels
 
-            ckpt = check_checkpoint(model_dir)
             tok = load_tokenizer(ckpt.path)
             depths = branch_depths(int(ckpt.config["vision_config"]["num_hidden_layers"]))
             router = _router(model_dir, router_path, depths)
-            kernels: Any = GitOnnxKernels(model_dir, ckpt.config, read_preprocessor(ckpt),
-                                          router, providers, **kwargs)
+            kernels = GitOnnxKernels(model_dir, ckpt.config, read_preprocessor(ckpt),
+                                     router, providers, **kwargs)
         else:
             model, tok, pp = load_git(model_dir)
             depths = branch_depths(model.config.vision_config.num_hidden_layers)

@@ -33,9 +33,8 @@ from tinygpt_ros.hf.git_common import (
     probe_frame,
 )
 from tinygpt_ros.hf.router import RouterParams
-from tinygpt_ros.hf.vision import GatedTower
+from tinygpt_ros.hf.vision import GatedTower, TowerFront
 from tinygpt_ros.model.weights import ModelLoadError
-from tinygpt_ros.spec.config import NUM_TOKENS
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -83,15 +82,12 @@ class GitKernels(GitKernelsCommon):
                                     temporal_window)
         self.image_size = int(vconf.image_size)
         self.pre = Preprocessor(preprocessor, self.image_size)
-        self.frame_input = self.pre.frame_input
         gen = getattr(model, "generation_config", None)
         self.bos_id = int(getattr(gen, "bos_token_id", None) or conf.bos_token_id)
         eos = getattr(gen, "eos_token_id", None) or conf.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list | tuple) else [eos])
-        with torch.no_grad():
-            emb = vision.embeddings
-            cls = emb.class_embedding + emb.position_embedding.weight[0]
-            self._cls_in = vision.pre_layrnorm(cls)[None].to(self.device)  # (1, D)
+        self.front = TowerFront(vision, self.device)
+        self._cls_in = self.front.cls_input
         probe = self.frame_input(probe_frame(self.image_size))
         norms = np.linalg.norm(self.embed_frame(probe), axis=1)
         self.change_scale = float(CHANGE_UNIT * norms.mean())
@@ -103,13 +99,7 @@ class GitKernels(GitKernelsCommon):
 
     @torch.no_grad()
     def embed_frame(self, x: np.ndarray) -> np.ndarray:
-        emb = self.vision.embeddings
-        patches = emb.patch_embedding(self._t(x)[None]).flatten(2).transpose(1, 2)[0]
-        return _np(self.vision.pre_layrnorm(patches + emb.position_embedding.weight[1:]))
-
-    def embed_events(self, hist: np.ndarray) -> np.ndarray:
-        raise ValueError("this GIT captioner has no event-camera input; use a TinyGPT model "
-                         "for event windows")
+        return _np(self.front.patches(self._t(x)))
 
     def new_encoder_state(self) -> GitStream:
         return GitStream(GatedTower(self.layers, self.heads))
@@ -118,21 +108,16 @@ class GitKernels(GitKernelsCommon):
     def run_encoder(self, state: GitStream, tokens: np.ndarray, selected: np.ndarray | None,
                     branch: int) -> tuple[np.ndarray, int]:
         depth = self.depths[branch]
-        x = torch.cat([self._cls_in, self._t(tokens)])
-        sel = None
-        if selected is not None:
-            sel = torch.cat([torch.ones(1, dtype=torch.bool), torch.from_numpy(selected)])
-            sel = sel.to(self.device)
-        out = state.tower.run(x, sel, depth)
+        sel = None if selected is None else torch.from_numpy(selected).to(self.device)
+        out, n = self.front.run(state.tower, self._t(tokens), sel, depth)
         tower = state.tower
         project = self.model.git.visual_projection
         if tower.last_dense or state.projected is None or state.projected_depth != depth:
             state.projected = project(self.vision.post_layernorm(out))
             state.projected_depth = depth
         else:
-            idx = sel.nonzero().squeeze(1)
+            idx = torch.cat([sel.new_ones(1), sel]).nonzero().squeeze(1)  # CLS first
             state.projected[idx] = project(self.vision.post_layernorm(out[idx]))
-        n = NUM_TOKENS if tower.last_dense else tower.n_recomputed - 1  # CLS not counted
         return _np(state.projected).copy(), n
 
     # ------------------------------------------------------------------ decoder

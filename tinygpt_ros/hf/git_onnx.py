@@ -61,7 +61,6 @@ class GitOnnxKernels(GitKernelsCommon):
         self.image_size = int(vconf.get("image_size", 224))
         self.heads = int(vconf["num_attention_heads"])
         self.pre = Preprocessor(preprocessor, self.image_size)
-        self.frame_input = self.pre.frame_input
         self.router = router
         self.bos_id = int(config.get("bos_token_id", 101))
         eos = config.get("eos_token_id", 102)
@@ -91,10 +90,6 @@ class GitOnnxKernels(GitKernelsCommon):
 
     def embed_frame(self, x: np.ndarray) -> np.ndarray:
         return self._run("git_embed", pixels=np.ascontiguousarray(x[None], np.float32))[0]
-
-    def embed_events(self, hist: np.ndarray) -> np.ndarray:
-        raise ValueError("this GIT captioner has no event-camera input; use a TinyGPT model "
-                         "for event windows")
 
     def new_encoder_state(self) -> ops.StackedEncoderCache:
         return ops.StackedEncoderCache()

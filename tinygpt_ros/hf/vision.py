@@ -1,4 +1,5 @@
-"""STTF gated token reuse inside a pretrained CLIP-style vision tower (GIT's image encoder).
+"""STTF gated token reuse inside a pretrained CLIP-style vision tower (GIT's image encoder,
+LLaVA's CLIP or SigLIP tower): one implementation for every family.
 
 A CLIP ViT layer is pre-LN: x + out_proj(attn(layer_norm1(x))), then x + fc2(act(fc1(
 layer_norm2(x)))). `GatedTower` runs those layers with the pretrained modules' own weights
@@ -10,14 +11,19 @@ layer_norm2(x)))). `GatedTower` runs those layers with the pretrained modules' o
   and values of all tokens (fresh for the selected rows, cached for the others) and every other
   row keeps its cached output, as `model.encoder.GatedEncoderCache` does for TinyGPT.
 
-ANC branches are depth truncations: branch i stops after `depths[i]` layers and applies the
-tower's final norm (`post_layernorm`), so the branches share every weight.
+ANC branches are depth truncations: branch i stops after `depths[i]` layers (GIT then applies
+the tower's final norm, `post_layernorm`), so the branches share every weight.
+
+`TowerFront` is the layer-0 input per token (patch conv + position embedding, CLIP's
+`pre_layrnorm`), so it can run before the change test; a CLIP CLS row's input is constant.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from tinygpt_ros.spec.config import NUM_TOKENS
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -105,6 +111,46 @@ class GatedTower:
             self.outputs[i][idx] = x
         self.n_recomputed, self.last_dense = int(idx.numel()), False
         return self.outputs[depth - 1]
+
+class TowerFront:
+    """Layer-0 tokens of a CLIP (`CLIPVisionTransformer`: CLS + `pre_layrnorm`) or SigLIP
+    (`SiglipVisionTransformer`: no CLS, no pre-norm) vision transformer, with its weights."""
+
+    def __init__(self, vision_model: nn.Module, device: torch.device) -> None:
+        emb = vision_model.embeddings
+        self.patch_embedding = emb.patch_embedding
+        self.pre_norm = getattr(vision_model, "pre_layrnorm", None) or nn.Identity()
+        pos = emb.position_embedding.weight
+        self.has_cls = hasattr(emb, "class_embedding")
+        self.n_cls = 1 if self.has_cls else 0
+        if pos.shape[0] != self.n_cls + NUM_TOKENS:
+            raise ValueError(f"tower has {pos.shape[0]} position embeddings; the engine "
+                             f"streams {self.n_cls} + {NUM_TOKENS} tokens")
+        self.patch_pos = pos[self.n_cls:]
+        with torch.no_grad():
+            self.cls_input = (self.pre_norm(emb.class_embedding + pos[0])[None].to(device)
+                              if self.has_cls else None)  # (1, D) or None
+
+    @torch.no_grad()
+    def patches(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, S, S) pixel values -> (196, D) layer-0 patch tokens."""
+        x = self.patch_embedding(pixels[None].to(self.patch_embedding.weight.dtype))
+        return self.pre_norm(x.flatten(2).transpose(1, 2)[0] + self.patch_pos)
+
+    @torch.no_grad()
+    def run(self, tower: GatedTower, tokens: torch.Tensor, selected: torch.Tensor | None,
+            depth: int) -> tuple[torch.Tensor, int]:
+        """(n_cls + 196, D) output of `tower` at `depth` for (196, D) patch tokens (the CLS
+        row, if any, first and always recomputed) and the patch rows really recomputed."""
+        sel = selected
+        if self.cls_input is not None:
+            tokens = torch.cat([self.cls_input, tokens])
+            if selected is not None:
+                sel = torch.cat([selected.new_ones(1), selected])
+        out = tower.run(tokens, sel, depth)
+        n = NUM_TOKENS if tower.last_dense else tower.n_recomputed - self.n_cls
+        return out, n
+
 
 def branch_depths(num_layers: int) -> tuple[int, ...]:
     """Nested ANC depths for a tower of `num_layers` layers: half, three quarters, all

@@ -167,16 +167,11 @@ def events_per_patch(events: np.ndarray, sensor: int = EVENT_SENSOR) -> np.ndarr
     return np.bincount(row * GRID + col, minlength=NUM_TOKENS).astype(np.float32)
 
 
-def frame_to_pretrained_input(
-    frame: np.ndarray,
-    shortest_edge: int,
-    crop: tuple[int, int],
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-) -> np.ndarray:
-    """HxWx3 RGB frame -> (3, crop_h, crop_w) float32 the way a CLIP-style image processor
-    prepares it: shortest edge resized to `shortest_edge` (area filter when shrinking, so a
-    640x480 camera frame does not alias), centre crop, [0, 1] scaling, per-channel mean/std."""
+def frame_to_pretrained_unit(frame: np.ndarray, shortest_edge: int,
+                             crop: tuple[int, int]) -> np.ndarray:
+    """HxWx3 RGB frame -> (crop_h, crop_w, 3) float32 in [0, 1], the geometry of a CLIP-style
+    image processor: shortest edge resized to `shortest_edge` (area filter when shrinking, so
+    a 640x480 camera frame does not alias), then a centre crop."""
     img = _check_frame(frame)
     h, w = img.shape[:2]
     scale = shortest_edge / min(h, w)
@@ -187,6 +182,28 @@ def frame_to_pretrained_input(
     img = img[top:top + crop[0], left:left + crop[1]]
     if img.dtype == np.uint8:
         img = img.astype(np.float32) * np.float32(1.0 / 255.0)
-    img = (np.clip(img.astype(np.float32), 0.0, 1.0) - np.asarray(mean, np.float32)) \
-        / np.asarray(std, np.float32)
+    return np.clip(img.astype(np.float32), 0.0, 1.0)
+
+
+def frame_to_unit_size(frame: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 RGB of any size -> (size, size, 3) float32 in [0, 1] (squashed, no crop)."""
+    return _resized_unit(frame, size)
+
+
+def normalize_unit(unit: np.ndarray, mean: tuple[float, float, float],
+                   std: tuple[float, float, float]) -> np.ndarray:
+    """(H, W, 3) unit float -> (3, H, W) float32 with per-channel mean/std."""
+    img = (unit - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+
+
+def frame_to_pretrained_input(
+    frame: np.ndarray,
+    shortest_edge: int,
+    crop: tuple[int, int],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> np.ndarray:
+    """HxWx3 RGB frame -> (3, crop_h, crop_w) float32 the way a CLIP-style image processor
+    prepares it: `frame_to_pretrained_unit`, then per-channel mean/std."""
+    return normalize_unit(frame_to_pretrained_unit(frame, shortest_edge, crop), mean, std)

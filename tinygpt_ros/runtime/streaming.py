@@ -113,6 +113,9 @@ class Kernels(Protocol):
     # whose network expects its own preprocessing (a pretrained tower's size and mean/std), and
     # `change_scale` (float) divides the frame token change, so `fusion_threshold` means the
     # same relative change on a pretrained tower whose token norms differ from TinyGPT's.
+    # With `frame_unit(frame) -> (224, 224, 3)` (the family's view of the frame in [0, 1]),
+    # `unit_input(unit) -> (3, H, W)`, `unit_aspect(shape)` and `unit_scale(shape)` such a
+    # backend also gets the motion / exposure compensation stage between the two halves.
 
 
 @dataclass
@@ -186,8 +189,12 @@ class StreamingEngine:
             raise ValueError(f"gesture_classes lists {len(self.gesture_classes)} names, the "
                              f"model has {self.cfg.num_gestures}")
         self._knobs = knobs or Knobs()
-        # A pretrained family (hf/) brings its own preprocessing: no motion stage for it (yet)
+        # A pretrained family (hf/) brings its own preprocessing. Split in two halves
+        # (`frame_unit`: its view of the frame at the 224 px motion size; `unit_input`: its
+        # size and normalisation), the motion stage runs in between, as for TinyGPT.
         self._frame_input = getattr(kernels, "frame_input", None)
+        self._frame_unit = getattr(kernels, "frame_unit", None)
+        self._unit_input = getattr(kernels, "unit_input", None)
         self._change_scale = float(getattr(kernels, "change_scale", 1.0))
         self._streams: dict[str, Stream] = {}
         self._branch_dense = F.branch_dense_flops(self.cfg)
@@ -281,18 +288,27 @@ class StreamingEngine:
         timer = StageTimer()
         self._measured = {}
         with timer.stage("preprocess"):
-            unit = ops.frame_to_unit(frame)  # ValueError on bad input, state untouched
+            # ValueError on bad input, state untouched
+            if self._frame_unit is None:
+                unit = ops.frame_to_unit(frame)
+                aspect = frame.shape[0] / frame.shape[1]
+            else:
+                unit = self._frame_unit(frame)
+                aspect = self.kernels.unit_aspect(frame.shape)  # type: ignore[attr-defined]
             gray = ops.small_gray(frame)
         s = self._streams["frame"]
         # budget hook (1/2): the controller picks this step's knobs inside the user's; it is
         # asked before the motion stage, which it may tell to gate a re-anchor
         planned = self.budget.plan("frame", self._knobs)
         with timer.stage("motion"):
-            comp = self._compensate(s, unit, frame.shape[0] / frame.shape[1],
-                                    self.budget.gates_reanchor("frame"))
+            comp = self._compensate(s, unit, aspect, self.budget.gates_reanchor("frame"))
         with timer.stage("preprocess"):
-            x = (ops.unit_to_array(comp.image) if self._frame_input is None
-                 else self._frame_input(frame))
+            if self._frame_input is None:
+                x = ops.unit_to_array(comp.image)
+            elif comp.image is unit or self._unit_input is None:
+                x = self._frame_input(frame)  # exactly the family's own preprocessing
+            else:
+                x = self._unit_input(comp.image)
             self._gpu_start()  # gpu_share: from the first GPU work of the step
             emb = self.kernels.embed_frame(x)
             self._charge("preprocess")
@@ -318,7 +334,10 @@ class StreamingEngine:
             self._charge("router", F.router_feature_flops(len(finite), gray.size))
         result = self._step(s, "frame", emb, change, feats, timer, planned, refresh=comp.refresh,
                             means=means, stamp_us=stamp_us)
-        self._record_motion(result.record, comp, frame.shape)
+        scale = getattr(self.kernels, "unit_scale", None)
+        px = scale(frame.shape) if scale else (frame.shape[1] / IMAGE_SIZE,
+                                               frame.shape[0] / IMAGE_SIZE)
+        self._record_motion(result.record, comp, aspect, px)
         return result
 
     def _refresh_due(self, s: Stream) -> bool:
@@ -340,7 +359,8 @@ class StreamingEngine:
         estimate keeps failing costs what the rung allows. Tokens left out keep their old
         content and are picked up by later frames' change test (what compensation off does)."""
         k = self._knobs
-        compensable = k.sttf_enabled and self._frame_input is None
+        compensable = k.sttf_enabled and (self._frame_input is None
+                                          or self._unit_input is not None)
         mode = k.motion_compensation if compensable else "off"
         photometric = compensable and k.exposure_compensation
         refresh = self._refresh_due(s)
@@ -368,13 +388,15 @@ class StreamingEngine:
         s.anchor, s.anchor_gray, s.motion = unit, gray, ops.Motion.identity()
 
     @staticmethod
-    def _record_motion(rec: ComputeRecord, comp: Compensation, shape: tuple[int, ...]) -> None:
+    def _record_motion(rec: ComputeRecord, comp: Compensation, aspect: float,
+                       px: tuple[float, float]) -> None:
+        """Diagnostics; `px` = camera pixels per motion-domain pixel (x, y)."""
         m = comp.motion
         dx, dy = m.translation
-        scale, rot = m.scale_rotation(shape[0] / shape[1])
+        scale, rot = m.scale_rotation(aspect)
         rec.motion_compensation = comp.mode
-        rec.motion_dx = dx * shape[1] / IMAGE_SIZE
-        rec.motion_dy = dy * shape[0] / IMAGE_SIZE
+        rec.motion_dx = dx * px[0]
+        rec.motion_dy = dy * px[1]
         rec.motion_scale, rec.motion_rotation_deg = scale, rot
         rec.exposure_gain, rec.exposure_offset = m.gain, m.offset
         rec.reanchored = comp.reanchored
