@@ -196,26 +196,36 @@ def _pointcloud_cases(rng: np.random.Generator, header: Header) -> list[FuzzCase
     ]
 
 
-def _event_packet_cases(packet_type: Any, rng: np.random.Generator,
-                        header: Header) -> list[FuzzCase]:
-    ev = event_window(rng, header, 400)
+def mono_payload(ev: np.ndarray, header: Header) -> bytes:
+    """Events as 'mono' EventPacket words, times relative to the header stamp (time_base 0)."""
     dt = (ev["t"] - (header.stamp.sec * 1_000_000 + header.stamp.nanosec // 1000)) * 1000
     words = (ev["p"].astype(np.uint64) << np.uint64(63)) | (
         ev["y"].astype(np.uint64) << np.uint64(48)) | (ev["x"].astype(np.uint64) << np.uint64(32)
                                                        ) | dt.astype(np.uint64)
-    good = words.astype("<u8").tobytes()
+    return words.astype("<u8").tobytes()
+
+
+def event_packet(packet_type: Any, header: Header, encoding: str, events: bytes) -> Any:
+    """An event_camera_msgs/EventPacket on the model's 128x128 sensor."""
+    msg = packet_type()
+    msg.header, msg.encoding, msg.width, msg.height = header, encoding, EVENT_SENSOR, EVENT_SENSOR
+    msg.seq, msg.time_base, msg.is_bigendian = 0, 0, False
+    msg.events = events
+    return msg
+
+
+def _event_packet_cases(packet_type: Any, rng: np.random.Generator,
+                        header: Header) -> list[FuzzCase]:
+    good = mono_payload(event_window(rng, header, 400), header)
 
     def pkt(encoding: str, events: bytes) -> Any:
-        msg = packet_type()
-        msg.header, msg.encoding, msg.width, msg.height = header, encoding, EVENT_SENSOR, \
-            EVENT_SENSOR
-        msg.seq, msg.time_base, msg.is_bigendian = 0, 0, False
-        msg.events = events
-        return msg
+        return event_packet(packet_type, header, encoding, events)
 
     return [
         FuzzCase("event_packet/valid", "valid", pkt("mono", good)),
-        FuzzCase("event_packet/evt3_encoding", "bad", pkt("evt3", good)),
+        # 'mono' words read as EVT 3.0 words: undefined word types, refused as corrupt
+        FuzzCase("event_packet/evt3_garbage", "bad", pkt("evt3", good)),
+        FuzzCase("event_packet/unknown_encoding", "bad", pkt("trimmed_evt9", good)),
         FuzzCase("event_packet/empty_encoding", "bad", pkt("", good)),
         FuzzCase("event_packet/length_not_8", "bad", pkt("mono", good[:-3])),
         FuzzCase("event_packet/outside_sensor", "bad",
@@ -226,14 +236,20 @@ def _event_packet_cases(packet_type: Any, rng: np.random.Generator,
 # ---------------------------------------------------------------------------------- the mix
 
 
-def valid_case(kind: str, rng: np.random.Generator, header: Header, i: int) -> FuzzCase:
-    """One valid message of input `kind` (image | compressed | pointcloud2)."""
+def valid_case(kind: str, rng: np.random.Generator, header: Header, i: int,
+               packet_type: Any = None) -> FuzzCase:
+    """One valid message of input `kind` (image | compressed | pointcloud2 | event_packet,
+    which needs the EventPacket `packet_type`)."""
     if kind == "image":
         return FuzzCase("image/valid", "valid", rgb_to_image(camera_frame(i), header))
     if kind == "compressed":
         fmt = "jpeg" if i % 2 else "png"
         return FuzzCase(f"compressed/valid_{fmt}", "valid",
                         rgb_to_compressed(camera_frame(i), header, fmt))
+    if kind == "event_packet":
+        payload = mono_payload(event_window(rng, header), header)
+        return FuzzCase("event_packet/valid", "valid",
+                        event_packet(packet_type, header, "mono", payload))
     return FuzzCase("pointcloud2/valid", "valid",
                     events_to_pointcloud2(event_window(rng, header), header))
 

@@ -49,6 +49,7 @@ from tinygpt_ros.evaluation.soak_graph import (
     IMAGE_TOPIC,
     Driver,
     GraphProcess,
+    event_packet_type,
 )
 from tinygpt_ros.ros.conversions import events_to_pointcloud2, rgb_to_image, stamp_to_ns
 from tinygpt_ros.ros.diagnostics import ERROR
@@ -136,22 +137,24 @@ def _reconfigure(driver: Driver, changes: dict[str, Any]) -> None:
 
 def _fuzz_phase(driver: Driver, image_kind: str, n: int, valid_fraction: float,
                 rng: np.random.Generator, first_index: int, res: PartResult,
-                tally: Counter[str], kinds: Counter[str], violations: list[str]) -> None:
-    pubs = {k: driver.publisher(k) for k in (image_kind, "pointcloud2")}
+                tally: Counter[str], kinds: Counter[str], violations: list[str],
+                event_kind: str = "pointcloud2") -> None:
+    packet_type = event_packet_type() if event_kind == "event_packet" else None
+    pubs = {k: driver.publisher(k) for k in (image_kind, event_kind)}
     for pub in pubs.values():
         if not driver.wait_subscribed(pub):
             raise RuntimeError(f"soak fuzz: the node does not subscribe to {pub.topic_name}")
     pools = {k: [c for seed in range(3) for c in fm.malformed_cases(
-        k, np.random.default_rng(seed), _header(0, "fuzz"), seed)]
+        k, np.random.default_rng(seed), _header(0, "fuzz"), seed, packet_type)]
         for k in pubs}
     counted_before = _node_counts(driver, driver.next_summary())
     phase: Counter[str] = Counter()
     for j in range(n):
         i = first_index + j
-        kind = image_kind if j % 2 == 0 else "pointcloud2"
+        kind = image_kind if j % 2 == 0 else event_kind
         header = _header(i, "fuzz_camera" if kind == image_kind else "fuzz_events")
         if rng.random() < valid_fraction:
-            case = fm.valid_case(kind, rng, header, i)
+            case = fm.valid_case(kind, rng, header, i, packet_type)
         else:
             pool = pools[kind]
             case = pool[int(rng.integers(len(pool)))]
@@ -177,7 +180,7 @@ def _fuzz_phase(driver: Driver, image_kind: str, n: int, valid_fraction: float,
     counted = _node_counts(driver, final)
     for key, ours in (("frames", phase["processed"]), ("errors", phase["error"])):
         theirs = counted[key] - counted_before[key]
-        res.check(f"{image_kind}+pointcloud2: node summary counts every {key[:-1]}",
+        res.check(f"{image_kind}+{event_kind}: node summary counts every {key[:-1]}",
                   theirs == ours, f"node {theirs}, driver saw {ours}")
     res.figures.setdefault("dropped_by_mailbox", 0)
     res.figures["dropped_by_mailbox"] += counted["dropped"] - counted_before["dropped"]
@@ -196,15 +199,24 @@ def run_fuzz(driver: Driver, graph: GraphProcess, cfg: SoakConfig) -> PartResult
     tally: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     violations: list[str] = []
-    half = cfg.fuzz_messages // 2
+    packets = event_packet_type() is not None
+    # raw + PointCloud2, compressed + PointCloud2, and raw + EventPacket where it is installed
+    phases = [("image", "pointcloud2"), ("compressed", "pointcloud2")]
+    if packets:
+        phases.append(("image", "event_packet"))
+    sizes = [cfg.fuzz_messages // len(phases)] * len(phases)
+    sizes[-1] += cfg.fuzz_messages - sum(sizes)
     t0 = time.monotonic()
-    # Node summaries restart at each configure: raw phase, then reconfigure, then compressed.
-    _fuzz_phase(driver, "image", half, cfg.fuzz_valid_fraction, rng, 0, res, tally, kinds,
-                violations)
-    _reconfigure(driver, {"image_transport": "compressed"})
-    _fuzz_phase(driver, "compressed", cfg.fuzz_messages - half, cfg.fuzz_valid_fraction, rng,
-                half, res, tally, kinds, violations)
-    _reconfigure(driver, {"image_transport": "raw"})
+    first = 0
+    # Node summaries restart at each configure: one phase per configuration.
+    for p, ((image_kind, event_kind), n) in enumerate(zip(phases, sizes, strict=True)):
+        if p:
+            _reconfigure(driver, {"image_transport": "raw" if image_kind == "image"
+                                  else "compressed", "events_msg_type": event_kind})
+        _fuzz_phase(driver, image_kind, n, cfg.fuzz_valid_fraction, rng, first, res, tally,
+                    kinds, violations, event_kind)
+        first += n
+    _reconfigure(driver, {"image_transport": "raw", "events_msg_type": "pointcloud2"})
     res.seconds = time.monotonic() - t0
     sent = sum(tally.values())
     valid = sum(v for k, v in tally.items() if k.startswith("valid:"))
@@ -212,7 +224,8 @@ def run_fuzz(driver: Driver, graph: GraphProcess, cfg: SoakConfig) -> PartResult
         messages=sent, valid=valid, malformed=sent - valid,
         outcomes=dict(sorted(tally.items())), errors_by_kind=dict(sorted(kinds.items())),
         violations=violations[:20], violation_count=len(violations),
-        event_packet="not fuzzed: event_camera_msgs is not installed here",
+        event_packet=(f"fuzzed: {sizes[-1]} messages with EventPacket events" if packets
+                      else "not fuzzed: event_camera_msgs is not installed here"),
     )
     res.check("no crash", graph.alive() and driver.state() == "active",
               f"graph process {'alive' if graph.alive() else 'DEAD'}")

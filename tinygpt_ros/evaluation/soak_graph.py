@@ -30,6 +30,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import Log
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
@@ -125,6 +126,16 @@ class Seen:
     logs: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=2000))
 
 
+def event_packet_type() -> Any:
+    """event_camera_msgs/EventPacket, or None where the package is not installed (the Jazzy
+    environment; scripts/setup.sh builds it for Kilted)."""
+    try:
+        from event_camera_msgs.msg import EventPacket
+    except ImportError:
+        return None
+    return EventPacket
+
+
 class Driver:
     """A node in this process on the graph's domain; every call blocks the calling thread only
     (the executor spins in its own thread)."""
@@ -216,16 +227,38 @@ class Driver:
     # ----------------------------------------------------------------------------- publishing
 
     def publisher(self, kind: str, qos: QoSProfile = RELIABLE) -> Any:
-        """Publisher for input `kind` (image | compressed | pointcloud2) on the graph's topics."""
+        """Publisher for input `kind` (image | compressed | pointcloud2 | event_packet) on the
+        graph's topics (event_packet needs event_camera_msgs: see `event_packet_type`)."""
         key = (kind, qos.reliability)
         if key not in self.pubs:
             msg_type, topic = {
                 "image": (Image, IMAGE_TOPIC),
                 "compressed": (CompressedImage, IMAGE_TOPIC + "/compressed"),
                 "pointcloud2": (PointCloud2, EVENTS_TOPIC),
+                "event_packet": (event_packet_type(), EVENTS_TOPIC),
             }[kind]
-            self.pubs[key] = self.node.create_publisher(msg_type, topic, qos)
+            # DDS refuses a second type on a topic in one participant: the events topic
+            # carries PointCloud2 or EventPacket, so the other kind's publisher goes first
+            name = self.node.resolve_topic_name(topic)
+            for other in [k for k, p in self.pubs.items()
+                          if p.topic_name == name and p.msg_type is not msg_type]:
+                self.node.destroy_publisher(self.pubs.pop(other))
+            self.pubs[key] = self._create_publisher(msg_type, topic, qos)
         return self.pubs[key]
+
+    def _create_publisher(self, msg_type: Any, topic: str, qos: QoSProfile,
+                          timeout: float = 10.0) -> Any:
+        """create_publisher, retried while a destroyed publisher of another type on the topic
+        is still held by the spinning executor (its QoS event handlers sit in the wait set, so
+        rclpy finishes the destruction only when that wait returns)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.node.create_publisher(msg_type, topic, qos)
+            except RCLError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def wait_subscribed(self, pub: Any, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
