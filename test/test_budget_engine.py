@@ -62,9 +62,8 @@ def test_scene_step_and_target_step_converge(engine):
     # spike; the controller tightens once and relaxes back), never a limit cycle
     moves = sum(a != b for a, b in itertools.pairwise(levels))
     assert moves <= 2 and max(levels) - min(levels) <= 0.5, levels
-    # the busy frames re-anchor (noise reads as motion past the limit); gated from the tokens
-    # rung on, they go through the selection instead of recomputing all 196 tokens
-    assert any(d["budget_level"] > 1 for _, d in settled)
+    # (which rung holds it depends on the weights' cost profile; the re-anchor gating from the
+    # tokens rung on is checked in test_budget.py)
     assert all(d["budget_state"] != "unreachable" for _, d in settled)
     chosen = settled[-1][1]
     assert chosen["budget_knob_fusion_threshold"] >= engine.knobs()["fusion_threshold"]

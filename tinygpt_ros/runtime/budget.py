@@ -28,8 +28,8 @@ moved, so stale samples from an older level never push it further: anti-windup):
   measured) (hysteresis: the dead band [relax_below, 1] * target holds the level, and relaxing
   waits `relax_after` frames and aims at the middle of the band, not at the target);
 - inside the dead band with headroom for `probe_after` frames: one relax step is probed (the
-  cost of a still scene does not depend on the level, so only trying tells); a probe that went
-  over the target is undone by the next decision and the wait before the next probe doubles;
+  cost of a still scene does not depend on the level, so only trying tells); a probe that goes
+  over the target within `probe_judge` frames is undone and the wait before the next doubles;
 - level is clamped to [0, LEVELS] (anti-windup); at LEVELS and still over the target the state is
   `unreachable` and stays visible in every frame's diagnostics.
 """
@@ -86,9 +86,11 @@ class ControllerGains:
     max_step_down: float = 1.0
     # Inside the dead band the cost may not depend on the level at all (a still scene costs the
     # same at any level), so after `probe_after` calm frames one relax step is tried; a probe
-    # that goes over the target is undone and the next waits twice as long (up to
-    # `probe_max`), so probing cannot turn into a limit cycle.
+    # that goes over the target within `probe_judge` frames (a caption decode may land a frame
+    # or two after the move) is undone and the next waits twice as long (up to `probe_max`),
+    # so probing cannot turn into a limit cycle.
     probe_after: int = 6
+    probe_judge: int = 3
     probe_max: int = 96
     probe_below: float = 0.95  # probe only when the measured cost leaves this much headroom
     unreachable_after: int = 3  # frames at the cheapest level and still over target
@@ -102,7 +104,7 @@ class _StreamState:
     under: int = 0  # consecutive decisions under the relax band
     calm: int = 0  # consecutive decisions inside the dead band
     probe_wait: int = 0  # calm decisions before the next probe (0 = gains.probe_after)
-    probing: bool = False  # the last move was a probe
+    probe_age: int = -1  # decisions since the last probe while it is judged (-1 = none)
     over_at_max: int = 0
     state: str = "idle"
     measured: float | None = None  # the value the last decision used
@@ -244,12 +246,14 @@ class BudgetController:
         m = max(recent)
         s.measured = m
         target = self.target
-        if s.probing:
-            s.probing = False
+        if s.probe_age >= 0:
+            s.probe_age += 1
             if m > target:  # the probe cost too much: back off, wait longer before the next
                 s.probe_wait = min(g.probe_max, 2 * (s.probe_wait or g.probe_after))
-            else:
+                s.probe_age = -1
+            elif s.probe_age >= g.probe_judge:  # held for the judging window: it worked
                 s.probe_wait = 0
+                s.probe_age = -1
         if m > target:
             s.under = s.calm = 0
             if s.level >= LEVELS:
@@ -279,7 +283,7 @@ class BudgetController:
             if s.calm >= (s.probe_wait or g.probe_after):
                 self._move(s, -g.relax_step)
                 s.calm = 0
-                s.probing = True
+                s.probe_age = 0
                 s.state = "probing"
                 return
         else:
