@@ -29,6 +29,23 @@ def test_demo_plays_sample_bag_and_summarises(model_dir, monkeypatch):
     assert "% of dense" in text
 
 
+def test_demo_plays_a_driver_shaped_event_packet_bag(model_dir, tmp_path, monkeypatch):
+    """`make-sample --event-encoding evt3`: the demo subscribes the node to EventPacket and
+    every evt3 window (1280x720 sensor) reaches the engine."""
+    pytest.importorskip("event_camera_msgs.msg", reason="event_camera_msgs is built for Kilted "
+                        "only (scripts/setup.sh)")
+    from tinygpt_ros.bags.sample import write_sample_bag
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(harness_domain_id()))
+    bag = write_sample_bag(tmp_path / "evt3_bag", event_encoding="evt3")
+    lines: list[str] = []
+    rc = run_demo(bag, model_dir, out=lines.append)
+    text = "\n".join(lines)
+    assert rc == 0, text
+    assert "event windows: 264" in text and "dropped / errors  : 0 / 0" in text, text
+    assert any(line.startswith("  gesture : ") for line in lines), text
+
+
 def test_domain_is_the_users_when_set_else_random():
     assert ros_domain_id({"ROS_DOMAIN_ID": "42"}) == 42
     assert ros_domain_id({"ROS_DOMAIN_ID": " 0 "}) == 0

@@ -96,7 +96,7 @@ class _Collector:
             return self.cond.wait_for(lambda: (stamp_ns, modality) in self.reported, timeout)
 
 
-def _params_file(image_transport: str, backend: str) -> str:
+def _params_file(image_transport: str, backend: str, events_msg_type: str = "pointcloud2") -> str:
     from tinygpt_ros.ros.graph import default_params_file
 
     with open(default_params_file()) as f:
@@ -106,7 +106,7 @@ def _params_file(image_transport: str, backend: str) -> str:
             section["ros__parameters"]["image_transport"] = image_transport
             section["ros__parameters"]["backend"] = backend
             section["ros__parameters"]["qos_reliability"] = "reliable"
-            section["ros__parameters"]["events_msg_type"] = "pointcloud2"
+            section["ros__parameters"]["events_msg_type"] = events_msg_type
     fd, path = tempfile.mkstemp(prefix="tinygpt_demo_", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(tree, f)
@@ -174,7 +174,7 @@ def run_demo(
     import rclpy
     from rclpy.serialization import deserialize_message
 
-    from tinygpt_ros.bags.reader import iter_bag
+    from tinygpt_ros.bags.reader import bag_topics, iter_bag
     from tinygpt_ros.ros import compat
     from tinygpt_ros.ros.bag_player import message_class
     from tinygpt_ros.ros.bringup import bring_up, tear_down
@@ -183,11 +183,15 @@ def run_demo(
     domain = domain_id if domain_id is not None else ros_domain_id()
     image_topic = IMAGE_TOPIC + ("/compressed" if image_transport == "compressed" else "")
     bag = Path(bag)
+    # the node subscribes to the events type the bag carries (`make-sample --event-encoding`
+    # writes EventPacket the way a driver publishes it)
+    events_type = bag_topics(bag).get(EVENTS_TOPIC, ("", 0))[0]
+    events_msg_type = "event_packet" if events_type.endswith("/EventPacket") else "pointcloud2"
     out(f"[demo] model {model_dir}, backend {backend}, bag {bag}, "
         f"{'lockstep' if rate <= 0 else f'rate {rate}x'}, ROS domain {domain}")
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
-    params = _params_file(image_transport, backend)
+    params = _params_file(image_transport, backend, events_msg_type)
     executor = nodes = None
     try:
         executor, nodes = bring_up(ctx, params_file=params, model_dir=str(model_dir),
