@@ -29,7 +29,7 @@ def test_bench_node_runs_the_graph_and_reports(ros, tmp_path, monkeypatch):
     md = tmp_path / "benchmarks.md"
     md.write_text("# Benchmarks\n\nkept text\n")
     args = ["bench-node", "--configs", "dense", "sttf+anc", "--qos", "reliable",
-            "--transports", "raw", "--streams", "still", "--seconds", "2.5",
+            "--transports", "raw", "--streams", "still", "--seconds", "4",
             "--out", str(out), "--markdown", str(md)]
     assert build_parser().parse_args(args).func is not None
     assert main(args) == 0
