@@ -141,6 +141,11 @@ build_event_camera_msgs() {
       return 0
     fi
   done
+  if ! command -v cmake >/dev/null || ! command -v cc >/dev/null; then
+    echo "[setup] cmake or a C compiler is missing: event_camera_msgs not built" \
+         "(EventPacket input and its tests are skipped; apt-get install cmake gcc g++)"
+    return 0
+  fi
   local istamp="$build/event_camera_msgs.sha256" iwant
   iwant=$(cat "$src"/CMakeLists.txt "$src"/package.xml "$src"/msg/*.msg "$constraints" \
     <("$venv/bin/python" --version) <(echo "$install") | sha256sum | cut -c1-64)
@@ -180,6 +185,7 @@ print('[setup] ok: tinygpt_ros', tinygpt_ros.__version__, 'share at', share)
 "
 if [ "$distro" = kilted ]; then
   build_event_camera_msgs
+  [ ! -e "$install/share/ament_index/resource_index/packages/event_camera_msgs" ] || \
   "$venv/bin/python" -c "
 from event_camera_msgs.msg import EventPacket
 print('[setup] ok: event_camera_msgs/EventPacket from', EventPacket.__module__.split('.')[0],

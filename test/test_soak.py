@@ -51,8 +51,11 @@ def test_fuzz_counts_every_message_by_kind(soak_results):
     assert fuzz["messages"] == 40 and 0 < fuzz["valid"] < 40
     assert sum(fuzz["errors_by_kind"].values()) == sum(
         v for k, v in fuzz["outcomes"].items() if k.endswith(":error"))
-    # Kilted builds event_camera_msgs (scripts/setup.sh): EventPacket input is fuzzed too
-    assert fuzz["event_packet"].startswith("fuzzed"), fuzz["event_packet"]
+    # where event_camera_msgs is built (scripts/setup.sh, Kilted) EventPacket input is fuzzed too
+    from tinygpt_ros.evaluation.soak_graph import event_packet_type
+
+    if event_packet_type() is not None:
+        assert fuzz["event_packet"].startswith("fuzzed"), fuzz["event_packet"]
 
 
 def test_soak_reports_resources_over_time(soak_results):
