@@ -166,7 +166,17 @@ class HfKernelsCommon:
     router: Any
     family: str
     pre: Preprocessor
+    image_size: int
     n_keep: int = 1
+
+    def embed_frame(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def measure_change_scale(self) -> float:
+        """CHANGE_UNIT x the mean token norm of a fixed noise picture, so `fusion_threshold`
+        is relative to this tower's token scale whatever the family or backend."""
+        probe = self.frame_input(probe_frame(self.image_size))
+        return float(CHANGE_UNIT * np.linalg.norm(self.embed_frame(probe), axis=1).mean())
 
     def frame_input(self, frame: np.ndarray) -> np.ndarray:
         return self.pre.frame_input(frame)

@@ -24,13 +24,11 @@ import torch
 from torch import nn
 
 from tinygpt_ros.hf.git_common import (
-    CHANGE_UNIT,
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
     GitKernelsCommon,
     Preprocessor,
     git_model_config,
-    probe_frame,
 )
 from tinygpt_ros.hf.router import RouterParams
 from tinygpt_ros.hf.vision import GatedTower, TowerFront
@@ -88,9 +86,7 @@ class GitKernels(GitKernelsCommon):
         self.eos_ids = set(eos if isinstance(eos, list | tuple) else [eos])
         self.front = TowerFront(vision, self.device)
         self._cls_in = self.front.cls_input
-        probe = self.frame_input(probe_frame(self.image_size))
-        norms = np.linalg.norm(self.embed_frame(probe), axis=1)
-        self.change_scale = float(CHANGE_UNIT * norms.mean())
+        self.change_scale = self.measure_change_scale()
 
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)

@@ -12,13 +12,11 @@ import numpy as np
 
 from tinygpt_ros import ops
 from tinygpt_ros.hf.git_common import (
-    CHANGE_UNIT,
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
     GitKernelsCommon,
     Preprocessor,
     git_model_config,
-    probe_frame,
 )
 from tinygpt_ros.hf.router import RouterParams
 from tinygpt_ros.model.weights import ModelLoadError
@@ -78,9 +76,7 @@ class GitOnnxKernels(GitKernelsCommon):
             raise ModelLoadError(f"checkpoint {model_dir}: ONNX graphs unreadable ({exc}); "
                                  "rerun `tinygpt-ros export`") from exc
         self._cls = np.load(d / CLS_FILE).astype(np.float32).reshape(1, -1)
-        norms = np.linalg.norm(self.embed_frame(self.frame_input(probe_frame(self.image_size))),
-                               axis=1)
-        self.change_scale = float(CHANGE_UNIT * norms.mean())
+        self.change_scale = self.measure_change_scale()
 
     def _run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         return self.sessions[name].run(None, feeds)

@@ -28,12 +28,10 @@ import torch
 from torch import nn
 
 from tinygpt_ros.hf.common import (
-    CHANGE_UNIT,
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
     HfKernelsCommon,
     Preprocessor,
-    probe_frame,
     stream_model_config,
     tower_grid,
 )
@@ -155,9 +153,7 @@ class LlavaKernels(HfKernelsCommon):
         bos = getattr(gen, "bos_token_id", None) or tok.bos_token_id
         self.bos_id = int(bos if bos is not None else min(self.eos_ids))
         self.embed_tokens = self.language_model.get_input_embeddings()
-        probe = self.frame_input(probe_frame(self.image_size))
-        norms = np.linalg.norm(self.embed_frame(probe), axis=1)
-        self.change_scale = float(CHANGE_UNIT * norms.mean())
+        self.change_scale = self.measure_change_scale()
 
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
