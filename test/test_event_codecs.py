@@ -103,6 +103,44 @@ def test_evt3_events_before_a_time_reference_are_dropped_and_counted():
     assert (int(d.x[0]), int(d.y[0]), int(d.p[0]), int(d.t_ns[0])) == (9, 5, 1, 4098 * 1000)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evt3_packets_split_anywhere_decode_like_one_packet(seed):
+    """A driver cuts its word stream into packets wherever its buffer fills: between a
+    VECT_BASE_X and its vector words, or between two vector words. The decoder's state must
+    carry base x, polarity, y and time over the cut."""
+    rng = np.random.default_rng(seed)
+    ev = _stream(rng, 4000, 1280, 720, t0=5000, span_us=3_000_000)
+    words = np.frombuffer(enc.encode_evt3(ev, vectorize=True, rng=rng), "<u2")
+    whole = codecs.decode_packet("evt3", words.tobytes())
+    cuts = np.sort(rng.choice(np.arange(1, words.size), 40, replace=False))
+    dec = codecs.Evt3Decoder()
+    parts = [dec.decode(chunk.tobytes()) for chunk in np.split(words, cuts)]
+    for field in ("x", "y", "t_ns", "p"):
+        np.testing.assert_array_equal(
+            np.concatenate([getattr(d, field) for d in parts]), getattr(whole, field))
+    assert sum(d.dropped for d in parts) == whole.dropped == 0
+
+
+def test_evt3_empty_vector_word_still_moves_the_base():
+    """A VECT_12 with no bit set holds no event but moves base x on by 12; the next vector
+    word's events sit 12 further on."""
+    w = np.array([(codecs.EVT3_TIME_HIGH << 12) | 1, (codecs.EVT3_TIME_LOW << 12) | 2,
+                  (codecs.EVT3_ADDR_Y << 12) | 7, (codecs.EVT3_VECT_BASE_X << 12) | 100,
+                  (codecs.EVT3_VECT_12 << 12) | 0, (codecs.EVT3_VECT_12 << 12) | 0b101],
+                 dtype="<u2")
+    d = codecs.decode_packet("evt3", w.tobytes())
+    assert d.x.tolist() == [112, 114] and d.y.tolist() == [7, 7] and d.dropped == 0
+
+
+def test_libcaer_cmp_empty_vector_word_still_moves_the_base():
+    w = np.array([(codecs.CMP_TIME_HIGH << 12) | 0, (codecs.CMP_TIME_LOW << 12) | 5,
+                  (codecs.CMP_ADDR_X << 12) | 3, (codecs.CMP_VECT_BASE_Y << 12) | 10,
+                  (codecs.CMP_VECT_8 << 12) | 0, (codecs.CMP_VECT_8 << 12) | 0b11], dtype="<u2")
+    d = codecs.decode_packet("libcaer_cmp", w.tobytes(), time_base=1000)
+    assert d.y.tolist() == [18, 19] and d.x.tolist() == [3, 3]
+    assert d.t_ns.tolist() == [1000 + 5000] * 2
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_libcaer_round_trip_with_timestamp_wrap_and_invalid_events(seed):
     rng = np.random.default_rng(seed)

@@ -53,25 +53,53 @@ _LIBCAER_WRAP_US = 1 << 31
 EVT3_ADDR_Y, EVT3_ADDR_X, EVT3_VECT_BASE_X, EVT3_VECT_12, EVT3_VECT_8 = 0x0, 0x2, 0x3, 0x4, 0x5
 EVT3_TIME_LOW, EVT3_CONTINUED_4, EVT3_TIME_HIGH = 0x6, 0x7, 0x8
 EVT3_EXT_TRIGGER, EVT3_OTHERS, EVT3_CONTINUED_12 = 0xA, 0xE, 0xF
-_EVT3_VALID = np.zeros(16, dtype=bool)
-_EVT3_VALID[[0x0, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF]] = True
 
 # libcaer_cmp word types
 CMP_TIME_HIGH, CMP_TIME_LOW, CMP_ADDR_X, CMP_ADDR_Y, CMP_VECT_BASE_Y, CMP_VECT_8 = range(6)
 
 
 def _bit_tables() -> tuple[np.ndarray, np.ndarray]:
-    """For every 12-bit mask: how many bits are set, and their positions in ascending order."""
+    """For every 12-bit mask: how many bits are set, and their positions in ascending order
+    (row m * 12 + rank of the flat table: the rank-th set bit of mask m)."""
     masks = np.arange(4096)
     bits = (masks[:, None] >> np.arange(12)) & 1
-    positions = np.zeros((4096, 12), dtype=np.int64)
+    positions = np.zeros((4096, 12), dtype=np.int32)
     for m in range(4096):
         on = np.flatnonzero(bits[m])
         positions[m, : on.size] = on
-    return bits.sum(axis=1).astype(np.int64), positions
+    return bits.sum(axis=1).astype(np.int32), positions.reshape(-1)
 
 
 _POPCOUNT, _BIT_POSITIONS = _bit_tables()
+
+
+def _row_events(valid_bits: np.ndarray, counts: np.ndarray
+                ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Expand rows (event words) into events: `valid_bits` is each row's 12-bit event mask and
+    `counts` how many of its events to keep (its popcount, or 0 to drop the row). Returns the row
+    of each event (None when every row holds exactly one event: the rows are the events) and
+    the bit index of each event in its row's mask. Why this shape: one np.repeat of the row
+    index and a gather per column is several times cheaper than a repeat per column, and the
+    rank of an event inside its row is only worked out for the rows that hold two or more."""
+    irregular = np.flatnonzero(counts != 1)
+    if irregular.size == 0:
+        return None, _BIT_POSITIONS[valid_bits * 12]
+    rows = np.repeat(np.arange(counts.size, dtype=np.int32), counts)
+    rank = np.zeros(rows.size, dtype=np.int32)
+    extra = counts[irregular] - 1  # events a row holds beyond one (-1: a dropped row)
+    first = irregular + np.cumsum(extra) - extra  # index of each irregular row's first event
+    many = extra > 0
+    if many.any():
+        first, extra = first[many], extra[many]
+        offsets = np.arange(int(extra.sum()), dtype=np.int32) - np.repeat(
+            np.cumsum(extra) - extra, extra)
+        rank[np.repeat(first, extra) + offsets + 1] = offsets + 1
+    return rows, _BIT_POSITIONS[valid_bits[rows] * 12 + rank]
+
+
+def _gather(rows: np.ndarray | None, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-row columns -> per-event columns for the rows `_row_events` returned."""
+    return columns if rows is None else tuple(c[rows] for c in columns)
 
 
 class EventCodecError(ValueError):
@@ -170,30 +198,65 @@ def _latest(mask: np.ndarray, values: np.ndarray, at: np.ndarray, initial: int) 
     """For each word index in `at`: values[k] of the k-th word with `mask` (counted from 0) that
     is the last one at or before it, else `initial`. One running count over the words: cheaper
     than a sorted search per event word."""
-    k = np.cumsum(mask, dtype=np.int32)[at] - 1 if at.size else np.zeros(0, np.int32)
-    if values.size == 0:
+    if values.size == 0 or at.size == 0:
         return np.full(at.shape, initial, dtype=np.int64)
-    out = values[np.maximum(k, 0)].astype(np.int64)
-    out[k < 0] = initial
-    return out
+    seen = np.cumsum(mask, dtype=np.int32)[at]  # 0: none yet -> `initial`
+    return np.concatenate(([initial], values.astype(np.int64)))[seen]
+
+
+def _evt3_vector_bases(code: np.ndarray, pay: np.ndarray, state: Evt3State
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Base x and polarity of each VECT_12 / VECT_8 word of a packet, whether it is a VECT_8,
+    and the base x and polarity the next packet starts from. A VECT_BASE_X word sets base x
+    and polarity; each vector word after it moves base x on by 12 / 8. Worked out over the
+    base and vector words only (in stream order), so the cost follows them, not the whole
+    packet. -1: no base known yet."""
+    seq = np.flatnonzero((code == EVT3_VECT_BASE_X) | (code == EVT3_VECT_12)
+                         | (code == EVT3_VECT_8))
+    seq_code = code[seq]
+    is_base = seq_code == EVT3_VECT_BASE_X
+    is_vec = ~is_base
+    is_v8 = seq_code[is_vec] == EVT3_VECT_8
+    step = np.where(is_base, 0, np.where(seq_code == EVT3_VECT_8, 8, 12)).astype(np.int64)
+    moved_through = np.cumsum(step)  # how far base x moved up to and including each word
+    moved = moved_through[is_vec] - step[is_vec]  # before each vector word
+    total_moved = int(moved_through[-1]) if seq.size else 0
+    base_at = np.flatnonzero(is_base)
+    from_state = state.base_x + moved if state.base_x >= 0 else np.full_like(moved, -1)
+    if base_at.size == 0:
+        end = state.base_x + total_moved if state.base_x >= 0 else -1
+        polarity = np.full(moved.shape, state.polarity, np.int32)
+        return from_state, polarity, is_v8, end, state.polarity
+    base_words = pay[seq[base_at]].astype(np.int64)
+    k = (np.cumsum(is_base, dtype=np.int32) - 1)[is_vec]  # the base word each vector follows
+    kk = np.maximum(k, 0)
+    from_base = (base_words[kk] & 0x7FF) + moved - moved_through[base_at][kk]
+    vec_x = np.where(k >= 0, from_base, from_state)
+    vec_pol = np.where(k >= 0, base_words[kk] >> 11, state.polarity)
+    end = int(base_words[-1] & 0x7FF) + total_moved - int(moved_through[base_at[-1]])
+    return vec_x, vec_pol, is_v8, end, int(base_words[-1] >> 11)
 
 
 def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: bool = False,
                 width: int = 0, height: int = 0, max_events: int | None = None
                 ) -> tuple[DecodedEvents, Evt3State]:
     """One EVT 3.0 packet -> (events, the state the next packet of the stream starts from).
-    Each state word (time, y, vector base) is looked up for the event words only (sorted
-    searches over the positions of that word type), so the cost follows the event words."""
+    Each state word (time, y, vector base) is looked up for the event words only, with one
+    running count per state type, so the cost follows the words; the vector-base arithmetic
+    runs only over vector words, which a vertical edge never sends."""
     state = state or Evt3State()
     w = _words(payload, 2, big_endian, "evt3")
+    if big_endian:
+        w = w.astype(np.uint16)  # native order once: every later pass is cheaper
     code = (w >> 12).astype(np.uint8)
-    pay = (w & 0xFFF).astype(np.int32)
-    bad = ~_EVT3_VALID[code]
+    # undefined types 0x1, 0x9, 0xB-0xD: a few compares are cheaper than a table lookup
+    bad = (code == 0x1) | (code == 0x9) | ((code >= 0xB) & (code <= 0xD))
     if bad.any():
         i = int(np.argmax(bad))
         raise EventCodecError(
             "decode", f"'evt3' word {i} (0x{int(w[i]):04x}) has undefined type 0x{int(code[i]):x}"
             f" ({int(bad.sum())} such word(s)): corrupt packet")
+    pay = w & 0xFFF
 
     # time: 24-bit microseconds, wraps counted over this packet's TIME_HIGH words
     is_high = code == EVT3_TIME_HIGH
@@ -206,78 +269,67 @@ def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: boo
     full_high = ((wraps_before + np.cumsum(wrapped)) << 24) | (highs << 12)
     is_low, is_y = code == EVT3_TIME_LOW, code == EVT3_ADDR_Y
     low_pos, y_pos = np.flatnonzero(is_low), np.flatnonzero(is_y)
-    base_pos = np.flatnonzero(code == EVT3_VECT_BASE_X)
 
     # event words: ADDR_X (one event) and VECT_12 / VECT_8 (up to 12 / 8 at base x + bit)
-    is_x = code == EVT3_ADDR_X
-    rows = np.flatnonzero(is_x | (code == EVT3_VECT_12) | (code == EVT3_VECT_8))
-    rp, rc = pay[rows], code[rows]
-    single = rc == EVT3_ADDR_X
-    is_v8 = rc == EVT3_VECT_8
-    valid_bits = np.where(single, 1, np.where(is_v8, rp & 0xFF, rp))
-
-    # vector base x: set by VECT_BASE_X, moved on by 12 / 8 after each VECT_12 / VECT_8
-    vec = ~single
-    vec_rows = rows[vec]
-    step = np.where(is_v8[vec], 8, 12).astype(np.int64)
-    moved_incl = np.concatenate(([0], np.cumsum(step)))  # moved_incl[i]: by the first i vectors
-    moved_before = moved_incl[:-1]
-    base_k = np.searchsorted(base_pos, vec_rows, side="right") - 1
-    anchor = base_pos[np.maximum(base_k, 0)] if base_pos.size else np.zeros_like(vec_rows)
-    anchor_moved = moved_incl[np.searchsorted(vec_rows, anchor)]
-    from_base = (pay[anchor] & 0x7FF).astype(np.int64) + moved_before - anchor_moved
-    from_state = (state.base_x + moved_before) if state.base_x >= 0 else np.full_like(
-        moved_before, -1)
-    base_x = np.where(base_k >= 0, from_base, from_state)
-    base_pol = np.where(base_k >= 0, pay[anchor] >> 11, state.polarity)
-
-    x0 = (rp & 0x7FF).astype(np.int64)
-    pol = (rp >> 11).astype(np.int64)
-    x0[vec] = base_x
-    pol[vec] = base_pol
+    is_event = code == EVT3_ADDR_X
+    is_vector = (code == EVT3_VECT_12) | (code == EVT3_VECT_8)
+    has_vectors = bool(is_vector.any())
+    if has_vectors:
+        is_event |= is_vector
+    rows = np.flatnonzero(is_event)
+    rp = pay[rows].astype(np.int32)
+    x0, pol = rp & 0x7FF, rp >> 11
     t_high = _latest(is_high, full_high, rows, state.time_high)
     t_low = _latest(is_low, pay[low_pos], rows, state.time_low)
     y_row = _latest(is_y, pay[y_pos] & 0x7FF, rows, state.y)
-    usable_row = (t_high >= 0) & (t_low >= 0) & (y_row >= 0) & (single | (x0 >= 0))
-    t_row = t_high | np.maximum(t_low, 0)
 
-    counts = _POPCOUNT[valid_bits]
-    total = int(counts.sum())
-    _check_count(total, max_events, "evt3")
-    if total == rows.size:  # no vector word holds two or more events: one event per row
-        usable, x, y, p, t_us = usable_row, x0 + _BIT_POSITIONS[valid_bits, 0], y_row, pol, t_row
+    # an event word is usable once the stream has a time reference and a y: every word after
+    # the first of each that the state lacks
+    first_usable = -1
+    for known, positions in ((state.time_high, high_pos), (state.time_low, low_pos),
+                             (state.y, y_pos)):
+        if known < 0:
+            first_usable = max(first_usable, int(positions[0]) if positions.size else w.size)
+    usable_row = rows > first_usable
+
+    end_base, end_polarity = state.base_x, state.polarity
+    if has_vectors or (code == EVT3_VECT_BASE_X).any():
+        vec_x, vec_pol, is_v8, end_base, end_polarity = _evt3_vector_bases(code, pay, state)
+    if has_vectors:
+        vec = code[rows] != EVT3_ADDR_X
+        x0 = x0.astype(np.int64)
+        x0[vec] = vec_x
+        pol[vec] = vec_pol
+        usable_row[vec] &= vec_x >= 0
+        vec_pay = rp[vec]
+        valid_bits = np.ones(rows.size, dtype=np.int32)
+        valid_bits[vec] = np.where(is_v8, vec_pay & 0xFF, vec_pay)
+        all_counts = _POPCOUNT[valid_bits]
     else:
-        starts = np.cumsum(counts) - counts
-        rank = np.arange(total) - np.repeat(starts, counts)
-        bit = _BIT_POSITIONS[np.repeat(valid_bits, counts), rank]
-        usable = np.repeat(usable_row, counts)
-        x = np.repeat(x0, counts) + bit
-        y = np.repeat(y_row, counts)
-        p = np.repeat(pol, counts)
-        t_us = np.repeat(t_row, counts)
-    dropped = int(usable.size - np.count_nonzero(usable))
-    if dropped:
-        x, y, p, t_us = x[usable], y[usable], p[usable], t_us[usable]
+        valid_bits = np.ones(rows.size, dtype=np.int32)
+        all_counts = valid_bits
+    total = int(all_counts.sum())
+    _check_count(total, max_events, "evt3")
+    counts = all_counts * usable_row
+    dropped = total - int(counts.sum())
+
+    event_rows, bit = _row_events(valid_bits, counts)
+    x0, y, p, t_us = _gather(event_rows, x0, y_row, pol.astype(np.uint8), t_high | t_low)
+    x = x0 + bit
     if x.size and int(x.max()) > 0xFFFF:
         raise EventCodecError("decode", "'evt3' vector events run past x = 65535: corrupt packet")
     x16, y16 = x.astype(np.uint16), y.astype(np.uint16)
     _check_geometry(x16, y16, width, height, "evt3")
     t_ns = t_us * 1000
 
-    end_base = -1
-    if base_pos.size:
-        after = vec_rows > base_pos[-1]
-        end_base = int(pay[base_pos[-1]] & 0x7FF) + int(step[after].sum())
-    elif state.base_x >= 0:
-        end_base = state.base_x + int(step.sum())
     new_state = Evt3State(
         time_high=int(full_high[-1]) if full_high.size else state.time_high,
         time_low=int(pay[low_pos[-1]]) if low_pos.size else state.time_low,
         y=int(pay[y_pos[-1]] & 0x7FF) if y_pos.size else state.y,
         base_x=end_base,
-        polarity=int(pay[base_pos[-1]] >> 11) if base_pos.size else state.polarity)
+        polarity=end_polarity)
     events = DecodedEvents(
-        x16, y16, t_ns, p.astype(np.uint8), anchor_ns=int(t_ns[0]) if t_ns.size else 0,
+        x16, y16, t_ns, p, anchor_ns=int(t_ns[0]) if t_ns.size else 0,
         dropped=dropped, triggers=int(np.count_nonzero(code == EVT3_EXT_TRIGGER)))
     return events, new_state
 
@@ -337,7 +389,7 @@ def decode_libcaer_cmp(payload: object, time_base: int = 0, big_endian: bool = F
                        ) -> DecodedEvents:
     w = _words(payload, 2, big_endian, "libcaer_cmp")
     code = (w >> 12).astype(np.uint8)
-    pay = (w & 0xFFF).astype(np.int64)
+    pay = w & 0xFFF
     bad = code > CMP_VECT_8
     if bad.any():
         i = int(np.argmax(bad))
@@ -352,11 +404,11 @@ def decode_libcaer_cmp(payload: object, time_base: int = 0, big_endian: bool = F
             "decode", "'libcaer_cmp' packet has events before its first ADDR_X: corrupt packet")
     is_y, is_v8 = code == CMP_ADDR_Y, code == CMP_VECT_8
     rows = np.flatnonzero(is_y | is_v8)
-    rp = pay[rows]
+    rp = pay[rows].astype(np.int64)
     single = is_y[rows]
     is_high, is_low, is_base = code == CMP_TIME_HIGH, code == CMP_TIME_LOW, code == CMP_VECT_BASE_Y
     x_row = _latest(is_x, pay[is_x] & 0x7FF, rows, 0)
-    t_row = (_latest(is_high, pay[is_high] << 12, rows, 0)
+    t_row = (_latest(is_high, pay[is_high].astype(np.int64) << 12, rows, 0)
              | _latest(is_low, pay[is_low], rows, 0))
     # vector base y: set by VECT_BASE_Y, moved on by 8 after each VECT_8
     vec = ~single
@@ -371,25 +423,22 @@ def decode_libcaer_cmp(payload: object, time_base: int = 0, big_endian: bool = F
     anchor_moved = moved_incl[np.searchsorted(rows[vec], anchor)]
     y0 = (rp & 0x7FF).astype(np.int64)
     pol = (rp >> 11).astype(np.int64)
-    y0[vec] = (pay[anchor] & 0x7FF) + moved_incl[:-1] - anchor_moved
-    pol[vec] = pay[anchor] >> 11
+    base_word = pay[anchor].astype(np.int64)
+    y0[vec] = (base_word & 0x7FF) + moved_incl[:-1] - anchor_moved
+    pol[vec] = base_word >> 11
     valid_bits = np.where(single, 1, rp & 0xFF)
     counts = _POPCOUNT[valid_bits]
-    total = int(counts.sum())
-    _check_count(total, max_events, "libcaer_cmp")
-    if total == rows.size:  # every row holds one event
-        y, p, x, t_us = y0 + _BIT_POSITIONS[valid_bits, 0], pol, x_row, t_row
-    else:
-        starts = np.cumsum(counts) - counts
-        rank = np.arange(total) - np.repeat(starts, counts)
-        y = np.repeat(y0, counts) + _BIT_POSITIONS[np.repeat(valid_bits, counts), rank]
-        p, x, t_us = (np.repeat(a, counts) for a in (pol, x_row, t_row))
+    _check_count(int(counts.sum()), max_events, "libcaer_cmp")
+    event_rows, bit = _row_events(valid_bits, counts)
+    y0, p, x, t_us = _gather(event_rows, y0, pol.astype(np.uint8), x_row.astype(np.uint16),
+                             t_row)
+    y = y0 + bit
     t_ns = int(time_base) + t_us * 1000
     if y.size and int(y.max()) > 0xFFFF:
         raise EventCodecError("decode", "'libcaer_cmp' vector events run past y = 65535")
-    x16, y16 = x.astype(np.uint16), y.astype(np.uint16)
-    _check_geometry(x16, y16, width, height, "libcaer_cmp")
-    return DecodedEvents(x16, y16, t_ns, p.astype(np.uint8), anchor_ns=int(time_base))
+    y16 = y.astype(np.uint16)
+    _check_geometry(x, y16, width, height, "libcaer_cmp")
+    return DecodedEvents(x, y16, t_ns, p, anchor_ns=int(time_base))
 
 
 # --------------------------------------------------------------------------------- dispatch
