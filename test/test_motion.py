@@ -140,3 +140,26 @@ def test_motion_timing_is_reported_not_asserted():
     g = _grey(_shifted(_texture(), 0, 0))
     m = ops.estimate_motion(g, _grey(_shifted(_texture(), 2, 1)), "similarity", aspect=H / W)
     assert m.response > 0
+
+
+def test_anchor_cache_follows_the_anchor_array(monkeypatch):
+    """Estimates reuse what was derived from the anchor while it is the same array; a new
+    anchor (even alternating between several, as several streams do) gives what a cold cache
+    gives."""
+    img = _texture(3)
+    anchors = [_grey(_shifted(img, 0, 0)), _grey(_shifted(img, 2.0, -1.0))]
+    current = _grey(_shifted(img, 1.2, 0.7))
+    warm = [ops.estimate_motion(anchors[i % 2], current, "similarity", aspect=H / W)
+            for i in range(4)]
+    for i, got in enumerate(warm):
+        monkeypatch.setattr(M, "_ANCHORS", M._AnchorCache())  # cold
+        cold = ops.estimate_motion(anchors[i % 2], current, "similarity", aspect=H / W)
+        np.testing.assert_array_equal(got.matrix, cold.matrix)
+        assert (got.gain, got.offset) == (cold.gain, cold.offset)
+    assert not np.allclose(warm[0].matrix, warm[1].matrix)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 12544, 12545])
+def test_fast_median_is_numpy_median(n):
+    x = np.random.default_rng(n).random(n).astype(np.float32)
+    assert M._median(x) == np.median(x)

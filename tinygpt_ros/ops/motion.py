@@ -141,13 +141,58 @@ def _log_peak(m: float, c: float, p: float) -> float:
     return 0.5 * (m - p) / d if d < 0 else 0.0
 
 
-def _shift(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """(dx, dy, response): b(x + d) ~ a(x); response 1 = identical up to the shift.
+def _spectrum(a: np.ndarray) -> np.ndarray:
+    """Windowed, mean-free DFT of a block: one side of a phase correlation."""
+    win = _plan(a.shape)[0]
+    return cv2.dft((a - a.mean()) * win, flags=cv2.DFT_COMPLEX_OUTPUT)
+
+
+class _AnchorCache:
+    """What is derived from an anchor thumbnail alone (its blurred copy, the spectra of its
+    blocks), kept while the anchor stays the same array. Why: the anchor changes only at a
+    re-anchor, and recomputing these on every frame was half of the motion stage. Anchors are
+    never modified in place (the engine replaces the array), so identity is the key; a few
+    entries cover several streams in one process."""
+
+    ENTRIES = 4
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[np.ndarray, dict[object, np.ndarray]]] = []
+
+    def derived(self, anchor: np.ndarray) -> dict[object, np.ndarray]:
+        for array, values in self._entries:
+            if array is anchor:
+                return values
+        values: dict[object, np.ndarray] = {}
+        self._entries = [*self._entries[-(self.ENTRIES - 1):], (anchor, values)]
+        return values
+
+    def smooth(self, anchor: np.ndarray) -> np.ndarray:
+        values = self.derived(anchor)
+        if "smooth" not in values:
+            values["smooth"] = _smooth(anchor)
+        return values["smooth"]
+
+    def spectrum(self, anchor: np.ndarray, block: tuple[slice, slice]) -> np.ndarray:
+        values = self.derived(anchor)
+        key = (block[0].start, block[0].stop, block[1].start, block[1].stop)
+        if key not in values:
+            values[key] = _spectrum(anchor[block])
+        return values[key]
+
+
+_ANCHORS = _AnchorCache()
+
+
+def _shift(a: np.ndarray, b: np.ndarray, fa: np.ndarray | None = None
+           ) -> tuple[float, float, float]:
+    """(dx, dy, response): b(x + d) ~ a(x); response 1 = identical up to the shift. `fa`: the
+    spectrum of `a` when the caller has it already.
 
     cv2.phaseCorrelate is not used: in OpenCV 5.0.0 it is off by half a pixel on even sizes."""
-    win, lp2, lp_mean, search = _plan(a.shape)
-    fa = cv2.dft((a - a.mean()) * win, flags=cv2.DFT_COMPLEX_OUTPUT)
-    fb = cv2.dft((b - b.mean()) * win, flags=cv2.DFT_COMPLEX_OUTPUT)
+    _, lp2, lp_mean, search = _plan(a.shape)
+    fa = _spectrum(a) if fa is None else fa
+    fb = _spectrum(b)
     cross = cv2.mulSpectrums(fb, fa, 0, conjB=True)
     mag = cv2.magnitude(cross[..., 0], cross[..., 1]) + np.float32(1e-9)
     r = cv2.idft(cross / mag[..., None] * lp2, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
@@ -182,7 +227,8 @@ def _measure(anchor: np.ndarray, warped: np.ndarray, mode: str,
              aspect: float) -> tuple[np.ndarray, float] | None:
     """Residual transform warped-vs-anchor (anchor px -> warped px), or None if untrusted."""
     if mode == "translation":
-        dx, dy, resp = _shift(anchor, warped)
+        whole = np.s_[:, :]
+        dx, dy, resp = _shift(anchor, warped, _ANCHORS.spectrum(anchor, whole))
         if resp < MIN_RESPONSE:
             return None
         return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]), resp
@@ -192,7 +238,7 @@ def _measure(anchor: np.ndarray, warped: np.ndarray, mode: str,
     for i in range(_BLOCKS):
         for j in range(_BLOCKS):
             sl = np.s_[i * bh:(i + 1) * bh, j * bw:(j + 1) * bw]
-            dx, dy, resp = _shift(anchor[sl], warped[sl])
+            dx, dy, resp = _shift(anchor[sl], warped[sl], _ANCHORS.spectrum(anchor, sl))
             if resp < MIN_RESPONSE:
                 continue
             c = np.array([j * bw + (bw - 1) / 2, i * bh + (bh - 1) / 2])
@@ -224,20 +270,21 @@ def estimate_motion(anchor_gray: np.ndarray, current_gray: np.ndarray, mode: str
     if anchor_gray.shape != current_gray.shape or anchor_gray.ndim != 2:
         raise ValueError(f"anchor {anchor_gray.shape} and current {current_gray.shape} must be "
                          "the same (H, W) grey images")
+    smooth_current = _smooth(current_gray)
     if mode == "off":
         motion = Motion.identity()
     else:
-        motion = _track(anchor_gray, current_gray, mode, prediction, aspect)
+        motion = _track(anchor_gray, current_gray, mode, prediction, aspect, smooth_current)
     if photometric:
         thumb = (_TO_THUMB @ _h(motion.matrix) @ _TO_MODEL)[:2]
         # on blurred images: sub-pixel misalignment and noise at edges would dilute the gain
-        motion.gain, motion.offset = fit_exposure(_smooth(anchor_gray), _smooth(current_gray),
+        motion.gain, motion.offset = fit_exposure(_ANCHORS.smooth(anchor_gray), smooth_current,
                                                   thumb)
     return motion
 
 
 def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motion | None,
-           aspect: float) -> Motion:
+           aspect: float, smooth_current: np.ndarray) -> Motion:
     """Predict, measure the residual, and keep whichever of measurement, prediction and
     identity explains the frame best (an object moving across a still view can fool phase
     correlation; the photometric residual is not fooled)."""
@@ -258,8 +305,7 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
     ident = Motion.identity().matrix
     if not np.array_equal(pred, ident):
         candidates.append((ident, 0.0))
-    smooth_anchor = _smooth(anchor)
-    smooth_current = _smooth(current)
+    smooth_anchor = _ANCHORS.smooth(anchor)
     scores = np.array([_residual(smooth_anchor, smooth_current, m) for m, _ in candidates])
     # the measurement stands unless another candidate explains the frame clearly better
     pick = int(np.argmin(scores))
@@ -286,7 +332,17 @@ def _residual(anchor: np.ndarray, current: np.ndarray, thumb_matrix: np.ndarray)
     if ok.sum() < 64:
         return math.inf
     a, c = anchor[ok], warped[ok]
-    return float(np.abs((a - np.median(a)) - (c - np.median(c))).mean())
+    return float(np.abs((a - _median(a)) - (c - _median(c))).mean())
+
+
+def _median(x: np.ndarray) -> np.floating:
+    """np.median of a non-empty 1-D float array, bit for bit, without its generic-axis overhead
+    (a third of the cost at thumbnail sizes; the residual takes two per candidate motion)."""
+    k = x.size // 2
+    if x.size % 2:
+        return np.partition(x, k)[k]
+    part = np.partition(x, (k - 1, k))
+    return (part[k - 1] + part[k]) / 2
 
 
 def _warp_seen(current: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
