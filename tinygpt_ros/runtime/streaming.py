@@ -61,6 +61,9 @@ MAX_GAIN = 1.5
 # (unit intensity, 4 levels of 255) is judged on the rest of its embedding change only
 # (`ops.token_change_dc_tolerant`): residual exposure error and JPEG block means are not content.
 DC_TOLERANCE = 4.0 / 255.0
+# the noise floor uses the median of this many recent frame-pair noise estimates: a re-anchor,
+# an exposure step or a burst of scene action inflates one or two of them, not the median
+NOISE_HISTORY = 8
 # Knobs whose change makes cached state incompatible (the stream restarts on the next frame).
 _RESET_KNOBS = ("sttf_enabled", "anc_enabled", "motion_compensation", "exposure_compensation")
 
@@ -143,6 +146,9 @@ class Stream:
     anchor: np.ndarray | None = None  # (224, 224, 3) unit float
     anchor_gray: np.ndarray | None = None
     motion: ops.Motion | None = None  # last anchor -> frame estimate (predicts the next)
+    # frames: the last embedded (compensated) image and the recent temporal-noise estimates
+    noise_image: np.ndarray | None = None
+    noise_history: deque = field(default_factory=lambda: deque(maxlen=NOISE_HISTORY))
 
 
 @dataclass
@@ -199,6 +205,7 @@ class StreamingEngine:
         self._streams: dict[str, Stream] = {}
         self._branch_dense = F.branch_dense_flops(self.cfg)
         self._dc_basis = self._frame_dc_basis() if self._frame_input is None else None
+        self._noise_gain: float | None = None  # see _unit_noise_gain
         self.largest_branch = len(self.cfg.branch_depths) - 1
         # compute budget (runtime/budget.py): consulted before each step, fed after it
         self.budget = BudgetController()
@@ -328,6 +335,7 @@ class StreamingEngine:
                 self._charge("change", F.change_test_flops(*emb.shape))
                 if self._change_scale != 1.0:
                     change /= np.float32(self._change_scale)
+            change = self._remove_noise(s, comp.image, change)
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
@@ -339,6 +347,44 @@ class StreamingEngine:
                                                frame.shape[0] / IMAGE_SIZE)
         self._record_motion(result.record, comp, aspect, px)
         return result
+
+    def _remove_noise(self, s: Stream, image: np.ndarray, change: np.ndarray) -> np.ndarray:
+        """Take the sensor's temporal noise out of the token change (knob `noise_floor`).
+
+        Why: at the model's 224 px a camera's read and shot noise of a few levels moves every
+        patch embedding past the fusion threshold, so a noisy but still view recomputed most of
+        its tokens. The noise is measured on the images the change test compares (this frame
+        and the last, both compensated into the anchor's view), turned into the token change it
+        causes through the backend's own patch embedding, and removed in quadrature."""
+        previous, s.noise_image = s.noise_image, image
+        k = self._knobs
+        if k.noise_floor <= 0 or not k.sttf_enabled or previous is None \
+                or previous.shape != image.shape:
+            return change
+        s.noise_history.append(ops.frame_noise(image, previous))
+        self._charge("change", F.frame_noise_flops(image.shape[0]))
+        sigma = float(np.median(np.asarray(s.noise_history)))
+        floor = k.noise_floor * sigma * self._unit_noise_gain() / self._change_scale
+        return ops.remove_noise(change, floor)
+
+    def _unit_noise_gain(self) -> float:
+        """Token change per unit of pixel noise std (unit-float images), root mean square over
+        the tokens, measured once through the backend's patch embedding (it is linear): what
+        the change test sees of independent noise of std sigma in the two frames is sigma
+        (the measured difference spread) times this. 0 for a family with no unit-image input."""
+        if self._noise_gain is None:
+            if self._frame_input is not None and self._unit_input is None:
+                self._noise_gain = 0.0
+            else:
+                to_input = ops.unit_to_array if self._frame_input is None else self._unit_input
+                base = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 0.5, np.float32)
+                eps = np.float32(0.02)
+                noise = np.random.default_rng(0).standard_normal(base.shape).astype(np.float32)
+                delta = (self.kernels.embed_frame(to_input(base + eps * noise))  # type: ignore[misc]
+                         - self.kernels.embed_frame(to_input(base)))  # type: ignore[misc]
+                self._noise_gain = float(np.sqrt(np.mean(np.sum(delta * delta, axis=-1)))
+                                         / eps)
+        return self._noise_gain
 
     def _refresh_due(self, s: Stream) -> bool:
         k = self._knobs

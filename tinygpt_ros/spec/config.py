@@ -148,6 +148,13 @@ KNOB_SPECS: dict[str, KnobSpec] = {
         "STTF on camera frames: fit a global gain and offset against the anchor frame and undo "
         "them before the change test, so auto-exposure steps and flicker recompute nothing.",
     ),
+    "noise_floor": KnobSpec(
+        float, 0.0, 10.0,
+        "STTF on camera frames: the sensor's temporal noise is measured from frame to frame "
+        "and this many times its expected token change is taken out of every token's change "
+        "(in quadrature) before the threshold, so a noisy still camera recomputes nothing. "
+        "0 = off.",
+    ),
 }
 
 
@@ -169,6 +176,7 @@ class Knobs:
     motion_compensation: str = "similarity"
     max_compensated_motion: float = 0.08
     exposure_compensation: bool = True
+    noise_floor: float = 2.0
 
     @staticmethod
     def validated(name: str, value: Any) -> Any:

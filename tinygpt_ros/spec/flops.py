@@ -173,6 +173,12 @@ def patch_means_flops(image_size: int = IMAGE_SIZE) -> float:
     return 3.0 * image_size * image_size
 
 
+def frame_noise_flops(image_size: int = IMAGE_SIZE) -> float:
+    """`ops.frame_noise`: the difference, its per-patch mean and squared deviation (about four
+    operations per pixel and channel) and a partition of the 196 patch spreads."""
+    return 4.0 * 3 * image_size * image_size
+
+
 def router_feature_flops(n_tokens: int, gray_pixels: int) -> float:
     """`ops.frame_complexity_features`: change > threshold and its mean, clipped mean of the
     change (3 per token), and the Sobel edge density of the gray thumbnail: two 3 x 3 kernels
