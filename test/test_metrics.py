@@ -6,6 +6,7 @@ once.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
@@ -41,8 +42,11 @@ PARTIAL = {
 
 
 def _java_meteor_processes() -> int:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return sum("meteor-1.5.jar" in line for line in out.splitlines())
+    """METEOR jar processes started by this test process (not other jobs on the machine)."""
+    out = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout
+    mine = str(os.getpid())
+    return sum(line.split(None, 1)[0] == mine and "meteor-1.5.jar" in line
+               for line in out.splitlines() if line.strip())
 
 
 @pytest.fixture(scope="module")
