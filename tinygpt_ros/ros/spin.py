@@ -33,8 +33,14 @@ def spin_until_shutdown(executor: Any) -> None:
             return
         except InvalidHandle as exc:
             log.debug("executor wait set met a destroyed entity (%s); spinning again", exc)
-
-log = logging.getLogger(__name__)
+        except _rclpy.RCLError:
+            # Ctrl-C shuts the context down from the signal handler; when that lands between
+            # the executor's `context.ok()` check and building its wait set, rcl raises "rcl_init()
+            # was not called or rcl_shutdown() was called" instead of ExternalShutdownException:
+            # a normal shutdown, not an error (every executable spins through here).
+            if executor.context.ok():
+                raise
+            return
 
 
 def spin_node_main(make_node: Callable[[], Any], make_executor: Callable[[], Any],
@@ -49,12 +55,6 @@ def spin_node_main(make_node: Callable[[], Any], make_executor: Callable[[], Any
         spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except _rclpy.RCLError:
-        # Ctrl-C shuts the context down from the signal handler; when that lands between the
-        # executor's `context.ok()` check and building its wait set, rcl raises "rcl_init() was
-        # not called or rcl_shutdown() was called" instead of ExternalShutdownException.
-        if rclpy.ok():
-            raise
     finally:
         watchdog.arm()
         # Ctrl-C in a terminal reaches every process of the group and `ros2 launch` forwards it
