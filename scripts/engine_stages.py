@@ -15,29 +15,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np  # loaded before the thread limits so they apply to its BLAS
+from node_engine import DEFAULT_MODEL, node_engine  # scripts/, next to this file
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "models"
-                                          / "tinygpt"))
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--streams", nargs="+", default=["still", "slow", "pan", "busy"])
     args = p.parse_args()
 
-    from tinygpt_ros.deploy.factory import load_engine
     from tinygpt_ros.evaluation.node_bench import CAMERA_HZ, generated_stream
-    from tinygpt_ros.runtime.threads import (
-        DEFAULT_BLAS_THREADS,
-        DEFAULT_INTRA_OP_THREADS,
-        apply_thread_limits,
-    )
     from tinygpt_ros.spec.types import STAGES
 
-    apply_thread_limits(DEFAULT_BLAS_THREADS, DEFAULT_INTRA_OP_THREADS)
-    engine = load_engine(args.model, "onnxruntime", threads=DEFAULT_INTRA_OP_THREADS)
+    engine = node_engine(args.model)
     period_us = round(1e6 / CAMERA_HZ)
     print("| stream | frame p50 ms | tokens recomputed | caption reused | "
           + " | ".join(STAGES) + " |")

@@ -9,17 +9,16 @@ onnxruntime engine, the node's thread limits; the other knobs are the shipped de
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy  # noqa: F401  (loaded before the thread limits so they apply to its BLAS)
+from node_engine import DEFAULT_MODEL, node_engine  # scripts/, next to this file
 
 MOTIONS = ("still", "slow", "pan", "tilt", "zoom", "shake", "exposure", "flicker")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "models"
-                                          / "tinygpt"))
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--clips-per-motion", type=int, default=4)
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--motions", nargs="+", default=list(MOTIONS))
@@ -27,16 +26,9 @@ def main() -> int:
     args = p.parse_args()
 
     from tinygpt_ros.data.scenes import make_clips
-    from tinygpt_ros.deploy.factory import load_engine
     from tinygpt_ros.evaluation.quality import evaluate_captions
-    from tinygpt_ros.runtime.threads import (
-        DEFAULT_BLAS_THREADS,
-        DEFAULT_INTRA_OP_THREADS,
-        apply_thread_limits,
-    )
 
-    apply_thread_limits(DEFAULT_BLAS_THREADS, DEFAULT_INTRA_OP_THREADS)
-    engine = load_engine(args.model, "onnxruntime", threads=DEFAULT_INTRA_OP_THREADS)
+    engine = node_engine(args.model)
     clips = [c for m in args.motions
              for c in make_clips("val", args.clips_per_motion, motion=m, num_frames=args.frames)]
     configs: dict[str, dict] = {"dense": {"sttf_enabled": False, "anc_enabled": False}}

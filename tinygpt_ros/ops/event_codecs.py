@@ -204,15 +204,15 @@ def _latest(mask: np.ndarray, values: np.ndarray, at: np.ndarray, initial: int) 
     return np.concatenate(([initial], values.astype(np.int64)))[seen]
 
 
-def _evt3_vector_bases(code: np.ndarray, pay: np.ndarray, state: Evt3State
+def _evt3_vector_bases(code: np.ndarray, pay: np.ndarray, is_base_word: np.ndarray,
+                       is_vector_word: np.ndarray, state: Evt3State
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Base x and polarity of each VECT_12 / VECT_8 word of a packet, whether it is a VECT_8,
     and the base x and polarity the next packet starts from. A VECT_BASE_X word sets base x
     and polarity; each vector word after it moves base x on by 12 / 8. Worked out over the
     base and vector words only (in stream order), so the cost follows them, not the whole
     packet. -1: no base known yet."""
-    seq = np.flatnonzero((code == EVT3_VECT_BASE_X) | (code == EVT3_VECT_12)
-                         | (code == EVT3_VECT_8))
+    seq = np.flatnonzero(is_base_word | is_vector_word)
     seq_code = code[seq]
     is_base = seq_code == EVT3_VECT_BASE_X
     is_vec = ~is_base
@@ -293,8 +293,10 @@ def decode_evt3(payload: object, state: Evt3State | None = None, big_endian: boo
     usable_row = rows > first_usable
 
     end_base, end_polarity = state.base_x, state.polarity
-    if has_vectors or (code == EVT3_VECT_BASE_X).any():
-        vec_x, vec_pol, is_v8, end_base, end_polarity = _evt3_vector_bases(code, pay, state)
+    is_base = code == EVT3_VECT_BASE_X
+    if has_vectors or is_base.any():
+        vec_x, vec_pol, is_v8, end_base, end_polarity = _evt3_vector_bases(
+            code, pay, is_base, is_vector, state)
     if has_vectors:
         vec = code[rows] != EVT3_ADDR_X
         x0 = x0.astype(np.int64)
