@@ -11,11 +11,13 @@ from tinygpt_ros.evaluation.budget_bench import (
     FIXED_LEVELS,
     SWITCH_PATTERN,
     FixedBias,
+    add_cider_intervals,
     compare_at_equal_cost,
     fixed_configurations,
     settling_frames,
 )
 from tinygpt_ros.evaluation.node_bench import budget_params, budget_stats
+from tinygpt_ros.runtime.budget import RUNGS
 from tinygpt_ros.spec.config import Knobs
 
 
@@ -31,13 +33,19 @@ def test_settling_counts_frames_until_the_rest_of_each_scene_stays_in_budget():
     assert settling_frames(cost, since, 1.1) == [2, 6]
 
 
-def test_fixed_settings_are_the_ladder_and_a_dozen_grid_points():
+def test_fixed_settings_are_the_ladder_each_rung_alone_and_a_dozen_grid_points():
     cfgs = fixed_configurations()
     grid = [n for n in cfgs if n.startswith("grid")]
+    alone = [n for n in cfgs if n.endswith("rung alone")]
     assert len(grid) == int(np.prod([len(v) for v in FIXED_GRID.values()])) >= 12
-    assert len(cfgs) == len(grid) + len(FIXED_LEVELS)
+    assert alone == [f"{r} rung alone" for r in RUNGS]
+    assert len(cfgs) == len(grid) + len(FIXED_LEVELS) + len(RUNGS)
     assert cfgs["fixed@0"]["knobs"] == Knobs().as_dict() and cfgs["fixed@0"]["bias"] == 0.0
-    assert cfgs["fixed@3"]["bias"] > 0  # the ladder's router rung
+    assert cfgs["fixed@2"]["bias"] > 0  # the ladder's router rung
+    assert cfgs["router rung alone"]["knobs"] == Knobs().as_dict()
+    assert cfgs["caption rung alone"]["bias"] == 0.0
+    assert (cfgs["caption rung alone"]["knobs"]["caption_reuse_threshold"]
+            > Knobs().caption_reuse_threshold)
     assert {c["bias"] for n, c in cfgs.items() if n in grid} == set(FIXED_GRID["router_bias"])
     ctl = FixedBias(3.0)
     assert ctl.plan("frame", Knobs()) == (Knobs(), 3.0)
@@ -61,6 +69,44 @@ def test_comparison_at_equal_cost_uses_the_controllers_unit():
     assert rows["latency=5"]["best_fixed"] is None
 
 
+def test_comparison_can_choose_the_fixed_setting_on_val_runs():
+    """Chosen on val (where "good" is the better one within the cost), scored here, where
+    "cheap" happens to be better: the row compares with "good" and names "cheap" as the
+    setting in hindsight."""
+    test_runs = {
+        "cheap": {"mode": None, "mean_gflops": 0.10, "mean_ms": 30.0, "CIDEr": 0.9},
+        "good": {"mode": None, "mean_gflops": 0.12, "mean_ms": 30.0, "CIDEr": 0.5},
+        "latency=31ms (0.6 x p95@0)": {"mode": "latency", "key": "latency@0.6",
+                                       "mean_gflops": 0.1, "mean_ms": 30.0, "CIDEr": 0.6},
+    }
+    val_runs = {
+        "cheap": {"mode": None, "mean_gflops": 0.10, "mean_ms": 28.0, "CIDEr": 0.4},
+        "good": {"mode": None, "mean_gflops": 0.12, "mean_ms": 29.0, "CIDEr": 0.7},
+        "latency=29ms (0.6 x p95@0)": {"mode": "latency", "key": "latency@0.6",
+                                       "mean_gflops": 0.1, "mean_ms": 29.5, "CIDEr": 0.6},
+    }
+    (row,) = compare_at_equal_cost(test_runs, val_runs)
+    assert row["chosen_on"] == "val"
+    assert (row["best_fixed"], row["best_fixed_CIDEr"]) == ("good", 0.5)
+    assert row["cider_at_least_fixed"] is True
+    assert row["hindsight_fixed"] == "cheap" and row["hindsight_fixed_CIDEr"] == 0.9
+
+
+def test_comparison_names_the_fixed_setting_that_holds_the_p95():
+    runs = {
+        "peaky": {"mode": None, "mean_gflops": 0.10, "p95_gflops": 0.30, "CIDEr": 0.9},
+        "capped": {"mode": None, "mean_gflops": 0.09, "p95_gflops": 0.12, "CIDEr": 0.5},
+        "flops=0.12": {"mode": "flops", "target": 0.12, "mean_gflops": 0.11,
+                       "p95_gflops": 0.125, "CIDEr": 0.6},
+        "flops=0.05": {"mode": "flops", "target": 0.05, "mean_gflops": 0.11,
+                       "p95_gflops": 0.125, "CIDEr": 0.6},
+    }
+    rows = {r["budget"]: r for r in compare_at_equal_cost(runs)}
+    assert rows["flops=0.12"]["best_fixed"] == "peaky"  # equal mean cost, breaks the budget
+    assert rows["flops=0.12"]["p95_fixed"] == "capped"
+    assert rows["flops=0.05"]["p95_fixed"] is None
+
+
 def test_node_bench_budget_parameters_and_stats():
     assert budget_params(None, None) == {}
     assert budget_params("latency", 40) == {"budget_mode": "latency", "budget_target_ms": 40.0}
@@ -77,3 +123,16 @@ def test_node_bench_budget_parameters_and_stats():
     assert b is not None and b["settling_frames"] == 2 and b["frames"] == 23
     assert b["settled_p95_vs_target"] == pytest.approx(0.9)
     assert b["in_budget_pct"] == pytest.approx(100 * 20 / 23)
+
+
+def test_each_comparison_row_gets_a_bootstrap_interval_of_controller_over_fixed():
+    refs = {i: [f"a red circle moves {d}", f"the red circle goes {d}"]
+            for i, d in enumerate(["left", "right", "up", "down"] * 5)}
+    clip_of = {i: i // 2 for i in refs}
+    hyps = {"ctl": {i: r[0] for i, r in refs.items()},  # right on every segment
+            "fix": {i: (r[0] if i % 2 else "a blue star") for i, r in refs.items()}}
+    rows = [{"budget": "ctl", "best_fixed": "fix"}, {"budget": "ctl", "best_fixed": None}]
+    add_cider_intervals(rows, hyps, refs, clip_of, n_boot=50)
+    lo, hi = rows[0]["cider_vs_fixed_interval"]
+    assert 1.0 < lo <= hi
+    assert rows[1]["cider_vs_fixed_interval"] is None

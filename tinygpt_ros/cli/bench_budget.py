@@ -20,6 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", type=int, default=4, help="scene-switching streams")
     p.add_argument("--frames-per-scene", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", choices=("val", "test"),
+                   help="clips to run: test for the reported figures, val to tune the ladder")
+    p.add_argument("--select-fixed-on", default=None, metavar="VAL_REPORT",
+                   help="budget.json of a --split val run: the fixed setting each controller "
+                   "run is compared with is chosen there, not on the clips being scored")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="clip size (default: the generator's)")
     p.add_argument("--out", default="reports/bench_budget", help="report directory")
