@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         "segments": cap["segments"],
         "captions": cap["scores"],
         "cider_vs_dense_interval": cap["cider_vs_dense_interval"],
+        "blind_caption": cap["blind_caption"],
+        "attributes": cap["attributes"],
+        "attribute_ceiling": cap["attribute_ceiling"],
         "compute": {n: {m: c.__dict__ for m, c in per.items()}
                     for n, per in cap["compute"].items()},
         "gestures": None if ges is None else {

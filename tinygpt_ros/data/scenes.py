@@ -686,16 +686,7 @@ def render_clip(seed: int, motion: str = "slow", num_frames: int = 48,
         raise ValueError(f"camera must be a data.camera.Camera or None, got {camera!r}")
     seed = int(seed)
     num_frames = int(num_frames)
-    rng = np.random.default_rng(seed)
-    scene_motion = motion if motion in SCENE_MOTIONS else "slow"
-    planner = _Planner(rng, scene_motion, num_frames)
-    segments: list[Segment] = []
-    for a, b, is_event in _plan_segments(rng, scene_motion, num_frames):
-        segments.append(planner.event(a, b) if is_event else planner.still(a, b))
-    text_rng = np.random.default_rng([seed, 1])
-    for seg in segments:
-        seg.captions = segment_captions(seg, text_rng)
-
+    planner, segments = _plan(seed, motion, num_frames)
     if camera is None and motion in CAMERA_MOTIONS:
         camera = random_camera(motion, np.random.default_rng([seed, 4]), num_frames)
     if camera is None:
@@ -705,6 +696,27 @@ def render_clip(seed: int, motion: str = "slow", num_frames: int = 48,
     timestamps = np.rint(np.arange(num_frames) * (1e6 / fps)).astype(np.int64)
     return Clip(frames, timestamps, segments, motion, seed, planner.background, float(fps),
                 camera)
+
+
+def _plan(seed: int, motion: str, num_frames: int) -> tuple[_Planner, list[Segment]]:
+    """What happens in a clip and its captions, from the seed alone (no pixels)."""
+    rng = np.random.default_rng(seed)
+    scene_motion = motion if motion in SCENE_MOTIONS else "slow"
+    planner = _Planner(rng, scene_motion, num_frames)
+    segments: list[Segment] = []
+    for a, b, is_event in _plan_segments(rng, scene_motion, num_frames):
+        segments.append(planner.event(a, b) if is_event else planner.still(a, b))
+    text_rng = np.random.default_rng([seed, 1])
+    for seg in segments:
+        seg.captions = segment_captions(seg, text_rng)
+    return planner, segments
+
+
+def clip_segments(seed: int, motion: str = "slow", num_frames: int = 48) -> list[Segment]:
+    """The segments (and captions) `render_clip` gives these arguments, without rendering:
+    caption statistics over a whole training split cost milliseconds instead of minutes."""
+    _check_params(seed, motion, num_frames, (224, 224), 8.0)
+    return _plan(int(seed), motion, int(num_frames))[1]
 
 
 def _render_frames(planner: _Planner, seed: int, n: int, h: int, w: int,

@@ -16,6 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from tinygpt_ros.evaluation.attributes import (
+    ATTRIBUTES,
+    attribute_accuracy,
+    reference_ceiling,
+)
 from tinygpt_ros.evaluation.metrics import caption_scores_many, cider_ratio_intervals
 from tinygpt_ros.spec.types import ComputeRecord, Engine
 
@@ -71,6 +76,24 @@ class ComputeSummary:
         )
 
 
+BLIND = "blind"  # the row of one fixed caption for every segment
+TRAIN_CLIPS, TRAIN_FRAMES = 400, 40  # the shipped recipe's training split (train/recipe.py)
+
+
+def blind_caption(n_clips: int = TRAIN_CLIPS, num_frames: int = TRAIN_FRAMES) -> str:
+    """A blind captioner's answer: the most common caption of the training split. The floor a
+    captioner must beat on every metric before compressing it means anything."""
+    from collections import Counter
+
+    from tinygpt_ros.data.scenes import clip_segments, motion_for_seed, split_seeds
+
+    counts: Counter[str] = Counter()
+    for seed in split_seeds("train", n_clips):
+        for seg in clip_segments(seed, motion_for_seed(seed), num_frames):
+            counts.update(seg.captions)
+    return counts.most_common(1)[0][0]
+
+
 def run_caption_stream(engine: Engine, clip: Any) -> tuple[list[str], list[ComputeRecord]]:
     """Stream one clip; returns the caption shown at each segment's last frame, and records."""
     engine.reset()
@@ -95,10 +118,12 @@ def evaluate_captions(
     configs = configs or CAPTION_CONFIGS
     refs: dict[int, list[str]] = {}
     clip_of: dict[int, int] = {}  # segment -> clip, the bootstrap's resampling unit
+    segments = []
     for ci, clip in enumerate(clips):
         for seg in clip.segments:
             clip_of[len(refs)] = ci
             refs[len(refs)] = list(seg.captions)
+            segments.append(seg)
     hyps: dict[str, dict[int, str]] = {}
     compute: dict[str, dict[str, ComputeSummary]] = {}
     examples: dict[str, list[tuple[str, str]]] = {}
@@ -123,12 +148,17 @@ def evaluate_captions(
             progress(f"{name}: {len(clips)} clips in {time.perf_counter() - t0:.0f}s")
     for k, v in base.items():
         engine.set_knob(k, v)
-    scores = caption_scores_many(hyps, refs)
+    blind = blind_caption()
+    scored = {**hyps, BLIND: dict.fromkeys(refs, blind)}
+    scores = caption_scores_many(scored, refs)
     intervals = {}
     if "dense" in hyps and n_boot > 0:
         intervals = cider_ratio_intervals(hyps, refs, clip_of, "dense", n_boot=n_boot)
+    attributes = {name: attribute_accuracy([h[i] for i in refs], segments)
+                  for name, h in scored.items()}
     return {"segments": len(refs), "scores": scores, "compute": compute, "examples": examples,
-            "cider_vs_dense_interval": intervals}
+            "cider_vs_dense_interval": intervals, "blind_caption": blind,
+            "attributes": attributes, "attribute_ceiling": reference_ceiling(segments)}
 
 
 def evaluate_gestures(
@@ -189,6 +219,19 @@ def quality_markdown(cap: dict[str, Any], ges: dict[str, Any] | None, command: s
     if intervals:
         lines += ["", "\\* CIDEr vs dense over paired bootstrap resamples of whole clips "
                   f"({BOOTSTRAP_RESAMPLES} resamples, same clips for every config)."]
+    if cap.get("blind_caption"):
+        lines += ["", f"`{BLIND}` is one fixed caption for every segment, the most common of "
+                  f"the training split: \"{cap['blind_caption']}\"."]
+    if cap.get("attributes"):
+        lines += ["", "What the captions state right (`evaluation/attributes.py`; background "
+                  "on still segments only; an attribute not stated counts as wrong; "
+                  "`references` is the segments' own references, the ceiling):", "",
+                  "| config | " + " | ".join(ATTRIBUTES) + " |",
+                  "|---|" + "---|" * len(ATTRIBUTES)]
+        rows = {**cap["attributes"], "references": cap["attribute_ceiling"]}
+        for name, acc in rows.items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{100 * acc[a]['accuracy']:.1f}%" for a in ATTRIBUTES) + " |")
     lines += [
         "",
         "Per frame, by motion level (tokens recomputed of 196; encoder and total GFLOPs "
