@@ -70,8 +70,8 @@ def test_level_zero_is_the_users_knobs_and_every_level_stays_inside_them():
 
 
 def test_rungs_move_in_quality_order():
-    """tokens, router, fused-token budget, and caption reuse last (it cost 15% of CIDEr on val
-    clips where the other rungs cost none)."""
+    """tokens, router, fused-token budget, and caption reuse last (alone it cost 31% of CIDEr
+    on val clips, the other rungs alone at most 1%)."""
     user = Knobs()
     k, bias = knobs_at_level(user, 0.5)  # tokens rung only
     assert k.fusion_threshold > user.fusion_threshold
