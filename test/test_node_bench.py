@@ -11,6 +11,7 @@ import numpy as np
 
 from tinygpt_ros.cli import build_parser, main
 from tinygpt_ros.evaluation import node_bench
+from tinygpt_ros.spec.types import STAGES
 
 
 def test_generated_streams_are_camera_sized_and_differ_in_motion():
@@ -52,8 +53,23 @@ def test_bench_node_runs_the_graph_and_reports(ros, tmp_path, monkeypatch):
         assert run["rss_timeline"] and run["captions_received"] >= s["images_processed"]
         assert s["node_transport_lost"] >= 0  # the node's own count of middleware losses
         assert run["node_summary"]["incompatible_qos"] == "0"  # the bench's QoS matched
+        stages = s["stage_ms"]  # engine ms per stage from the node's own diagnostics
+        assert set(stages) == set(STAGES) and stages["preprocess"][0] > 0
+        assert all(len(v) == 3 for v in stages.values())
     ratios = report["targets"]["reliable/raw"]["latency_p50_sttf_over_dense"]
     assert set(ratios) == {"still"} and ratios["still"] > 0
     text = md.read_text()
     assert "kept text" in text and "## Node at camera rates" in text
     assert "<!-- node:start" in text and "| reliable | raw | sttf+anc | still |" in text
+    assert "Engine ms per stage" in text
+
+
+def test_stage_percentiles_single_out_the_slowest_frames():
+    frames = [{"latency_ms_total": "10", "latency_ms_motion": "4", "latency_ms_decoder": "1"}
+              for _ in range(40)]
+    frames += [{"latency_ms_total": "90", "latency_ms_motion": "4", "latency_ms_decoder": "80"}
+               for _ in range(2)]
+    sm = node_bench.stage_percentiles(frames)
+    assert sm["motion"] == [4.0, 4.0, 4.0]
+    assert sm["decoder"][0] == 1.0 and sm["decoder"][2] == 80.0  # the tail is the decoder
+    assert node_bench.stage_percentiles([]) == {}

@@ -41,6 +41,7 @@ import yaml
 
 from tinygpt_ros.evaluation.budget_bench import SETTLE_FRAMES, settling_frames
 from tinygpt_ros.runtime.budget import BUDGET_MODES, TARGET_PARAMS
+from tinygpt_ros.spec.types import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +489,25 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
         "node_cpu_pct": cpu,
         "node_rss_mb_max": rss,
         "budget": budget_stats([v for _, _, v in sorted(mine, key=lambda x: x[0])]),
+        "stage_ms": stage_percentiles([v for _, _, v in steady]),
     }
+
+
+def stage_percentiles(frames: Sequence[dict[str, str]]) -> dict[str, list[float | None]]:
+    """Per engine stage (spec.types.STAGES): [p50, p95, p50 over the slowest 5% of frames by
+    total engine time] in ms, from the frames' diagnostics. The last says which stage a
+    stretched frame spent its time in (the node's tail is what a latency budget cannot hold)."""
+    if not frames:
+        return {}
+    total = np.array([_f(v, "latency_ms_total") for v in frames])
+    n_slow = max(1, int(np.ceil(0.05 * len(frames))))
+    slow = [frames[i] for i in np.argsort(-total, kind="stable")[:n_slow]]
+    out: dict[str, list[float | None]] = {}
+    for stage in STAGES:
+        ms = [_f(v, f"latency_ms_{stage}") for v in frames]
+        out[stage] = [_pct(ms, 50), _pct(ms, 95),
+                      _pct([_f(v, f"latency_ms_{stage}") for v in slow], 50)]
+    return out
 
 
 def budget_stats(frames: Sequence[dict[str, str]]) -> dict[str, Any] | None:
@@ -735,6 +754,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_num(share, '.1%')} | {_num(x['node_cpu_pct'], '.0f')} "
                 f"| {_num(x['node_rss_mb_max'], '.0f')} |")
     lines += budget_markdown(report)
+    lines += stage_markdown(report)
     lines += ["", "Per run: start-up, thread limits the node reports, RSS after warm-up -> end:",
               ""]
     for r in report["runs"]:
@@ -749,6 +769,26 @@ def markdown(report: dict[str, Any]) -> str:
         if ratios:
             lines.append(f"- {key}: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     return "\n".join(lines) + "\n"
+
+
+def stage_markdown(report: dict[str, Any]) -> list[str]:
+    """Engine ms per stage: p50 over all frames / p50 over the slowest 5% (stages that never
+    took 0.05 ms left out)."""
+    rows = [(r, name, x["stage_ms"]) for r in report["runs"] for name, x in r["streams"].items()
+            if x.get("stage_ms")]
+    if not rows:
+        return []
+    used = [st for st in STAGES
+            if any(max(v or 0.0 for v in sm.get(st, [0.0])) >= 0.05 for _, _, sm in rows)]
+    lines = ["", "Engine ms per stage, per camera frame: p50 over all frames / p50 over the "
+             "slowest 5% of frames (by total engine ms):", "",
+             "| QoS | images | config | stream | " + " | ".join(used) + " |",
+             "|---|---|---|---|" + "---|" * len(used)]
+    for r, name, sm in rows:
+        cells = [f"{_num(sm[st][0], '.1f')} / {_num(sm[st][2], '.1f')}" for st in used]
+        lines.append(f"| {r['qos']} | {r['transport']} | {r['config']} | {name} | "
+                     + " | ".join(cells) + " |")
+    return lines
 
 
 def budget_markdown(report: dict[str, Any]) -> list[str]:
