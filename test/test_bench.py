@@ -230,6 +230,8 @@ def test_bench_cli_writes_report_plot_and_doc(tiny_model, tmp_path, monkeypatch)
     else:  # a tiny model can score 0 on every clip: no ratio, reported as such (not 0 or inf)
         assert np.isnan(lo) and np.isnan(hi)
     assert rep["clips"]["segments"] >= 3 and rep["model"]["sha256"]
+    assert rep["blind"]["caption"] and set(rep["blind"]["scores"]) >= {"CIDEr", "BLEU-4"}
+    assert "blind" not in rep["rows"]  # a floor, not a configuration
     assert rep["drift"]["buckets"] and rep["drift"]["buckets"][0]["since_refresh"] == [0, 0]
     # a full refresh is a dense pass: no reuse error on refresh frames
     assert rep["drift"]["buckets"][0]["encoder_rel_error_mean"] < 1e-4
@@ -238,6 +240,7 @@ def test_bench_cli_writes_report_plot_and_doc(tiny_model, tmp_path, monkeypatch)
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nHand-written intro.")
     assert text.rstrip().endswith("Hand-written outro.") and "\nold\n" not in text
+    assert "Blind floor: one fixed caption" in text
     assert "| sttf+anc |" in text and "frontier" in text and rep["model"]["sha256"] in text
     assert "single-frame dense" in text and "Drift between refreshes" in text
     assert text.count(bench.MARK_START) == 1

@@ -10,6 +10,7 @@ import pytest
 from tinygpt_ros.data.gestures import make_gesture_set
 from tinygpt_ros.data.scenes import make_clips
 from tinygpt_ros.evaluation.quality import (
+    BLIND,
     evaluate_captions,
     evaluate_gestures,
     quality_markdown,
@@ -35,7 +36,10 @@ def test_captions_gestures_and_table(engine):
     cap = evaluate_captions(engine, clips, configs, n_boot=20)
     assert engine.knobs() == knobs_before  # knobs restored
     assert cap["segments"] == sum(len(c.segments) for c in clips)
-    assert set(cap["scores"]) == set(configs)
+    assert set(cap["scores"]) == {*configs, BLIND}  # plus one fixed caption for every segment
+    assert set(cap["attributes"]) == {*configs, BLIND}
+    assert cap["attributes"][BLIND]["shape"]["accuracy"] == 0.0  # it names no shape
+    assert cap["attribute_ceiling"]["action"]["accuracy"] == 1.0
     # an untrained-size model may score CIDEr 0 on a resample: then the interval is NaN
     intervals = cap["cider_vs_dense_interval"]
     assert set(intervals) == set(configs)
@@ -47,3 +51,4 @@ def test_captions_gestures_and_table(engine):
     assert ges["clips"] == 11 and 0.0 <= ges["sttf"]["accuracy"] <= 1.0
     md = quality_markdown(cap, ges, "tinygpt-ros quality --split val")
     assert "95% interval" in md and "| sttf+anc |" in md and "Gesture accuracy" in md
+    assert f"| {BLIND} |" in md and "| references |" in md

@@ -160,7 +160,7 @@ def summarize(cap: dict[str, Any], latency: dict[str, dict[str, float]] | None =
     base_s = scores[baseline]
     intervals = cap.get("cider_vs_dense_interval") or {}
     rows: dict[str, Any] = {}
-    for name in scores:
+    for name in compute:  # the configurations run (scores also hold the blind caption's)
         c = compute[name]["all"]
         s = scores[name]
         lat = latency.get(name) if latency else None
@@ -196,7 +196,9 @@ def summarize(cap: dict[str, Any], latency: dict[str, dict[str, float]] | None =
                            for n, r in rows.items()}) for k in METRIC_KEYS}
     for name, r in rows.items():
         r["on_frontier"] = {k: name in fronts[k] for k in METRIC_KEYS}
-    return {"rows": rows, "frontier": fronts, "targets": targets(rows)}
+    blind = scores.get("blind")
+    return {"rows": rows, "frontier": fronts, "targets": targets(rows),
+            "blind": {"caption": cap.get("blind_caption"), "scores": blind} if blind else None}
 
 
 def best_at(rows: dict[str, Any], family: str, cost: float, metric: str = "CIDEr"
@@ -456,7 +458,7 @@ def run_bench(model_dir: str | Path, clips_per_motion: int = 2, frames: int = 40
         "seconds": round(seconds, 1),
         "latency_frames": next(iter(latency.values()))["frames"],
         "latency_ms": latency,
-        "what_runs": {n: what_runs(n) for n in cap["scores"]},
+        "what_runs": {n: what_runs(n) for n in cap["compute"]},
         "examples": cap["examples"],
         "drift": drift,
         **summary,
@@ -548,6 +550,15 @@ def bench_markdown(rep: dict[str, Any], command: str | None, plot: str | None = 
     met = [k for k in METRIC_KEYS if k != "CIDEr"]
     lines.append("Frontier on the other metrics: " + "; ".join(
         f"{k}: {', '.join(rep['frontier'][k])}" for k in met) + ".")
+    blind = rep.get("blind")
+    if blind:
+        base = rep["rows"][BASELINE]["scores"]
+        beaten = [k for k in METRIC_KEYS if base[k] > blind["scores"][k]]
+        lines += ["", f"Blind floor: one fixed caption for every segment (\"{blind['caption']}\", "
+                  "the most common training caption) scores " + ", ".join(
+                      f"{k} {blind['scores'][k]:.3f}" for k in METRIC_KEYS)
+                  + f"; {BASELINE} beats it on {len(beaten)} of {len(METRIC_KEYS)} metrics"
+                  + (f" ({', '.join(beaten)})" if beaten else "") + "."]
     motions = sorted({mo for r in rep["rows"].values() for mo in r["by_motion"]},
                      key=lambda x: (x.startswith("long"), x))
     lines += ["", "Total FLOPs against single-frame dense by motion level:", "",
