@@ -1,6 +1,7 @@
 """edge_bringup: start the edge graph (`graph.edge_graph`) in one process, without `launch`.
 
-Same arguments as launch/edge.launch.py. The nodes share one MultiThreadedExecutor; the
+Same arguments as launch/edge.launch.py. The nodes share one MultiThreadedExecutor (the
+`ros/executor.py` kind, whose spin thread hands each callback to the pool, not busy-looping); the
 lifecycle manager autostarts the TinyGPT node (configure -> activate). Parameter files are
 applied the way rcl applies `--params-file`: every top-level key whose node pattern matches the
 node's fully qualified name (`/**`, `/**/name`, `/ns/name`, `name`, `*` for one token),
@@ -23,6 +24,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import LoggingSeverity
 from rclpy.parameter import Parameter
 
+from tinygpt_ros.ros.executor import HandOffExecutor
 from tinygpt_ros.ros.graph import (
     LAUNCH_ARGUMENTS,
     MANAGER_NAME,
@@ -129,7 +131,7 @@ def bring_up(
         backend=backend, image_topic=image_topic, events_topic=events_topic,
         use_sim_time=use_sim_time, autostart=autostart, log_level=log_level,
     )
-    executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+    executor = HandOffExecutor(num_threads=num_threads, context=context)
     nodes: list[Any] = []
     try:
         for spec in specs:

@@ -33,7 +33,6 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import UnsupportedEventTypeError
 from rclpy.exceptions import InvalidHandle
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
@@ -45,6 +44,7 @@ from tinygpt_ros.ops.event_codecs import Evt3Decoder
 from tinygpt_ros.ros import compat, log_bridge, overlay, params
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
+from tinygpt_ros.ros.executor import HandOffExecutor
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.markers import caption_marker
 from tinygpt_ros.ros.memory import release_free_memory, tune_allocator
@@ -637,7 +637,7 @@ def _close(engine: Any) -> None:
 def main(args: list[str] | None = None) -> None:
     """`ros2 run tinygpt_ros tinygpt_node`: one lifecycle node, unconfigured until a manager
     (or `ros2 lifecycle set`) drives it."""
-    spin_node_main(TinyGptNode, lambda: MultiThreadedExecutor(num_threads=2), args)
+    spin_node_main(TinyGptNode, lambda: HandOffExecutor(num_threads=2), args)
 
 
 if __name__ == "__main__":
