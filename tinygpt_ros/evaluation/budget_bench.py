@@ -316,7 +316,7 @@ def add_cider_intervals(comparison: list[dict[str, Any]], hyps: dict[str, dict[i
 
 
 def _best_fixed(fixed: dict[str, dict[str, Any]], budget: float, key: str) -> str | None:
-    """The best-CIDEr fixed run whose mean cost (`key`) is at most `budget`."""
+    """The best-CIDEr fixed run whose cost under `key` (a mean, or a p95) is at most `budget`."""
     cheaper = {n: f for n, f in fixed.items() if f.get(key, math.inf) <= budget}
     return max(cheaper, key=lambda n: cheaper[n]["CIDEr"]) if cheaper else None
 
