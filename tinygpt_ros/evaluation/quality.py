@@ -77,16 +77,22 @@ class ComputeSummary:
 
 
 BLIND = "blind"  # the row of one fixed caption for every segment
-TRAIN_CLIPS, TRAIN_FRAMES = 400, 40  # the shipped recipe's training split (train/recipe.py)
 
 
-def blind_caption(n_clips: int = TRAIN_CLIPS, num_frames: int = TRAIN_FRAMES) -> str:
-    """A blind captioner's answer: the most common caption of the training split. The floor a
-    captioner must beat on every metric before compressing it means anything."""
+def blind_caption(n_clips: int | None = None, num_frames: int | None = None) -> str:
+    """A blind captioner's answer: the most common caption of the training split (by default
+    the shipped recipe's, `train.recipe.PRESETS["full"]`). The floor a captioner must beat on
+    every metric before compressing it means anything."""
     from collections import Counter
 
     from tinygpt_ros.data.scenes import clip_segments, motion_for_seed, split_seeds
 
+    if n_clips is None or num_frames is None:
+        from tinygpt_ros.train.recipe import PRESETS
+
+        full = PRESETS["full"]
+        n_clips = full.train_clips if n_clips is None else n_clips
+        num_frames = full.clip_frames if num_frames is None else num_frames
     counts: Counter[str] = Counter()
     for seed in split_seeds("train", n_clips):
         for seg in clip_segments(seed, motion_for_seed(seed), num_frames):
