@@ -83,9 +83,10 @@ def test_scene_step_and_target_step_converge(engine):
 def test_step_to_a_panning_camera_converges_with_compensation_on(engine):
     """Generator clips (held-out split): a still scene, then a panning camera (the motion
     stage follows the pan, re-anchors past its limit, and what the noise floor leaves of the
-    sensor noise and JPEG changes tokens). The target is 70% of the pan's uncontrolled cost:
-    with the noise floor the pan is already cheap, and 60% of it lies under the fixed costs the
-    ladder cannot remove (the controller then rightly reports it unreachable)."""
+    sensor noise and JPEG changes tokens). The target is 80% of the pan's uncontrolled cost:
+    with the noise floor the pan is already cheap, and about 77% of it lies under the fixed
+    costs the ladder cannot remove (a 70% target sat on that floor, and a 0.1% change in the
+    pan's cost flipped the test)."""
     from tinygpt_ros.data.scenes import render_clip, split_seeds
 
     still_seed, pan_seed = split_seeds("test", 2, 7)
@@ -94,7 +95,7 @@ def test_step_to_a_panning_camera_converges_with_compensation_on(engine):
     engine.reset()
     engine.budget.configure("off", 0.0)
     pan_cost = np.mean([c for c, _ in run(engine, list(pan))[2:]])
-    target = 0.7 * pan_cost
+    target = 0.8 * pan_cost
     engine.reset()
     engine.budget.configure("flops", target)
     run(engine, list(still))

@@ -3,7 +3,7 @@
 Why: STTF compares each token with the one it replaced; a camera that moves by one pixel or an
 auto-exposure step changes nearly every patch embedding, so without compensation a moving robot
 recomputes the whole frame. We estimate, per frame, the similarity (or translation) that maps the
-anchor frame's pixels onto the current frame and the gain/offset between their exposures, then
+anchor frame's pixels onto the current frame and the gain between their exposures, then
 warp and normalise the current frame into the anchor's coordinates and exposure before the
 change test (`compensate`), so only what really changed differs.
 
@@ -40,12 +40,20 @@ OUTLIER_PX = 0.5  # a block this far off the fit (thumbnail px) is dropped and t
 DEADBAND_PX = 0.1  # motion below this everywhere (model px) counts as none: no warp at all
 DEADBAND_GAIN = 0.004  # |gain - 1| and |offset| (unit intensity) below this: no normalisation
 _SAT_LOW, _SAT_HIGH = 0.02, 0.98  # pixels near black or white say nothing about the gain
+_GAIN_MIN_LEVEL = 0.05  # anchor pixels darker than this give noisy gain ratios
 _BLOCKS = 2  # blocks per side for the similarity fit
 # Largest residual shift searched (thumbnail px, after the prediction): about 17 px per frame
 # at 640 px. Keeps periodic textures (stripes, tiles) from locking onto the wrong period.
 MAX_RESIDUAL_PX = 3
 RESIDUAL_BLUR = 1.5  # thumbnail px: Gaussian sigma before candidate residuals
 PREFER_MEASURED = 1.25  # keep the measurement unless its residual is 25% above the best
+IDENTITY_MARGIN = 1.02  # ...but a still camera that explains the frame within 2% wins
+# Camera motion is only believed where texture across the view can confirm it: with fewer
+# than this many of the TEXTURE_GRID x TEXTURE_GRID anchor blocks textured, a shift that
+# follows the one object on a flat background explains the frame as well as a moving object.
+TEXTURE_GRID = 4
+MIN_TEXTURED_BLOCKS = 6
+TEXTURE_STD = 0.02  # unit intensity: a blurred block with this much spread is textured
 
 
 @dataclass
@@ -173,6 +181,15 @@ class _AnchorCache:
             values["smooth"] = _smooth(anchor)
         return values["smooth"]
 
+    def textured_blocks(self, anchor: np.ndarray) -> int:
+        values = self.derived(anchor)
+        if "textured" not in values:
+            g = TEXTURE_GRID
+            h, w = anchor.shape
+            blocks = self.smooth(anchor)[: h - h % g, : w - w % g].reshape(g, h // g, g, w // g)
+            values["textured"] = np.array(int((blocks.std(axis=(1, 3)) > TEXTURE_STD).sum()))
+        return int(values["textured"])
+
     def spectrum(self, anchor: np.ndarray, block: tuple[slice, slice]) -> np.ndarray:
         values = self.derived(anchor)
         key = (block[0].start, block[0].stop, block[1].start, block[1].stop)
@@ -288,7 +305,10 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
     """Predict, measure the residual, and keep whichever of measurement, prediction and
     identity explains the frame best (an object moving across a still view can fool phase
     correlation; the photometric residual is not fooled)."""
-    pred = prediction.matrix if prediction is not None else Motion.identity().matrix
+    ident = Motion.identity().matrix
+    if _ANCHORS.textured_blocks(anchor) < MIN_TEXTURED_BLOCKS:
+        return Motion.identity()  # nothing across the view to tell the camera from an object
+    pred = prediction.matrix if prediction is not None else ident
     pred_thumb = (_TO_THUMB @ _h(pred) @ _TO_MODEL)[:2]
     warped = warp_gray(current, pred_thumb)
     measured = _measure(anchor, warped, mode, aspect)
@@ -302,7 +322,6 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
             candidates.append(((_h(pred_thumb) @ _h(shift[0]))[:2], shift[1]))
     n_measured = len(candidates)
     candidates.append((pred_thumb, 0.0))
-    ident = Motion.identity().matrix
     if not np.array_equal(pred, ident):
         candidates.append((ident, 0.0))
     smooth_anchor = _ANCHORS.smooth(anchor)
@@ -313,6 +332,9 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
         best_measured = int(np.argmin(scores[:n_measured]))
         if scores[best_measured] <= PREFER_MEASURED * scores[pick]:
             pick = best_measured
+    # the last candidate is the identity (the prediction itself when that is the identity)
+    if scores[-1] <= IDENTITY_MARGIN * scores.min():
+        pick = len(candidates) - 1
     best, response = candidates[pick]
     motion = Motion((_TO_MODEL @ _h(best) @ _TO_THUMB)[:2], response=response)
     if motion.is_identity:
@@ -367,32 +389,21 @@ def fit_exposure(anchor: np.ndarray, current: np.ndarray, matrix: np.ndarray,
                  ) -> tuple[float, float]:
     """(gain, offset) with current ~ gain * anchor + offset over the pixels both frames see.
 
-    Robust: pixels near black or white are left out (clipping is not a gain), and a second fit
-    drops the 20% worst residuals (what really changed in the scene)."""
+    Exposure is modelled as a gain alone (the offset is always 0): auto-exposure and mains
+    flicker scale the light reaching the sensor, and a gamma or power-law tone curve turns a
+    scale of linear light into a scale of the encoded values. A gain + offset line fitted to
+    these images was ill-conditioned: a rendered scene is a flat background and a few flat
+    objects, two or three clusters of intensity, and the fitted line swung to gain 1.6 and
+    offset -76 levels on a frame where nothing had changed. The gain is the median of the
+    per-pixel ratios (robust to the part of the image that really changed) over pixels well
+    inside the sensor's range in both frames: clipped highlights and crushed blacks do not
+    follow a gain, and a dark pixel's ratio is mostly noise."""
     warped, seen = _warp_seen(current, matrix)
     a, c = anchor[seen], warped[seen]
-    ok = (c >= _SAT_LOW) & (c <= _SAT_HIGH) & (a >= _SAT_LOW) & (a <= _SAT_HIGH)
-    a, c = a[ok], c[ok]
-    if a.size < 64 or float(a.std()) < 0.02:
-        return 1.0, 0.0  # too little (or too flat) content to tell gain from offset
-    gain, offset = _line(a, c)
-    res = np.abs(c - (gain * a + offset))
-    keep = res <= np.quantile(res, 0.8)
-    if keep.sum() >= 32 and float(a[keep].std()) >= 0.02:
-        gain, offset = _line(a[keep], c[keep])
-    return float(gain), float(offset)
-
-
-def _line(a: np.ndarray, c: np.ndarray) -> tuple[float, float]:
-    """Orthogonal (Deming, equal noise) regression c ~ gain * a + offset: both frames are
-    noisy, and ordinary least squares would pull the gain below 1 on every noisy still frame."""
-    am, cm = float(a.mean()), float(c.mean())
-    da, dc = a - am, c - cm
-    saa, scc, sac = float((da * da).mean()), float((dc * dc).mean()), float((da * dc).mean())
-    if abs(sac) < 1e-12:
-        return 1.0, cm - am
-    gain = (scc - saa + math.sqrt((scc - saa) ** 2 + 4 * sac * sac)) / (2 * sac)
-    return gain, cm - gain * am
+    ok = (c >= _SAT_LOW) & (c <= _SAT_HIGH) & (a >= _GAIN_MIN_LEVEL) & (a <= _SAT_HIGH)
+    if int(ok.sum()) < 64:
+        return 1.0, 0.0  # too little well-exposed content to tell
+    return float(np.median(c[ok] / a[ok])), 0.0
 
 
 def compensate(current: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.ndarray:
@@ -404,15 +415,35 @@ def compensate(current: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.nd
     out = current
     if not motion.is_unit_exposure and motion.gain > 0:
         out = (out - np.float32(motion.offset)) * np.float32(1.0 / motion.gain)
-    if motion.is_identity:
-        return out
+    if not motion.is_identity:
+        out = _warp_into_anchor(out, anchor, motion.matrix)
+    if not motion.is_unit_exposure and motion.gain > 0:
+        out = _keep_clipped(out, anchor, motion)
+    return out
+
+
+def _keep_clipped(out: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.ndarray:
+    """Where the current frame is clipped (white or black) and the anchor's pixel, re-exposed
+    by the fitted gain, would clip the same way, the frame tells nothing new about that pixel:
+    it keeps the anchor's value. Without this a +20% step that burns out a white suit
+    recomputed a quarter of the photo's tokens, though nothing but the exposure changed."""
+    gain, offset = np.float32(motion.gain), np.float32(motion.offset)
+    raw = out * gain + offset  # the current frame's own levels, in anchor coordinates
+    predicted = np.asarray(anchor, np.float32) * gain + offset
+    clipped = ((raw >= _SAT_HIGH) & (predicted >= _SAT_HIGH)) | (
+        (raw <= _SAT_LOW) & (predicted <= _SAT_LOW))
+    return np.where(clipped, anchor, out).astype(np.float32, copy=False)
+
+
+def _warp_into_anchor(out: np.ndarray, anchor: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """`out` warped into the anchor's grid; pixels it does not cover keep the anchor's."""
     h, w = anchor.shape[:2]
     flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(np.ascontiguousarray(out, np.float32), motion.matrix, (w, h),
+    warped = cv2.warpAffine(np.ascontiguousarray(out, np.float32), matrix, (w, h),
                             flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # What share of each output pixel's interpolation weight fell inside the current frame;
     # the rest comes from the anchor (cv2's BORDER_TRANSPARENT does not mix this cleanly).
-    inside = cv2.warpAffine(_ones(out.shape[:2]), motion.matrix, (w, h), flags=flags,
+    inside = cv2.warpAffine(_ones(out.shape[:2]), matrix, (w, h), flags=flags,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return warped + np.asarray(anchor, np.float32) * (1.0 - inside)[..., None]
 
