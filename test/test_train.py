@@ -128,24 +128,3 @@ def test_event_balanced_runs_end_inside_an_event():
     with pytest.raises(ValueError, match="event_prob"):
         CaptionSampler(clips, seq_len=6, window=4, seed=0, event_prob=1.5)
 
-
-def test_attribute_targets_name_the_subject_or_ignore():
-    from tinygpt_ros.data.scenes import COLOURS, KINDS, SHAPES, make_clips
-    from tinygpt_ros.train.recipe import IGNORE, AttributeProbe, attribute_targets
-
-    segs = [s for c in make_clips("train", 8, motion="busy", num_frames=30) for s in c.segments]
-    targets = attribute_targets(segs)
-    for seg, (kind, shape, colour) in zip(segs, targets.tolist(), strict=True):
-        assert KINDS[kind] == seg.kind
-        if seg.actor is not None:
-            assert SHAPES[shape] == seg.actor.shape
-            assert list(COLOURS)[colour] == (seg.new_colour or seg.actor.colour)
-        elif len(seg.objects) > 1:
-            assert shape == IGNORE and colour == IGNORE
-    probe = AttributeProbe(dim=16)
-    tokens, sizes = torch.randn(len(segs), 7, 16), torch.ones(len(segs), 7)
-    sizes[:, -2:] = 0  # padding
-    loss = probe.loss(tokens, sizes, targets)
-    assert torch.isfinite(loss) and loss.item() > 0
-    loss.backward()
-    assert probe.queries.grad is not None

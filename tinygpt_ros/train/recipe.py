@@ -2,10 +2,7 @@
 
 1. Compression-aware pre-training: captions and gestures, every ANC branch at once (nested
    exits from one pass), random fusion budgets and random token drop so the decoder and the
-   gesture head tolerate reduced token sets. Half of the caption runs end inside an event
-   (`CaptionSampler.event_prob`), and an `AttributeProbe` loss on the fused tokens asks for the
-   action and the subject's shape and colour (also in 2a), so the captions rest on what the
-   tokens show rather than on the templates' most common words.
+   gesture head tolerate reduced token sets.
 2. Stage-wise redundancy elimination: (a) STTF gates on (stale tokens keep the previous step's
    output, as the gated encoder does at inference) with distillation from a frozen copy of the
    dense-encoder model (fusion budget a generous 96 tokens, to keep the teacher cheap);
@@ -37,10 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from torch import nn
 
 from tinygpt_ros.data.gestures import GESTURE_CLASSES, make_gesture_set
-from tinygpt_ros.data.scenes import COLOURS, KINDS, SHAPES, Segment, make_clips
+from tinygpt_ros.data.scenes import Segment, make_clips
 from tinygpt_ros.model.anc import budget_loss, gumbel_route, load_balance_loss
 from tinygpt_ros.model.preprocess import events_to_histogram, frames_to_batch
 from tinygpt_ros.model.tinygpt import TinyGPT
@@ -86,7 +82,6 @@ class Preset:
     budget_fraction: float = 0.5  # router's target: expected encoder FLOPs / largest branch
     downsample_prob: float = 0.3  # frames degraded 224 -> 128 -> 224 like small camera images
     event_prob: float = 0.0  # share of caption runs that end inside an event (CaptionSampler)
-    attribute_weight: float = 0.0  # weight of the AttributeProbe loss in stages 1 and 2a
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,15 +94,14 @@ PRESETS: dict[str, Preset] = {
         train_clips=6, clip_frames=12, gestures_per_class=1, seq_len=5, batch_clips=2,
         gesture_batch=4,
         steps={"pretrain": 6, "sttf_distill": 3, "router": 3, "caption": 3, "gesture": 3},
-        gesture_cache_batches=2, gesture_cache_batch=4, event_prob=0.5, attribute_weight=0.5,
+        gesture_cache_batches=2, gesture_cache_batch=4,
     ),
     "full": Preset(
         model=ModelConfig(),
         train_clips=400, clip_frames=40, gestures_per_class=40, seq_len=7, batch_clips=4,
         gesture_batch=12,
-        steps={"pretrain": 1300, "sttf_distill": 150, "router": 150, "caption": 200,
+        steps={"pretrain": 1000, "sttf_distill": 150, "router": 150, "caption": 200,
                "gesture": 1500},
-        event_prob=0.5, attribute_weight=0.5,
     ),
 }
 
@@ -131,7 +125,12 @@ class CaptionSampler:
     mostly shows the still scene before it, so uniform runs teach "nothing happens" as the
     safe answer (the first shipped captioner never named an action). With `event_prob`, that
     share of runs instead ends where a whole window lies inside an event segment (or as deep
-    into a short event as it goes), so actions are seen as often as stillness."""
+    into a short event as it goes), so actions are seen as often as stillness.
+
+    Off in both presets: tried at 0.5 for the full preset (with an attention-pooled attribute
+    probe on the fused tokens, since removed), the captioner's one answer flipped from "still"
+    to "moves", and a fresh probe on its frozen fused tokens could not tell the two apart
+    either; what the decoder reads does not show the action yet."""
 
     def __init__(self, clips: Sequence[Any], seq_len: int, window: int, seed: int,
                  event_prob: float = 0.0) -> None:
@@ -298,63 +297,6 @@ def random_drop(sizes: torch.Tensor, p: float, gen: torch.Generator) -> torch.Te
     return sizes * keep
 
 
-IGNORE = -100  # attribute target that a window does not have (cross-entropy's ignore_index)
-_COLOUR_NAMES = tuple(COLOURS)
-
-
-def attribute_targets(segments: Sequence[Segment]) -> torch.Tensor:
-    """(W, 3) class indices per window: the segment's kind, and its subject's shape and colour
-    (the actor; for a still segment its only object, else IGNORE; a colour change's subject
-    shows its new colour at the window's end)."""
-    rows = []
-    for seg in segments:
-        subject = seg.actor if seg.actor is not None else (
-            seg.objects[0] if len(seg.objects) == 1 else None)
-        colour = seg.new_colour or (subject.colour if subject is not None else None)
-        rows.append([KINDS.index(seg.kind),
-                     SHAPES.index(subject.shape) if subject is not None else IGNORE,
-                     _COLOUR_NAMES.index(colour) if colour is not None else IGNORE])
-    return torch.tensor(rows, dtype=torch.long)
-
-
-class AttributeProbe(nn.Module):
-    """Training-only heads on what the caption decoder reads (the fused window tokens): the
-    segment's action and its subject's shape and colour. Never saved with the model.
-
-    Why: trained on captions alone, the decoder learned the templates' language and leaned on
-    it; the first shipped captioner named no action on any held-out event segment and got
-    the subject's shape right about as often as chance. A direct classification loss on the
-    fused tokens makes the encoder and the fusion keep what the captions must state, where
-    the decoder can read it. Learned queries pool the tokens (weighted by how many they
-    fused), so a query can pick the window's newest or oldest frame through the time
-    embedding and the heads can compare them."""
-
-    def __init__(self, dim: int, queries: int = 4) -> None:
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(queries, dim) * dim**-0.5)
-        self.norm = nn.LayerNorm(dim)
-        self.hidden = nn.Sequential(nn.Linear(queries * dim, dim), nn.GELU())
-        self.heads = nn.ModuleList(nn.Linear(dim, n) for n in
-                                   (len(KINDS), len(SHAPES), len(_COLOUR_NAMES)))
-
-    def forward(self, tokens: torch.Tensor, sizes: torch.Tensor) -> list[torch.Tensor]:
-        x = self.norm(tokens)  # (W, M, D)
-        scores = x @ self.queries.T * x.shape[-1] ** -0.5  # (W, M, Q)
-        scores = scores + torch.log(sizes.clamp_min(1e-6))[..., None]  # padding: weight ~0
-        pooled = torch.einsum("wmq,wmd->wqd", torch.softmax(scores, 1), x).flatten(1)
-        h = self.hidden(pooled)
-        return [head(h) for head in self.heads]
-
-    def loss(self, tokens: torch.Tensor, sizes: torch.Tensor, targets: torch.Tensor
-             ) -> torch.Tensor:
-        """Mean cross-entropy over the three attributes (a column all IGNORE adds 0)."""
-        total = tokens.new_zeros(())
-        for logits, y in zip(self(tokens, sizes), targets.T, strict=True):
-            if (y != IGNORE).any():
-                total = total + nnf.cross_entropy(logits, y, ignore_index=IGNORE)
-        return total / len(self.heads)
-
-
 def caption_loss_per_sample(model, windows, inp, tgt, budget) -> torch.Tensor:
     """Mean token cross-entropy of each window's caption, (W,), no token drop."""
     tokens, sizes = model.fuse(windows, budget)[:2]
@@ -364,11 +306,8 @@ def caption_loss_per_sample(model, windows, inp, tgt, budget) -> torch.Tensor:
     return (ce * real).sum(1) / real.sum(1).clamp_min(1.0)
 
 
-def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=None, tau=2.0,
-                 fused=None):
-    """Caption cross-entropy (+ distillation KL); `fused` = (tokens, sizes) already fused from
-    `windows` at `budget` (so an AttributeProbe can read the same tokens)."""
-    tokens, sizes = fused if fused is not None else model.fuse(windows, budget)[:2]
+def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=None, tau=2.0):
+    tokens, sizes = model.fuse(windows, budget)[:2]
     if drop_p > 0:
         sizes = random_drop(sizes, drop_p, gen)
     logits = model.decoder(tokens, sizes, inp)
@@ -410,7 +349,6 @@ class Trainer:
                                   num_gestures=len(GESTURE_CLASSES))
         self.model = TinyGPT(cfg)
         self.cfg = cfg
-        self.probe = AttributeProbe(cfg.dim) if preset.attribute_weight > 0 else None
         self.captions = CaptionSampler(clips, preset.seq_len, cfg.temporal_window, seed,
                                        preset.event_prob)
         self.gestures = GestureSampler(gestures, cfg.temporal_window, seed + 1)
@@ -436,22 +374,11 @@ class Trainer:
         )
         return opt, sched
 
-    def _with_probe(self) -> list[nn.Parameter]:
-        """The model's parameters and, when the preset uses it, the AttributeProbe's."""
-        extra = list(self.probe.parameters()) if self.probe is not None else []
-        return [*self.model.parameters(), *extra]
-
-    def _attribute_loss(self, fused: tuple[torch.Tensor, torch.Tensor],
-                        targets: torch.Tensor | None) -> torch.Tensor | float:
-        if self.probe is None or targets is None:
-            return 0.0
-        return self.p.attribute_weight * self.probe.loss(*fused, targets)
-
     def _update(self, opt, sched, loss: torch.Tensor, clip: bool = False) -> None:
         opt.zero_grad()
         loss.backward()
         if clip:
-            torch.nn.utils.clip_grad_norm_(self._with_probe(), 1.0)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         opt.step()
         sched.step()
 
@@ -483,11 +410,10 @@ class Trainer:
         steps = self.p.steps["pretrain"]
         m, cfg = self.model, self.cfg
         m.train()
-        opt, sched = self._opt(self._with_probe(), steps)
+        opt, sched = self._opt(m.parameters(), steps)
         t0 = time.perf_counter()
         for step in range(steps):
             b, inp, tgt = self._caption_batch()
-            attrs = attribute_targets(b.segments) if self.probe is not None else None
             _, exits = encode_frames(m, b.frames)
             # The unfused (dense) decoder input is 4x196 tokens: costly, so only sometimes and
             # only for the largest branch; proportional attention keeps both regimes close.
@@ -495,12 +421,8 @@ class Trainer:
             loss = 0.0
             for i, e in enumerate(exits):
                 budget = None if dense and i == m.largest_branch else self._budget(0.0)
-                windows = sliding_windows(e, cfg.temporal_window)
-                fused = m.fuse(windows, budget)[:2]
-                loss = loss + caption_loss(m, windows, inp, tgt, budget,
-                                           0.0 if budget is None else 0.2, self.gen,
-                                           fused=fused)[0]
-                loss = loss + self._attribute_loss(fused, attrs)
+                loss = loss + caption_loss(m, sliding_windows(e, cfg.temporal_window), inp, tgt,
+                                           budget, 0.0 if budget is None else 0.2, self.gen)[0]
             loss = loss / len(exits)
             if step % 2 == 0:
                 hists, _, labels = self.gestures.batch(self.p.gesture_batch)
@@ -518,12 +440,11 @@ class Trainer:
         for p in teacher.parameters():
             p.requires_grad_(False)
         m.train()
-        opt, sched = self._opt(self._with_probe(), steps, self.p.lr * 0.3)
+        opt, sched = self._opt(m.parameters(), steps, self.p.lr * 0.3)
         t0 = time.perf_counter()
         big = m.largest_branch
         for step in range(steps):
             b, inp, tgt = self._caption_batch()
-            attrs = attribute_targets(b.segments) if self.probe is not None else None
             with torch.no_grad():
                 _, t_exits = encode_frames(teacher, b.frames)
                 t_win = sliding_windows(t_exits[big], cfg.temporal_window)
@@ -535,10 +456,8 @@ class Trainer:
             for e in exits:
                 gated = sliding_windows(simulate_reuse(e, stale), cfg.temporal_window)
                 budget = self._budget(dense_p=0.0)
-                fused = m.fuse(gated, budget)[:2]
                 loss = loss + caption_loss(m, gated, inp, tgt, budget, 0.0, self.gen,
-                                           teacher_logits=t_logits, fused=fused)[0]
-                loss = loss + self._attribute_loss(fused, attrs)
+                                           teacher_logits=t_logits)[0]
             loss = loss / len(exits)
             if step % 2 == 0:
                 hists, counts, labels = self.gestures.batch(self.p.gesture_batch)
