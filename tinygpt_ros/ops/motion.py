@@ -304,7 +304,9 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
            aspect: float, smooth_current: np.ndarray) -> Motion:
     """Predict, measure the residual, and keep whichever of measurement, prediction and
     identity explains the frame best (an object moving across a still view can fool phase
-    correlation; the photometric residual is not fooled)."""
+    correlation; the photometric residual is not fooled). The still camera wins a near tie
+    (IDENTITY_MARGIN), and a view with too little texture to tell camera motion from an
+    object's (MIN_TEXTURED_BLOCKS) is not tracked at all."""
     ident = Motion.identity().matrix
     if _ANCHORS.textured_blocks(anchor) < MIN_TEXTURED_BLOCKS:
         return Motion.identity()  # nothing across the view to tell the camera from an object
@@ -426,7 +428,7 @@ def _keep_clipped(out: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.nda
     """Where the current frame is clipped (white or black) and the anchor's pixel, re-exposed
     by the fitted gain, would clip the same way, the frame tells nothing new about that pixel:
     it keeps the anchor's value. Without this a +20% step that burns out a white suit
-    recomputed a quarter of the photo's tokens, though nothing but the exposure changed."""
+    recomputed half of the photo's tokens, though nothing but the exposure changed."""
     gain, offset = np.float32(motion.gain), np.float32(motion.offset)
     raw = out * gain + offset  # the current frame's own levels, in anchor coordinates
     predicted = np.asarray(anchor, np.float32) * gain + offset
