@@ -156,7 +156,9 @@ class CaptionSampler:
             self.seg_of_frame.append(seg)
 
     def _run_start(self) -> tuple[int, int]:
-        if self.event_ends and self.rng.random() < self.event_prob:
+        # event_prob 0 draws nothing extra, so the presets' random stream (and the weights
+        # `train --preset full` reproduces) stays what it was before the option existed
+        if self.event_prob > 0 and self.event_ends and self.rng.random() < self.event_prob:
             ci, last = self.event_ends[int(self.rng.integers(len(self.event_ends)))]
             return ci, last - self.seq_len + 1
         ci = int(self.rng.integers(len(self.clips)))
