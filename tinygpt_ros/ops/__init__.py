@@ -15,7 +15,6 @@ from tinygpt_ros.ops.fusion import (
 from tinygpt_ros.ops.gating import (
     StackedEncoderCache,
     TokenReference,
-    compensated_noise_factor,
     frame_noise,
     patch_means,
     remove_noise,
@@ -69,7 +68,6 @@ __all__ = [
     "bipartite_merge",
     "compact",
     "compensate",
-    "compensated_noise_factor",
     "edge_density",
     "estimate_motion",
     "event_complexity_features",

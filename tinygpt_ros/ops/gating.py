@@ -79,20 +79,6 @@ def frame_noise(current: np.ndarray, previous: np.ndarray, quantile: float = 0.3
     return float(np.partition(spread, k)[k]) * 2.0 / _NOISE_KERNEL_NORM
 
 
-def compensated_noise_factor(gain: float) -> float:
-    """How much larger the sensor noise the change test sees is, for a frame whose exposure
-    was divided by `gain` to match references at the anchor's exposure, than for a frame at
-    the anchor's own exposure: sqrt((1 + 1/gain^2) / 2).
-
-    Why: exposure compensation scales the frame's noise by 1/gain with its signal. After a
-    -20% step the frame compared with the references was 1.25x noisier than the frames the
-    noise floor had been measured on, and a third of the scene's tokens crossed the
-    threshold on noise alone."""
-    if gain <= 0:
-        return 1.0
-    return float(np.sqrt((1.0 + 1.0 / (gain * gain)) / 2.0))
-
-
 def remove_noise(change: np.ndarray, floor: float) -> np.ndarray:
     """Token change with the expected change of sensor noise taken out in quadrature:
     sqrt(max(change^2 - floor^2, 0)). Noise adds to a real change in energy (they are

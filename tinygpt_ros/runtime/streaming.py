@@ -335,7 +335,7 @@ class StreamingEngine:
                 self._charge("change", F.change_test_flops(*emb.shape))
                 if self._change_scale != 1.0:
                     change /= np.float32(self._change_scale)
-            change = self._remove_noise(s, comp.image, change, comp.motion.gain)
+            change = self._remove_noise(s, comp.image, change)
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
@@ -348,26 +348,22 @@ class StreamingEngine:
         self._record_motion(result.record, comp, aspect, px)
         return result
 
-    def _remove_noise(self, s: Stream, image: np.ndarray, change: np.ndarray,
-                      gain: float = 1.0) -> np.ndarray:
+    def _remove_noise(self, s: Stream, image: np.ndarray, change: np.ndarray) -> np.ndarray:
         """Take the sensor's temporal noise out of the token change (knob `noise_floor`).
 
         Why: at the model's 224 px a camera's read and shot noise of a few levels moves every
         patch embedding past the fusion threshold, so a noisy but still view recomputed most of
         its tokens. The noise is measured on the images the change test compares (this frame
         and the last, both compensated into the anchor's view), turned into the token change it
-        causes through the backend's own patch embedding, and removed in quadrature. The
-        history holds the noise as it would be at the anchor's exposure, and this frame's
-        floor scales it by what exposure compensation (`gain`) does to this frame's noise."""
+        causes through the backend's own patch embedding, and removed in quadrature."""
         previous, s.noise_image = s.noise_image, image
         k = self._knobs
         if k.noise_floor <= 0 or not k.sttf_enabled or previous is None \
                 or previous.shape != image.shape:
             return change
-        factor = ops.compensated_noise_factor(gain)
-        s.noise_history.append(ops.frame_noise(image, previous) / factor)
+        s.noise_history.append(ops.frame_noise(image, previous))
         self._charge("change", F.frame_noise_flops(image.shape[0]))
-        sigma = float(np.median(np.asarray(s.noise_history))) * factor
+        sigma = float(np.median(np.asarray(s.noise_history)))
         floor = k.noise_floor * sigma * self._unit_noise_gain() / self._change_scale
         return ops.remove_noise(change, floor)
 
