@@ -295,8 +295,7 @@ def estimate_motion(anchor_gray: np.ndarray, current_gray: np.ndarray, mode: str
     if photometric:
         thumb = (_TO_THUMB @ _h(motion.matrix) @ _TO_MODEL)[:2]
         # on blurred images: sub-pixel misalignment and noise at edges would dilute the gain
-        motion.gain, motion.offset = fit_exposure(_ANCHORS.smooth(anchor_gray), smooth_current,
-                                                  thumb)
+        motion.gain = fit_gain(_ANCHORS.smooth(anchor_gray), smooth_current, thumb)
     return motion
 
 
@@ -387,12 +386,12 @@ def warp_gray(current: np.ndarray, matrix: np.ndarray) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def fit_exposure(anchor: np.ndarray, current: np.ndarray, matrix: np.ndarray,
-                 ) -> tuple[float, float]:
-    """(gain, offset) with current ~ gain * anchor + offset over the pixels both frames see.
+def fit_gain(anchor: np.ndarray, current: np.ndarray, matrix: np.ndarray) -> float:
+    """The gain with current ~ gain * anchor over the pixels both frames see.
 
-    Exposure is modelled as a gain alone (the offset is always 0): auto-exposure and mains
-    flicker scale the light reaching the sensor, and a gamma or power-law tone curve turns a
+    Exposure is modelled as a gain alone (the estimate leaves `Motion.offset` at 0):
+    auto-exposure and mains flicker scale the light reaching the sensor, and a gamma or
+    power-law tone curve turns a
     scale of linear light into a scale of the encoded values. A gain + offset line fitted to
     these images was ill-conditioned: a rendered scene is a flat background and a few flat
     objects, two or three clusters of intensity, and the fitted line swung to gain 1.6 and
@@ -404,8 +403,8 @@ def fit_exposure(anchor: np.ndarray, current: np.ndarray, matrix: np.ndarray,
     a, c = anchor[seen], warped[seen]
     ok = (c >= _SAT_LOW) & (c <= _SAT_HIGH) & (a >= _GAIN_MIN_LEVEL) & (a <= _SAT_HIGH)
     if int(ok.sum()) < 64:
-        return 1.0, 0.0  # too little well-exposed content to tell
-    return float(np.median(c[ok] / a[ok])), 0.0
+        return 1.0  # too little well-exposed content to tell
+    return float(np.median(c[ok] / a[ok]))
 
 
 def compensate(current: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.ndarray:
@@ -415,13 +414,12 @@ def compensate(current: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.nd
     their tokens are reused rather than filled with made-up content; the part of the view that
     is new since the anchor is not in the anchor's grid and is seen at the next re-anchor."""
     out = current
-    if not motion.is_unit_exposure and motion.gain > 0:
+    exposure = not motion.is_unit_exposure and motion.gain > 0
+    if exposure:
         out = (out - np.float32(motion.offset)) * np.float32(1.0 / motion.gain)
     if not motion.is_identity:
         out = _warp_into_anchor(out, anchor, motion.matrix)
-    if not motion.is_unit_exposure and motion.gain > 0:
-        out = _keep_clipped(out, anchor, motion)
-    return out
+    return _keep_clipped(out, anchor, motion) if exposure else out
 
 
 def _keep_clipped(out: np.ndarray, anchor: np.ndarray, motion: Motion) -> np.ndarray:
