@@ -226,3 +226,46 @@ def test_a_rendered_scene_acting_before_a_still_camera_keeps_the_still_camera():
         pred = ops.estimate_motion(anchor, _grey(f), "similarity", pred, aspect=H / W)
         shifts.append(round(pred.max_displacement(), 2))
     assert max(shifts) < 0.1, shifts
+
+
+def _pan_past_an_object(contrast: float, pan_px: float, object_px: int,
+                        steps: int = 10) -> np.ndarray:
+    """A camera panning over a textured view while a bright object crosses it on a path of
+    its own; the tracking error (model px) frame by frame."""
+    texture = _texture(3).astype(np.float32)
+    background = np.clip(128 + (texture - 128) * contrast, 0, 255).astype(np.uint8)
+    anchor, pred, errors = None, None, []
+    for k in range(steps):
+        f = _shifted(background, pan_px * k, 0)
+        cv2.circle(f, (200 + object_px * k, 240 - object_px * k // 2), 70, (240, 220, 30), -1,
+                   cv2.LINE_AA)
+        grey = _grey(f)
+        if anchor is None:
+            anchor = grey
+            continue
+        pred = ops.estimate_motion(anchor, grey, "similarity", pred, aspect=H / W)
+        dx, dy = pred.translation
+        errors.append(max(abs(dx - pan_px * k * IMAGE_SIZE / W), abs(dy)))
+    return np.array(errors)
+
+
+@pytest.mark.parametrize("contrast,pan_px,object_px", [
+    (0.5, 1.5, 12), (0.5, 3.0, -10), (1.0, 2.0, 20), (1.0, 3.0, -10)])
+def test_a_pan_is_tracked_while_an_object_crosses_the_view(contrast, pan_px, object_px):
+    """The object pulls phase correlation towards its own motion: the measurement alone was
+    0.07-0.14 model px off on average here, and such errors change most textured tokens.
+    The robust refinement leaves the object out and keeps the camera within 0.06 px."""
+    errors = _pan_past_an_object(contrast, pan_px, object_px)
+    assert errors[2:].mean() < 0.06, np.round(errors, 3)
+
+
+def test_velocity_is_the_step_between_successive_estimates():
+    img = _texture()
+    anchor = _grey(_shifted(img, 0, 0))
+    first = ops.estimate_motion(anchor, _grey(_shifted(img, 2.0, 0)), "similarity", aspect=H / W)
+    assert first.velocity is None  # nothing to predict from yet
+    second = ops.estimate_motion(anchor, _grey(_shifted(img, 4.0, 0)), "similarity", first,
+                                 aspect=H / W)
+    step = M._h(second.velocity) @ M._h(first.matrix)
+    np.testing.assert_allclose(step[:2], second.matrix, atol=1e-9)
+    assert second.velocity[0, 2] == pytest.approx(2.0 * IMAGE_SIZE / W, abs=0.05)
