@@ -24,6 +24,23 @@ def test_generated_streams_are_camera_sized_and_differ_in_motion():
                                        for w in still.event_windows)
 
 
+def test_the_photo_pan_stream_is_textured_moves_and_loops_without_a_jump():
+    """The generated scenes are flat backgrounds, where the motion stage estimates nothing;
+    this stream is the one that makes the node run its motion estimator."""
+    from tinygpt_ros import ops
+    from tinygpt_ros.ops import motion as M
+
+    s = node_bench.generated_stream("photo_pan", num_frames=12)
+    assert len(s.frames) == 12 and s.frames[0].shape == (480, 640, 3)
+    assert M._ANCHORS.textured_blocks(M.gray(ops.frame_to_unit(s.frames[0]))) \
+        >= M.MIN_TEXTURED_BLOCKS
+    steps = [np.abs(a.astype(int) - b.astype(int)).mean()
+             for a, b in zip(s.frames, [*s.frames[1:], s.frames[0]], strict=True)]
+    assert min(steps) > 0  # the camera moves on every frame...
+    assert max(steps) < 1.5 * min(steps)  # ...including from the last frame to the first
+    np.testing.assert_array_equal(s.frames[1], s.frames[-1])  # forward, then back
+
+
 def test_bench_node_runs_the_graph_and_reports(ros, tmp_path, monkeypatch):
     monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain_id))
     out = tmp_path / "bench"

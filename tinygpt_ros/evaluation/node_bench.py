@@ -16,8 +16,8 @@ rates from this process, and records, for each stream:
 - the node process's CPU % (of one core) and RSS over time (/proc), and this process's CPU.
 
 One run covers every (configuration, QoS, transport) combination, each on a freshly started
-graph, each through every stream (generated still / slow / pan / busy scenes at 640x480, or the
-frames and event windows of a bag).
+graph, each through every stream (generated still / slow / pan / busy scenes at 640x480, a
+camera panning over a photograph, or the frames and event windows of a bag).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 QOS = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
-STREAMS = ("still", "slow", "pan", "busy")
+STREAMS = ("still", "slow", "pan", "busy", "photo_pan")
+PHOTO = "astronaut"  # photo_pan films this scikit-image photograph
 CAMERA_HZ = 30.0
 EVENTS_HZ = 20.0
 FRAME_SIZE = (480, 640)  # (height, width): a VGA camera
@@ -86,6 +87,20 @@ def _pan_frames(seed: int, n: int, size: tuple[int, int]) -> list[np.ndarray]:
     return [np.ascontiguousarray(wide[:, i * step:i * step + w]) for i in range(n)]
 
 
+def _photo_pan_frames(n: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """A real photograph filmed by a camera panning 4 px per frame with a sensor's read and
+    shot noise, played forward and then back so the looped stream never jumps.
+
+    Why: the generated scenes are flat backgrounds, where the motion stage rightly estimates
+    nothing; a textured view is where it works, and what a robot's camera mostly sees."""
+    from tinygpt_ros.data.camera import Camera
+    from tinygpt_ros.data.photos import photo_stream
+
+    forward = photo_stream(PHOTO, Camera(pan_px=4, read_noise=2.0, shot_noise=0.2),
+                           n // 2 + 1, size=size)
+    return [np.ascontiguousarray(f) for f in [*forward, *forward[-2:0:-1]]][:n]
+
+
 def _event_windows(frames: Sequence[np.ndarray], fps: float, seed: int) -> list[np.ndarray]:
     """Events an event camera would see of these frames, cut into 1/EVENTS_HZ windows."""
     from tinygpt_ros.data.events import EventSimulator, resize_for_sensor
@@ -104,7 +119,8 @@ def _event_windows(frames: Sequence[np.ndarray], fps: float, seed: int) -> list[
 
 def generated_stream(name: str, seed: int = 0, size: tuple[int, int] = FRAME_SIZE,
                      num_frames: int = _LOOP_FRAMES) -> SourceStream:
-    """still / slow / busy: a generated scene at that motion level; pan: a panning camera."""
+    """still / slow / busy: a generated scene at that motion level; pan: a panning camera;
+    photo_pan: a panning camera over a photograph."""
     from tinygpt_ros.data.scenes import render_clip, split_seeds
 
     if name not in STREAMS:
@@ -112,6 +128,8 @@ def generated_stream(name: str, seed: int = 0, size: tuple[int, int] = FRAME_SIZ
     scene_seed = split_seeds("test", 1, 500 + seed)[0]
     if name == "pan":
         frames = _pan_frames(scene_seed, num_frames, size)
+    elif name == "photo_pan":
+        frames = _photo_pan_frames(num_frames, size)
     else:
         frames = list(render_clip(scene_seed, name, num_frames, size, CAMERA_HZ).frames)
     return SourceStream(name, frames, _event_windows(frames, CAMERA_HZ, seed))
