@@ -8,14 +8,16 @@ warp and normalise the current frame into the anchor's coordinates and exposure 
 change test (`compensate`), so only what really changed differs.
 
 Estimation runs on a 112 x 112 grey thumbnail of the model input (the squashed frame the encoder
-sees), tracking against the anchor, not frame to frame, so errors do not accumulate. The previous
-estimate predicts the current one; phase correlation (our own, on cv2.dft: a Gaussian-weighted
-cross-power spectrum whose peak is Gaussian, so a log-parabola gives the sub-pixel shift) of the
-whole image (translation) or of 2 x 2 blocks (similarity) measures the residual, and a weighted
-least-squares fit (outlier blocks dropped) gives translation or similarity. Similarity is fitted
-in isotropic coordinates (the frame's own aspect), so zoom and roll stay a similarity of the
-camera image. A residual that phase correlation cannot trust keeps the prediction. Matrices are
-returned in model-input pixels (224 x 224).
+sees), tracking against the anchor, not frame to frame, so errors do not accumulate. The
+previous estimate moved on by its last step (constant velocity) predicts the current one; phase
+correlation (our own, on cv2.dft: a Gaussian-weighted cross-power spectrum whose peak is
+Gaussian, so a log-parabola gives the sub-pixel shift) of the whole image (translation) or of
+2 x 2 blocks (similarity) measures the residual, and a weighted least-squares fit (outlier blocks
+dropped) gives translation or similarity. Similarity is fitted in isotropic coordinates (the
+frame's own aspect), so zoom and roll stay a similarity of the camera image. A residual that
+phase correlation cannot trust keeps the prediction. The best of these candidates is refined by
+one robust Gauss-Newton step that leaves out what moves on its own. Matrices are returned in
+model-input pixels (224 x 224).
 """
 
 from __future__ import annotations
@@ -340,8 +342,9 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
     identity explains the frame best (an object moving across a still view can fool phase
     correlation; the photometric residual is not fooled). The still camera wins a near tie
     (IDENTITY_MARGIN), and a view with too little texture to tell camera motion from an
-    object's (MIN_TEXTURED_BLOCKS) is not tracked at all. Also returns the blurred current
-    frame as the pick sees it, for the gain fit."""
+    object's (MIN_TEXTURED_BLOCKS) is not tracked at all. The prediction is constant
+    velocity (`Motion.velocity`), and the pick is refined (`_refine`) unless the still camera
+    won. Also returns the blurred current frame as the pick sees it, for the gain fit."""
     ident = Motion.identity().matrix
     if _ANCHORS.textured_blocks(anchor) < MIN_TEXTURED_BLOCKS:
         # nothing across the view to tell the camera from an object
@@ -393,6 +396,7 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
         motion.velocity = (_h(motion.matrix) @ np.linalg.inv(_h(pred)))[:2]
     return motion, view
 
+
 def _smooth(img: np.ndarray) -> np.ndarray:
     """Blur before comparing candidates: otherwise the interpolation of a fractional warp
     (which softens edges) makes the unwarped identity look better than the true motion."""
@@ -430,8 +434,9 @@ def _refine(anchor: np.ndarray, current: np.ndarray, thumb: np.ndarray, view: _V
     the anchor (its gradients are cached with it), leaves out pixels whose residual is more
     than REFINE_CUT times the median (the object), and solves for the translation or
     similarity that explains the rest. A step is kept only if it lowers the median residual:
-    the mean would reward a step that half-aligns the object's edges (tried: on a pan with an
-    object crossing it, that drifted to 0.35 px where the median kept 0.03 px)."""
+    the mean would reward a step that half-aligns the object's edges (tried, with the cut in
+    mean residuals too: on pans with an object crossing them it was 0.13 model px off on
+    average, up to 0.35, against 0.10 with no refinement and 0.03 with the median)."""
     grad_x, grad_y = _ANCHORS.gradients(anchor)
     h, w = anchor.shape
     cx, cy = (w - 1) / 2, (h - 1) / 2
