@@ -258,14 +258,3 @@ def test_a_pan_is_tracked_while_an_object_crosses_the_view(contrast, pan_px, obj
     errors = _pan_past_an_object(contrast, pan_px, object_px)
     assert errors[2:].mean() < 0.06, np.round(errors, 3)
 
-
-def test_velocity_is_the_step_between_successive_estimates():
-    img = _texture()
-    anchor = _grey(_shifted(img, 0, 0))
-    first = ops.estimate_motion(anchor, _grey(_shifted(img, 2.0, 0)), "similarity", aspect=H / W)
-    assert first.velocity is None  # nothing to predict from yet
-    second = ops.estimate_motion(anchor, _grey(_shifted(img, 4.0, 0)), "similarity", first,
-                                 aspect=H / W)
-    step = M._h(second.velocity) @ M._h(first.matrix)
-    np.testing.assert_allclose(step[:2], second.matrix, atol=1e-9)
-    assert second.velocity[0, 2] == pytest.approx(2.0 * IMAGE_SIZE / W, abs=0.05)
