@@ -256,5 +256,7 @@ def test_a_pan_is_tracked_while_an_object_crosses_the_view(contrast, pan_px, obj
     0.07-0.14 model px off on average here, and such errors change most textured tokens.
     The robust refinement leaves the object out and keeps the camera within 0.06 px."""
     errors = _pan_past_an_object(contrast, pan_px, object_px)
+    # from the third frame on: over the first two the pan is 0.5-1 model px and the still
+    # camera can still win its tie-break (up to 1 px off here, with either code)
     assert errors[2:].mean() < 0.06, np.round(errors, 3)
 
