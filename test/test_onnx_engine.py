@@ -138,8 +138,16 @@ def test_fp32_parity_with_compensation(model_dir, camera_streams, knobs):
     assert any(ra.record.motion_dx != 0.0 for ra, *_ in pairs)
     if "max_compensated_motion" in knobs:
         assert any(ra.record.reanchored for ra, *_ in pairs)
+    # The motion estimate is a float the two processes' numerics may round differently in the
+    # last digits (both run the same numpy/OpenCV code; a BLAS call once differed in the 7th
+    # digit); every decision it leads to must still match exactly.
+    estimates = ("motion_dx", "motion_dy", "motion_scale", "motion_rotation_deg",
+                 "exposure_gain")
     for ra, rb, ta, tb in pairs:
-        assert _record(ra) == _record(rb)
+        da, db = _record(ra), _record(rb)
+        for k in estimates:
+            assert da.pop(k) == pytest.approx(db.pop(k), rel=1e-6, abs=1e-6), k
+        assert da == db
         assert ra.caption == rb.caption
         assert np.array_equal(ra.token_mask, rb.token_mask)
         assert float(np.abs(ta - tb).max()) < FP32_TOKENS_ATOL

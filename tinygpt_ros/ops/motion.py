@@ -452,14 +452,14 @@ def _refine(anchor: np.ndarray, current: np.ndarray, thumb: np.ndarray, view: _V
         gx = grad_x[inlier_at]
         gy = grad_y[inlier_at] / np.float32(aspect)
         if mode == "translation":
-            jac = np.stack([gx, gy], 1)
+            jac = [gx, gy]
         else:
             xs, ys = _AnchorCache.grid(anchor.shape)
             x = xs[inlier_at] - np.float32(cx)
             y = (ys[inlier_at] - np.float32(cy)) * np.float32(aspect)
-            jac = np.stack([gx * x + gy * y, gy * x - gx * y, gx, gy], 1)
+            jac = [gx * x + gy * y, gy * x - gx * y, gx, gy]
         try:
-            d = np.linalg.solve((jac.T @ jac).astype(np.float64), (jac.T @ r).astype(np.float64))
+            d = np.linalg.solve(*_normal_equations(jac, r))
         except np.linalg.LinAlgError:
             break
         if mode == "translation":
@@ -478,6 +478,24 @@ def _refine(anchor: np.ndarray, current: np.ndarray, thumb: np.ndarray, view: _V
         if abs(d[-2]) < REFINE_DONE_PX and abs(d[-1]) < REFINE_DONE_PX:
             break
     return thumb, view
+
+
+def _normal_equations(columns: list[np.ndarray], r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(J^T J, J^T r) for the Jacobian given by its columns, summed in float64 by numpy.
+
+    Not `jac.T @ jac`: a BLAS product's rounding depends on the arrays' memory alignment and
+    thread count, so the torch and onnxruntime engines, which run this same code on the same
+    frames, disagreed in the 7th digit of a motion estimate (their decisions must match)."""
+    cols = [c.astype(np.float64) for c in columns]
+    r64 = r.astype(np.float64)
+    n = len(cols)
+    hessian = np.empty((n, n))
+    gradient = np.empty(n)
+    for i in range(n):
+        gradient[i] = np.sum(cols[i] * r64)
+        for j in range(i, n):
+            hessian[i, j] = hessian[j, i] = np.sum(cols[i] * cols[j])
+    return hessian, gradient
 
 
 def _median(x: np.ndarray) -> np.floating:
