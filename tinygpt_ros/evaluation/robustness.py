@@ -143,9 +143,8 @@ def run_robustness(model_dir: str | Path, backend: str = "onnxruntime", clips: i
         for k, v in knobs.items():
             e.set_knob(k, v)
         engines[name] = e
-    # as the node runs: one BLAS/OpenCV thread next to the engine's own pool (without it,
-    # OpenBLAS's default pool fought onnxruntime's: the motion stage, whose refinement solves
-    # its normal equations through BLAS, timed 7.1 ms instead of 5.8 in one pair of runs)
+    # as the node runs: one BLAS/OpenCV thread next to the engine's own pool; without it,
+    # OpenBLAS's default pool competes with onnxruntime's for the same cores
     apply_thread_limits(DEFAULT_BLAS_THREADS, threads)
     t0 = time.perf_counter()
     streams = make_streams(conditions, clips, photos, frames, seed)
