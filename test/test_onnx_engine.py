@@ -138,9 +138,9 @@ def test_fp32_parity_with_compensation(model_dir, camera_streams, knobs):
     assert any(ra.record.motion_dx != 0.0 for ra, *_ in pairs)
     if "max_compensated_motion" in knobs:
         assert any(ra.record.reanchored for ra, *_ in pairs)
-    # The motion estimate is a float the two processes' numerics may round differently in the
-    # last digits (both run the same numpy/OpenCV code; a BLAS call once differed in the 7th
-    # digit); every decision it leads to must still match exactly.
+    # The motion estimate is a float the two engines' runs may round differently in the last
+    # digits (both run the same numpy/OpenCV code, yet a clean-clone CI run once saw them
+    # differ in the 7th digit); every decision it leads to must still match exactly.
     estimates = ("motion_dx", "motion_dy", "motion_scale", "motion_rotation_deg",
                  "exposure_gain")
     for ra, rb, ta, tb in pairs:
