@@ -192,6 +192,43 @@ def test_fast_median_is_numpy_median(n):
     assert M._median(x) == np.median(x)
 
 
+@pytest.mark.parametrize("shift", [(0.0, 0.0), (3.3, -1.7), (-0.25, 0.6), (10.9, 4.01),
+                                   (-57.5, 30.2), (400.0, 0.0)])
+def test_separable_cubic_shift_is_warp_affine(shift):
+    """The compensation's fast path for a pure shift gives what the general bicubic warp gives,
+    coverage channel (zero outside the frame) included."""
+    img = cv2.GaussianBlur(np.random.default_rng(0).random((224, 224, 3), np.float32), (0, 0), 1)
+    rgba = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA)
+    matrix = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]])
+    want = cv2.warpAffine(rgba, matrix, (224, 224), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    np.testing.assert_allclose(M._shift_cubic(rgba, *shift), want, atol=2e-5)
+
+
+def test_only_a_scale_and_rotation_under_the_deadband_count_as_a_shift():
+    """`_as_translation` takes the centre's shift when the rest moves no pixel by DEADBAND_PX,
+    and compensating such a near-shift stays within a few thousandths of the exact warp."""
+    c = (IMAGE_SIZE - 1) / 2
+
+    def about_centre(scale: float, tx: float, ty: float) -> np.ndarray:
+        return np.array([[scale, 0.0, c - scale * c + tx], [0.0, scale, c - scale * c + ty]])
+
+    tiny = about_centre(1.0 + 0.3 * M.DEADBAND_PX / IMAGE_SIZE, 2.5, -1.25)
+    assert M._as_translation(tiny, IMAGE_SIZE, IMAGE_SIZE) == pytest.approx((2.5, -1.25))
+    zoom = about_centre(1.01, 2.5, -1.25)
+    assert all(np.isnan(M._as_translation(zoom, IMAGE_SIZE, IMAGE_SIZE)))
+    rng = np.random.default_rng(1)
+    frame = cv2.GaussianBlur(rng.random((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32), (0, 0), 1.5)
+    anchor = rng.random((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
+    fast = ops.compensate(frame, anchor, M.Motion(tiny))
+    rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA)
+    warped = cv2.warpAffine(rgba, tiny, (IMAGE_SIZE, IMAGE_SIZE),
+                            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    exact = warped[..., :3] + (1.0 - warped[..., 3:]) * anchor
+    assert np.abs(fast - exact)[8:-8, 8:-8].max() < 5e-3
+
+
 def _object_track(background: np.ndarray, steps: int = 6, speed: int = 8) -> list[M.Motion]:
     """A still camera in front of one object moving right; the estimates, frame by frame."""
     frames = []
