@@ -8,7 +8,7 @@ import pytest
 
 from tinygpt_ros import ops
 from tinygpt_ros.data.camera import Camera, camera_path
-from tinygpt_ros.data.scenes import CAMERA_MOTIONS, render_clip
+from tinygpt_ros.data.scenes import CAMERA_MOTIONS, render_clip, split_seeds
 from tinygpt_ros.ops import motion as M
 from tinygpt_ros.spec.config import IMAGE_SIZE
 
@@ -227,6 +227,40 @@ def test_only_a_scale_and_rotation_under_the_deadband_count_as_a_shift():
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     exact = warped[..., :3] + (1.0 - warped[..., 3:]) * anchor
     assert np.abs(fast - exact)[8:-8, 8:-8].max() < 5e-3
+
+
+def test_the_ring_around_a_clipped_highlight_is_kept_after_an_exposure_step():
+    """The sensor clips at 640x480 and the model input averages several sensor pixels: around a
+    highlight the +20% step burns out, model pixels mix clipped and unclipped ones and read
+    darker than the gain predicts. They say nothing new and keep the anchor's values."""
+    base = _shifted(_texture(5), 0, 0).copy()
+    cv2.circle(base, (320, 240), 90, (245, 240, 235), -1, cv2.LINE_AA)
+    step = np.clip(np.rint(base.astype(np.float32) * 1.2), 0, 255).astype(np.uint8)
+    anchor, current = ops.frame_to_unit(base), ops.frame_to_unit(step)
+    m = ops.estimate_motion(M.gray(anchor), M.gray(current), "similarity", aspect=H / W)
+    assert m.is_identity and m.gain == pytest.approx(1.2, abs=0.005)
+    back = np.abs(ops.compensate(current, anchor, m) - anchor).max(axis=-1)
+    ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]
+    c = (IMAGE_SIZE - 1) / 2
+    radius = np.hypot((xs - c) * W / IMAGE_SIZE, (ys - c) * H / IMAGE_SIZE)
+    ring = np.abs(radius - 90) < 8  # camera px around the disc's edge
+    assert back[ring].max() < 0.04  # 0.115 without the ring rule
+    assert back.max() < 0.08  # the texture's own highlights: 0.111 without it
+
+
+def test_an_exposure_step_in_an_acting_scene_is_not_read_as_camera_motion():
+    """A -20% step on a val clip whose scene acts: compared in the anchor's exposure, the still
+    camera explains the step frame best (compared raw, a 2.5 px shift with a 2% zoom won)."""
+    camera = Camera(exposure_steps=((8, -0.2),), read_noise=2.0, shot_noise=0.2,
+                    jpeg_quality=85)
+    seed = split_seeds("val", 8, base_seed=0)[7]
+    frames = render_clip(seed, "slow", num_frames=14, size=(H, W), camera=camera).frames
+    anchor = _grey(frames[0])
+    pred = None
+    for k in range(1, 11):
+        pred = ops.estimate_motion(anchor, _grey(frames[k]), "similarity", pred, aspect=H / W)
+        assert pred.is_identity, (k, pred.matrix)
+    assert pred.gain == pytest.approx(0.8, abs=0.005)
 
 
 def _object_track(background: np.ndarray, steps: int = 6, speed: int = 8) -> list[M.Motion]:
