@@ -192,6 +192,30 @@ def test_fast_median_is_numpy_median(n):
     assert M._median(x) == np.median(x)
 
 
+@pytest.mark.parametrize("shape", [(56, 56), (112, 112), (55, 57), (57, 56), (56, 55)])
+def test_packed_phase_correlation_is_the_complex_one(shape):
+    """`_shift` works on OpenCV's packed real spectra (CCS); its peak and response are those of
+    the same windowed, low-passed phase correlation done with numpy's complex FFT, for even and
+    odd block sizes (the packing differs on each)."""
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    a = cv2.GaussianBlur(rng.random(shape, np.float32), (0, 0), 2)
+    b = np.roll(a, (1, -2), axis=(0, 1)) + rng.normal(0, 0.01, shape).astype(np.float32)
+    plan = M._plan(shape)
+
+    def spectrum(x):
+        return np.fft.fft2((x - x.mean()) * plan.window)
+
+    fy, fx = np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :]
+    lowpass = np.exp(-(fx ** 2 + fy ** 2) / (2 * M.LOWPASS_SIGMA ** 2))
+    cross = spectrum(b) * np.conj(spectrum(a))
+    surface = np.fft.ifft2(lowpass * cross / (np.abs(cross) + 1e-9)).real
+    surface[plan.search == 0] = -np.inf
+    y, x = np.unravel_index(np.argmax(surface), shape)
+    dx, dy, response = M._shift(a, b)
+    assert (round(dx) % shape[1], round(dy) % shape[0]) == (x, y) == ((-2) % shape[1], 1)
+    assert response == pytest.approx(surface[y, x] / lowpass.mean(), abs=1e-4)
+
+
 @pytest.mark.parametrize("shift", [(0.0, 0.0), (3.3, -1.7), (-0.25, 0.6), (10.9, 4.01),
                                    (-57.5, 30.2), (400.0, 0.0)])
 def test_separable_cubic_shift_is_warp_affine(shift):

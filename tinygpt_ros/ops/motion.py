@@ -155,24 +155,66 @@ _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 # a grey image warped into the anchor's coordinates, and where it was seen (None: everywhere)
 _View = tuple[np.ndarray, "np.ndarray | None"]
 
-_PLANS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float, np.ndarray]] = {}
+@dataclass(frozen=True)
+class _Plan:
+    """What a phase correlation of one block shape needs besides the two blocks.
+
+    The spectra are OpenCV's packed real DFT (CCS: the non-redundant half of a real image's
+    conjugate-symmetric spectrum, one float per slot, real and imaginary parts of a frequency
+    in neighbouring slots). Why: with the full complex output the transforms cost 3-5 times as
+    much at these sizes, and the phase correlations were a third of the motion stage."""
+
+    window: np.ndarray  # Hanning window
+    lowpass: np.ndarray  # Gaussian weight of each CCS slot's frequency
+    lowpass_mean: float  # its mean over the full spectrum: a perfect match's peak height
+    search: np.ndarray  # uint8 mask of the shifts within MAX_RESIDUAL_PX
+    pairs: tuple[tuple[tuple[slice, ...], tuple[slice, ...]], ...]  # (real, imaginary) slots
 
 
-def _plan(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-    """Hanning window, Gaussian spectrum weight, its mean, and the search mask (shifts within
-    MAX_RESIDUAL_PX), per block shape."""
+_PLANS: dict[tuple[int, int], _Plan] = {}
+
+
+def _plan(shape: tuple[int, int]) -> _Plan:
     plan = _PLANS.get(shape)
     if plan is None:
-        win = cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
-        fy = np.fft.fftfreq(shape[0])[:, None]
-        fx = np.fft.fftfreq(shape[1])[None, :]
+        h, w = shape
+        fy, fx = _ccs_frequencies(shape)
         lp = np.exp(-(fx ** 2 + fy ** 2) / (2 * LOWPASS_SIGMA ** 2)).astype(np.float32)
-        dy = np.abs(np.fft.fftfreq(shape[0]) * shape[0])[:, None]
-        dx = np.abs(np.fft.fftfreq(shape[1]) * shape[1])[None, :]
+        full_y, full_x = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+        lp_mean = float(np.exp(-(full_x ** 2 + full_y ** 2) / (2 * LOWPASS_SIGMA ** 2)).mean())
+        dy = np.abs(np.fft.fftfreq(h) * h)[:, None]
+        dx = np.abs(np.fft.fftfreq(w) * w)[None, :]
         search = ((dx <= MAX_RESIDUAL_PX) & (dy <= MAX_RESIDUAL_PX)).astype(np.uint8)
-        plan = (win, lp, float(lp.mean()), search)
-        _PLANS[shape] = plan
+        window = cv2.createHanningWindow((w, h), cv2.CV_32F)
+        plan = _PLANS[shape] = _Plan(window, lp, lp_mean, search, _ccs_pairs(shape))
     return plan
+
+
+def _ccs_pairs(shape: tuple[int, int]) -> tuple[tuple[tuple[slice, ...], tuple[slice, ...]], ...]:
+    """The (real, imaginary) slot pairs of a CCS spectrum; the slots in none of them (the
+    zero and, for even sizes, the Nyquist frequencies of the first and last columns) are real.
+    Interior columns pair along each row; the first column (and the last, for an even width)
+    holds the real transform of that column, pairing down it."""
+    h, w = shape
+    end_x = w - 1 if w % 2 == 0 else w
+    end_y = h - 1 if h % 2 == 0 else h
+    edge_columns = slice(0, w, w - 1) if w % 2 == 0 and w > 1 else slice(0, 1)
+    return ((np.s_[:, 1:end_x:2], np.s_[:, 2:end_x:2]),
+            (np.s_[1:end_y:2, edge_columns], np.s_[2:end_y:2, edge_columns]))
+
+
+def _ccs_frequencies(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(fy, fx) in cycles/pixel of the frequency each CCS slot holds a part of."""
+    h, w = shape
+    rows, cols = np.fft.fftfreq(h), np.fft.fftfreq(w)
+    fy, fx = np.empty(shape), np.empty(shape)
+    fy[:] = rows[:, None]
+    fx[:, 1:] = cols[(np.arange(1, w) + 1) // 2][None, :]  # interior slot j: column (j + 1) // 2
+    edges = [0, w - 1] if w % 2 == 0 and w > 1 else [0]
+    for col in edges:
+        fx[:, col] = cols[0 if col == 0 else w // 2]
+        fy[:, col] = rows[(np.arange(h) + 1) // 2]  # down an edge column: row (i + 1) // 2
+    return fy, fx
 
 
 def _log_peak(m: float, c: float, p: float) -> float:
@@ -183,11 +225,9 @@ def _log_peak(m: float, c: float, p: float) -> float:
 
 
 def _spectrum(a: np.ndarray) -> np.ndarray:
-    """Windowed, mean-free DFT of a block: one side of a phase correlation."""
-    win = _plan(a.shape)[0]
+    """Windowed, mean-free CCS spectrum of a block: one side of a phase correlation."""
     # OpenCV's own element-wise calls: numpy's mean alone cost as much as the transform
-    return cv2.dft(cv2.multiply(cv2.subtract(a, cv2.mean(a)[0]), win),
-                   flags=cv2.DFT_COMPLEX_OUTPUT)
+    return cv2.dft(cv2.multiply(cv2.subtract(a, cv2.mean(a)[0]), _plan(a.shape).window))
 
 
 class _AnchorCache:
@@ -268,20 +308,25 @@ def _shift(a: np.ndarray, b: np.ndarray, fa: np.ndarray | None = None
     spectrum of `a` when the caller has it already.
 
     cv2.phaseCorrelate is not used: in OpenCV 5.0.0 it is off by half a pixel on even sizes."""
-    _, lowpass, lp_mean, search = _plan(a.shape)
+    plan = _plan(a.shape)
     fa = _spectrum(a) if fa is None else fa
     fb = _spectrum(b)
     cross = cv2.mulSpectrums(fb, fa, 0, conjB=True)
-    z = cross.view(np.complex64)[..., 0]  # the same memory as complex numbers
-    z *= lowpass / (np.abs(z) + np.float32(1e-9))
+    # every slot divided by the magnitude of the frequency it belongs to: the phase alone
+    magnitude = cv2.multiply(cross, cross)
+    for re, im in plan.pairs:
+        magnitude[re] += magnitude[im]
+        magnitude[im] = magnitude[re]
+    cv2.sqrt(magnitude, magnitude)
+    cross *= plan.lowpass / (magnitude + np.float32(1e-9))
     r = cv2.idft(cross, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
     h, w = a.shape
-    _, peak, _, (x, y) = cv2.minMaxLoc(r, search)
+    _, peak, _, (x, y) = cv2.minMaxLoc(r, plan.search)
     dx = x + _log_peak(r[y, (x - 1) % w], r[y, x], r[y, (x + 1) % w])
     dy = y + _log_peak(r[(y - 1) % h, x], r[y, x], r[(y + 1) % h, x])
     dx = dx - w if dx > w / 2 else dx
     dy = dy - h if dy > h / 2 else dy
-    return float(dx), float(dy), float(peak / lp_mean)
+    return float(dx), float(dy), float(peak / plan.lowpass_mean)
 
 
 def _fit(points: np.ndarray, moved: np.ndarray, weights: np.ndarray, mode: str,
