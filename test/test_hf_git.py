@@ -242,3 +242,34 @@ def test_bench_hf_runs_on_a_local_checkpoint(git_dir, tmp_path):
     assert still["tokens_recomputed_after_first_pct"] == 0 and still["captions_reused_pct"] > 0
     assert 0 < busy["tokens_recomputed_after_first_pct"] < 100
     assert "| still |" in md.read_text()
+
+
+def test_bench_hf_on_onnxruntime_exports_a_checkpoint_and_times_its_graphs(tmp_path):
+    """`bench-hf --backend onnxruntime` exports a checkpoint that has no export yet and times
+    the graphs through the engine the node loads: the same decisions as on torch."""
+    from tinygpt_ros.cli import main
+
+    model = save_tiny_git(tmp_path / "tiny-git")
+    reports = {}
+    for backend in ("torch", "onnxruntime"):
+        out, md = tmp_path / f"{backend}.json", tmp_path / f"{backend}.md"
+        assert main(["bench-hf", "--model", str(model), "--backend", backend, "--frames", "3",
+                     "--streams", "still", "busy", "--out", str(out), "--markdown",
+                     str(md)]) == 0
+        reports[backend] = json.loads(out.read_text())
+    assert (model / "tinygpt_onnx" / "export.json").is_file()
+    ort = reports["onnxruntime"]
+    assert ort["backend"] == "onnxruntime" and "onnxruntime" in ort["machine"]
+    assert ort["parameters"] == reports["torch"]["parameters"]
+    for stream in ("still", "busy"):
+        for key in ("tokens_recomputed_pct", "captions_reused_pct"):
+            assert ort["streams"][stream][key] == reports["torch"]["streams"][stream][key]
+    assert "bench-hf-onnxruntime:start" in (tmp_path / "onnxruntime.md").read_text()
+
+
+def test_bench_hf_refuses_llava_on_onnxruntime(capsys):
+    from tinygpt_ros.cli import main
+
+    assert main(["bench-hf", "--family", "llava", "--backend", "onnxruntime", "--frames",
+                 "1"]) == 2
+    assert "LLaVA has no ONNX export" in capsys.readouterr().err

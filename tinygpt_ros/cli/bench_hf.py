@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="random-weight architecture without --model: GIT-base, or "
                         "llava-interleave-qwen-0.5b (SigLIP-so400m tower at 196 px + "
                         "Qwen2-0.5B)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime (GIT only): the graphs of `tinygpt-ros export`; the random "
+                        "GIT-base is saved and exported to a temporary checkpoint first")
     p.add_argument("--motion-compensation", choices=["off", "translation", "similarity"],
                    default="off", help="the STTF engine's ego-motion (and exposure) "
                                        "compensation")

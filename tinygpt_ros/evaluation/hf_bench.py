@@ -17,12 +17,19 @@ frame), panning (a 640-wide window sliding `pan_px` pixels per frame across a 12
 Dense and STTF engines alternate frame by frame so background load hits both alike. Reported
 per stream: mean and p50 wall ms per frame, the ratio dense / STTF, tokens recomputed, captions
 reused.
+
+`--backend onnxruntime` (GIT only: LLaVA has no export) times the graphs `tinygpt-ros export`
+writes, loaded the way the node loads them (`HfEngine.from_dir`). The random GIT-base is then
+saved to a temporary checkpoint and exported first (about half a minute); a `--model` checkpoint
+without a current export is exported in place, as `tinygpt-ros export` would.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,8 @@ import numpy as np
 from tinygpt_ros.data.scenes import render_clip
 
 STREAMS = ("still", "slow", "busy", "panning")
+BACKENDS = ("torch", "onnxruntime")
+log = logging.getLogger(__name__)
 GIT_BASE = {
     "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
                "num_attention_heads": 12, "image_size": 224, "patch_size": 16},
@@ -160,9 +169,52 @@ def random_llava_small(seed: int = 0):
     return model, processor, pp
 
 
+def save_random_git_base(path: Path, seed: int = 0) -> Path:
+    """`random_git_base` as a local checkpoint (weights, tokenizer, CLIP preprocessor config)
+    that the real loading code reads, as a downloaded one would be."""
+    model, tok, _ = random_git_base(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True,
+        "size": {"shortest_edge": 224}, "do_center_crop": True,
+        "crop_size": {"height": 224, "width": 224}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3}))
+    return path
+
+
+def _exported(model_dir: Path) -> Path:
+    """`model_dir` with a current ONNX export (made now when missing or stale)."""
+    from tinygpt_ros.hf.git_onnx import EXPORT_DIR, EXPORT_FILE, weights_size
+
+    try:
+        info = json.loads((model_dir / EXPORT_DIR / EXPORT_FILE).read_text())
+    except (OSError, ValueError):
+        info = {}
+    if info.get("weights_bytes") != weights_size(model_dir):
+        from tinygpt_ros.hf.git_export import export_git
+
+        log.info("exporting %s to ONNX (tinygpt-ros export)", model_dir)
+        export_git(model_dir)
+    return model_dir
+
+
+def _parameters(model_dir: Path) -> int:
+    """Parameter count from the checkpoint's safetensors header (no torch model built)."""
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), "np") as f:
+        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+
+
 def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
-                  family: str = "git"):
-    """(dense engine, STTF engine) sharing one model."""
+                  family: str = "git", backend: str = "torch", scratch: Path | None = None):
+    """(dense engine, STTF engine, parameter count) sharing one model. onnxruntime: the
+    checkpoint (the random one saved under `scratch`) is exported if needed and both engines
+    load its graphs."""
     from tinygpt_ros.hf.checkpoint import check_checkpoint
     from tinygpt_ros.hf.common import HfTokenizer
     from tinygpt_ros.hf.engine import HfEngine, load_git, load_llava
@@ -170,30 +222,46 @@ def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
     from tinygpt_ros.hf.llava import LlavaKernels, feature_depth
     from tinygpt_ros.hf.vision import branch_depths
 
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if model_dir:
         family = check_checkpoint(model_dir).family
-    if family == "llava":
-        model, processor, pp = load_llava(model_dir) if model_dir else random_llava_small(seed)
-        tok = processor.tokenizer
-        depths = branch_depths(feature_depth(model.config.vision_config.num_hidden_layers,
-                                             model.config.vision_feature_layer))
-
-        def kernels():
-            return LlavaKernels(model, processor, pp, depths, None, device=device)
+    if backend == "onnxruntime":
+        if family != "git":
+            raise ValueError("LLaVA has no ONNX export: use --backend torch")
+        if model_dir:
+            path = Path(model_dir)
+        elif scratch is not None:
+            path = save_random_git_base(scratch / "git-base-random", seed)
+        else:
+            raise ValueError("random GIT-base on onnxruntime needs a scratch directory")
+        _exported(path)
+        engines = [HfEngine.from_dir(path, backend="onnxruntime") for _ in range(2)]
+        params = _parameters(path)
     else:
-        model, tok, pp = load_git(model_dir) if model_dir else random_git_base(seed)
-        depths = branch_depths(model.config.vision_config.num_hidden_layers)
+        if family == "llava":
+            model, processor, pp = load_llava(model_dir) if model_dir else random_llava_small(seed)
+            tok = processor.tokenizer
+            depths = branch_depths(feature_depth(model.config.vision_config.num_hidden_layers,
+                                                 model.config.vision_feature_layer))
 
-        def kernels():
-            return GitKernels(model, pp, depths, None, device=device)
-    engines = []
-    for sttf in (False, True):
-        k = kernels()
-        e = HfEngine(k, HfTokenizer(tok, k.bos_id, min(k.eos_ids)))
+            def kernels():
+                return LlavaKernels(model, processor, pp, depths, None, device=device)
+        else:
+            model, tok, pp = load_git(model_dir) if model_dir else random_git_base(seed)
+            depths = branch_depths(model.config.vision_config.num_hidden_layers)
+
+            def kernels():
+                return GitKernels(model, pp, depths, None, device=device)
+        engines = []
+        for _ in range(2):
+            k = kernels()
+            engines.append(HfEngine(k, HfTokenizer(tok, k.bos_id, min(k.eos_ids))))
+        params = sum(p.numel() for p in model.parameters())
+    for sttf, e in zip((False, True), engines, strict=True):
         e.set_knob("sttf_enabled", sttf)
         e.set_knob("anc_enabled", False)  # no trained router for random weights
-        engines.append(e)
-    return engines[0], engines[1], model
+    return engines[0], engines[1], int(params)
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
@@ -202,14 +270,27 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 def run(model_dir: str | None = None, frames: int = 12, pan_px: int = 8, seed: int = 0,
         streams: tuple[str, ...] = STREAMS, log: Any = print, family: str = "git",
-        motion_compensation: str = "off") -> dict[str, Any]:
-    import torch
+        motion_compensation: str = "off", backend: str = "torch") -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench_hf_") as scratch:
+        dense, sttf, params = build_engines(model_dir, seed=seed, family=family,
+                                            backend=backend, scratch=Path(scratch))
+        try:
+            return _run(dense, sttf, params, model_dir, frames, pan_px, seed, streams, log,
+                        motion_compensation, backend)
+        finally:
+            for e in (dense, sttf):
+                close = getattr(e.kernels, "close", None)
+                if callable(close):
+                    close()
 
-    dense, sttf, model = build_engines(model_dir, seed=seed, family=family)
+
+def _run(dense: Any, sttf: Any, params: int, model_dir: str | None, frames: int, pan_px: int,
+         seed: int, streams: tuple[str, ...], log: Any, motion_compensation: str,
+         backend: str) -> dict[str, Any]:
+
     sttf.set_knob("motion_compensation", motion_compensation)
     sttf.set_knob("exposure_compensation", motion_compensation != "off")
     family = sttf.kernels.family
-    params = sum(p.numel() for p in model.parameters())
     rows: dict[str, Any] = {}
     for kind in streams:
         clip = stream_frames(kind, frames, seed, pan_px)
@@ -252,20 +333,20 @@ def run(model_dir: str | None = None, frames: int = 12, pan_px: int = 8, seed: i
                                else "random weights, llava-interleave-qwen-0.5b architecture "
                                "(SigLIP-so400m tower at 196 px / 14 x 14 tokens + Qwen2-0.5B)"),
         "family": family,
+        "backend": backend,
         "motion_compensation": motion_compensation,
         "parameters": int(params),
         "knobs": sttf.knobs(),
         "frames_per_stream": frames, "pan_px_per_frame": pan_px,
-        "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": _machine(backend),
         "streams": rows,
     }
 
 
 def markdown(rep: dict[str, Any], command: str) -> str:
     lines = [
-        f"Model: {rep['model']} ({rep['parameters'] / 1e6:.0f} M parameters), torch "
-        f"{rep['machine']['torch']}, {rep['machine']['threads']} threads, "
+        f"Model: {rep['model']} ({rep['parameters'] / 1e6:.0f} M parameters), "
+        f"{_backend_line(rep)}, "
         f"{rep['frames_per_stream']} frames of 640x480 per stream; one run: ratios are the "
         "result, absolute times depend on the machine and its load.",
         "",
@@ -290,6 +371,25 @@ def markdown(rep: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+def _machine(backend: str) -> dict[str, Any]:
+    import torch
+
+    machine: dict[str, Any] = {"platform": platform.platform(), "torch": torch.__version__,
+                               "threads": torch.get_num_threads()}
+    if backend == "onnxruntime":
+        import onnxruntime
+
+        machine["onnxruntime"] = onnxruntime.__version__
+    return machine
+
+
+def _backend_line(rep: dict[str, Any]) -> str:
+    if rep.get("backend", "torch") == "onnxruntime":
+        return (f"onnxruntime {rep['machine'].get('onnxruntime', '?')} (the graphs of "
+                "`tinygpt-ros export`; default session threads)")
+    return f"torch {rep['machine']['torch']}, {rep['machine']['threads']} threads"
+
+
 def main(args: Any) -> int:
     import shlex
     import sys
@@ -297,12 +397,15 @@ def main(args: Any) -> int:
     from tinygpt_ros.evaluation.bench import write_markdown_section
 
     rep = run(args.model, args.frames, args.pan_px, args.seed, tuple(args.streams),
-              family=args.family, motion_compensation=args.motion_compensation)
+              family=args.family, motion_compensation=args.motion_compensation,
+              backend=args.backend)
     command = "tinygpt-ros " + shlex.join(sys.argv[1:])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rep, indent=2) + "\n")
     if args.markdown:
         section = "bench-hf" if rep["family"] == "git" else f"bench-hf-{rep['family']}"
+        if rep["backend"] != "torch":
+            section += f"-{rep['backend']}"
         write_markdown_section(args.markdown, markdown(rep, command), section)
     return 0
