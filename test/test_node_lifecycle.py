@@ -154,3 +154,21 @@ def test_shutdown_from_every_state(ros, lifecycle, tinygpt):
         assert node.engine is None
         assert list(node.subscriptions) == []
     assert threading.active_count() == threads0
+
+
+def test_the_streaming_allocator_policy_holds_only_while_active(ros, lifecycle, tinygpt,
+                                                               monkeypatch):
+    """Frame buffers come from the heap only while the node is active; deactivate (and a
+    shutdown straight from active) switch back before a cleanup frees what configure mapped
+    (ros/memory.py)."""
+    import tinygpt_ros.ros.node as node_module
+
+    calls: list[bool] = []
+    monkeypatch.setattr(node_module, "streaming_allocator", calls.append)
+    tinygpt()
+    lc = lifecycle()
+    assert lc.configure() and calls == []
+    assert lc.activate() and calls == [True]
+    assert lc.deactivate() and calls[-1] is False
+    assert lc.activate() and calls[-1] is True
+    assert lc.shutdown() and calls[-1] is False

@@ -10,8 +10,21 @@ allocates may get its own arena (up to 8 per core), each keeping its own free me
 `tune_allocator` fixes the mmap threshold at 128 KiB (large buffers are mapped and unmapped, so
 freeing them returns them) and caps the arenas at 2; `release_free_memory` (glibc
 `malloc_trim`) returns the rest after a cleanup. With both, RSS over lifecycle cycles stays
-within a few MB (docs/reliability.md, "Lifecycle memory"). The readers are Linux /proc files;
-elsewhere they return None, and on a libc other than glibc tuning and trimming do nothing.
+within a few MB (docs/reliability.md, "Lifecycle memory").
+
+That threshold has a price while frames flow: every buffer over 128 KiB (a frame, its copies,
+the 224 px float input and its warped copy) is mapped fresh and unmapped again, so the kernel
+zero-fills its pages on first touch, several megabytes per frame; and glibc's default 128 KiB
+trim threshold hands the top of the heap back and takes it again frame after frame. In the
+node the motion stage took 6.2 ms of its thread's CPU time on a textured pan against about
+2 ms in a plain loop. `streaming_allocator` therefore switches to a streaming policy while the
+node is active: buffers up to 32 MiB come from the heap and freed memory up to 128 MiB stays
+there for the next frame; deactivating switches back before anything is released, so what
+configure loads (sessions, weights) is still mapped the way the lifecycle fix needs. Measured
+in docs/benchmarks.md ("The allocator while frames flow") and docs/reliability.md.
+
+The readers are Linux /proc files; elsewhere they return None, and on a libc other than glibc
+tuning and trimming do nothing.
 """
 
 from __future__ import annotations
@@ -74,10 +87,14 @@ def mapped_libraries(pid: int | str = "self") -> set[str]:
     return names
 
 
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 MMAP_THRESHOLD = 128 * 1024
+TRIM_THRESHOLD = 128 * 1024  # glibc's default
 ARENA_MAX = 2
+STREAMING_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's own ceiling for its dynamic threshold
+STREAMING_TRIM_THRESHOLD = 128 * 1024 * 1024
 
 
 @cache
@@ -100,6 +117,20 @@ def tune_allocator() -> bool:
         return False
     ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     return bool(mallopt(_M_ARENA_MAX, ARENA_MAX)) and ok
+
+
+def streaming_allocator(streaming: bool) -> bool:
+    """True: the streaming policy (buffers up to STREAMING_MMAP_THRESHOLD from the heap, up to
+    STREAMING_TRIM_THRESHOLD of freed heap kept); False: back to `tune_allocator`'s threshold
+    and glibc's default trim threshold. Process-wide, like every mallopt. True when glibc
+    accepted both."""
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
+        return False
+    mmap, trim = ((STREAMING_MMAP_THRESHOLD, STREAMING_TRIM_THRESHOLD) if streaming
+                  else (MMAP_THRESHOLD, TRIM_THRESHOLD))
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap))
+    return bool(mallopt(_M_TRIM_THRESHOLD, trim)) and ok
 
 
 def release_free_memory() -> bool:

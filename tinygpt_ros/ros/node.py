@@ -47,7 +47,7 @@ from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros.executor import HandOffExecutor
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.markers import caption_marker
-from tinygpt_ros.ros.memory import release_free_memory, tune_allocator
+from tinygpt_ros.ros.memory import release_free_memory, streaming_allocator, tune_allocator
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.ros.transport import TransportMonitor
 from tinygpt_ros.runtime.budget import TARGET_PARAMS
@@ -239,6 +239,7 @@ class TinyGptNode(LifecycleNode):
             if self._engine is not None:
                 self._engine.reset()  # frames before the pause are no valid reference
         ret = super().on_activate(state)  # enables the lifecycle publishers
+        streaming_allocator(True)  # frame buffers reused from the heap (ros/memory.py)
         self._active.set()
         self.get_logger().info("active: processing input")
         return ret
@@ -248,6 +249,7 @@ class TinyGptNode(LifecycleNode):
         with self._proc_lock:  # wait for the frame in flight; nothing publishes after this
             for inp in self._inputs:
                 inp.mailbox.clear()
+        streaming_allocator(False)  # before a cleanup frees what configure mapped
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -427,6 +429,7 @@ class TinyGptNode(LifecycleNode):
     def _teardown(self) -> None:
         """Release everything configure created. Idempotent; safe from any state."""
         self._active.clear()
+        streaming_allocator(False)  # a shutdown or error may come straight from active
         self._stop.set()
         self._wake.set()
         for inp in self._inputs:
