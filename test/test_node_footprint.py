@@ -59,6 +59,7 @@ def test_memory_helpers():
     assert memory.peak_rss_bytes() >= memory.rss_bytes() * 0.5
     assert memory.tune_allocator() in (True, False)  # False off glibc
     assert memory.release_free_memory() in (True, False)
+    assert memory.trim_free_memory() in (True, False)
     assert memory.rss_bytes("no_such_pid") is None
 
 

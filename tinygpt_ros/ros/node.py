@@ -47,7 +47,12 @@ from tinygpt_ros.ros import diagnostics as diag
 from tinygpt_ros.ros.executor import HandOffExecutor
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.markers import caption_marker
-from tinygpt_ros.ros.memory import release_free_memory, streaming_allocator, tune_allocator
+from tinygpt_ros.ros.memory import (
+    release_free_memory,
+    streaming_allocator,
+    trim_free_memory,
+    tune_allocator,
+)
 from tinygpt_ros.ros.spin import spin_node_main
 from tinygpt_ros.ros.transport import TransportMonitor
 from tinygpt_ros.runtime.budget import TARGET_PARAMS
@@ -625,6 +630,7 @@ class TinyGptNode(LifecycleNode):
             pub.publish(diag.diagnostic_array(header, [status]))
         except InvalidHandle:  # destroyed by a cleanup after the read above
             pass
+        trim_free_memory()  # the streaming policy keeps freed buffers: not past a second
 
 
 def _copy_header(header: Header) -> Header:
