@@ -40,6 +40,8 @@ def save_tiny_git(path: Path, seed: int = 0, **config) -> Path:
     import torch
     from transformers import GitForCausalLM
 
+    from tinygpt_ros.evaluation.hf_bench import clip_preprocessor_config
+
     torch.manual_seed(seed)
     model = GitForCausalLM(git_config(**config)).eval()
     with torch.no_grad():  # larger text weights than the init so captions vary with the image
@@ -51,13 +53,7 @@ def save_tiny_git(path: Path, seed: int = 0, **config) -> Path:
     model.save_pretrained(path)
     tiny_bert_tokenizer().save_pretrained(path)
     size = model.config.vision_config.image_size
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True,
-        "size": {"shortest_edge": size}, "do_center_crop": True,
-        "crop_size": {"height": size, "width": size}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3}))
+    (path / "preprocessor_config.json").write_text(json.dumps(clip_preprocessor_config(size)))
     return path
 
 

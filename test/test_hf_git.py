@@ -267,6 +267,25 @@ def test_bench_hf_on_onnxruntime_exports_a_checkpoint_and_times_its_graphs(tmp_p
     assert "bench-hf-onnxruntime:start" in (tmp_path / "onnxruntime.md").read_text()
 
 
+def test_bench_hf_counts_parameters_from_either_weights_file(git_dir, tmp_path):
+    """The parameter count the onnxruntime bench reports comes from the weights file: the
+    safetensors header, or a pytorch_model.bin (tied weights counted once, as torch does)."""
+    import shutil
+
+    import torch
+    from transformers import GitForCausalLM
+
+    from tinygpt_ros.evaluation.hf_bench import _parameters
+
+    model = GitForCausalLM.from_pretrained(git_dir)
+    want = sum(p.numel() for p in model.parameters())
+    legacy = tmp_path / "legacy"
+    shutil.copytree(git_dir, legacy)
+    (legacy / "model.safetensors").unlink()
+    torch.save(model.state_dict(), legacy / "pytorch_model.bin")
+    assert _parameters(git_dir) == _parameters(legacy) == want
+
+
 def test_bench_hf_refuses_llava_on_onnxruntime(capsys):
     from tinygpt_ros.cli import main
 

@@ -169,6 +169,17 @@ def random_llava_small(seed: int = 0):
     return model, processor, pp
 
 
+def clip_preprocessor_config(size: int) -> dict[str, Any]:
+    """The `preprocessor_config.json` of a GIT checkpoint: CLIP's image processor at `size`."""
+    return {
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True,
+        "size": {"shortest_edge": size}, "do_center_crop": True,
+        "crop_size": {"height": size, "width": size}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3}
+
+
 def save_random_git_base(path: Path, seed: int = 0) -> Path:
     """`random_git_base` as a local checkpoint (weights, tokenizer, CLIP preprocessor config)
     that the real loading code reads, as a downloaded one would be."""
@@ -176,13 +187,8 @@ def save_random_git_base(path: Path, seed: int = 0) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True,
-        "size": {"shortest_edge": 224}, "do_center_crop": True,
-        "crop_size": {"height": 224, "width": 224}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3}))
+    size = model.config.vision_config.image_size
+    (path / "preprocessor_config.json").write_text(json.dumps(clip_preprocessor_config(size)))
     return path
 
 
@@ -203,11 +209,20 @@ def _exported(model_dir: Path) -> Path:
 
 
 def _parameters(model_dir: Path) -> int:
-    """Parameter count from the checkpoint's safetensors header (no torch model built)."""
-    from safetensors import safe_open
+    """Parameter count from the checkpoint's weights file: the safetensors header (which
+    holds tied weights once), else the tensors of pytorch_model.bin, memory-mapped, each
+    storage counted once (tied weights share one; no model built)."""
+    if (model_dir / "model.safetensors").is_file():
+        from safetensors import safe_open
 
-    with safe_open(str(model_dir / "model.safetensors"), "np") as f:
-        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+        with safe_open(str(model_dir / "model.safetensors"), "np") as f:
+            return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+    import torch
+
+    state = torch.load(model_dir / "pytorch_model.bin", map_location="cpu", mmap=True,
+                       weights_only=True)
+    storages = {t.untyped_storage().data_ptr(): int(t.numel()) for t in state.values()}
+    return sum(storages.values())
 
 
 def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
