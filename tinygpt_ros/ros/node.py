@@ -11,7 +11,9 @@ summary timer and the worker; activate/deactivate only gate processing and publi
 publishers; messages arriving while inactive are ignored and counted); cleanup and shutdown
 release everything and give the freed heap back to the system (`memory.release_free_memory`;
 the node also tunes glibc's allocator once, `memory.tune_allocator`), so transitions can repeat
-without leaking threads, subscriptions or memory.
+without leaking threads, subscriptions or memory. While active the node switches the allocator
+to its streaming policy (`memory.streaming_allocator`: frame-sized buffers reused from the
+heap, trimmed once a second by the summary timer) and back on deactivate and teardown.
 
 Input limits (max_image_pixels, max_message_bytes, max_events_per_message) are checked by the
 conversions from header fields and payload lengths before anything is allocated to decode it;
