@@ -194,13 +194,12 @@ def save_random_git_base(path: Path, seed: int = 0) -> Path:
 
 def _exported(model_dir: Path) -> Path:
     """`model_dir` with a current ONNX export (made now when missing or stale)."""
-    from tinygpt_ros.hf.git_onnx import EXPORT_DIR, EXPORT_FILE, weights_size
+    from tinygpt_ros.hf.git_onnx import read_export
+    from tinygpt_ros.model.weights import ModelLoadError
 
     try:
-        info = json.loads((model_dir / EXPORT_DIR / EXPORT_FILE).read_text())
-    except (OSError, ValueError):
-        info = {}
-    if info.get("weights_bytes") != weights_size(model_dir):
+        read_export(model_dir)
+    except ModelLoadError:
         from tinygpt_ros.hf.git_export import export_git
 
         log.info("exporting %s to ONNX (tinygpt-ros export)", model_dir)
@@ -302,7 +301,6 @@ def run(model_dir: str | None = None, frames: int = 12, pan_px: int = 8, seed: i
 def _run(dense: Any, sttf: Any, params: int, model_dir: str | None, frames: int, pan_px: int,
          seed: int, streams: tuple[str, ...], log: Any, motion_compensation: str,
          backend: str) -> dict[str, Any]:
-
     sttf.set_knob("motion_compensation", motion_compensation)
     sttf.set_knob("exposure_compensation", motion_compensation != "off")
     family = sttf.kernels.family

@@ -32,6 +32,22 @@ def weights_size(path: Path) -> int:
                if (path / n).is_file())
 
 
+def read_export(model_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint's `export.json`; ModelLoadError when there is no export or it was made
+    from other weights (a replaced checkpoint)."""
+    d = Path(model_dir) / EXPORT_DIR
+    try:
+        info = json.loads((d / EXPORT_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"checkpoint {model_dir}: no ONNX export ({d / EXPORT_FILE}: {exc}); run "
+            f"`tinygpt-ros export --model {model_dir}` or use backend torch") from exc
+    if info.get("weights_bytes") != weights_size(Path(model_dir)):
+        raise ModelLoadError(f"checkpoint {model_dir}: the ONNX export was made from other "
+                             "weights; rerun `tinygpt-ros export`")
+    return info
+
+
 class GitOnnxKernels(GitKernelsCommon):
     """GIT behind the `Kernels` protocol on onnxruntime sessions."""
 
@@ -44,15 +60,7 @@ class GitOnnxKernels(GitKernelsCommon):
         import onnxruntime as ort
 
         d = Path(model_dir) / EXPORT_DIR
-        try:
-            info = json.loads((d / EXPORT_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"checkpoint {model_dir}: no ONNX export ({d / EXPORT_FILE}: {exc}); run "
-                f"`tinygpt-ros export --model {model_dir}` or use backend torch") from exc
-        if info.get("weights_bytes") != weights_size(Path(model_dir)):
-            raise ModelLoadError(f"checkpoint {model_dir}: the ONNX export was made from other "
-                                 "weights; rerun `tinygpt-ros export`")
+        info = read_export(model_dir)
         self.depths = tuple(int(x) for x in info["branch_depths"])
         self.cfg = git_model_config(config, self.depths, max_caption_len, temporal_window)
         vconf = config["vision_config"]
