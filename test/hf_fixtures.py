@@ -138,3 +138,30 @@ def save_tiny_llava(path: Path, seed: int = 0, tower: str = "clip", text: str = 
                    num_additional_image_tokens=1 if tower == "clip" else 0,
                    chat_template=LLAVA_TEMPLATE).save_pretrained(path)
     return path
+
+
+def check_drafts(kernels, tokens) -> None:
+    """A family's `decode` with drafts (`ops.drafting`) gives its plain greedy caption: with
+    the caption itself as the draft in one pass, with one word changed in two, with a draft cut
+    short or unrelated in any number. Some tokens are fused (size 3): the log(size) bias must
+    apply to drafted rows as to stepped ones."""
+    import numpy as np
+
+    sizes = np.ones(len(tokens), np.float32)
+    sizes[5:9] = 3.0
+    plain = kernels.decode(tokens, sizes)
+    max_len = kernels.cfg.max_caption_len
+    assert len(plain.ids) >= 4, "the tiny model's caption is too short to test drafts"
+    assert plain.passes == len(plain.ids) + (len(plain.ids) < max_len)
+    exact = [*plain.ids, min(kernels.eos_ids)] if len(plain.ids) < max_len else plain.ids
+    changed = list(exact)
+    mid = len(changed) // 2
+    changed[mid] = next(t for t in range(4, kernels.cfg.vocab_size)
+                        if t != changed[mid] and t not in kernels.eos_ids)
+    for i, d in enumerate([exact, changed, exact[:2], [7, 8, 9, 10, 11, 12]]):
+        out = kernels.decode(tokens, sizes, [d])
+        assert out.ids == plain.ids, (i, d)
+        if i == 0:
+            assert out.passes == 1
+        if i == 1:
+            assert out.passes == 2

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from hf_fixtures import save_tiny_git  # noqa: E402
+from hf_fixtures import check_drafts, save_tiny_git  # noqa: E402
 
 from tinygpt_ros.deploy.factory import load_engine  # noqa: E402
 from tinygpt_ros.hf.checkpoint import check_checkpoint, is_hf_checkpoint  # noqa: E402
@@ -292,3 +292,44 @@ def test_bench_hf_refuses_llava_on_onnxruntime(capsys):
     assert main(["bench-hf", "--family", "llava", "--backend", "onnxruntime", "--frames",
                  "1"]) == 2
     assert "LLaVA has no ONNX export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_draft_gives_the_plain_caption_and_the_last_one_costs_one_pass(git_dir, tmp_path,
+                                                                         backend):
+    from tinygpt_ros.cli import main
+
+    model = git_dir
+    if backend == "onnxruntime":
+        model = tmp_path / "git"
+        shutil.copytree(git_dir, model)
+        assert main(["export", "--model", str(model)]) == 0
+    engine = load_engine(model, backend=backend)
+    assert engine.backend == backend
+    k = engine.kernels
+    for frame in _frames(3, seed=4):
+        tokens = k.run_encoder(k.new_encoder_state(), k.embed_frame(k.frame_input(frame)),
+                               None, len(k.depths) - 1)[0]
+        check_drafts(k, tokens)
+
+
+def test_the_engine_drafts_with_the_last_caption_only_when_asked(git_dir):
+    engine = load_engine(git_dir)
+    engine.set_knob("anc_enabled", False)
+    engine.set_knob("caption_reuse_threshold", 0.0)  # decode every frame
+    drafts: list = []
+    decode = engine.kernels.decode
+
+    def spy(tokens, sizes, recent=()):
+        drafts.append(list(recent))
+        return decode(tokens, sizes, recent)
+
+    engine.kernels.decode = spy
+    frames = _frames(3, seed=6)
+    with_draft = [engine.process_frame(f).caption for f in frames]
+    assert drafts[0] == [] and all(d for d in drafts[1:])
+    engine.set_knob("caption_draft", False)
+    engine.reset()
+    drafts.clear()
+    without = [engine.process_frame(f).caption for f in frames]
+    assert drafts == [[]] * 3 and without == with_draft

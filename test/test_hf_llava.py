@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from hf_fixtures import save_tiny_llava  # noqa: E402
+from hf_fixtures import check_drafts, save_tiny_llava  # noqa: E402
 
 from tinygpt_ros.deploy.factory import load_engine  # noqa: E402
 from tinygpt_ros.hf.checkpoint import check_checkpoint  # noqa: E402
@@ -164,3 +164,12 @@ def test_fused_tokens_reach_the_decoder_as_a_log_size_mask_bias(llava_dir):
 def test_onnxruntime_request_is_served_by_torch(llava_dir, caplog):
     engine = load_engine(llava_dir, backend="onnxruntime")
     assert engine.backend == "torch" and engine.process_frame(_frames(1)[0]).caption is not None
+
+
+def test_a_draft_gives_the_plain_caption_and_the_last_one_costs_one_pass(llava_dir):
+    engine = load_engine(llava_dir)
+    k = engine.kernels
+    for frame in _frames(2, seed=4):
+        tokens = k.run_encoder(k.new_encoder_state(), k.embed_frame(k.frame_input(frame)),
+                               None, len(k.depths) - 1)[0]
+        check_drafts(k, tokens)

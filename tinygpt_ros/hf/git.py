@@ -10,19 +10,23 @@ Everything reuses the pretrained modules' own weights:
   visual projection (cached per row, so a gated frame projects only its changed rows);
 - `fuse` keeps the newest CLS token and fuses the window's patch tokens with
   `ops.temporal_fusion` (GIT has no time embedding: zeros);
-- `generate` is greedy decoding with a KV cache in which every visual key gets the bias
-  log(size) in every layer (image rows attend to image rows, text rows to image rows and
-  causally to text, as GIT's mask does). Sizes of 1 give bias 0: the model's own attention.
+- `generate` / `decode` is greedy decoding (`ops.greedy_decode`, optionally checking recent
+  captions as drafts) with a KV cache in which every visual key gets the bias log(size) in
+  every layer (image rows attend to image rows, text rows to image rows and causally to text,
+  as GIT's mask does). Sizes of 1 give bias 0: the model's own attention.
 
 Rows returned by `run_encoder` are 1 + 196 (CLS first); the engine only stacks them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
+from tinygpt_ros import ops
 from tinygpt_ros.hf.git_common import (
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
@@ -127,44 +131,61 @@ class GitKernels(GitKernelsCommon):
         a = layer.attention.output(ctx, h)
         return layer.output(layer.intermediate(a), a)
 
-    @torch.no_grad()
     def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+        return self.decode(tokens, sizes).ids
+
+    @torch.no_grad()
+    def decode(self, tokens: np.ndarray, sizes: np.ndarray,
+               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
+        """`ops.greedy_decode` over a KV cache whose image rows come first; `drafts` (recent
+        captions' ids) let one pass check several tokens (see `ops.drafting`). The first pass
+        runs the image rows with the first text rows, as GIT's own generate() does."""
         git = self.model.git
         layers = git.encoder.layer
         heads = self.model.config.num_attention_heads
-
-        def qkv(layer: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            s = layer.attention.self
-            return (s.query(h), s.key(h), s.value(h))
+        emb = git.embeddings
 
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.view(x.shape[0], heads, -1).transpose(0, 1)
 
         vis = self._t(np.asarray(tokens, np.float32))
+        n_vis = vis.shape[0]
         log_size = torch.log(self._t(np.asarray(sizes, np.float32)).clamp_min(1e-6))
-        # image rows: bidirectional among themselves, independent of the text
-        past_k, past_v = [], []
-        h = vis
-        for layer in layers:
-            q, k, v = (split(t) for t in qkv(layer, h))
-            past_k.append(k)
-            past_v.append(v)
-            h = self._attend(layer, h, k, v, q, log_size[None])
-        ids: list[int] = []
-        tok = self.bos_id
-        text_bias = log_size  # grows by one zero per text token
-        emb = git.embeddings
-        for pos in range(self.cfg.max_caption_len):
-            text_bias = torch.cat([text_bias, text_bias.new_zeros(1)])
-            h = emb.LayerNorm(emb.word_embeddings.weight[tok][None]
-                              + emb.position_embeddings.weight[pos][None])
+        past_k: list[torch.Tensor] = []
+        past_v: list[torch.Tensor] = []
+        cache = {"bias": log_size[:0]}  # key bias: log(size) per image key, 0 per text key
+
+        def run(ids: list[int], start: int) -> list[int]:
+            n = len(ids)
+            h = emb.LayerNorm(emb.word_embeddings.weight[ids]
+                              + emb.position_embeddings.weight[start:start + n])
+            first = start == 0
+            if first:  # image rows: bidirectional among themselves, blind to the text
+                h = torch.cat([vis, h])
+                cache["bias"] = log_size
+            bias = torch.cat([cache["bias"], log_size.new_zeros(n)])
+            cache["bias"] = bias
+            rows = bias[None].repeat(h.shape[0], 1)  # text rows see the image and earlier text
+            rows[-n:, -n:] += torch.triu(torch.full((n, n), -1e9), diagonal=1)
+            if first:
+                rows[:n_vis, n_vis:] = -1e9
             for i, layer in enumerate(layers):
-                q, k, v = (split(t) for t in qkv(layer, h))
-                past_k[i] = torch.cat([past_k[i], k], dim=1)
-                past_v[i] = torch.cat([past_v[i], v], dim=1)
-                h = self._attend(layer, h, past_k[i], past_v[i], q, text_bias[None])
-            tok = int(self.model.output(h)[0].argmax())
-            if tok in self.eos_ids:
-                break
-            ids.append(tok)
-        return ids
+                s = layer.attention.self
+                q, k, v = (split(m(h)) for m in (s.query, s.key, s.value))
+                if first:
+                    past_k.append(k)
+                    past_v.append(v)
+                else:
+                    past_k[i] = torch.cat([past_k[i], k], dim=1)
+                    past_v[i] = torch.cat([past_v[i], v], dim=1)
+                h = self._attend(layer, h, past_k[i], past_v[i], q, rows)
+            return self.model.output(h[-n:]).argmax(dim=-1).tolist()
+
+        def rewind(n_text: int) -> None:
+            keep = n_vis + n_text
+            for i in range(len(past_k)):
+                past_k[i], past_v[i] = past_k[i][:, :keep], past_v[i][:, :keep]
+            cache["bias"] = cache["bias"][:keep]
+
+        return ops.greedy_decode(run, rewind, self.bos_id, self.eos_ids,
+                                 self.cfg.max_caption_len, drafts)

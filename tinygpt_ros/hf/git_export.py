@@ -7,10 +7,14 @@ CLS + 196 patches; dynamic dims: n, K, P):
   `ops.StackedEncoderCache`: tokens (N,D), idx (n,) int64, cache_k/cache_v (L,H,N,hd),
   cache_y (L,N,D) -> projected (N,E) (post_layernorm + visual projection of every row), and the
   updated caches. idx = all rows with zero caches is the dense pass.
-- `git_prefill`: vis (K,E), log_size (K,) -> past_k/past_v (layers,Ht,K,hdt): the visual
-  prefix through the text layers (image rows attend to image rows, bias log(size)).
-- `git_step`: ids (1,) int64, position (1,) int64, past_k/past_v (layers,Ht,P,hdt), key_bias
-  (P,) -> logits (V,), the caches and the bias grown by one position.
+- `git_prefill`: vis (K,E), log_size (K,), ids (k,) int64, positions (k,) int64 -> logits
+  (k,V), past_k/past_v (layers,Ht,K+k,hdt), key_bias (K+k,): the first decoding pass, the
+  visual prefix (image rows attend to image rows, bias log(size)) with the first k text rows
+  (bos, then any draft), as GIT's own generate() runs image and bos together.
+- `git_step`: ids (k,) int64, positions (k,) int64, past_k/past_v (layers,Ht,P,hdt), key_bias
+  (P,) -> logits (k,V), the caches and the bias grown by k positions. The k text rows attend
+  to the cache and causally to each other: k = 1 is a decoding step, k > 1 checks a draft
+  (`ops.drafting`).
 
 Files go to `<checkpoint>/tinygpt_onnx/` with `export.json` (depths, I/O, the weights file's
 size so a replaced checkpoint is noticed). Every graph is checked against torch on the export's
@@ -31,21 +35,29 @@ import torch
 from torch import nn
 
 from tinygpt_ros.hf.engine import load_git
-from tinygpt_ros.hf.git_onnx import CLS_FILE, EXPORT_DIR, EXPORT_FILE, weights_size
+from tinygpt_ros.hf.git_onnx import (
+    CLS_FILE,
+    EXPORT_DIR,
+    EXPORT_FILE,
+    EXPORT_FORMAT,
+    weights_size,
+)
 from tinygpt_ros.hf.vision import branch_depths
 
 log = logging.getLogger(__name__)
-EXPORT_FORMAT = 1
 VERIFY_ATOL = 1e-3
 IO: dict[str, tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]] = {
     "git_embed": ({"pixels": {}}, {"tokens": {}}),
     "git_vision": ({"tokens": {}, "idx": {0: "n"}, "cache_k": {}, "cache_v": {}, "cache_y": {}},
                    {"projected": {}, "out_k": {}, "out_v": {}, "out_y": {}}),
-    "git_prefill": ({"vis": {0: "K"}, "log_size": {0: "K"}},
-                    {"past_k": {2: "K"}, "past_v": {2: "K"}}),
-    "git_step": ({"ids": {}, "position": {}, "past_k": {2: "P"}, "past_v": {2: "P"},
-                  "key_bias": {0: "P"}},
-                 {"logits": {}, "out_k": {2: "P1"}, "out_v": {2: "P1"}, "out_bias": {0: "P1"}}),
+    "git_prefill": ({"vis": {0: "K"}, "log_size": {0: "K"}, "ids": {0: "k"},
+                     "position": {0: "k"}},
+                    {"logits": {0: "k"}, "past_k": {2: "Kk"}, "past_v": {2: "Kk"},
+                     "key_bias": {0: "Kk"}}),
+    "git_step": ({"ids": {0: "k"}, "position": {0: "k"}, "past_k": {2: "P"},
+                  "past_v": {2: "P"}, "key_bias": {0: "P"}},
+                 {"logits": {0: "k"}, "out_k": {2: "Pk"}, "out_v": {2: "Pk"},
+                  "out_bias": {0: "Pk"}}),
 }
 
 
@@ -106,19 +118,28 @@ def _text_layer(layer: nn.Module, h, k, v, q, bias):
 class _Prefill(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.layers = model.git.encoder.layer
+        self.git = model.git
+        self.output = model.output
         self.heads = model.config.num_attention_heads
 
-    def forward(self, vis, log_size):
+    def forward(self, vis, log_size, ids, position):
+        emb = self.git.embeddings
+        text = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings(position))
+        h = torch.cat([vis, text])
+        k_vis, n = vis.shape[0], ids.shape[0]
+        bias = torch.cat([log_size, torch.zeros_like(position, dtype=log_size.dtype)])
+        r = torch.arange(k_vis + n)
+        # image rows see image keys only; text rows see the image and earlier text
+        hidden = ((r[None, :] > r[:, None]) & (r[None, :] >= k_vis)).to(log_size.dtype) * -1e9
+        rows = bias[None] + hidden
         ks, vs = [], []
-        h = vis
-        for layer in self.layers:
+        for layer in self.git.encoder.layer:
             s = layer.attention.self
             q, k, v = (_heads(m(h), self.heads) for m in (s.query, s.key, s.value))
             ks.append(k)
             vs.append(v)
-            h = _text_layer(layer, h, k, v, q, log_size[None])
-        return torch.stack(ks), torch.stack(vs)
+            h = _text_layer(layer, h, k, v, q, rows)
+        return self.output(h[k_vis:]), torch.stack(ks), torch.stack(vs), bias
 
 
 class _Step(nn.Module):
@@ -131,7 +152,11 @@ class _Step(nn.Module):
     def forward(self, ids, position, past_k, past_v, key_bias):
         emb = self.git.embeddings
         h = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings(position))
-        bias = torch.cat([key_bias, torch.zeros_like(key_bias[:1])])
+        n = ids.shape[0]
+        bias = torch.cat([key_bias, torch.zeros_like(position, dtype=key_bias.dtype)])
+        r = torch.arange(n)
+        later = (r[None, :] > r[:, None]).to(key_bias.dtype) * -1e9  # causal among new rows
+        rows = torch.cat([key_bias[None].expand(n, -1), later], dim=1)
         ks, vs = [], []
         for i, layer in enumerate(self.git.encoder.layer):
             s = layer.attention.self
@@ -140,8 +165,8 @@ class _Step(nn.Module):
             v_all = torch.cat([past_v[i], v], dim=1)
             ks.append(k_all)
             vs.append(v_all)
-            h = _text_layer(layer, h, k_all, v_all, q, bias[None])
-        return self.output(h)[0], torch.stack(ks), torch.stack(vs), bias
+            h = _text_layer(layer, h, k_all, v_all, q, rows)
+        return self.output(h), torch.stack(ks), torch.stack(vs), bias
 
 
 def _examples(model: nn.Module, name: str, depth: int = 1) -> tuple[torch.Tensor, ...]:
@@ -159,9 +184,10 @@ def _examples(model: nn.Module, name: str, depth: int = 1) -> tuple[torch.Tensor
                 torch.randn(depth, hv, n, d // hv, generator=g),
                 torch.randn(depth, n, d, generator=g))
     if name == "git_prefill":
-        return torch.randn(12, e, generator=g), torch.log(torch.rand(12, generator=g) * 3 + 1)
+        return (torch.randn(12, e, generator=g), torch.log(torch.rand(12, generator=g) * 3 + 1),
+                torch.tensor([3, 7, 9]), torch.tensor([0, 1, 2]))
     layers, p = c.num_hidden_layers, 14
-    return (torch.tensor([5]), torch.tensor([2]),
+    return (torch.tensor([5, 9, 4]), torch.tensor([2, 3, 4]),
             torch.randn(layers, ht, p, e // ht, generator=g),
             torch.randn(layers, ht, p, e // ht, generator=g), torch.rand(p, generator=g))
 

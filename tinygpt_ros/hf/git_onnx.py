@@ -5,6 +5,7 @@ torch kernels (`git_common`, `router`). No torch here."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from tinygpt_ros.spec.config import NUM_TOKENS
 
 EXPORT_DIR = "tinygpt_onnx"  # the same names as git_export (which needs torch)
 EXPORT_FILE = "export.json"
+# 2: git_step takes k tokens at once (draft checking); format-1 exports decode one per call
+EXPORT_FORMAT = 2
 CLS_FILE = "cls_input.npy"  # the CLS row's constant layer-0 input (row 0 of every vision step)
 
 
@@ -42,6 +45,10 @@ def read_export(model_dir: str | Path) -> dict[str, Any]:
         raise ModelLoadError(
             f"checkpoint {model_dir}: no ONNX export ({d / EXPORT_FILE}: {exc}); run "
             f"`tinygpt-ros export --model {model_dir}` or use backend torch") from exc
+    if info.get("format") != EXPORT_FORMAT:
+        raise ModelLoadError(f"checkpoint {model_dir}: the ONNX export has format "
+                             f"{info.get('format')}, this version reads {EXPORT_FORMAT}; rerun "
+                             f"`tinygpt-ros export --model {model_dir}`")
     if info.get("weights_bytes") != weights_size(Path(model_dir)):
         raise ModelLoadError(f"checkpoint {model_dir}: the ONNX export was made from other "
                              "weights; rerun `tinygpt-ros export`")
@@ -113,17 +120,32 @@ class GitOnnxKernels(GitKernelsCommon):
         return out, n
 
     def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
-        bias = np.log(np.maximum(np.asarray(sizes, np.float32), 1e-6)).astype(np.float32)
-        past_k, past_v = self._run("git_prefill", vis=np.ascontiguousarray(tokens, np.float32),
-                                   log_size=bias)
-        ids: list[int] = []
-        tok = self.bos_id
-        for pos in range(self.cfg.max_caption_len):
-            logits, past_k, past_v, bias = self._run(
-                "git_step", ids=np.array([tok], np.int64), position=np.array([pos], np.int64),
-                past_k=past_k, past_v=past_v, key_bias=bias)
-            tok = int(logits.argmax())
-            if tok in self.eos_ids:
-                break
-            ids.append(tok)
-        return ids
+        return self.decode(tokens, sizes).ids
+
+    def decode(self, tokens: np.ndarray, sizes: np.ndarray,
+               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
+        """`ops.greedy_decode` on the prefill and step graphs (see `git.GitKernels.decode`)."""
+        log_size = np.log(np.maximum(np.asarray(sizes, np.float32), 1e-6)).astype(np.float32)
+        n_vis = len(log_size)
+        cache: dict[str, np.ndarray] = {}
+
+        def run(ids: list[int], start: int) -> list[int]:
+            feeds = {"ids": np.array(ids, np.int64),
+                     "position": np.arange(start, start + len(ids), dtype=np.int64)}
+            if start == 0:  # the image rows run with the first text rows
+                out = self._run("git_prefill", vis=np.ascontiguousarray(tokens, np.float32),
+                                log_size=log_size, **feeds)
+            else:
+                out = self._run("git_step", past_k=cache["k"], past_v=cache["v"],
+                                key_bias=cache["bias"], **feeds)
+            logits, cache["k"], cache["v"], cache["bias"] = out
+            return logits.argmax(axis=-1).tolist()
+
+        def rewind(n_text: int) -> None:
+            keep = n_vis + n_text
+            cache["k"] = np.ascontiguousarray(cache["k"][:, :, :keep])
+            cache["v"] = np.ascontiguousarray(cache["v"][:, :, :keep])
+            cache["bias"] = np.ascontiguousarray(cache["bias"][:keep])
+
+        return ops.greedy_decode(run, rewind, self.bos_id, self.eos_ids,
+                                 self.cfg.max_caption_len, drafts)

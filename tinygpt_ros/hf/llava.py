@@ -10,10 +10,11 @@ Everything reuses the pretrained modules' own weights:
   "default" feature strategy drops the CLS row, "full" keeps it (fusion keeps it apart);
 - `fuse` fuses the tower features (before the projector), and `generate` runs the projector
   on the fused tokens only, so a fused frame projects K rows instead of 196;
-- `generate` builds the prompt from the processor's chat template (`prompt_ids`), puts the
-  fused tokens where the processor puts the image tokens, and decodes greedily through the
-  language model with a KV cache and a 4-D float attention mask: causal, plus log(size) on
-  every key of a fused token. Sizes of 1 give bias 0: the model's own attention, so with STTF
+- `generate` / `decode` builds the prompt from the processor's chat template (`prompt_ids`),
+  puts the fused tokens where the processor puts the image tokens, and decodes greedily
+  (`ops.greedy_decode`, optionally checking recent captions as drafts) through the language
+  model with a KV cache and a 4-D float attention mask: causal, plus log(size) on every key of
+  a fused token. Sizes of 1 give bias 0: the model's own attention, so with STTF
   and ANC off the captions are token-identical to the model's own greedy generate().
 
 ONNX export is not provided for this family: the torch backend serves it.
@@ -21,12 +22,14 @@ ONNX export is not provided for this family: the torch backend serves it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from tinygpt_ros import ops
 from tinygpt_ros.hf.common import (
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
@@ -179,33 +182,52 @@ class LlavaKernels(HfKernelsCommon):
     def _ids_embed(self, ids: list[int]) -> torch.Tensor:
         return self.embed_tokens(torch.tensor(ids, dtype=torch.long, device=self.device))
 
-    @torch.no_grad()
     def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+        return self.decode(tokens, sizes).ids
+
+    @torch.no_grad()
+    def decode(self, tokens: np.ndarray, sizes: np.ndarray,
+               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
+        """`ops.greedy_decode` through the language model; text position 0 is the whole prompt
+        (its last row predicts the first word), and `drafts` (recent captions' ids) let one
+        pass check several tokens (see `ops.drafting`)."""
         vis = self.projector(self._t(np.asarray(tokens, np.float32)))
         dtype = vis.dtype
         log_size = torch.log(self._t(np.asarray(sizes, np.float32)).clamp_min(1e-6)).to(dtype)
         p, k = len(self.prefix), vis.shape[0]
-        x = torch.cat([self._ids_embed(self.prefix), vis, self._ids_embed(self.suffix)])
-        n = x.shape[0]
-        # key bias: 0 for text keys, log(size) for fused image keys (grows by one per step)
-        key_bias = torch.zeros(n, dtype=dtype, device=self.device)
+        prompt = torch.cat([self._ids_embed(self.prefix), vis, self._ids_embed(self.suffix)])
+        n_prompt = prompt.shape[0]
+        # key bias: 0 for text keys, log(size) for fused image keys
+        key_bias = torch.zeros(n_prompt, dtype=dtype, device=self.device)
         key_bias[p:p + k] = log_size
-        causal = torch.full((n, n), torch.finfo(dtype).min, dtype=dtype, device=self.device)
-        mask = torch.triu(causal, diagonal=1) + key_bias[None]
-        ids: list[int] = []
-        past = None
-        pos = torch.arange(n, device=self.device)
-        for _ in range(self.cfg.max_caption_len):
+        state: dict[str, Any] = {"past": None, "bias": key_bias[:0]}
+        low = torch.finfo(dtype).min
+
+        def run(ids: list[int], start: int) -> list[int]:
+            if start == 0:  # the prompt stands at text position 0
+                x = torch.cat([prompt, self._ids_embed(ids[1:])]) if len(ids) > 1 else prompt
+                new_bias = torch.cat([key_bias, key_bias.new_zeros(len(ids) - 1)])
+            else:
+                x = self._ids_embed(ids)
+                new_bias = key_bias.new_zeros(len(ids))
+            n, cached = x.shape[0], state["bias"].shape[0]
+            bias = torch.cat([state["bias"], new_bias])
+            state["bias"] = bias
+            mask = bias[None].repeat(n, 1)
+            mask[:, cached:] += torch.triu(torch.full((n, n), low, dtype=dtype,
+                                                      device=self.device), diagonal=1)
+            pos = torch.arange(cached, cached + n, device=self.device)
             out = self.language_model(inputs_embeds=x[None], attention_mask=mask[None, None],
-                                      position_ids=pos[None], past_key_values=past,
+                                      position_ids=pos[None], past_key_values=state["past"],
                                       use_cache=True)
-            past = out.past_key_values
-            tok = int(self.lm_head(out.last_hidden_state[0, -1]).argmax())
-            if tok in self.eos_ids:
-                break
-            ids.append(tok)
-            key_bias = torch.cat([key_bias, key_bias.new_zeros(1)])
-            mask = key_bias[None]
-            pos = pos[-1:] + 1
-            x = self._ids_embed([tok])
-        return ids
+            state["past"] = out.past_key_values
+            rows = out.last_hidden_state[0, n - len(ids):]  # the last prompt row, then drafts
+            return self.lm_head(rows).argmax(dim=-1).tolist()
+
+        def rewind(n_text: int) -> None:
+            keep = n_prompt - 1 + n_text
+            state["past"].crop(keep - state["bias"].shape[0])  # a negative count: drop them
+            state["bias"] = state["bias"][:keep]
+
+        return ops.greedy_decode(run, rewind, self.bos_id, self.eos_ids,
+                                 self.cfg.max_caption_len, drafts)

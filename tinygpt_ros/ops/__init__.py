@@ -3,6 +3,7 @@ fusion, ANC routing, beam bookkeeping. The streaming controller runs them for bo
 training reuses them where no gradient is needed, so torch and onnxruntime take the same
 decisions. Torch-free by rule (`test_layers.py`): the onnxruntime engine imports this package."""
 
+from tinygpt_ros.ops.drafting import Decoded, draft_of, greedy_decode, remember
 from tinygpt_ros.ops.fusion import (
     MERGE_SCORE_QUANTUM,
     bipartite_merge,
@@ -61,6 +62,7 @@ __all__ = [
     "PIXEL_STD",
     "SMALL_GRAY_SIZE",
     "BranchSelector",
+    "Decoded",
     "Motion",
     "StackedEncoderCache",
     "TokenReference",
@@ -68,6 +70,7 @@ __all__ = [
     "bipartite_merge",
     "compact",
     "compensate",
+    "draft_of",
     "edge_density",
     "estimate_motion",
     "event_complexity_features",
@@ -81,8 +84,10 @@ __all__ = [
     "frame_to_unit",
     "frame_to_unit_size",
     "fused_set_movement",
+    "greedy_decode",
     "normalize_unit",
     "patch_means",
+    "remember",
     "remove_noise",
     "routing_probs",
     "select_tokens",

@@ -4,6 +4,8 @@ Per step: patch-embed the input, measure per-token change against the STTF refer
 ANC router pick an encoder branch (with hysteresis), run only the changed tokens through the
 gated encoder (or nothing at all: "reuse"), fuse the last `temporal_window` steps' tokens, and
 decode a caption unless the fused tokens barely moved since the last one (caption reuse).
+A backend with `decode(tokens, sizes, drafts)` (the pretrained families) also gets the recent
+captions as drafts, so one decoder pass checks many tokens (`ops.drafting`).
 Every step returns a `ComputeRecord` with analytical FLOPs and wall time per stage; with a
 backend that counts FLOPs (`counts_flops`, e.g. `TorchKernels(count_flops=True)`) also the FLOPs
 counted as the step ran (`measured_flops`): each kernel call's own count plus the numpy
@@ -107,6 +109,9 @@ class Kernels(Protocol):
         """Caption ids (without bos/eos) for (K, D) tokens with sizes (K,)."""
         ...
 
+    # Optional: `decode(tokens, sizes, drafts) -> ops.Decoded` is `generate` that also checks
+    # drafts (recent captions' ids) several tokens a pass; the controller uses it when present.
+
     def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
                        positions: np.ndarray) -> np.ndarray:
         """(num_gestures,) logits for (K, D) tokens with sizes (K,) and centroids (K, 3)."""
@@ -139,6 +144,7 @@ class Stream:
     last_input: np.ndarray | None = None  # the last step's embedded tokens (196, D)
     last_caption: str | None = None
     last_caption_len: int = 0
+    drafts: list[list[int]] = field(default_factory=list)  # recent captions (ops.drafting)
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
     # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
     fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
@@ -562,9 +568,10 @@ class StreamingEngine:
         caption = gesture = None
         confidence = 0.0
         caption_reused = False
+        passes = 0
         if modality == "frame":
             with timer.stage("decoder"):
-                caption, caption_reused, dec_flops = self._caption(s, fused, sizes, k)
+                caption, caption_reused, dec_flops, passes = self._caption(s, fused, sizes, k)
             flops["decoder"] = dec_flops
             dense_head = F.decode_flops(cfg, n_window, max(1, s.last_caption_len))
         elif n_events < k.gesture_min_events:
@@ -598,6 +605,7 @@ class StreamingEngine:
             latency_ms=dict(timer.ms),
             measured_flops=dict(self._measured),
             caption_reused=caption_reused,
+            decoder_passes=passes,
             full_refresh=n_sel >= NUM_TOKENS,
             router_probs=[float(v) for v in probs],
         )
@@ -631,7 +639,8 @@ class StreamingEngine:
 
     def _caption(
         self, s: Stream, fused: np.ndarray, sizes: np.ndarray, k: Knobs
-    ) -> tuple[str, bool, float]:
+    ) -> tuple[str, bool, float, int]:
+        """(caption, reused, decoder FLOPs, sequential decoder passes)."""
         real = fused[sizes > 0]
         if (
             k.sttf_enabled
@@ -640,14 +649,24 @@ class StreamingEngine:
             and s.last_caption is not None
             and self._reuse_movement(real, s.last_summary) < k.caption_reuse_threshold
         ):
-            return s.last_caption, True, 0.0
-        ids = self.kernels.generate(fused, sizes)
+            return s.last_caption, True, 0.0, 0
+        decode = getattr(self.kernels, "decode", None)
+        if decode is None:  # a backend without draft checking: one token per pass
+            ids = self.kernels.generate(fused, sizes)
+            # one step per token, plus one for EOS unless it stopped at max length
+            rows = passes = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
+        else:
+            use = k.sttf_enabled and k.caption_draft
+            out = decode(fused, sizes, s.drafts if use else [])
+            ids, rows, passes = out.ids, out.rows, out.passes
+            ops.remember(s.drafts, ops.draft_of(ids, self.tokenizer.eos_id,
+                                                self.cfg.max_caption_len))
         self._charge("decoder")
         s.last_caption = self.tokenizer.decode(ids)
-        # decoding ran one step per token, plus one for EOS unless it stopped at max length
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
         s.last_summary = real.copy()
-        return s.last_caption, False, F.decode_flops(self.cfg, fused.shape[0], s.last_caption_len)
+        return (s.last_caption, False, F.decode_flops(self.cfg, fused.shape[0], rows),
+                passes)
 
     def _reuse_movement(self, real: np.ndarray, summary: np.ndarray) -> float:
         self._charge("reuse_check", F.reuse_check_flops(len(real), len(summary), real.shape[1]))

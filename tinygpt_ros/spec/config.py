@@ -114,6 +114,13 @@ KNOB_SPECS: dict[str, KnobSpec] = {
         "this (distance to its nearest token at the last decode, relative to token norm) "
         "since it was decoded; 0 = always decode.",
     ),
+    "caption_draft": KnobSpec(
+        bool, 0, 1,
+        "STTF: when a caption is decoded, the last one is fed as a draft and one decoder pass "
+        "checks all its tokens (the same greedy caption in fewer passes; pretrained "
+        "captioners, where a pass is a sweep of the decoder's weights). Off = one token per "
+        "pass.",
+    ),
     "routing_temperature": KnobSpec(
         float, 0.01, 100.0, "ANC: router probabilities are softmax(logits / temperature)."
     ),
@@ -168,6 +175,7 @@ class Knobs:
     refresh_interval: int = 60
     max_fused_tokens: int = 31  # 196 -> 31 tokens per frame, the paper's gesture setting
     caption_reuse_threshold: float = 0.1
+    caption_draft: bool = True
     routing_temperature: float = 1.0
     routing_hysteresis: float = 0.1
     gesture_min_events: int = GESTURE_MIN_EVENTS_DEFAULT

@@ -31,6 +31,9 @@ class ComputeRecord:
     dense_flops: float = 0.0  # what the dense model (largest branch, no STTF) would cost here
     latency_ms: dict[str, float] = field(default_factory=dict)  # wall time per stage
     caption_reused: bool = False
+    # sequential decoder passes of this frame's caption (0: reused, or no caption); fewer than
+    # its tokens when drafts from recent captions were accepted (ops.drafting)
+    decoder_passes: int = 0
     full_refresh: bool = False
     router_probs: list[float] = field(default_factory=list)  # over the encoder branches
     # STTF ego-motion / exposure compensation of camera frames (ops/motion.py), anchor -> frame:
