@@ -28,7 +28,8 @@ pytest_plugins = ["ros_fixtures"]  # fixtures: engine_factory, model_dir, tinygp
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 FRAME_KEYS = (
     ["tokens_in", "tokens_recomputed", "tokens_fused", "branch", "flops_total", "flops_encoder",
-     "flops_dense", "flops_ratio", "latency_ms_total", "caption_reused", "dropped_frames",
+     "flops_dense", "flops_ratio", "latency_ms_total", "caption_reused", "decoder_passes",
+     "dropped_frames",
      "errors", "energy_mj", "energy_source", "ros_overhead_ms", "motion_compensation",
      "motion_dx", "motion_dy", "motion_scale", "motion_rotation_deg", "exposure_gain",
      "exposure_offset", "reanchored"]

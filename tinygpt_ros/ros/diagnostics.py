@@ -5,11 +5,11 @@ evaluation scripts, `ros2 topic echo /diagnostics`) parse these key names.
 
 Per frame (`<node>: frame`): tokens_in, tokens_recomputed, tokens_fused, branch, flops_total,
 flops_encoder, flops_dense, flops_ratio, latency_ms_<stage> (every stage of spec.types.STAGES),
-latency_ms_total, caption_reused, dropped_frames, errors, energy_mj, energy_source,
-ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, for camera frames the
-ego-motion compensation (motion_compensation, motion_dx, motion_dy, motion_scale,
-motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event windows
-gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead) or
+latency_ms_total, caption_reused, decoder_passes, dropped_frames, errors, energy_mj,
+energy_source, ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, for
+camera frames the ego-motion compensation (motion_compensation, motion_dx, motion_dy,
+motion_scale, motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event
+windows gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead) or
 budget_gflops; ERROR for a message that could not be used (values error_kind, errors_<kind>).
 """
 
@@ -92,6 +92,7 @@ def frame_status(
     pairs += [
         ("latency_ms_total", float(latency_total)),
         ("caption_reused", bool(rec.caption_reused)),
+        ("decoder_passes", int(rec.decoder_passes)),
         ("dropped_frames", int(dropped_frames)),
         ("errors", int(errors)),
         ("energy_mj", energy[0] if energy else energy_mj(total, budget.j_per_gflop)),
