@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
 from tinygpt_ros.evaluation.footprint import measure_lifecycle_memory
 from tinygpt_ros.ros import memory
 
@@ -102,7 +104,15 @@ def test_lifecycle_memory_returns_to_its_level():
     docs/reliability.md)."""
     result = measure_lifecycle_memory(cycles=5, warmup=2)
     assert result["threads_at_end"] is None or result["threads_at_end"] < 100
-    assert result["growth_active_pct"] < 5.0, result
-    assert result["growth_after_cleanup_pct"] < 5.0, result
+
+    def growth_pct(series: list[float]) -> float:
+        """Median of the last three cycles over the first three from the warm-up's last on:
+        one cycle's RSS moves by a few MiB with no trend (the allocator's once-a-second trim
+        lands anywhere in the cycle), so two single cycles could differ by 5% with no leak."""
+        after = series[result["warmup"] - 1:]
+        return 100.0 * (float(np.median(after[-3:])) / float(np.median(after[:3])) - 1.0)
+
+    assert growth_pct(result["rss_active_mib"]) < 5.0, result
+    assert growth_pct(result["rss_after_cleanup_mib"]) < 5.0, result
     # cleanup gives back what configure took: after cleanup RSS is well under the active level
     assert max(result["rss_after_cleanup_mib"]) < min(result["rss_active_mib"]), result
