@@ -229,6 +229,11 @@ def test_onnx_export_streams_the_same_captions_as_torch(git_dir, tmp_path):
         np.testing.assert_allclose(onnx._streams["frame"].last_output,
                                    ref._streams["frame"].last_output, atol=1e-4)
     assert 0 < r_ref.record.tokens_recomputed < 196  # the last step was gated
+    info_file = model / "tinygpt_onnx" / "export.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({**info, "format": 1}))  # an export by an older version
+    with pytest.raises(ModelLoadError, match=r"format 1.*rerun `tinygpt-ros export"):
+        load_engine(model, backend="onnxruntime")
 
 
 def test_bench_hf_runs_on_a_local_checkpoint(git_dir, tmp_path):

@@ -25,7 +25,8 @@ from tinygpt_ros.spec.config import NUM_TOKENS
 
 EXPORT_DIR = "tinygpt_onnx"  # the same names as git_export (which needs torch)
 EXPORT_FILE = "export.json"
-# 2: git_step takes k tokens at once (draft checking); format-1 exports decode one per call
+# 2: git_prefill runs the first text rows with the image, git_step takes k tokens (drafts);
+# a format-1 export (one token per step) is refused with the command that redoes it
 EXPORT_FORMAT = 2
 CLS_FILE = "cls_input.npy"  # the CLS row's constant layer-0 input (row 0 of every vision step)
 

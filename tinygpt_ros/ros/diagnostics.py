@@ -9,8 +9,9 @@ latency_ms_total, caption_reused, decoder_passes, dropped_frames, errors, energy
 energy_source, ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, for
 camera frames the ego-motion compensation (motion_compensation, motion_dx, motion_dy,
 motion_scale, motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event
-windows gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead) or
-budget_gflops; ERROR for a message that could not be used (values error_kind, errors_<kind>).
+windows gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS
+overhead) or budget_gflops; ERROR for a message that could not be used (values error_kind,
+errors_<kind>).
 """
 
 from __future__ import annotations
