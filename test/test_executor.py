@@ -30,6 +30,23 @@ def test_submit_returns_once_the_callable_has_started():
     assert pool.submitted == 2
 
 
+def test_the_pool_starts_all_its_threads_up_front():
+    """Overlapping callbacks find the threads already there: the count does not rise later
+    (a stock ThreadPoolExecutor starts a worker only when none is idle, and keeps it)."""
+    before = threading.active_count()
+    pool = HandOffPool(3, timeout_s=5.0)
+    try:
+        assert threading.active_count() == before + 3
+        release = threading.Event()
+        for _ in range(3):
+            pool.submit(release.wait, 5.0)
+        assert threading.active_count() == before + 3
+        release.set()
+    finally:
+        pool.shutdown(wait=True)
+    assert pool.submitted == 3
+
+
 def test_busy_subscription_is_submitted_about_once_per_callback(ros):
     """40 messages at 100 Hz to a callback that takes 15 ms: rclpy's own loop re-submits the
     queued task many times per callback; the hand-off pool about once."""

@@ -666,6 +666,9 @@ def run_soak_suite(cfg: SoakConfig, domain: int, out: Callable[[str], None] = pr
         try:
             if not driver.wait_state("active", 600.0):
                 raise RuntimeError(f"soak: the graph did not become active:\n{graph.log_tail()}")
+            if not driver.wait_manager("active", 60.0):
+                raise RuntimeError("soak: the lifecycle manager did not finish its start-up:\n"
+                                   f"{graph.log_tail()}")
             runners = {"fuzz": run_fuzz, "soak": run_soak, "lifecycle": run_lifecycle,
                        "params": run_params}
             for part in graph_parts:

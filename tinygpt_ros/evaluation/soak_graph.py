@@ -34,7 +34,7 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
@@ -43,6 +43,7 @@ from tinygpt_ros.ros.conversions import stamp_to_ns
 from tinygpt_ros.ros.diagnostics import status_values
 
 NODE = "tinygpt_node"
+MANAGER = "lifecycle_manager"  # edge_bringup's manager node, started with the graph
 IMAGE_TOPIC = "/camera/image_raw"
 EVENTS_TOPIC = "/events"
 TRANSITIONS = {
@@ -124,6 +125,7 @@ class Seen:
     captions: int = 0
     gestures: Counter[str] = field(default_factory=Counter)
     logs: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=2000))
+    manager_state: str | None = None  # the lifecycle manager's latched ~/state
 
 
 def event_packet_type() -> Any:
@@ -157,6 +159,9 @@ class Driver:
         n.create_subscription(String, "/caption", self._on_caption, RELIABLE)
         n.create_subscription(String, "/gesture", self._on_gesture, RELIABLE)
         n.create_subscription(Log, "/rosout", self._on_log, RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        n.create_subscription(String, f"/{MANAGER}/state", self._on_manager_state, latched)
         self._change = n.create_client(ChangeState, f"/{NODE}/change_state")
         self._get_state = n.create_client(GetState, f"/{NODE}/get_state")
         self._set_params = n.create_client(SetParameters, f"/{NODE}/set_parameters")
@@ -198,6 +203,17 @@ class Driver:
         if msg.name == NODE:
             with self.cond:
                 self.seen.logs.append((time.monotonic_ns(), msg.msg, str(msg.level)))
+
+    def _on_manager_state(self, msg: String) -> None:
+        with self.cond:
+            self.seen.manager_state = msg.data
+            self.cond.notify_all()
+
+    def wait_manager(self, label: str, timeout: float) -> bool:
+        """Until the lifecycle manager reports `label` on its latched state topic: its start-up
+        sequence is over, so it no longer drives the node (a part that cycles the node while
+        the manager still finishes its start-up races with it)."""
+        return self.wait_for(lambda: self.seen.manager_state == label, timeout)
 
     def wait_for(self, predicate: Any, timeout: float) -> bool:
         with self.cond:

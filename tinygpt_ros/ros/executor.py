@@ -15,6 +15,13 @@ executing, so the next pass does not yield it again), or after `HANDOFF_TIMEOUT_
 pool thread is busy: then the next pass may re-submit it, as before, but at most once per
 timeout instead of continuously. On an rclpy with the upstream change this only waits for the
 pool to pick a task up.
+
+The pool also starts all its threads when it is made. A `ThreadPoolExecutor` starts a worker
+only when a task finds none idle and never retires one, so the process gained a thread the
+first time `num_threads` callbacks overlapped: in the soak's lifecycle part (the edge graph,
+traffic flowing through 100 configure/activate cycles) a third pool worker appeared after 7
+cycles and stayed (py-spy: `ThreadPoolExecutor-1_2`), which reads as a leak, and a thread was
+created in the middle of a frame. Started up front, the count is fixed from the first frame.
 """
 
 from __future__ import annotations
@@ -35,7 +42,16 @@ class HandOffPool(ThreadPoolExecutor):
     def __init__(self, max_workers: int, timeout_s: float = HANDOFF_TIMEOUT_S) -> None:
         super().__init__(max_workers=max_workers)
         self.timeout_s = timeout_s
+        self._start_workers(max_workers)
         self.submitted = 0  # calls to submit (tests compare it with callbacks run)
+
+    def _start_workers(self, n: int) -> None:
+        """Start all `n` threads now: each task below holds its worker until all have started,
+        so every submit finds no idle worker and the pool starts a new one."""
+        gate = threading.Barrier(n + 1)
+        for _ in range(n):
+            super().submit(gate.wait, 10.0)
+        gate.wait(10.0)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         started = threading.Event()
