@@ -207,6 +207,9 @@ def test_onnx_export_streams_the_same_captions_as_torch(git_dir, tmp_path):
     ref = load_engine(model)
     onnx = load_engine(model, backend="onnxruntime")
     assert onnx.backend == "onnxruntime" and onnx.model is None
+    for sess in onnx.kernels.sessions.values():  # no session's idle pool spins on the cores
+        opts = sess.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert abs(onnx.kernels.change_scale - ref.kernels.change_scale) < 1e-3
     frame = np.full((480, 640, 3), 80, np.uint8)
     for i, knobs in enumerate(({"sttf_enabled": False, "anc_enabled": False},

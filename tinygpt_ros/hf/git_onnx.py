@@ -81,6 +81,12 @@ class GitOnnxKernels(GitKernelsCommon):
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # Each session has its own intra-op pool, whose threads by default spin for a while
+        # after every run; with five sessions called in turn per frame, the idle ones' spinning
+        # took the cores from the one running (GIT-base on this 2-core CPU: a gated tower step
+        # of 10-17 rows took 75-100 ms instead of 28-56, a dense tower pass 525 ms instead of
+        # 274)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         have = set(ort.get_available_providers())
         prov = [p for p in (providers or []) if p in have] or ["CPUExecutionProvider"]
         names = ["git_embed", "git_prefill", "git_step"] + [
