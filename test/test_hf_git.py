@@ -210,6 +210,8 @@ def test_onnx_export_streams_the_same_captions_as_torch(git_dir, tmp_path):
     for sess in onnx.kernels.sessions.values():  # no session's idle pool spins on the cores
         opts = sess.get_session_options()
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert onnx.intra_op_threads == 0 and ref.intra_op_threads is None  # library defaults
+    assert load_engine(model, backend="onnxruntime", threads=1).intra_op_threads == 1
     assert abs(onnx.kernels.change_scale - ref.kernels.change_scale) < 1e-3
     frame = np.full((480, 640, 3), 80, np.uint8)
     for i, knobs in enumerate(({"sttf_enabled": False, "anc_enabled": False},

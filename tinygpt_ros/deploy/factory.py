@@ -37,7 +37,7 @@ def load_engine(model_dir: str | Path, backend: str = "torch", **options: Any):
             warn(f"{model_dir} has no ONNX export: serving it on the torch backend (run "
                  f"`tinygpt-ros export --model {model_dir}` once to use onnxruntime)")
             backend = "torch"
-        keep = ("device", "knobs", "router_path", "providers")
+        keep = ("device", "knobs", "router_path", "providers", "threads")
         opts = {k: v for k, v in options.items() if k in keep}
         return HfEngine.from_dir(model_dir, backend=backend, **opts)
     if backend == "torch":

@@ -89,12 +89,22 @@ class HfEngine(StreamingEngine):
         self.device = getattr(kernels, "device", "cpu")
         super().__init__(kernels, tokenizer, [], knobs)  # type: ignore[arg-type]
 
+    @property
+    def intra_op_threads(self) -> int | None:
+        """onnxruntime: the sessions' intra_op_num_threads (0 = its default), which the node
+        reports next to its thread limits; torch: None (its threads are process-wide)."""
+        sessions = list(getattr(self.kernels, "sessions", {}).values())
+        return int(sessions[0].get_session_options().intra_op_num_threads) if sessions else None
+
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str = "cpu", knobs: Knobs | None = None,
                  router_path: str | Path | None = None, backend: str = "torch",
-                 providers: list[str] | None = None, **kwargs: Any) -> HfEngine:
+                 providers: list[str] | None = None, threads: int | None = None,
+                 **kwargs: Any) -> HfEngine:
         """torch: the checkpoint's own modules; onnxruntime: the graphs `tinygpt-ros export`
-        wrote into `<model_dir>/tinygpt_onnx/` (the tokenizer still comes from transformers)."""
+        wrote into `<model_dir>/tinygpt_onnx/` (the tokenizer still comes from transformers).
+        `threads`: onnxruntime's intra-op threads per session (the node's `intra_op_threads`;
+        torch's are set process-wide by `runtime.threads`)."""
         ckpt = check_checkpoint(model_dir)
         if ckpt.family == "llava":
             if backend == "onnxruntime":
@@ -117,7 +127,7 @@ class HfEngine(StreamingEngine):
             depths = branch_depths(int(ckpt.config["vision_config"]["num_hidden_layers"]))
             router = _router(model_dir, router_path, depths)
             kernels = GitOnnxKernels(model_dir, ckpt.config, read_preprocessor(ckpt),
-                                     router, providers, **kwargs)
+                                     router, providers, threads=threads, **kwargs)
         else:
             model, tok, pp = load_git(model_dir)
             depths = branch_depths(model.config.vision_config.num_hidden_layers)

@@ -64,7 +64,8 @@ class GitOnnxKernels(GitKernelsCommon):
     def __init__(self, model_dir: str | Path, config: dict[str, Any], preprocessor: dict,
                  router: RouterParams | None = None, providers: list[str] | None = None,
                  max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
-                 temporal_window: int = DEFAULT_TEMPORAL_WINDOW) -> None:
+                 temporal_window: int = DEFAULT_TEMPORAL_WINDOW,
+                 threads: int | None = None) -> None:
         import onnxruntime as ort
 
         d = Path(model_dir) / EXPORT_DIR
@@ -87,6 +88,9 @@ class GitOnnxKernels(GitKernelsCommon):
         # of 10-17 rows took 75-100 ms instead of 28-56, a dense tower pass 525 ms instead of
         # 274)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:  # the node's intra_op_threads; None or 0: onnxruntime's default
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
         have = set(ort.get_available_providers())
         prov = [p for p in (providers or []) if p in have] or ["CPUExecutionProvider"]
         names = ["git_embed", "git_prefill", "git_step"] + [
