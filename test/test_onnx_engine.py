@@ -215,6 +215,16 @@ def test_streaming_behaviour_on_onnx(model_dir, streams):
     e.close()
 
 
+def test_sessions_with_a_thread_pool_do_not_spin(model_dir):
+    """Idle sessions' pools must not spin on the cores the running one needs."""
+    e = OnnxEngine.from_dir(model_dir, threads=2)
+    assert e.intra_op_threads == 2
+    for sess in e.kernels.sessions.values():
+        opts = sess.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    e.close()
+
+
 def _copy(model_dir, tmp_path):
     dst = tmp_path / "m"
     shutil.copytree(model_dir, dst)
