@@ -36,7 +36,7 @@ from tinygpt_ros.ros.graph import (
 )
 from tinygpt_ros.ros.manager import LifecycleManager
 from tinygpt_ros.ros.node import TinyGptNode
-from tinygpt_ros.ros.spin import spin_until_shutdown
+from tinygpt_ros.ros.spin import exit_with_parent, spin_until_shutdown
 
 _SEVERITY = {
     "debug": LoggingSeverity.DEBUG, "info": LoggingSeverity.INFO, "warn": LoggingSeverity.WARN,
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, ros_args = build_parser().parse_known_args(argv)
+    exit_with_parent()  # an orphaned graph shuts down as on Ctrl-C (see ros/spin.py)
     rclpy.init(args=[sys.argv[0], *ros_args])
     context = rclpy.get_default_context()
     try:

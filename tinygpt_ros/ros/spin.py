@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -43,8 +44,37 @@ def spin_until_shutdown(executor: Any) -> None:
             return
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent(sig: int = signal.SIGINT) -> bool:
+    """Ask the kernel to send `sig` (a clean Ctrl-C shutdown) to this process when its parent
+    dies; True when set.
+
+    Why: `ros2 launch` stops its nodes on SIGINT, but on SIGTERM (what `kill` and most
+    supervisors send) or SIGKILL it exits at once and leaves them running, orphaned, still
+    processing camera frames (measured: `kill -TERM` on the launch process, both nodes still
+    up 8 s later; upstream launch logs "using SIGTERM can result in orphaned processes"). With
+    this, an orphaned node shuts down as on Ctrl-C. Linux only (elsewhere a no-op). The kernel
+    ties it to the thread that started the process; `ros2 launch` starts its processes from
+    its main thread, which lives as long as it does."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+    return True
+
+
 def spin_node_main(make_node: Callable[[], Any], make_executor: Callable[[], Any],
                    args: list[str] | None = None) -> None:
+    exit_with_parent()
     rclpy.init(args=args)
     watchdog = _CleanupWatchdog(CLEANUP_TIMEOUT_S)
     rclpy.get_default_context().on_shutdown(watchdog.arm)
