@@ -17,11 +17,12 @@ timeout instead of continuously. On an rclpy with the upstream change this only 
 pool to pick a task up.
 
 The pool also starts all its threads when it is made. A `ThreadPoolExecutor` starts a worker
-only when a task finds none idle and never retires one, so the process gained a thread the
-first time `num_threads` callbacks overlapped: in the soak's lifecycle part (the edge graph,
-traffic flowing through 100 configure/activate cycles) a third pool worker appeared after 7
-cycles and stayed (py-spy: `ThreadPoolExecutor-1_2`), which reads as a leak, and a thread was
-created in the middle of a frame. Started up front, the count is fixed from the first frame.
+only when a task finds none idle and never retires one, so the process gained a thread each
+time more callbacks overlapped than ever before (up to `num_threads`): in the soak's lifecycle
+part (the edge graph, traffic flowing through 100 configure/activate cycles) a third pool
+worker appeared after 7 cycles and stayed (py-spy: `ThreadPoolExecutor-1_2`), which reads as a
+leak, and a thread was created in the middle of a frame. Started up front, the count is fixed
+from the first frame.
 """
 
 from __future__ import annotations
