@@ -263,9 +263,10 @@ def test_bench_hf_on_onnxruntime_exports_a_checkpoint_and_times_its_graphs(tmp_p
     reports = {}
     for backend in ("torch", "onnxruntime"):
         out, md = tmp_path / f"{backend}.json", tmp_path / f"{backend}.md"
+        threads = ["--threads", "1"] if backend == "onnxruntime" else []  # torch's: global
         assert main(["bench-hf", "--model", str(model), "--backend", backend, "--frames", "3",
                      "--streams", "still", "busy", "--out", str(out), "--markdown",
-                     str(md)]) == 0
+                     str(md), *threads]) == 0
         reports[backend] = json.loads(out.read_text())
     assert (model / "tinygpt_onnx" / "export.json").is_file()
     ort = reports["onnxruntime"]
@@ -275,6 +276,8 @@ def test_bench_hf_on_onnxruntime_exports_a_checkpoint_and_times_its_graphs(tmp_p
         for key in ("tokens_recomputed_pct", "captions_reused_pct"):
             assert ort["streams"][stream][key] == reports["torch"]["streams"][stream][key]
     assert "bench-hf-onnxruntime:start" in (tmp_path / "onnxruntime.md").read_text()
+    assert ort["machine"]["session_threads"] == 1
+    assert "1 intra-op threads per session" in (tmp_path / "onnxruntime.md").read_text()
 
 
 def test_bench_hf_counts_parameters_from_either_weights_file(git_dir, tmp_path):

@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=12, help="frames per stream")
     p.add_argument("--pan-px", type=int, default=8, help="panning speed, pixels per frame")
     p.add_argument("--streams", nargs="+", default=["still", "slow", "busy", "panning"])
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads, as the node's intra_op_threads sets them (torch's "
+                        "process-wide, onnxruntime's per session); 0: the libraries' defaults")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--markdown", default=None, help="also write the table into this file")

@@ -226,10 +226,12 @@ def _parameters(model_dir: Path) -> int:
 
 
 def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
-                  family: str = "git", backend: str = "torch", scratch: Path | None = None):
+                  family: str = "git", backend: str = "torch", scratch: Path | None = None,
+                  threads: int = 0):
     """(dense engine, STTF engine, parameter count) sharing one model. onnxruntime: the
     checkpoint (the random one saved under `scratch`) is exported if needed and both engines
-    load its graphs."""
+    load its graphs. `threads` > 0: intra-op threads (torch's process-wide, onnxruntime's per
+    session, as the node's `intra_op_threads` sets them); 0: the libraries' defaults."""
     from tinygpt_ros.hf.checkpoint import check_checkpoint
     from tinygpt_ros.hf.common import HfTokenizer
     from tinygpt_ros.hf.engine import HfEngine, load_git, load_llava
@@ -251,7 +253,8 @@ def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
         else:
             raise ValueError("random GIT-base on onnxruntime needs a scratch directory")
         _exported(path)
-        engines = [HfEngine.from_dir(path, backend="onnxruntime") for _ in range(2)]
+        engines = [HfEngine.from_dir(path, backend="onnxruntime", threads=threads or None)
+                   for _ in range(2)]
         params = _parameters(path)
     else:
         if family == "llava":
@@ -285,13 +288,21 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 def run(model_dir: str | None = None, frames: int = 12, pan_px: int = 8, seed: int = 0,
         streams: tuple[str, ...] = STREAMS, log: Any = print, family: str = "git",
-        motion_compensation: str = "off", backend: str = "torch") -> dict[str, Any]:
+        motion_compensation: str = "off", backend: str = "torch",
+        threads: int = 0) -> dict[str, Any]:
+    if threads and backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="bench_hf_") as scratch:
         dense, sttf, params = build_engines(model_dir, seed=seed, family=family,
-                                            backend=backend, scratch=Path(scratch))
+                                            backend=backend, scratch=Path(scratch),
+                                            threads=threads)
         try:
-            return _run(dense, sttf, params, model_dir, frames, pan_px, seed, streams, log,
-                        motion_compensation, backend)
+            rep = _run(dense, sttf, params, model_dir, frames, pan_px, seed, streams, log,
+                       motion_compensation, backend)
+            rep["machine"]["session_threads"] = getattr(sttf, "intra_op_threads", None)
+            return rep
         finally:
             for e in (dense, sttf):
                 close = getattr(e.kernels, "close", None)
@@ -405,8 +416,10 @@ def _machine(backend: str) -> dict[str, Any]:
 
 def _backend_line(rep: dict[str, Any]) -> str:
     if rep.get("backend", "torch") == "onnxruntime":
+        n = rep["machine"].get("session_threads")
+        threads = f"{n} intra-op threads per session" if n else "default session threads"
         return (f"onnxruntime {rep['machine'].get('onnxruntime', '?')} (the graphs of "
-                "`tinygpt-ros export`; default session threads)")
+                f"`tinygpt-ros export`; {threads})")
     return f"torch {rep['machine']['torch']}, {rep['machine']['threads']} threads"
 
 
@@ -418,7 +431,7 @@ def main(args: Any) -> int:
 
     rep = run(args.model, args.frames, args.pan_px, args.seed, tuple(args.streams),
               family=args.family, motion_compensation=args.motion_compensation,
-              backend=args.backend)
+              backend=args.backend, threads=getattr(args, "threads", 0))
     command = "tinygpt-ros " + shlex.join(sys.argv[1:])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
