@@ -10,9 +10,10 @@ Everything reuses the pretrained modules' own weights:
   visual projection (cached per row, so a gated frame projects only its changed rows);
 - `fuse` keeps the newest CLS token and fuses the window's patch tokens with
   `ops.temporal_fusion` (GIT has no time embedding: zeros);
-- `generate` / `decode` is greedy decoding (`ops.greedy_decode`, optionally checking recent
-  captions as drafts) with a KV cache in which every visual key gets the bias log(size) in
-  every layer (image rows attend to image rows, text rows to image rows and causally to text,
+- `generate` / `decode` (`git_common`, shared with the onnxruntime kernels) is greedy decoding
+  (`ops.greedy_decode`, optionally checking recent captions as drafts) through the passes of
+  `git_decoder`, with a KV cache in which every visual key gets the bias log(size) in every
+  layer (image rows attend to image rows, text rows to image rows and causally to text,
   as GIT's mask does). Sizes of 1 give bias 0: the model's own attention.
 
 Rows returned by `run_encoder` are 1 + 196 (CLS first); the engine only stacks them.
@@ -20,13 +21,10 @@ Rows returned by `run_encoder` are 1 + 196 (CLS first); the engine only stacks t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from torch import nn
 
-from tinygpt_ros import ops
 from tinygpt_ros.hf.git_common import (
     DEFAULT_MAX_CAPTION_LEN,
     DEFAULT_TEMPORAL_WINDOW,
@@ -34,6 +32,7 @@ from tinygpt_ros.hf.git_common import (
     Preprocessor,
     git_model_config,
 )
+from tinygpt_ros.hf.git_decoder import TextPrefill, TextStep
 from tinygpt_ros.hf.router import RouterParams
 from tinygpt_ros.hf.vision import GatedTower, TowerFront
 from tinygpt_ros.model.weights import ModelLoadError
@@ -88,6 +87,7 @@ class GitKernels(GitKernelsCommon):
         self.bos_id = int(getattr(gen, "bos_token_id", None) or conf.bos_token_id)
         eos = getattr(gen, "eos_token_id", None) or conf.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list | tuple) else [eos])
+        self._prefill, self._step = TextPrefill(self.model), TextStep(self.model)
         self.front = TowerFront(vision, self.device)
         self._cls_in = self.front.cls_input
         self.change_scale = self.measure_change_scale()
@@ -122,70 +122,12 @@ class GitKernels(GitKernelsCommon):
 
     # ------------------------------------------------------------------ decoder
 
-    def _attend(self, layer: nn.Module, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                q: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """One GIT text layer for rows h (n, H) whose queries q attend to keys/values
-        (heads, N, hd) with an additive (n or 1, N) bias; post-LN residuals as in BERT."""
-        scores = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5) + bias
-        ctx = (torch.softmax(scores, dim=-1) @ v).transpose(0, 1).reshape(h.shape[0], -1)
-        a = layer.attention.output(ctx, h)
-        return layer.output(layer.intermediate(a), a)
-
-    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
-        return self.decode(tokens, sizes).ids
+    @torch.no_grad()
+    def first_pass(self, vis: np.ndarray, log_size: np.ndarray, ids: np.ndarray,
+                   position: np.ndarray) -> tuple[torch.Tensor, ...]:
+        return self._prefill(self._t(vis), self._t(log_size), self._t(ids), self._t(position))
 
     @torch.no_grad()
-    def decode(self, tokens: np.ndarray, sizes: np.ndarray,
-               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
-        """`ops.greedy_decode` over a KV cache whose image rows come first; `drafts` (recent
-        captions' ids) let one pass check several tokens (see `ops.drafting`). The first pass
-        runs the image rows with the first text rows, as GIT's own generate() does."""
-        git = self.model.git
-        layers = git.encoder.layer
-        heads = self.model.config.num_attention_heads
-        emb = git.embeddings
-
-        def split(x: torch.Tensor) -> torch.Tensor:
-            return x.view(x.shape[0], heads, -1).transpose(0, 1)
-
-        vis = self._t(np.asarray(tokens, np.float32))
-        n_vis = vis.shape[0]
-        log_size = torch.log(self._t(np.asarray(sizes, np.float32)).clamp_min(1e-6))
-        past_k: list[torch.Tensor] = []
-        past_v: list[torch.Tensor] = []
-        cache = {"bias": log_size[:0]}  # key bias: log(size) per image key, 0 per text key
-
-        def run(ids: list[int], start: int) -> list[int]:
-            n = len(ids)
-            h = emb.LayerNorm(emb.word_embeddings.weight[ids]
-                              + emb.position_embeddings.weight[start:start + n])
-            first = start == 0
-            if first:  # image rows: bidirectional among themselves, blind to the text
-                h = torch.cat([vis, h])
-                cache["bias"] = log_size
-            bias = torch.cat([cache["bias"], log_size.new_zeros(n)])
-            cache["bias"] = bias
-            rows = bias[None].repeat(h.shape[0], 1)  # text rows see the image and earlier text
-            rows[-n:, -n:] += torch.triu(torch.full((n, n), -1e9), diagonal=1)
-            if first:
-                rows[:n_vis, n_vis:] = -1e9
-            for i, layer in enumerate(layers):
-                s = layer.attention.self
-                q, k, v = (split(m(h)) for m in (s.query, s.key, s.value))
-                if first:
-                    past_k.append(k)
-                    past_v.append(v)
-                else:
-                    past_k[i] = torch.cat([past_k[i], k], dim=1)
-                    past_v[i] = torch.cat([past_v[i], v], dim=1)
-                h = self._attend(layer, h, past_k[i], past_v[i], q, rows)
-            return self.model.output(h[-n:]).argmax(dim=-1).tolist()
-
-        def rewind(n_text: int) -> None:
-            keep = n_vis + n_text
-            for i in range(len(past_k)):
-                past_k[i], past_v[i] = past_k[i][:, :keep], past_v[i][:, :keep]
-            cache["bias"] = cache["bias"][:keep]
-
-        return ops.greedy_decode(run, rewind, self.bos_id, self.eos_ids,
-                                 self.cfg.max_caption_len, drafts)
+    def next_pass(self, ids: np.ndarray, position: np.ndarray, past_k: torch.Tensor,
+                  past_v: torch.Tensor, key_bias: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._step(self._t(ids), self._t(position), past_k, past_v, key_bias)

@@ -5,8 +5,12 @@ in `hf.common`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from tinygpt_ros import ops
 from tinygpt_ros.hf.common import (
     CHANGE_UNIT,
     DEFAULT_MAX_CAPTION_LEN,
@@ -46,3 +50,45 @@ class GitKernelsCommon(HfKernelsCommon):
 
     family = "git"
     n_keep = 1
+    eos_ids: set[int]
+    bos_id: int
+
+    def first_pass(self, vis: np.ndarray, log_size: np.ndarray, ids: np.ndarray,
+                   position: np.ndarray) -> tuple[Any, ...]:
+        """`git_decoder.TextPrefill` on this backend: (logits, keys, values, key bias)."""
+        raise NotImplementedError
+
+    def next_pass(self, ids: np.ndarray, position: np.ndarray, past_k: Any, past_v: Any,
+                  key_bias: Any) -> tuple[Any, ...]:
+        """`git_decoder.TextStep` on this backend, on the arrays the last pass returned."""
+        raise NotImplementedError
+
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+        return self.decode(tokens, sizes).ids
+
+    def decode(self, tokens: np.ndarray, sizes: np.ndarray,
+               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
+        """`ops.greedy_decode` through the backend's two passes over a KV cache whose image
+        rows come first; `drafts` (recent captions' ids) let one pass check several tokens
+        (see `ops.drafting`). The cache is the backend's own arrays (torch tensors or numpy)."""
+        vis = np.ascontiguousarray(tokens, np.float32)
+        log_size = np.log(np.maximum(np.asarray(sizes, np.float32), 1e-6)).astype(np.float32)
+        cache: dict[str, Any] = {}
+
+        def run(ids: list[int], start: int) -> list[int]:
+            t = np.array(ids, np.int64)
+            pos = np.arange(start, start + len(ids), dtype=np.int64)
+            if start == 0:  # the image rows run with the first text rows
+                out = self.first_pass(vis, log_size, t, pos)
+            else:
+                out = self.next_pass(t, pos, cache["k"], cache["v"], cache["bias"])
+            logits, cache["k"], cache["v"], cache["bias"] = out
+            return logits.argmax(-1).tolist()
+
+        def rewind(n_text: int) -> None:
+            keep = len(vis) + n_text
+            cache["k"], cache["v"] = cache["k"][:, :, :keep], cache["v"][:, :, :keep]
+            cache["bias"] = cache["bias"][:keep]
+
+        return ops.greedy_decode(run, rewind, self.bos_id, self.eos_ids,
+                                 self.cfg.max_caption_len, drafts)

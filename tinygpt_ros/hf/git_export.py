@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from tinygpt_ros.hf.engine import load_git
+from tinygpt_ros.hf.git_decoder import TextPrefill, TextStep, split_heads
 from tinygpt_ros.hf.git_onnx import (
     CLS_FILE,
     EXPORT_DIR,
@@ -59,10 +60,6 @@ IO: dict[str, tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]] = {
                  {"logits": {0: "k"}, "out_k": {2: "Pk"}, "out_v": {2: "Pk"},
                   "out_bias": {0: "Pk"}}),
 }
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    return x.reshape(x.shape[0], heads, -1).transpose(0, 1)
 
 
 class _Embed(nn.Module):
@@ -94,7 +91,7 @@ class _VisionStep(nn.Module):
         for i, layer in enumerate(self.vision.encoder.layers[: self.depth]):
             h = layer.layer_norm1(x)
             att = layer.self_attn
-            q, k, v = (_heads(m(h), self.heads) for m in (att.q_proj, att.k_proj, att.v_proj))
+            q, k, v = (split_heads(m(h), self.heads) for m in (att.q_proj, att.k_proj, att.v_proj))
             hr = idx[None, :, None].expand(self.heads, -1, k.shape[2])
             k_all = cache_k[i].scatter(1, hr, k)
             v_all = cache_v[i].scatter(1, hr, v)
@@ -106,67 +103,6 @@ class _VisionStep(nn.Module):
             ys.append(cache_y[i].scatter(0, rows, x))
         projected = self.project(self.vision.post_layernorm(ys[-1]))
         return projected, torch.stack(ks), torch.stack(vs), torch.stack(ys)
-
-
-def _text_layer(layer: nn.Module, h, k, v, q, bias):
-    w = torch.softmax((q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5) + bias, dim=-1)
-    ctx = (w @ v).transpose(0, 1).reshape(h.shape[0], -1)
-    a = layer.attention.output(ctx, h)
-    return layer.output(layer.intermediate(a), a)
-
-
-class _Prefill(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.git = model.git
-        self.output = model.output
-        self.heads = model.config.num_attention_heads
-
-    def forward(self, vis, log_size, ids, position):
-        emb = self.git.embeddings
-        text = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings(position))
-        h = torch.cat([vis, text])
-        k_vis, n = vis.shape[0], ids.shape[0]
-        bias = torch.cat([log_size, torch.zeros_like(position, dtype=log_size.dtype)])
-        r = torch.arange(k_vis + n)
-        # image rows see image keys only; text rows see the image and earlier text
-        hidden = ((r[None, :] > r[:, None]) & (r[None, :] >= k_vis)).to(log_size.dtype) * -1e9
-        rows = bias[None] + hidden
-        ks, vs = [], []
-        for layer in self.git.encoder.layer:
-            s = layer.attention.self
-            q, k, v = (_heads(m(h), self.heads) for m in (s.query, s.key, s.value))
-            ks.append(k)
-            vs.append(v)
-            h = _text_layer(layer, h, k, v, q, rows)
-        return self.output(h[k_vis:]), torch.stack(ks), torch.stack(vs), bias
-
-
-class _Step(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.git = model.git
-        self.output = model.output
-        self.heads = model.config.num_attention_heads
-
-    def forward(self, ids, position, past_k, past_v, key_bias):
-        emb = self.git.embeddings
-        h = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings(position))
-        n = ids.shape[0]
-        bias = torch.cat([key_bias, torch.zeros_like(position, dtype=key_bias.dtype)])
-        r = torch.arange(n)
-        later = (r[None, :] > r[:, None]).to(key_bias.dtype) * -1e9  # causal among new rows
-        rows = torch.cat([key_bias[None].expand(n, -1), later], dim=1)
-        ks, vs = [], []
-        for i, layer in enumerate(self.git.encoder.layer):
-            s = layer.attention.self
-            q, k, v = (_heads(m(h), self.heads) for m in (s.query, s.key, s.value))
-            k_all = torch.cat([past_k[i], k], dim=1)
-            v_all = torch.cat([past_v[i], v], dim=1)
-            ks.append(k_all)
-            vs.append(v_all)
-            h = _text_layer(layer, h, k_all, v_all, q, rows)
-        return self.output(h), torch.stack(ks), torch.stack(vs), bias
 
 
 def _examples(model: nn.Module, name: str, depth: int = 1) -> tuple[torch.Tensor, ...]:
@@ -233,8 +169,9 @@ def export_git(model_dir: str | Path, opset: int = 17) -> dict[str, Any]:
     for i, depth in enumerate(depths):
         jobs.append((f"git_vision_b{i}", "git_vision", _VisionStep(model, depth),
                      _examples(model, "git_vision", depth)))
-    jobs += [("git_prefill", "git_prefill", _Prefill(model), _examples(model, "git_prefill")),
-             ("git_step", "git_step", _Step(model), _examples(model, "git_step"))]
+    jobs += [("git_prefill", "git_prefill", TextPrefill(model),
+              _examples(model, "git_prefill")),
+             ("git_step", "git_step", TextStep(model), _examples(model, "git_step"))]
     for name, kind, module, args in jobs:
         graphs[name] = _export(module, args, kind, out / f"{name}.onnx", opset)
         log.info("exported %s (max |onnxruntime - torch| %.2g)", name, graphs[name])

@@ -5,7 +5,6 @@ torch kernels (`git_common`, `router`). No torch here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,33 +129,13 @@ class GitOnnxKernels(GitKernelsCommon):
         n = NUM_TOKENS if state.last_dense else state.n_recomputed - 1
         return out, n
 
-    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
-        return self.decode(tokens, sizes).ids
+    def first_pass(self, vis: np.ndarray, log_size: np.ndarray, ids: np.ndarray,
+                   position: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self._run("git_prefill", vis=vis, log_size=log_size, ids=ids,
+                               position=position))
 
-    def decode(self, tokens: np.ndarray, sizes: np.ndarray,
-               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
-        """`ops.greedy_decode` on the prefill and step graphs (see `git.GitKernels.decode`)."""
-        log_size = np.log(np.maximum(np.asarray(sizes, np.float32), 1e-6)).astype(np.float32)
-        n_vis = len(log_size)
-        cache: dict[str, np.ndarray] = {}
-
-        def run(ids: list[int], start: int) -> list[int]:
-            feeds = {"ids": np.array(ids, np.int64),
-                     "position": np.arange(start, start + len(ids), dtype=np.int64)}
-            if start == 0:  # the image rows run with the first text rows
-                out = self._run("git_prefill", vis=np.ascontiguousarray(tokens, np.float32),
-                                log_size=log_size, **feeds)
-            else:
-                out = self._run("git_step", past_k=cache["k"], past_v=cache["v"],
-                                key_bias=cache["bias"], **feeds)
-            logits, cache["k"], cache["v"], cache["bias"] = out
-            return logits.argmax(axis=-1).tolist()
-
-        def rewind(n_text: int) -> None:
-            keep = n_vis + n_text
-            cache["k"] = np.ascontiguousarray(cache["k"][:, :, :keep])
-            cache["v"] = np.ascontiguousarray(cache["v"][:, :, :keep])
-            cache["bias"] = np.ascontiguousarray(cache["bias"][:keep])
-
-        return ops.greedy_decode(run, rewind, self.bos_id, self.eos_ids,
-                                 self.cfg.max_caption_len, drafts)
+    def next_pass(self, ids: np.ndarray, position: np.ndarray, past_k: np.ndarray,
+                  past_v: np.ndarray, key_bias: np.ndarray) -> tuple[np.ndarray, ...]:
+        c = np.ascontiguousarray  # a rewound cache is a slice
+        return tuple(self._run("git_step", ids=ids, position=position, past_k=c(past_k),
+                               past_v=c(past_v), key_bias=c(key_bias)))
