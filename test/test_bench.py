@@ -123,9 +123,11 @@ def test_fastv_prunes_after_layer_one(loaded):
     torch.manual_seed(0)
     vis = torch.randn(1, 60, dec.cfg.dim)
     sizes = torch.ones(1, 60)
-    ref = dec.generate(vis, sizes, tok.bos_id, tok.eos_id)[0]
-    assert peers.fastv_generate(dec, vis, sizes, tok.bos_id, tok.eos_id, keep=60) == ref
-    pruned = peers.fastv_generate(dec, vis, sizes, tok.bos_id, tok.eos_id, keep=8)
+    pos = torch.rand(1, 60, 3)
+    ref = dec.generate(vis, sizes, tok.bos_id, tok.eos_id, vis_pos=pos)[0]
+    assert peers.fastv_generate(dec, vis, sizes, tok.bos_id, tok.eos_id, keep=60,
+                                vis_pos=pos) == ref
+    pruned = peers.fastv_generate(dec, vis, sizes, tok.bos_id, tok.eos_id, keep=8, vis_pos=pos)
     assert all(0 <= i < dec.cfg.vocab_size for i in pruned)
     # pruning everything but the most attended tokens equals decoding those tokens in layer 2
     cfg = dec.cfg

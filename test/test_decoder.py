@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -11,15 +13,18 @@ from tinygpt_ros.model.heads import GestureHead, tent_weights
 from tinygpt_ros.spec import flops as F
 from tinygpt_ros.spec.config import ModelConfig
 
+# The decoding mechanics (cache, beams, padding, proportional attention) are tested without the
+# geometry embedding; the tests at the end repeat the key ones with it.
 CFG = ModelConfig(dim=16, dec_dim=32, dec_layers=2, dec_heads=4, vocab_size=12,
-                  max_caption_len=8, num_gestures=5)
+                  max_caption_len=8, num_gestures=5, decoder_geometry=False)
+GEO = dataclasses.replace(CFG, decoder_geometry=True)
 BOS, EOS = 1, 2
 
 
-def make_decoder(seed: int, sharpen: float = 8.0) -> TinyGPTDecoder:
+def make_decoder(seed: int, sharpen: float = 8.0, cfg: ModelConfig = CFG) -> TinyGPTDecoder:
     """Random init with larger weights, so outputs vary (eos appears, captions differ)."""
     torch.manual_seed(seed)
-    dec = TinyGPTDecoder(CFG).eval()
+    dec = TinyGPTDecoder(cfg).eval()
     with torch.no_grad():
         for p in dec.parameters():
             if p.dim() > 1:
@@ -160,6 +165,86 @@ def test_generate_validates_arguments():
         dec.generate(vis, size[:, :2], BOS, EOS)
     with pytest.raises(ValueError, match="ids"):
         dec(vis, size, torch.zeros(3, CFG.max_caption_len + 3, dtype=torch.long))
+
+
+# ------------------------------------------------------------------------- geometry embedding
+
+
+def centroids(seed: int, b: int = 3, k: int = 6) -> torch.Tensor:
+    return torch.rand(b, k, 3, generator=torch.Generator().manual_seed(2000 + seed))
+
+
+def test_geometry_decoder_reads_where_and_when_tokens_are():
+    """The same tokens at other centroids caption differently: what moved shows."""
+    dec = make_decoder(0, cfg=GEO)
+    vis, size = vision(0)
+    pos = centroids(0)
+    ids = torch.randint(0, CFG.vocab_size, (3, 5))
+    with torch.no_grad():
+        ref = dec(vis, size, ids, pos)
+        moved = pos.clone()
+        moved[:, :, 0] = 1.0 - moved[:, :, 0]  # mirrored left-right
+        assert (dec(vis, size, ids, moved) - ref).abs().max() > 1e-3
+        later = pos.clone()
+        later[:, :, 2] = 0.0  # every token from the oldest frame
+        assert (dec(vis, size, ids, later) - ref).abs().max() > 1e-3
+        # padding's centroids do not matter, as its features do not
+        pad = pos.clone()
+        pad[size == 0] = 0.5
+        torch.testing.assert_close(dec(vis, size, ids, pad), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_geometry_decoder_cache_and_teacher_forcing_agree(seed):
+    dec = make_decoder(seed, cfg=GEO)
+    vis, size = vision(seed)
+    pos = centroids(seed)
+    ids = torch.randint(0, CFG.vocab_size, (3, 6))
+    with torch.no_grad():
+        full = dec(vis, size, ids, pos)
+        logits, cache = dec.prefill(vis, size, ids[:, :2], pos)
+        outs = [logits]
+        for j in range(2, 6):
+            logits, cache = dec.step(ids[:, j], cache)
+            outs.append(logits)
+    torch.testing.assert_close(torch.stack(outs, 1), full[:, 1:], atol=1e-5, rtol=0)
+    for beam in (1, 3):
+        assert (dec.generate(vis, size, BOS, EOS, beam_size=beam, vis_pos=pos)
+                == dec.generate(vis, size, BOS, EOS, beam_size=beam, use_cache=False,
+                                vis_pos=pos))
+
+
+def test_geometry_decoder_requires_centroids():
+    dec = make_decoder(0, cfg=GEO)
+    vis, size = vision(0)
+    ids = torch.ones(3, 1, dtype=torch.long)
+    with pytest.raises(ValueError, match="centroids"):
+        dec(vis, size, ids)
+    with pytest.raises(ValueError, match="centroids"):
+        dec.generate(vis, size, BOS, EOS)
+    with pytest.raises(ValueError, match="vis_pos"):
+        dec(vis, size, ids, centroids(0)[:, :2])
+    with pytest.raises(ValueError, match="centroids"):
+        dec.project(vis)
+
+
+def test_geometry_decode_flops_match_flop_counter():
+    dec = make_decoder(8, sharpen=1.0, cfg=GEO)
+    vis, size, pos = torch.randn(1, 7, CFG.dim), torch.ones(1, 7), centroids(8, b=1, k=7)
+    with FlopCounterMode(display=False) as fc:
+        ids = dec.generate(vis, size, BOS, EOS, vis_pos=pos)[0]
+    n_gen = len(ids) + 1 if len(ids) < CFG.max_caption_len else len(ids)
+    expected = F.decode_flops(GEO, 7, n_gen)
+    assert abs(fc.get_total_flops() - expected) <= 0.10 * expected
+    # the embedding's own Linear is in the count: 2 * K * GEOMETRY_FEATURES * dec_dim
+    assert F.projector_flops(GEO, 7) - F.projector_flops(CFG, 7) == 2 * 7 * 21 * CFG.dec_dim
+
+
+def test_manifests_from_before_the_geometry_embedding_load_without_it():
+    old = {k: v for k, v in CFG.to_dict().items() if k != "decoder_geometry"}
+    assert ModelConfig.from_dict(old).decoder_geometry is False
+    assert ModelConfig.from_dict(GEO.to_dict()).decoder_geometry is True
+    assert TinyGPTDecoder(ModelConfig.from_dict(old)).geometry is None
 
 
 # ------------------------------------------------------------------------------ gesture head

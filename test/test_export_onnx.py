@@ -85,7 +85,7 @@ def test_files_manifest_and_checker(exported):
         proto = onnx.load(str(d / rel))
         onnx.checker.check_model(proto, full_check=True)
         assert {o.domain: o.version for o in proto.opset_import}[""] == 17
-        spec = graph_spec(e["graph"])
+        spec = graph_spec(e["graph"], cfg)
         assert [i.name for i in proto.graph.input] == list(spec["inputs"]) == e["inputs"]
         assert [o.name for o in proto.graph.output] == list(spec["outputs"]) == e["outputs"]
         # fp16 graphs keep float32 I/O; their weights are float16
@@ -184,11 +184,12 @@ def test_decoder_graphs_dynamic_lengths(exported):
         size = torch.randint(1, 5, (1, k), generator=gen).float()
         if k > 2:
             size[0, 1] = 0.0  # padding
+        where = torch.rand(1, k, 3, generator=gen)
         ids = torch.tensor([[tok.bos_id]])
         with torch.no_grad():
-            want, cache = model.decoder.prefill(vis, size, ids)
+            want, cache = model.decoder.prefill(vis, size, ids, where)
         got, pk, pv, kb = prefill.run(None, {"vis": vis.numpy(), "vis_size": size.numpy(),
-                                             "ids": ids.numpy()})
+                                             "vis_pos": where.numpy(), "ids": ids.numpy()})
         np.testing.assert_allclose(got, want.numpy(), atol=ATOL)
         np.testing.assert_allclose(pk, torch.stack(cache.k).numpy(), atol=ATOL)
         for pos in (1, 2, 3):

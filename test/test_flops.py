@@ -14,7 +14,7 @@ from tinygpt_ros.model.anc import Router
 from tinygpt_ros.model.encoder import GatedEncoderCache, VisualEncoder
 from tinygpt_ros.model.sttf import TemporalFusion
 from tinygpt_ros.spec import flops
-from tinygpt_ros.spec.config import ModelConfig
+from tinygpt_ros.spec.config import GEOMETRY_FEATURES, ModelConfig
 
 CFG = ModelConfig(dim=32, heads=2, branch_depths=(1, 2, 3), dec_dim=24, dec_layers=2,
                   dec_heads=2, vocab_size=50, num_gestures=11, temporal_window=4)
@@ -111,6 +111,7 @@ class _RefDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.proj = nn.Linear(cfg.dim, cfg.dec_dim)
+        self.geometry = nn.Linear(GEOMETRY_FEATURES, cfg.dec_dim)  # cfg.decoder_geometry
         self.blocks = nn.ModuleList(_RefBlock(cfg.dec_dim, cfg.dec_heads)
                                     for _ in range(cfg.dec_layers))
         self.ln = nn.LayerNorm(cfg.dec_dim)
@@ -128,7 +129,8 @@ def test_reference_decoder_prefill_and_step():
     torch.manual_seed(0)
     dec = _RefDecoder(CFG)
     vis = torch.randn(1, 31, CFG.dim)
-    m_proj, pv = _measure(lambda: dec.proj(vis))
+    feats = torch.rand(1, 31, GEOMETRY_FEATURES)
+    m_proj, pv = _measure(lambda: dec.proj(vis) + dec.geometry(feats))
     _close(m_proj, flops.projector_flops(CFG, 31))
     prefix = torch.cat([pv, torch.randn(1, 1, CFG.dec_dim)], 1)
     m_pre, (_, past) = _measure(lambda: dec.run(prefix))
@@ -141,16 +143,16 @@ def test_real_decoder_if_present():
     from tinygpt_ros.model import decoder
     torch.manual_seed(0)
     dec = decoder.TinyGPTDecoder(CFG).eval()
-    vis, size = torch.randn(1, 20, CFG.dim), torch.ones(1, 20)
+    vis, size, pos = torch.randn(1, 20, CFG.dim), torch.ones(1, 20), torch.rand(1, 20, 3)
     bos = torch.zeros(1, 1, dtype=torch.long)
-    m_proj, _ = _measure(lambda: dec.project(vis))
+    m_proj, _ = _measure(lambda: dec.project(vis, pos))
     _close(m_proj, flops.projector_flops(CFG, 20))
-    m_pre, (_, cache) = _measure(lambda: dec.prefill(vis, size, bos))
+    m_pre, (_, cache) = _measure(lambda: dec.prefill(vis, size, bos, pos))
     _close(m_pre + m_proj, flops.projector_flops(CFG, 20) + flops.decoder_prefill_flops(CFG, 21))
     m_step, _ = _measure(lambda: dec.step(torch.tensor([3]), cache))
     _close(m_step, flops.decoder_step_flops(CFG, 22))
     max_len = 6
-    m_gen, ids = _measure(lambda: dec.generate(vis, size, 0, 1, max_len=max_len))
+    m_gen, ids = _measure(lambda: dec.generate(vis, size, 0, 1, max_len=max_len, vis_pos=pos))
     n_gen = len(ids[0]) + 1 if len(ids[0]) < max_len else max_len
     _close(m_gen, flops.decode_flops(CFG, 20, n_gen))
 

@@ -333,9 +333,9 @@ def test_the_engine_drafts_with_the_last_caption_only_when_asked(git_dir):
     drafts: list = []
     decode = engine.kernels.decode
 
-    def spy(tokens, sizes, recent=()):
+    def spy(tokens, sizes, recent=(), positions=None):
         drafts.append(list(recent))
-        return decode(tokens, sizes, recent)
+        return decode(tokens, sizes, recent, positions=positions)
 
     engine.kernels.decode = spy
     frames = _frames(3, seed=6)

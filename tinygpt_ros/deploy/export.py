@@ -18,8 +18,9 @@ E dec_dim, V vocabulary, G gestures; leading dims named below are dynamic):
   The per-block *inputs* that `GatedEncoderCache` keeps are never read by the gated step, so
   they are not carried.
 - `router`: features (B,F) -> logits (B,nb).
-- `decoder_prefill`: projector + prefix: vis (B,K,D), vis_size (B,K), ids (B,T) int64 ->
-  logits (B,V) for the next token, past_k/past_v (layers,B,H,K+T,E/H), key_bias (B,K+T).
+- `decoder_prefill`: projector + prefix: vis (B,K,D), vis_size (B,K), [vis_pos (B,K,3) when
+  the decoder reads centroids, `cfg.decoder_geometry`], ids (B,T) int64 -> logits (B,V) for
+  the next token, past_k/past_v (layers,B,H,K+T,E/H), key_bias (B,K+T).
 - `decoder_step`: next_ids (B,) int64, position (1,) int64 (text position of next_ids), past_k,
   past_v, key_bias -> logits (B,V) and the caches grown by one position.
 - `gesture_head`: vis (B,K,D), vis_size (B,K), vis_pos (B,K,3) -> logits (B,G).
@@ -67,7 +68,7 @@ from tinygpt_ros.deploy.graphs import (
 from tinygpt_ros.deploy.shared_weights import share_initializers
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.model.weights import MODEL_FILE, ModelLoadError, add_files, load_model_files
-from tinygpt_ros.spec.config import NUM_TOKENS
+from tinygpt_ros.spec.config import NUM_TOKENS, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,11 @@ class _Prefill(nn.Module):
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor):
-        logits, cache = self.decoder.prefill(vis, vis_size, ids)
+    def forward(self, vis: torch.Tensor, vis_size: torch.Tensor, *rest: torch.Tensor):
+        """(vis, vis_size, ids), or (vis, vis_size, vis_pos, ids) for a decoder that reads
+        the tokens' centroids (`graphs.graph_spec` orders the inputs alike)."""
+        *pos, ids = rest
+        logits, cache = self.decoder.prefill(vis, vis_size, ids, *pos)
         return logits, torch.stack(cache.k), torch.stack(cache.v), cache.key_bias
 
 
@@ -199,7 +203,8 @@ def _example_inputs(model: TinyGPT, name: str, gen: torch.Generator) -> tuple[to
     e, layers, dh = cfg.dec_dim, cfg.dec_layers, cfg.dec_heads
     if name == "decoder_prefill":
         size = torch.tensor([[1.0, 2.0, 0.0, 3.0, 1.0, 1.0, 4.0]]).repeat(2, 1)
-        return (r(2, 7, d), size, torch.ones(2, 1, dtype=torch.long))
+        pos = (torch.rand(2, 7, 3, generator=gen),) if cfg.decoder_geometry else ()
+        return (r(2, 7, d), size, *pos, torch.ones(2, 1, dtype=torch.long))
     if name == "decoder_step":
         s = 9
         bias = torch.zeros(2, s)
@@ -226,10 +231,11 @@ def _module(model: TinyGPT, name: str) -> nn.Module:
 # ------------------------------------------------------------------------------ export
 
 
-def _to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], name: str, opset: int):
+def _to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], name: str, opset: int,
+             cfg: ModelConfig):
     import onnx
 
-    spec = graph_spec(name)
+    spec = graph_spec(name, cfg)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape asserts in the modules
@@ -296,7 +302,7 @@ def _save(data: bytes, path: Path) -> None:
         raise
 
 
-def _write_precision(d: Path, precision: str, protos: dict[str, Any],
+def _write_precision(d: Path, precision: str, cfg: ModelConfig, protos: dict[str, Any],
                      traced: dict[str, tuple[nn.Module, tuple[torch.Tensor, ...]]],
                      common: dict[str, Any], verify: bool) -> dict[str, dict[str, Any]]:
     """Write one precision's graphs and their shared weights file, check each written graph
@@ -316,7 +322,7 @@ def _write_precision(d: Path, precision: str, protos: dict[str, Any],
         _save(proto.SerializeToString(), d / rel)
         module, args = traced[name]
         err = _verify(d / rel, module, args, name, precision) if verify else float("nan")
-        spec = graph_spec(name)
+        spec = graph_spec(name, cfg)
         entries[rel] = {
             **common, "kind": "onnx", "graph": name, "precision": precision,
             "io_dtype": "float32", "inputs": list(spec["inputs"]),
@@ -376,14 +382,14 @@ def export_model(
         module = _module(model, name).eval()
         args = _example_inputs(model, name, gen)
         traced[name] = (module, args)
-        base = _to_onnx(module, args, name, opset)
+        base = _to_onnx(module, args, name, opset, loaded.config)
         for precision in precisions:  # fp16 converts `base` before it loses its weights below
             proto = base if precision == "fp32" else _to_fp16(base)
             onnx.checker.check_model(proto, full_check=True)
             protos[precision][name] = proto
     for precision in precisions:
-        entries.update(_write_precision(d, precision, protos[precision], traced, common,
-                                        verify))
+        entries.update(_write_precision(d, precision, loaded.config, protos[precision], traced,
+                                        common, verify))
         log.info(f"{weights_file(precision)}: "
             f"{entries[weights_file(precision)]['deduplicated_bytes']} duplicate weight bytes "
             f"not stored")

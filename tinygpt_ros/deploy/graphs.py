@@ -59,8 +59,15 @@ def graph_names(cfg: ModelConfig) -> list[str]:
             "gesture_head"]
 
 
-def graph_spec(name: str) -> dict[str, dict[str, dict[int, str]]]:
-    return GRAPHS["encoder" if name.startswith("encoder_b") else name]
+def graph_spec(name: str, cfg: ModelConfig) -> dict[str, dict[str, dict[int, str]]]:
+    """Inputs and outputs of graph `name` for a model of `cfg`: a decoder that reads token
+    centroids (`cfg.decoder_geometry`) takes them in its prefill, as `vis_pos` before `ids`."""
+    spec = GRAPHS["encoder" if name.startswith("encoder_b") else name]
+    if name == "decoder_prefill" and cfg.decoder_geometry:
+        inputs = dict(spec["inputs"])
+        ids = inputs.pop("ids")
+        spec = {**spec, "inputs": {**inputs, "vis_pos": {0: "batch", 1: "n_vis"}, "ids": ids}}
+    return spec
 
 
 def graph_file(name: str, precision: str) -> str:
@@ -95,9 +102,12 @@ def trt_profile_shapes(cfg: ModelConfig, name: str) -> dict[str, tuple[tuple[int
         shapes["idx"] = ((1,), (16,), (n,))
         return shapes
     if name == "decoder_prefill":
-        return {"vis": ((1, 1, d), (1, 31, d), (beams, k_max, d)),
-                "vis_size": ((1, 1), (1, 31), (beams, k_max)),
-                "ids": ((1, 1), (1, 1), (beams, cfg.max_caption_len + 2))}
+        shapes = {"vis": ((1, 1, d), (1, 31, d), (beams, k_max, d)),
+                  "vis_size": ((1, 1), (1, 31), (beams, k_max)),
+                  "ids": ((1, 1), (1, 1), (beams, cfg.max_caption_len + 2))}
+        if cfg.decoder_geometry:
+            shapes["vis_pos"] = ((1, 1, 3), (1, 31, 3), (beams, k_max, 3))
+        return shapes
     if name == "decoder_step":
         past = ((lay, 1, dh, 2, e_h), (lay, 1, dh, 40, e_h), (lay, beams, dh, s_max, e_h))
         return {"next_ids": ((1,), (1,), (beams,)), "past_k": past, "past_v": past,

@@ -120,22 +120,31 @@ class OnnxKernels:
 
     # -------------------------------------------------------------- decoder
 
-    def _prefill(self, tokens: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    def _prefill(self, tokens: np.ndarray, sizes: np.ndarray,
+                 positions: np.ndarray | None) -> list[np.ndarray]:
         ids = np.full((1, 1), self.tokenizer.bos_id, np.int64)
+        pos = ()
+        if self.cfg.decoder_geometry:
+            if positions is None or np.shape(positions) != (len(tokens), 3):
+                raise ValueError(f"positions must be ({len(tokens)}, 3): this decoder reads the "
+                                 f"tokens' (x, y, t) centroids; got "
+                                 f"{None if positions is None else np.shape(positions)}")
+            pos = (np.asarray(positions, np.float32)[None],)
         return self._run("decoder_prefill", tokens[None].astype(np.float32),
-                         sizes[None].astype(np.float32), ids)
+                         sizes[None].astype(np.float32), *pos, ids)
 
     def _step(self, feed: np.ndarray, position: int, past: Sequence[np.ndarray]):
         return self._run("decoder_step", feed.astype(np.int64), np.array([position], np.int64),
                          *past)
 
-    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray,
+                 positions: np.ndarray | None = None) -> list[int]:
         """Greedy or beam decoding with the KV cache: the same rules as `TinyGPTDecoder`."""
         if self.beam_size > 1:
-            return self._beam(tokens, sizes)
+            return self._beam(tokens, sizes, positions)
         bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
         max_len = self.cfg.max_caption_len
-        logits, *past = self._prefill(tokens, sizes)
+        logits, *past = self._prefill(tokens, sizes, positions)
         out: list[int] = []
         position = 1
         for t in range(max_len):
@@ -151,10 +160,11 @@ class OnnxKernels:
             position += 1
         return out
 
-    def _beam(self, tokens: np.ndarray, sizes: np.ndarray, alpha: float = 1.0) -> list[int]:
+    def _beam(self, tokens: np.ndarray, sizes: np.ndarray, positions: np.ndarray | None,
+              alpha: float = 1.0) -> list[int]:
         bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
         max_len, width = self.cfg.max_caption_len, self.beam_size
-        logits, *past = self._prefill(tokens, sizes)
+        logits, *past = self._prefill(tokens, sizes, positions)
         seqs: list[list[int]] = [[]]
         scores = np.zeros(1, np.float32)
         finished: list[tuple[float, list[int]]] = []
@@ -222,8 +232,8 @@ def _external_data_files(d: Path, manifest: dict[str, Any], graphs: Sequence[str
     return shared
 
 
-def _check_io(path: Path, entry_name: str, sess: Any, name: str) -> None:
-    spec = graph_spec(name)
+def _check_io(path: Path, entry_name: str, sess: Any, name: str, cfg: ModelConfig) -> None:
+    spec = graph_spec(name, cfg)
     got_in = [i.name for i in sess.get_inputs()]
     got_out = [o.name for o in sess.get_outputs()]
     if got_in != list(spec["inputs"]) or got_out != list(spec["outputs"]):
@@ -355,7 +365,7 @@ class OnnxEngine(StreamingEngine):
                         f"model file {d / rel}: onnxruntime cannot load it ({type(exc).__name__}: "
                         f"{exc}) although it matches manifest files[{rel!r}]"
                     ) from exc
-                _check_io(d / rel, rel, sess, name)
+                _check_io(d / rel, rel, sess, name, cfg)
                 sessions[name] = sess
             return sessions
 

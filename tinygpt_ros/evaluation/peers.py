@@ -111,8 +111,10 @@ def _prefix_bias(key_bias: torch.Tensor, n_vis: int) -> torch.Tensor:
 def fastv_generate(
     decoder: Any, vis: torch.Tensor, vis_size: torch.Tensor, bos_id: int, eos_id: int,
     keep: int, prune_after: int = FASTV_LAYER, max_len: int | None = None,
+    vis_pos: torch.Tensor | None = None,
 ) -> list[int]:
-    """Greedy caption ids (without bos/eos) of one item (vis (1, K, D), sizes (1, K) > 0) with
+    """Greedy caption ids (without bos/eos) of one item (vis (1, K, D), sizes (1, K) > 0,
+    centroids vis_pos (1, K, 3) for a decoder that reads them) with
     FastV pruning: after `prune_after` (>= 1) decoder layers only the `keep` vision tokens most
     attended by the bos query (mean over heads, in layer `prune_after`) stay, in every later
     layer. keep >= K reproduces `decoder.generate` (greedy, KV cache)."""
@@ -127,7 +129,8 @@ def fastv_generate(
     p = int(prune_after)
     kept = torch.arange(n_vis, device=vis.device)
     bos = torch.full((1, 1), bos_id, dtype=torch.long, device=vis.device)
-    x = torch.cat([decoder.project(vis), decoder.tok_emb(bos) + decoder.pos_emb[0:1]], dim=1)
+    x = torch.cat([decoder.project(vis, vis_pos), decoder.tok_emb(bos) + decoder.pos_emb[0:1]],
+                  dim=1)
     key_bias = torch.cat([decoder.size_bias(vis_size, x.dtype), x.new_zeros(1, 1)], dim=1)
     caches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     cur_vis = n_vis
@@ -373,9 +376,10 @@ class PeerEngine:
             with self._stage(timer, meter, "decoder"):
                 if self.method == "fastv":
                     ids = fastv_generate(self.model.decoder, tokens, sizes, tok.bos_id,
-                                         tok.eos_id, keep, self.fastv_layer)
+                                         tok.eos_id, keep, self.fastv_layer, vis_pos=pos)
                 else:
-                    ids = self.model.decoder.generate(tokens, sizes, tok.bos_id, tok.eos_id)[0]
+                    ids = self.model.decoder.generate(tokens, sizes, tok.bos_id, tok.eos_id,
+                                                      vis_pos=pos)[0]
                 caption = tok.decode(ids)
             n_gen = len(ids) + (1 if len(ids) < cfg.max_caption_len else 0)
             flops["decoder"] = fastv_flops(cfg, n_fused, keep, n_gen, self.fastv_layer) \

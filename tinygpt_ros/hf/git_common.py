@@ -63,14 +63,18 @@ class GitKernelsCommon(HfKernelsCommon):
         """`git_decoder.TextStep` on this backend, on the arrays the last pass returned."""
         raise NotImplementedError
 
-    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray,
+                 positions: np.ndarray | None = None) -> list[int]:
         return self.decode(tokens, sizes).ids
 
     def decode(self, tokens: np.ndarray, sizes: np.ndarray,
-               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
+               drafts: Sequence[Sequence[int]] = (),
+               positions: np.ndarray | None = None) -> ops.Decoded:
         """`ops.greedy_decode` through the backend's two passes over a KV cache whose image
         rows come first; `drafts` (recent captions' ids) let one pass check several tokens
-        (see `ops.drafting`). The cache is the backend's own arrays (torch tensors or numpy)."""
+        (see `ops.drafting`). The cache is the backend's own arrays (torch tensors or numpy).
+        `positions` (the tokens' centroids) is accepted and unused: GIT's tower embeds where
+        each patch is itself."""
         vis = np.ascontiguousarray(tokens, np.float32)
         log_size = np.log(np.maximum(np.asarray(sizes, np.float32), 1e-6)).astype(np.float32)
         cache: dict[str, Any] = {}

@@ -182,15 +182,18 @@ class LlavaKernels(HfKernelsCommon):
     def _ids_embed(self, ids: list[int]) -> torch.Tensor:
         return self.embed_tokens(torch.tensor(ids, dtype=torch.long, device=self.device))
 
-    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray,
+                 positions: np.ndarray | None = None) -> list[int]:
         return self.decode(tokens, sizes).ids
 
     @torch.no_grad()
     def decode(self, tokens: np.ndarray, sizes: np.ndarray,
-               drafts: Sequence[Sequence[int]] = ()) -> ops.Decoded:
+               drafts: Sequence[Sequence[int]] = (),
+               positions: np.ndarray | None = None) -> ops.Decoded:
         """`ops.greedy_decode` through the language model; text position 0 is the whole prompt
         (its last row predicts the first word), and `drafts` (recent captions' ids) let one
-        pass check several tokens (see `ops.drafting`)."""
+        pass check several tokens (see `ops.drafting`). `positions` (the tokens' centroids)
+        is accepted and unused: the tower embeds where each patch is itself."""
         vis = self.projector(self._t(np.asarray(tokens, np.float32)))
         dtype = vis.dtype
         log_size = torch.log(self._t(np.asarray(sizes, np.float32)).clamp_min(1e-6)).to(dtype)

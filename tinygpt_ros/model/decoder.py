@@ -4,7 +4,12 @@ Architecture (D = cfg.dim, E = cfg.dec_dim, H = cfg.dec_heads, V = cfg.vocab_siz
 P = cfg.max_caption_len + 2 text positions; every Linear has a bias):
 
 - Projector, per vision token: `LayerNorm(D)` -> `Linear(D, E)` -> `+ vis_type` (a learned (E,)
-  vision-type embedding). Vision tokens get no positional embedding: the encoder's tokens carry it.
+  vision-type embedding), and with `cfg.decoder_geometry` `+ Linear(G, E)` of the token's
+  (x, y, t) centroid features (`geometry_features`, G = GEOMETRY_FEATURES). Why: fusion averages
+  a token over the space-time region it stands for, so an object that moved leaves tokens of the
+  same look at two places and two times; only their centroids say so. Without geometry (older
+  models) the tokens carry the encoder's position embedding only, and the captioner could not
+  tell a moving object from a still one.
 - Text: `tok_emb` Embedding(V, E) + `pos_emb` (P, E) learned positions 0..L-1.
 - Sequence = [K vision tokens ; L text tokens], `cfg.dec_layers` pre-LN blocks, each
   `x += proj(attn(LN1(x)))` with `qkv = Linear(E, 3E)`, `proj = Linear(E, E)`, H heads of E/H,
@@ -39,11 +44,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinygpt_ros.ops.beam import best_finished, expand_beams
-from tinygpt_ros.spec.config import ModelConfig
+from tinygpt_ros.spec.config import GEOMETRY_FEATURES, GEOMETRY_FREQUENCIES, ModelConfig
 
 
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def geometry_features(pos: torch.Tensor) -> torch.Tensor:
+    """(..., 3) centroids in [0, 1] -> (..., GEOMETRY_FEATURES): the centroid itself and
+    sin/cos of pi * 2^j * centroid for j < GEOMETRY_FREQUENCIES. The octaves let one linear
+    layer place a token finely (a quarter of the view, a window slot) where the raw coordinate
+    alone would give it a single direction in the embedding."""
+    freqs = math.pi * 2.0 ** torch.arange(GEOMETRY_FREQUENCIES, dtype=pos.dtype,
+                                          device=pos.device)
+    angles = (pos[..., :, None] * freqs).flatten(-2)  # (..., 3 * F), coordinate-major
+    return torch.cat([pos, torch.sin(angles), torch.cos(angles)], -1)
 
 
 @dataclass
@@ -141,6 +157,7 @@ class TinyGPTDecoder(nn.Module):
         self.proj_norm = nn.LayerNorm(cfg.dim)
         self.proj = nn.Linear(cfg.dim, e)
         self.vis_type = nn.Parameter(torch.zeros(e))
+        self.geometry = (nn.Linear(GEOMETRY_FEATURES, e) if cfg.decoder_geometry else None)
         self.tok_emb = nn.Embedding(cfg.vocab_size, e)
         self.pos_emb = nn.Parameter(torch.zeros(self.n_pos, e))
         self.blocks = nn.ModuleList(DecoderBlock(e, cfg.dec_heads) for _ in range(cfg.dec_layers))
@@ -161,13 +178,19 @@ class TinyGPTDecoder(nn.Module):
 
     # ----------------------------------------------------------------------------- pieces
 
-    def _check(self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor | None) -> None:
+    def _check(self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor | None,
+               vis_pos: torch.Tensor | None = None) -> None:
         if vis.dim() != 3 or vis.shape[-1] != self.cfg.dim:
             raise ValueError(f"vis must be (B, K, {self.cfg.dim}), got {tuple(vis.shape)}")
         if vis_size.shape != vis.shape[:2]:
             raise ValueError(
                 f"vis_size must be (B, K) = {tuple(vis.shape[:2])}, got {tuple(vis_size.shape)}"
             )
+        if self.geometry is not None and (vis_pos is None
+                                          or vis_pos.shape != (*vis.shape[:2], 3)):
+            got = None if vis_pos is None else tuple(vis_pos.shape)
+            raise ValueError(f"vis_pos must be (B, K, 3) = {(*vis.shape[:2], 3)}: this decoder "
+                             f"reads the tokens' (x, y, t) centroids; got {got}")
         if ids is not None:
             if ids.dim() != 2 or ids.shape[0] != vis.shape[0] or ids.shape[1] < 1:
                 raise ValueError(f"ids must be (B={vis.shape[0]}, L>=1), got {tuple(ids.shape)}")
@@ -177,9 +200,16 @@ class TinyGPTDecoder(nn.Module):
                     f"(cfg.max_caption_len + 2)"
                 )
 
-    def project(self, vis: torch.Tensor) -> torch.Tensor:
-        """Vision tokens (B,K,D) -> decoder width (B,K,E)."""
-        return self.proj(self.proj_norm(vis)) + self.vis_type
+    def project(self, vis: torch.Tensor, vis_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Vision tokens (B,K,D) and their centroids (B,K,3) -> decoder width (B,K,E). The
+        centroids are read only by a decoder with `cfg.decoder_geometry`."""
+        x = self.proj(self.proj_norm(vis)) + self.vis_type
+        if self.geometry is not None:
+            if vis_pos is None:
+                raise ValueError("vis_pos (B, K, 3) is required: this decoder reads the tokens' "
+                                 "(x, y, t) centroids (cfg.decoder_geometry)")
+            x = x + self.geometry(geometry_features(vis_pos.to(x.dtype)))
+        return x
 
     def _embed_text(self, ids: torch.Tensor, start: int) -> torch.Tensor:
         return self.tok_emb(ids) + self.pos_emb[start : start + ids.shape[1]]
@@ -208,10 +238,11 @@ class TinyGPTDecoder(nn.Module):
         return torch.where(pad_self, 0.0, bias), key_bias
 
     def _run_prefix(
-        self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor
+        self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor,
+        vis_pos: torch.Tensor | None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        self._check(vis, vis_size, ids)
-        x = torch.cat([self.project(vis), self._embed_text(ids, 0)], dim=1)
+        self._check(vis, vis_size, ids, vis_pos)
+        x = torch.cat([self.project(vis, vis_pos), self._embed_text(ids, 0)], dim=1)
         bias, key_bias = self._prefix_bias(vis_size, ids.shape[1], x.dtype)
         ks, vs = [], []
         for blk in self.blocks:
@@ -222,16 +253,19 @@ class TinyGPTDecoder(nn.Module):
 
     # ----------------------------------------------------------------------------- public API
 
-    def forward(self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: vis (B,K,D), vis_size (B,K), ids (B,L) -> logits (B,L,V)."""
-        x, _, _, _ = self._run_prefix(vis, vis_size, ids)
+    def forward(self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor,
+                vis_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: vis (B,K,D), vis_size (B,K), ids (B,L), vis_pos (B,K,3) (required
+        with `cfg.decoder_geometry`) -> logits (B,L,V)."""
+        x, _, _, _ = self._run_prefix(vis, vis_size, ids, vis_pos)
         return self.lm_head(self.ln_f(x[:, vis.shape[1] :]))
 
     def prefill(
-        self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor
+        self, vis: torch.Tensor, vis_size: torch.Tensor, ids: torch.Tensor,
+        vis_pos: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
         """Run the prefix once: logits for the token after `ids` (B,V) and the cache."""
-        x, ks, vs, key_bias = self._run_prefix(vis, vis_size, ids)
+        x, ks, vs, key_bias = self._run_prefix(vis, vis_size, ids, vis_pos)
         logits = self.lm_head(self.ln_f(x[:, -1]))
         return logits, KVCache(ks, vs, key_bias, int(ids.shape[1]))
 
@@ -270,13 +304,15 @@ class TinyGPTDecoder(nn.Module):
         beam_size: int = 1,
         use_cache: bool = True,
         length_penalty: float = 1.0,
+        vis_pos: torch.Tensor | None = None,
     ) -> list[list[int]]:
         """Caption ids per batch row, without bos/eos (at most `max_len` tokens each).
 
         beam_size=1 is greedy; otherwise beam search, ranking finished beams by
         sum(log p) / n**length_penalty (n = generated tokens incl. eos). `bos_id` is never
         generated. `use_cache=False` re-runs `forward` on the whole prefix each step (reference
-        path; same ids up to float rounding).
+        path; same ids up to float rounding). `vis_pos` (B,K,3): the tokens' centroids, required
+        with `cfg.decoder_geometry`.
         """
         max_len = self.cfg.max_caption_len if max_len is None else max_len
         if not _is_int(max_len) or not 1 <= max_len <= self.n_pos:
@@ -287,27 +323,28 @@ class TinyGPTDecoder(nn.Module):
         for name, tok in (("bos_id", bos_id), ("eos_id", eos_id)):
             if not 0 <= int(tok) < v:
                 raise ValueError(f"{name}={tok} is outside the vocabulary [0, {v})")
-        self._check(vis, vis_size, None)
+        self._check(vis, vis_size, None, vis_pos)
         if beam_size == 1:
-            return self._greedy(vis, vis_size, bos_id, eos_id, max_len, use_cache)
+            return self._greedy(vis, vis_size, vis_pos, bos_id, eos_id, max_len, use_cache)
         return [
-            self._beam(vis[i : i + 1], vis_size[i : i + 1], bos_id, eos_id, max_len,
-                       beam_size, use_cache, length_penalty)
+            self._beam(vis[i : i + 1], vis_size[i : i + 1],
+                       None if vis_pos is None else vis_pos[i : i + 1], bos_id, eos_id,
+                       max_len, beam_size, use_cache, length_penalty)
             for i in range(vis.shape[0])
         ]
 
     # ----------------------------------------------------------------------------- decoding
 
     def _greedy(
-        self, vis: torch.Tensor, vis_size: torch.Tensor, bos: int, eos: int, max_len: int,
-        use_cache: bool,
+        self, vis: torch.Tensor, vis_size: torch.Tensor, vis_pos: torch.Tensor | None, bos: int,
+        eos: int, max_len: int, use_cache: bool,
     ) -> list[list[int]]:
         b = vis.shape[0]
         ids = torch.full((b, 1), bos, dtype=torch.long, device=vis.device)
         if use_cache:
-            logits, cache = self.prefill(vis, vis_size, ids)
+            logits, cache = self.prefill(vis, vis_size, ids, vis_pos)
         else:
-            logits = self.forward(vis, vis_size, ids)[:, -1]
+            logits = self.forward(vis, vis_size, ids, vis_pos)[:, -1]
         out: list[list[int]] = [[] for _ in range(b)]
         done = [False] * b
         for t in range(max_len):
@@ -327,20 +364,20 @@ class TinyGPTDecoder(nn.Module):
                 logits, cache = self.step(feed, cache)
             else:
                 ids = torch.cat([ids, feed[:, None]], dim=1)
-                logits = self.forward(vis, vis_size, ids)[:, -1]
+                logits = self.forward(vis, vis_size, ids, vis_pos)[:, -1]
         return out
 
     def _beam(
-        self, vis: torch.Tensor, vis_size: torch.Tensor, bos: int, eos: int, max_len: int,
-        width: int, use_cache: bool, alpha: float,
+        self, vis: torch.Tensor, vis_size: torch.Tensor, vis_pos: torch.Tensor | None, bos: int,
+        eos: int, max_len: int, width: int, use_cache: bool, alpha: float,
     ) -> list[int]:
         """Beam search for one item. Stops when `width` beams have finished (or at max_len)."""
         dev = vis.device
         ids0 = torch.full((1, 1), bos, dtype=torch.long, device=dev)
         if use_cache:
-            logits, cache = self.prefill(vis, vis_size, ids0)
+            logits, cache = self.prefill(vis, vis_size, ids0, vis_pos)
         else:
-            logits = self.forward(vis, vis_size, ids0)[:, -1]
+            logits = self.forward(vis, vis_size, ids0, vis_pos)[:, -1]
         seqs: list[list[int]] = [[]]
         scores = torch.zeros(1, device=dev)
         finished: list[tuple[float, list[int]]] = []
@@ -364,6 +401,7 @@ class TinyGPTDecoder(nn.Module):
                 n = len(seqs)
                 ids = torch.tensor([[bos, *q] for q in seqs], dtype=torch.long, device=dev)
                 logits = self.forward(
-                    vis.expand(n, -1, -1), vis_size.expand(n, -1), ids
+                    vis.expand(n, -1, -1), vis_size.expand(n, -1), ids,
+                    None if vis_pos is None else vis_pos.expand(n, -1, -1),
                 )[:, -1]
         return best_finished(finished)

@@ -105,12 +105,16 @@ class Kernels(Protocol):
         (K, 3); max_tokens None = no fusion."""
         ...
 
-    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
-        """Caption ids (without bos/eos) for (K, D) tokens with sizes (K,)."""
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray,
+                 positions: np.ndarray | None = None) -> list[int]:
+        """Caption ids (without bos/eos) for (K, D) tokens with sizes (K,) and (x, y, t)
+        centroids (K, 3); a decoder that reads no centroids (a pretrained family, an older
+        TinyGPT) ignores them, one that does (`cfg.decoder_geometry`) requires them."""
         ...
 
-    # Optional: `decode(tokens, sizes, drafts) -> ops.Decoded` is `generate` that also checks
-    # drafts (recent captions' ids) several tokens a pass; the controller uses it when present.
+    # Optional: `decode(tokens, sizes, drafts, positions=) -> ops.Decoded` is `generate` that
+    # also checks drafts (recent captions' ids) several tokens a pass; the controller uses it
+    # when present.
 
     def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
                        positions: np.ndarray) -> np.ndarray:
@@ -571,7 +575,8 @@ class StreamingEngine:
         passes = 0
         if modality == "frame":
             with timer.stage("decoder"):
-                caption, caption_reused, dec_flops, passes = self._caption(s, fused, sizes, k)
+                caption, caption_reused, dec_flops, passes = self._caption(s, fused, sizes,
+                                                                           positions, k)
             flops["decoder"] = dec_flops
             dense_head = F.decode_flops(cfg, n_window, max(1, s.last_caption_len))
         elif n_events < k.gesture_min_events:
@@ -638,7 +643,7 @@ class StreamingEngine:
         return (*result, True)
 
     def _caption(
-        self, s: Stream, fused: np.ndarray, sizes: np.ndarray, k: Knobs
+        self, s: Stream, fused: np.ndarray, sizes: np.ndarray, positions: np.ndarray, k: Knobs
     ) -> tuple[str, bool, float, int]:
         """(caption, reused, decoder FLOPs, sequential decoder passes)."""
         real = fused[sizes > 0]
@@ -652,12 +657,12 @@ class StreamingEngine:
             return s.last_caption, True, 0.0, 0
         decode = getattr(self.kernels, "decode", None)
         if decode is None:  # a backend without draft checking: one token per pass
-            ids = self.kernels.generate(fused, sizes)
+            ids = self.kernels.generate(fused, sizes, positions)
             # one step per token, plus one for EOS unless it stopped at max length
             rows = passes = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
         else:
             use = k.sttf_enabled and k.caption_draft
-            out = decode(fused, sizes, s.drafts if use else [])
+            out = decode(fused, sizes, s.drafts if use else [], positions=positions)
             ids, rows, passes = out.ids, out.rows, out.passes
             ops.remember(s.drafts, ops.draft_of(ids, self.tokenizer.eos_id,
                                                 self.cfg.max_caption_len))

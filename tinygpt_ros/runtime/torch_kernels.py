@@ -95,11 +95,13 @@ class TorchKernels:
 
     @counted
     @torch.no_grad()
-    def generate(self, tokens: np.ndarray, sizes: np.ndarray) -> list[int]:
+    def generate(self, tokens: np.ndarray, sizes: np.ndarray,
+                 positions: np.ndarray | None = None) -> list[int]:
         tok = self.tokenizer
+        pos = None if positions is None else self._t(positions)[None]
         return self.model.decoder.generate(
             self._t(tokens)[None], self._t(sizes)[None], tok.bos_id, tok.eos_id,
-            beam_size=self.beam_size,
+            beam_size=self.beam_size, vis_pos=pos,
         )[0]
 
     @counted

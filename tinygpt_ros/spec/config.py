@@ -23,6 +23,10 @@ MOTION_MODES = ("off", "translation", "similarity")
 GESTURE_SPACE_CELLS = 4
 GESTURE_CHANNELS = 32
 GESTURE_HIDDEN = 128
+# Decoder geometry embedding (decoder.py): each vision token's (x, y, t) centroid as itself plus
+# sin/cos at GEOMETRY_FREQUENCIES octaves (pi, 2 pi, 4 pi ...), projected to the decoder width.
+GEOMETRY_FREQUENCIES = 3
+GEOMETRY_FEATURES = 3 * (1 + 2 * GEOMETRY_FREQUENCIES)
 # Below this many events in a window the gesture is NO_GESTURE (knob gesture_min_events). 50 per
 # 50 ms window (1,000 events/s) is under a third of the quietest gesture window of the generated
 # data (147) and above the background noise of most simulated sensors (about 16-160).
@@ -56,6 +60,11 @@ class ModelConfig:
     fusion_pos_weight: float = 5.0
     router_hidden: int = 16
     num_router_features: int = 4
+    # The decoder adds an embedding of each vision token's (x, y, t) centroid to it: what moved
+    # where shows in the centroids, while the tokens' features barely change when an object
+    # moves (the first shipped captioner could not tell a moving scene from a still one).
+    # Manifests written before the field have no key: they load as False (`from_dict`).
+    decoder_geometry: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -69,6 +78,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         d = dict(d)
+        d.setdefault("decoder_geometry", False)
         if "branch_depths" in d:
             d["branch_depths"] = tuple(int(x) for x in d["branch_depths"])
         return cls(**d)

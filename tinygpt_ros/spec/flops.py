@@ -13,6 +13,7 @@ import math
 
 from tinygpt_ros.spec.config import (
     EVENT_GRID_SIZE,
+    GEOMETRY_FEATURES,
     GESTURE_CHANNELS,
     GESTURE_HIDDEN,
     GESTURE_SPACE_CELLS,
@@ -98,8 +99,11 @@ def fusion_flops(cfg: ModelConfig, n_in: int, n_out: int) -> float:
 
 
 def projector_flops(cfg: ModelConfig, n_vis: int) -> float:
-    """Projector Linear(dim, dec_dim) on n_vis vision tokens."""
-    return 2.0 * n_vis * cfg.dim * cfg.dec_dim
+    """Projector Linear(dim, dec_dim) on n_vis vision tokens, plus the geometry embedding's
+    Linear(GEOMETRY_FEATURES, dec_dim) when the decoder reads token positions (its sin/cos
+    features are elementwise, like the norms, and not counted)."""
+    geometry = GEOMETRY_FEATURES if cfg.decoder_geometry else 0
+    return 2.0 * n_vis * (cfg.dim + geometry) * cfg.dec_dim
 
 
 def _decoder_layers(cfg: ModelConfig, n_query: int, n_keys: int) -> float:
