@@ -49,7 +49,9 @@ def test_recipe_runs_every_stage_and_writes_a_manifest(tiny_dirs):
     assert manifest["data_seed"] == 3
     assert manifest["command"] == "test"
     assert len(manifest["files"]["model.pt"]["sha256"]) == 64
-    assert set(manifest["metrics"]["train_final_loss"]) >= {"pretrain", "router", "gesture"}
+    # "patch": stage 1's per-patch what/colour loss (the presets turn it on)
+    assert set(manifest["metrics"]["train_final_loss"]) >= {"pretrain", "router", "gesture",
+                                                             "patch"}
     assert manifest["training"]["preset"] == "tiny"
 
 
@@ -128,3 +130,38 @@ def test_event_balanced_runs_end_inside_an_event():
     with pytest.raises(ValueError, match="event_prob"):
         CaptionSampler(clips, seq_len=6, window=4, seed=0, event_prob=1.5)
 
+
+
+def test_patch_loss_reads_labels_and_skips_unknown_patches():
+    """The stage-1 patch loss is cross-entropy over what covers each patch and its colour,
+    averaged over branches; unknown patches (-1, moving-camera clips) add nothing."""
+    from tinygpt_ros.data.scenes import COLOUR_CLASSES, WHAT_CLASSES
+    from tinygpt_ros.train.recipe import patch_loss
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, len(WHAT_CLASSES) + len(COLOUR_CLASSES))
+    exits = [torch.randn(2, 3, 196, 8, requires_grad=True) for _ in range(2)]
+    unknown = torch.full((2, 3, 196, 2), -1)
+    assert float(patch_loss(head, exits, unknown)) == 0.0
+    labels = unknown.clone()
+    labels[0, :, :5, 0], labels[0, :, :5, 1] = 6, 2
+    loss = patch_loss(head, exits, labels)
+    loss.backward()
+    assert float(loss) > 0
+    # only the labelled patches get a gradient
+    for e in exits:
+        assert e.grad[0, :, :5].abs().sum() > 0 and e.grad[1].abs().sum() == 0
+        assert e.grad[0, :, 5:].abs().sum() == 0
+
+
+def test_caption_batches_carry_patch_labels_for_still_cameras():
+    from tinygpt_ros.data.scenes import make_clips
+    from tinygpt_ros.train.recipe import CaptionSampler
+
+    clips = make_clips("train", 2, motion="slow", num_frames=12) + \
+        make_clips("train", 1, motion="pan", num_frames=12, base_seed=5)
+    batch = CaptionSampler(clips, seq_len=6, window=4, seed=0).batch(12)
+    assert batch.labels.shape == (12, 6, 196, 2)
+    known = (batch.labels >= 0).all(axis=(1, 2, 3))
+    unknown = (batch.labels == -1).all(axis=(1, 2, 3))
+    assert (known | unknown).all() and known.any() and unknown.any()

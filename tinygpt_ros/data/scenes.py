@@ -118,6 +118,9 @@ class Clip:
     background: str = ""
     fps: float = 8.0
     camera: Camera | None = None  # what the camera did (None: still and ideal)
+    # (T, 196, 2) int8 per-patch (what, colour) classes (`patch_labels`), for training; None
+    # when a moving camera filmed the clip (the labels would have to follow its path)
+    labels: np.ndarray | None = None
 
     def segment_index(self) -> np.ndarray:
         """(T,) index into `segments` of every frame."""
@@ -694,8 +697,42 @@ def render_clip(seed: int, motion: str = "slow", num_frames: int = 48,
     else:
         frames = _film(planner, seed, num_frames, h, w, camera)
     timestamps = np.rint(np.arange(num_frames) * (1e6 / fps)).astype(np.int64)
+    labels = patch_labels(planner, num_frames, h, w) if camera is None else None
     return Clip(frames, timestamps, segments, motion, seed, planner.background, float(fps),
-                camera)
+                camera, labels)
+
+
+# Per-patch classes: WHAT_CLASSES = the backgrounds, then the shapes (what covers the patch);
+# COLOUR_CLASSES = "none" (background), then the colours.
+WHAT_CLASSES = BACKGROUNDS + SHAPES
+COLOUR_CLASSES = ("none", *COLOURS)
+_COLOUR_RGB = np.array(list(COLOURS.values()), np.float32)
+
+
+def patch_labels(planner: _Planner, n: int, h: int, w: int, grid: int = 14) -> np.ndarray:
+    """(n, grid * grid, 2) int8: for each frame and patch (row-major), what covers the patch
+    centre (WHAT_CLASSES: the background's kind, or the shape of the topmost object whose
+    disc reaches it at alpha >= 0.5) and its colour (COLOUR_CLASSES; the named colour nearest
+    the object's current RGB, so a colour change flips halfway).
+
+    Why: a caption names one shape and one colour among ten words, and references often name
+    none ("two shapes rest on a dark background"). Trained on captions alone, the shipped
+    encoder never learnt to tell the shapes apart (27% right, chance 20%). These labels say, for
+    every patch of every frame, what the renderer put there: dense supervision at no cost."""
+    s = min(h, w)
+    cy, cx = np.divmod(np.arange(grid * grid), grid)
+    px, py = (cx + 0.5) / grid * w, (cy + 0.5) / grid * h  # patch centres, pixels
+    out = np.zeros((n, grid * grid, 2), np.int8)
+    out[..., 0] = WHAT_CLASSES.index(planner.background)
+    for obj in planner.objects:  # drawing order: later objects cover earlier ones
+        what = WHAT_CLASSES.index(obj.info.shape)
+        colour = 1 + np.argmin(((obj.rgb[:, None, :] - _COLOUR_RGB[None]) ** 2).sum(-1), 1)
+        for f in np.flatnonzero(obj.alpha[:n] >= 0.5):
+            d2 = (px - obj.x[f] * w) ** 2 + (py - obj.y[f] * h) ** 2
+            cover = d2 <= (obj.radius * s) ** 2
+            out[f, cover, 0] = what
+            out[f, cover, 1] = colour[f]
+    return out
 
 
 def _plan(seed: int, motion: str, num_frames: int) -> tuple[_Planner, list[Segment]]:

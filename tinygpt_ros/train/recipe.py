@@ -2,7 +2,9 @@
 
 1. Compression-aware pre-training: captions and gestures, every ANC branch at once (nested
    exits from one pass), random fusion budgets and random token drop so the decoder and the
-   gesture head tolerate reduced token sets.
+   gesture head tolerate reduced token sets; every branch's tokens also learn what covers their
+   patch and its colour (`patch_loss`, the renderer's labels), and 30% of caption runs end
+   inside an event (`CaptionSampler`), so shapes, colours and actions are seen often.
 2. Stage-wise redundancy elimination: (a) STTF gates on (stale tokens keep the previous step's
    output, as the gated encoder does at inference) with distillation from a frozen copy of the
    dense-encoder model (fusion budget a generous 96 tokens, to keep the teacher cheap);
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as nnf
 
 from tinygpt_ros.data.gestures import GESTURE_CLASSES, make_gesture_set
-from tinygpt_ros.data.scenes import Segment, make_clips
+from tinygpt_ros.data.scenes import COLOUR_CLASSES, WHAT_CLASSES, Segment, make_clips
 from tinygpt_ros.model.anc import budget_loss, gumbel_route, load_balance_loss
 from tinygpt_ros.model.preprocess import events_to_histogram, frames_to_batch
 from tinygpt_ros.model.tinygpt import TinyGPT
@@ -82,6 +84,9 @@ class Preset:
     budget_fraction: float = 0.5  # router's target: expected encoder FLOPs / largest branch
     downsample_prob: float = 0.3  # frames degraded 224 -> 128 -> 224 like small camera images
     event_prob: float = 0.0  # share of caption runs that end inside an event (CaptionSampler)
+    # stage 1 also asks every branch's tokens what covers their patch (shape or background kind)
+    # and its colour (`scenes.patch_labels`), with this weight against the caption loss
+    patch_loss_weight: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -94,14 +99,15 @@ PRESETS: dict[str, Preset] = {
         train_clips=6, clip_frames=12, gestures_per_class=1, seq_len=5, batch_clips=2,
         gesture_batch=4,
         steps={"pretrain": 6, "sttf_distill": 3, "router": 3, "caption": 3, "gesture": 3},
-        gesture_cache_batches=2, gesture_cache_batch=4,
+        gesture_cache_batches=2, gesture_cache_batch=4, event_prob=0.3, patch_loss_weight=0.5,
     ),
     "full": Preset(
         model=ModelConfig(),
         train_clips=400, clip_frames=40, gestures_per_class=40, seq_len=7, batch_clips=4,
         gesture_batch=12,
-        steps={"pretrain": 1000, "sttf_distill": 150, "router": 150, "caption": 200,
+        steps={"pretrain": 1600, "sttf_distill": 150, "router": 150, "caption": 400,
                "gesture": 1500},
+        event_prob=0.3, patch_loss_weight=0.5,
     ),
 }
 
@@ -114,6 +120,7 @@ class CaptionBatch:
     frames: np.ndarray  # (B, L, H, W, 3) uint8
     captions: list[str]  # one per window, B * (L - T + 1), ordered by clip then window
     segments: list[Segment]  # the segment each window's caption describes, same order
+    labels: np.ndarray  # (B, L, 196, 2) int64 per-patch (what, colour) classes; -1: unknown
 
 
 class CaptionSampler:
@@ -127,10 +134,10 @@ class CaptionSampler:
     share of runs instead ends where a whole window lies inside an event segment (or as deep
     into a short event as it goes), so actions are seen as often as stillness.
 
-    Off in both presets: tried at 0.5 for the full preset (with an attention-pooled attribute
-    probe on the fused tokens, since removed), the captioner's one answer flipped from "still"
-    to "moves", and a fresh probe on its frozen fused tokens could not tell the two apart
-    either; what the decoder reads does not show the action yet."""
+    History: tried at 0.5 for a decoder without the geometry embedding (and an attention-pooled
+    attribute probe on the fused tokens, since removed), the captioner's one answer flipped
+    from "still" to "moves": what that decoder read did not show the action. The presets now
+    use 0.3 with the decoder reading each token's (x, y, t) centroid."""
 
     def __init__(self, clips: Sequence[Any], seq_len: int, window: int, seed: int,
                  event_prob: float = 0.0) -> None:
@@ -165,11 +172,14 @@ class CaptionSampler:
         return ci, int(self.rng.integers(len(self.clips[ci].frames) - self.seq_len + 1))
 
     def batch(self, n: int, downsample_prob: float = 0.0) -> CaptionBatch:
-        frames, caps, segs = [], [], []
+        frames, caps, segs, labels = [], [], [], []
         for _ in range(n):
             ci, s0 = self._run_start()
             clip = self.clips[ci]
             run = clip.frames[s0 : s0 + self.seq_len]
+            known = getattr(clip, "labels", None)
+            labels.append(np.full((self.seq_len, NUM_TOKENS, 2), -1, np.int64) if known is None
+                          else known[s0 : s0 + self.seq_len].astype(np.int64))
             if self.rng.random() < downsample_prob:
                 run = _degrade(run)
             if self.rng.random() < NOISE_PROB:
@@ -180,7 +190,7 @@ class CaptionSampler:
                 seg = clip.segments[self.seg_of_frame[ci][t]]
                 caps.append(seg.captions[int(self.rng.integers(len(seg.captions)))])
                 segs.append(seg)
-        return CaptionBatch(np.stack(frames), caps, segs)
+        return CaptionBatch(np.stack(frames), caps, segs, np.stack(labels))
 
 
 def add_camera_noise(frames: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -301,18 +311,18 @@ def random_drop(sizes: torch.Tensor, p: float, gen: torch.Generator) -> torch.Te
 
 def caption_loss_per_sample(model, windows, inp, tgt, budget) -> torch.Tensor:
     """Mean token cross-entropy of each window's caption, (W,), no token drop."""
-    tokens, sizes = model.fuse(windows, budget)[:2]
-    logits = model.decoder(tokens, sizes, inp)
+    tokens, sizes, pos = model.fuse(windows, budget)
+    logits = model.decoder(tokens, sizes, inp, pos)
     ce = nnf.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=PAD_ID, reduction="none")
     real = (tgt != PAD_ID).to(ce.dtype)
     return (ce * real).sum(1) / real.sum(1).clamp_min(1.0)
 
 
 def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=None, tau=2.0):
-    tokens, sizes = model.fuse(windows, budget)[:2]
+    tokens, sizes, pos = model.fuse(windows, budget)
     if drop_p > 0:
         sizes = random_drop(sizes, drop_p, gen)
-    logits = model.decoder(tokens, sizes, inp)
+    logits = model.decoder(tokens, sizes, inp, pos)
     loss = nnf.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=PAD_ID)
     if teacher_logits is not None:
         mask = tgt != PAD_ID
@@ -323,6 +333,23 @@ def caption_loss(model, windows, inp, tgt, budget, drop_p, gen, teacher_logits=N
         ) * tau * tau
         loss = loss + kl
     return loss, logits
+
+
+def patch_loss(head: torch.nn.Module, exits: Sequence[torch.Tensor],
+               labels: torch.Tensor) -> torch.Tensor:
+    """Mean over branches of the per-patch cross-entropy of what covers each patch and its
+    colour; exits (B, L, N, D) each, labels (B, L, N, 2) with -1 where unknown."""
+    n_what = len(WHAT_CLASSES)
+    if not bool((labels >= 0).any()):
+        return exits[0].new_zeros(())
+    total = 0.0
+    for e in exits:
+        logits = head(e)
+        total = total + nnf.cross_entropy(logits[..., :n_what].flatten(0, -2),
+                                          labels[..., 0].flatten(), ignore_index=-1)
+        total = total + nnf.cross_entropy(logits[..., n_what:].flatten(0, -2),
+                                          labels[..., 1].flatten(), ignore_index=-1)
+    return total / len(exits)
 
 
 def gesture_loss(model, windows, labels, budget, reduction: str = "mean"):
@@ -353,6 +380,8 @@ class Trainer:
         self.cfg = cfg
         self.captions = CaptionSampler(clips, preset.seq_len, cfg.temporal_window, seed,
                                        preset.event_prob)
+        # training only (not saved): reads what covers each patch off every branch's tokens
+        self.patch_head = torch.nn.Linear(cfg.dim, len(WHAT_CLASSES) + len(COLOUR_CLASSES))
         self.gestures = GestureSampler(gestures, cfg.temporal_window, seed + 1)
         branch = torch.tensor(F.branch_dense_flops(cfg), dtype=torch.float32)
         self.branch_cost = branch / branch[-1]
@@ -412,7 +441,9 @@ class Trainer:
         steps = self.p.steps["pretrain"]
         m, cfg = self.model, self.cfg
         m.train()
-        opt, sched = self._opt(m.parameters(), steps)
+        aux = self.p.patch_loss_weight
+        params = [*m.parameters(), *(self.patch_head.parameters() if aux > 0 else ())]
+        opt, sched = self._opt(params, steps)
         t0 = time.perf_counter()
         for step in range(steps):
             b, inp, tgt = self._caption_batch()
@@ -426,6 +457,10 @@ class Trainer:
                 loss = loss + caption_loss(m, sliding_windows(e, cfg.temporal_window), inp, tgt,
                                            budget, 0.0 if budget is None else 0.2, self.gen)[0]
             loss = loss / len(exits)
+            if aux > 0:
+                patch = patch_loss(self.patch_head, exits, torch.from_numpy(b.labels))
+                self.history.setdefault("patch", []).append(patch.item())
+                loss = loss + aux * patch
             if step % 2 == 0:
                 hists, _, labels = self.gestures.batch(self.p.gesture_batch)
                 _, gexits = encode_events(m, hists)
@@ -450,8 +485,8 @@ class Trainer:
             with torch.no_grad():
                 _, t_exits = encode_frames(teacher, b.frames)
                 t_win = sliding_windows(t_exits[big], cfg.temporal_window)
-                t_tok, t_size = teacher.fuse(t_win, TEACHER_FUSION)[:2]
-                t_logits = teacher.decoder(t_tok, t_size, inp)
+                t_tok, t_size, t_pos = teacher.fuse(t_win, TEACHER_FUSION)
+                t_logits = teacher.decoder(t_tok, t_size, inp, t_pos)
             emb, exits = encode_frames(m, b.frames)
             stale = frame_staleness(emb, self.p.reuse_threshold)
             loss = 0.0
