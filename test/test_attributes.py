@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from tinygpt_ros.data.scenes import (
@@ -63,14 +64,17 @@ def test_judge_checks_the_subject_not_any_word():
     seg = Segment(0, 8, "moves", ["a large red ring moves up"], [red_ring, blue_star],
                   actor=red_ring, direction="up", speed="slow", background="dark")
     assert judge("a large red ring moves up", seg) == {
-        "shape": True, "colour": True, "background": None, "action": True}
+        "shape": True, "colour": True, "background": None, "action": True,
+        "event_action": True}
     # the other object is not the one that moves
     assert judge("a blue star moves up", seg) == {
-        "shape": False, "colour": False, "background": None, "action": True}
+        "shape": False, "colour": False, "background": None, "action": True,
+        "event_action": True}
     assert judge("a red ring on a dark background", seg)["action"] is False
     still = Segment(0, 8, "still", ["x"], [red_ring, blue_star], background="striped")
     assert judge("a blue star rests on a striped backdrop", still) == {
-        "shape": True, "colour": True, "background": True, "action": True}
+        "shape": True, "colour": True, "background": True, "action": True,
+        "event_action": None}
     # "striped" as a texture is not the background
     assert judge("a striped blue star on a dark background", still)["background"] is False
     assert judge("three shapes sit still", still)["shape"] is False  # not stated: wrong
@@ -83,6 +87,11 @@ def test_references_reach_full_action_accuracy_and_a_fixed_caption_does_not():
     assert ceiling["shape"]["accuracy"] > 0.8 and ceiling["colour"]["accuracy"] > 0.8
     fixed = attribute_accuracy(["a large red circle moves to the left"] * len(segs), segs)
     assert fixed["action"]["accuracy"] < 0.5
+    # a captioner that only ever describes still scenes: the still share, and no event right
+    still = attribute_accuracy(["two shapes rest on a dark background"] * len(segs), segs)
+    assert still["action"]["accuracy"] == np.mean([s.kind == "still" for s in segs])
+    assert still["event_action"]["accuracy"] == 0.0
+    assert still["event_action"]["judged"] == sum(s.kind != "still" for s in segs)
     assert fixed["background"]["judged"] == sum(s.kind == "still" for s in segs)
 
 

@@ -11,7 +11,10 @@ These checks read a caption the way the scene generator writes one (its template
 - background (still segments only, the only ones whose references name it): the background it
   names is the segment's;
 - action: the kind of event its verbs describe (still, moves, appears, leaves, changes colour)
-  is the segment's.
+  is the segment's;
+- event_action: the same, judged on segments where something happens only. Most segments are
+  still, so a captioner that never names an action scores the still share on `action` and 0%
+  here.
 
 An attribute the caption does not state counts as wrong. The references themselves do not
 always state every attribute ("two shapes rest on a dark background" names no shape), so the
@@ -26,7 +29,7 @@ from typing import Any
 
 from tinygpt_ros.data.scenes import BACKGROUNDS, COLOURS, SHAPES, Segment
 
-ATTRIBUTES = ("shape", "colour", "background", "action")
+ATTRIBUTES = ("shape", "colour", "background", "action", "event_action")
 
 _SHAPE = re.compile(r"\b(" + "|".join(SHAPES) + r")\b")
 _COLOUR = re.compile(r"\b(" + "|".join(COLOURS) + r")\b")
@@ -67,7 +70,8 @@ def judge(caption: str, seg: Segment) -> dict[str, bool | None]:
         "colour": colour is not None and colour.group(1) in colours,
         "background": (background is not None and background.group(1) == seg.background)
         if seg.kind == "still" else None,
-        "action": caption_action(caption) == seg.kind,
+        "action": (action := caption_action(caption) == seg.kind),
+        "event_action": action if seg.kind != "still" else None,
     }
 
 
