@@ -716,9 +716,11 @@ def patch_labels(planner: _Planner, n: int, h: int, w: int, grid: int = 14) -> n
     the object's current RGB, so a colour change flips halfway).
 
     Why: a caption names one shape and one colour among ten words, and references often name
-    none ("two shapes rest on a dark background"). Trained on captions alone, the shipped
-    encoder never learnt to tell the shapes apart (27% right, chance 20%). These labels say, for
-    every patch of every frame, what the renderer put there: dense supervision at no cost."""
+    none ("two shapes rest on a dark background"). Trained on captions alone, the first shipped
+    captioner named the right colour on 38% of held-out segments and the right shape on 27%
+    (chance 20%). These labels say, for every patch of every frame, what the renderer put there:
+    dense supervision at no cost. With them the colour went to 80-94%; the shape did not move
+    (an object is 2-4 patches wide)."""
     s = min(h, w)
     cy, cx = np.divmod(np.arange(grid * grid), grid)
     px, py = (cx + 0.5) / grid * w, (cy + 0.5) / grid * h  # patch centres, pixels

@@ -157,7 +157,7 @@ class TinyGPTDecoder(nn.Module):
         self.proj_norm = nn.LayerNorm(cfg.dim)
         self.proj = nn.Linear(cfg.dim, e)
         self.vis_type = nn.Parameter(torch.zeros(e))
-        self.geometry = (nn.Linear(GEOMETRY_FEATURES, e) if cfg.decoder_geometry else None)
+        self.geometry = nn.Linear(GEOMETRY_FEATURES, e) if cfg.decoder_geometry else None
         self.tok_emb = nn.Embedding(cfg.vocab_size, e)
         self.pos_emb = nn.Parameter(torch.zeros(self.n_pos, e))
         self.blocks = nn.ModuleList(DecoderBlock(e, cfg.dec_heads) for _ in range(cfg.dec_layers))
