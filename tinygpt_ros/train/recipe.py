@@ -177,9 +177,9 @@ class CaptionSampler:
             ci, s0 = self._run_start()
             clip = self.clips[ci]
             run = clip.frames[s0 : s0 + self.seq_len]
-            known = getattr(clip, "labels", None)
-            labels.append(np.full((self.seq_len, NUM_TOKENS, 2), -1, np.int64) if known is None
-                          else known[s0 : s0 + self.seq_len].astype(np.int64))
+            labels.append(np.full((self.seq_len, NUM_TOKENS, 2), -1, np.int64)
+                          if clip.labels is None
+                          else clip.labels[s0 : s0 + self.seq_len].astype(np.int64))
             if self.rng.random() < downsample_prob:
                 run = _degrade(run)
             if self.rng.random() < NOISE_PROB:
