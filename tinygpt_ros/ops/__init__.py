@@ -52,6 +52,13 @@ from tinygpt_ros.ops.routing import (
     routing_probs,
     softmax,
 )
+from tinygpt_ros.ops.token_grid import (
+    coarse_selection,
+    expand_rows,
+    fine_selection,
+    grid_factor,
+    pool_pixels,
+)
 
 __all__ = [
     "CHANGE_FLOOR",
@@ -68,6 +75,7 @@ __all__ = [
     "TokenReference",
     "as_vector",
     "bipartite_merge",
+    "coarse_selection",
     "compact",
     "compensate",
     "draft_of",
@@ -76,6 +84,8 @@ __all__ = [
     "event_complexity_features",
     "events_histogram",
     "events_per_patch",
+    "expand_rows",
+    "fine_selection",
     "frame_complexity_features",
     "frame_noise",
     "frame_to_array",
@@ -85,8 +95,10 @@ __all__ = [
     "frame_to_unit_size",
     "fused_set_movement",
     "greedy_decode",
+    "grid_factor",
     "normalize_unit",
     "patch_means",
+    "pool_pixels",
     "remember",
     "remove_noise",
     "routing_probs",

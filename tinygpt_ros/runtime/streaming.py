@@ -94,6 +94,11 @@ class Kernels(Protocol):
         ((196, D) output, number of rows really recomputed: 196 when it fell back to dense)."""
         ...
 
+    # A backend whose `cfg.branch_grids` has a coarse branch (a pretrained tower) also takes
+    # `run_encoder(..., pixels=x)` for it, the encoder's (3, S, S) input, which it pools and
+    # embeds on the coarse grid (`ops.token_grid`); its output has the usual rows, each coarse
+    # row repeated over the patches it covers, and its count is in patches (4 per coarse row).
+
     def router_logits(self, features: np.ndarray) -> np.ndarray:
         """(F,) complexity features -> (num_branches,) logits."""
         ...
@@ -355,7 +360,7 @@ class StreamingEngine:
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
             self._charge("router", F.router_feature_flops(len(finite), gray.size))
         result = self._step(s, "frame", emb, change, feats, timer, planned, refresh=comp.refresh,
-                            means=means, stamp_us=stamp_us)
+                            means=means, stamp_us=stamp_us, pixels=x)
         scale = getattr(self.kernels, "unit_scale", None)
         px = scale(frame.shape) if scale else (frame.shape[1] / IMAGE_SIZE,
                                                frame.shape[0] / IMAGE_SIZE)
@@ -501,7 +506,10 @@ class StreamingEngine:
         n_events: int = 0,
         stamp_us: int | None = None,
         means: np.ndarray | None = None,
+        pixels: np.ndarray | None = None,
     ) -> FrameResult:
+        """One step after the change test. `pixels` (frames) is the encoder's input, which a
+        coarse-grid branch of a pretrained tower pools and embeds itself."""
         k, router_bias = planned  # budget hook (1/2): the step's knobs, from budget.plan
         cfg = self.cfg
         kern = self.kernels
@@ -530,14 +538,19 @@ class StreamingEngine:
                 branch_name = BRANCH_NAMES[0]
                 enc_flops = 0.0
             else:
+                grid = cfg.branch_grid(branch)
+                extra = {} if grid == GRID else {"pixels": pixels}
                 out, n_sel = kern.run_encoder(s.cache, emb, None if refresh else selected,
-                                              branch)
+                                              branch, **extra)
                 self._charge("encoder")
                 branch_name = BRANCH_NAMES[branch + 1]
                 # the cache may have fallen back to a dense pass (e.g. deeper branch than cached)
-                enc_flops = F.encoder_flops(cfg, branch, NUM_TOKENS, n_sel)
+                enc_flops = F.encoder_flops(cfg, branch, n_selected=F.branch_rows(cfg, branch,
+                                                                                  n_sel))
                 if n_sel >= NUM_TOKENS:
                     selected = np.ones(NUM_TOKENS, bool)
+                elif grid != GRID:  # a coarse token covers its patches: all of them are fresh
+                    selected = ops.fine_selection(ops.coarse_selection(selected, grid), grid)
         s.last_input = emb
         s.reference.update(emb, selected)
         if means is not None:

@@ -65,10 +65,18 @@ class ModelConfig:
     # moves (the first shipped captioner could not tell a moving scene from a still one).
     # Manifests written before the field have no key: they load as False (`from_dict`).
     decoder_geometry: bool = True
+    # Token grid side of each ANC branch (pretrained towers: the cheap branch runs a 7 x 7 grid
+    # on a frame pooled 2 x, `ops.token_grid`); empty = every branch at the GRID x GRID grid.
+    branch_grids: tuple[int, ...] = ()
+
+    def branch_grid(self, branch: int) -> int:
+        """Token grid side of `branch`."""
+        return self.branch_grids[branch] if self.branch_grids else GRID
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["branch_depths"] = list(self.branch_depths)
+        d["branch_grids"] = list(self.branch_grids)
         return d
 
     @classmethod
@@ -81,6 +89,8 @@ class ModelConfig:
         d.setdefault("decoder_geometry", False)
         if "branch_depths" in d:
             d["branch_depths"] = tuple(int(x) for x in d["branch_depths"])
+        if "branch_grids" in d:
+            d["branch_grids"] = tuple(int(x) for x in d["branch_grids"])
         return cls(**d)
 
 

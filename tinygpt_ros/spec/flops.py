@@ -58,21 +58,34 @@ def block_flops(cfg: ModelConfig, n_query: int, n_keys: int) -> float:
 
 
 def encoder_flops(
-    cfg: ModelConfig, branch: int, n_tokens: int = NUM_TOKENS, n_selected: int | None = None
+    cfg: ModelConfig, branch: int, n_tokens: int | None = None, n_selected: int | None = None
 ) -> float:
-    """Encoder branch `branch` (index into cfg.branch_depths), excluding the patch embedding.
+    """Encoder branch `branch` (index into cfg.branch_depths), excluding the frame's patch
+    embedding (which the change test needs whatever the branch).
 
-    Dense (n_selected None): n_tokens tokens through depth blocks. Gated: n_selected queries
-    against n_tokens keys in each block (cached keys/values of the others cost nothing).
+    Counts are in the branch's own tokens: `n_tokens` defaults to its grid (196, or 49 for a
+    7 x 7 branch). Dense (n_selected None): n_tokens tokens through depth blocks. Gated:
+    n_selected queries against n_tokens keys in each block (cached keys/values of the others
+    cost nothing). A coarse-grid branch adds its own patch embedding of the pooled frame.
     """
     if not 0 <= branch < len(cfg.branch_depths):
         raise ValueError(f"branch must be in [0, {len(cfg.branch_depths) - 1}], got {branch}")
-    n_q = n_tokens if n_selected is None else min(int(n_selected), n_tokens)
-    return cfg.branch_depths[branch] * block_flops(cfg, n_q, n_tokens)
+    grid_tokens = cfg.branch_grid(branch) ** 2
+    n = grid_tokens if n_tokens is None else int(n_tokens)
+    n_q = n if n_selected is None else min(int(n_selected), n)
+    embed = 0.0
+    if grid_tokens != NUM_TOKENS:
+        embed = patch_embed_flops(cfg, "frame") * grid_tokens / NUM_TOKENS
+    return embed + cfg.branch_depths[branch] * block_flops(cfg, n_q, n)
+
+
+def branch_rows(cfg: ModelConfig, branch: int, n_patches: int) -> int:
+    """A count of 14 x 14 patches (what the controller tracks) in `branch`'s own tokens."""
+    return int(n_patches) * cfg.branch_grid(branch) ** 2 // NUM_TOKENS
 
 
 def branch_dense_flops(cfg: ModelConfig) -> list[float]:
-    """Dense cost of every encoder branch on 196 tokens (patch embedding excluded)."""
+    """Dense cost of every encoder branch on its own token grid."""
     return [encoder_flops(cfg, b) for b in range(len(cfg.branch_depths))]
 
 
