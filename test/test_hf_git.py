@@ -42,7 +42,8 @@ def _reference_ids(engine, frame: np.ndarray) -> list[int]:
 def test_factory_dispatches_a_transformers_directory(git_dir):
     assert is_hf_checkpoint(git_dir)
     engine = load_engine(git_dir)
-    assert type(engine).__name__ == "HfEngine" and engine.cfg.branch_depths == (2, 3, 4)
+    assert type(engine).__name__ == "HfEngine"
+    assert engine.cfg.branch_depths == (4, 3, 4) and engine.cfg.branch_grids == (7, 14, 14)
     assert engine.kernels.run_encoder.__self__.family == "git"
 
 
@@ -164,7 +165,7 @@ def test_train_router_self_distils_on_a_bag_and_the_engine_follows_it(git_dir, t
     rc = main(["train-router", "--model", str(git_dir), "--bags", str(default_sample_bag()),
                "--max-frames", "4", "--tolerance", "10", "--out", str(loose)])
     assert rc == 0
-    router = load_router(loose, (2, 3, 4))
+    router = load_router(loose, (4, 3, 4), (7, 14, 14))
     assert router.info["label_counts"] == [4, 0, 0]  # every exit is "close enough"
     engine = load_engine(git_dir, router_path=loose)
     r = engine.process_frame(_frames(1)[0])
@@ -174,7 +175,7 @@ def test_train_router_self_distils_on_a_bag_and_the_engine_follows_it(git_dir, t
     assert main(["train-router", "--model", str(git_dir), "--bags", str(default_sample_bag()),
                  "--max-frames", "3", "--tolerance", "0", "--target", "tokens",
                  "--out", str(strict)]) == 0
-    assert load_router(strict, (2, 3, 4)).info["label_counts"] == [0, 0, 3]
+    assert load_router(strict, (4, 3, 4), (7, 14, 14)).info["label_counts"] == [0, 0, 3]
     engine = load_engine(git_dir, router_path=strict)
     assert engine.process_frame(_frames(1)[0]).record.branch == "large"
 
@@ -188,8 +189,8 @@ def test_depth_branches_share_the_cache(git_dir):
     k.run_encoder(state, a, None, 2)
     sel = np.zeros(196, bool)
     sel[:10] = True
-    out, n = k.run_encoder(state, b, sel, 0)
-    assert n == 10 and not state.tower.last_dense and state.tower.depth == 2
+    out, n = k.run_encoder(state, b, sel, 1)
+    assert n == 10 and not state.tower.last_dense and state.tower.depth == 3
     _, n = k.run_encoder(state, b, sel, 2)  # deeper than cached: dense
     assert n == 196 and state.tower.last_dense
     assert out.shape == (197, engine.cfg.dec_dim)
@@ -252,6 +253,10 @@ def test_bench_hf_runs_on_a_local_checkpoint(git_dir, tmp_path):
     assert still["tokens_recomputed_after_first_pct"] == 0 and still["captions_reused_pct"] > 0
     assert 0 < busy["tokens_recomputed_after_first_pct"] < 100
     assert "| still |" in md.read_text()
+    small, medium, large = rep["branches"]
+    assert (small["grid"], small["depth"]) == (7, 4) and large["flops_vs_large"] == 1
+    assert small["flops_vs_large"] < medium["flops_vs_large"] < 1
+    assert "| small | 7x7 | 4 |" in md.read_text()
 
 
 def test_bench_hf_on_onnxruntime_exports_a_checkpoint_and_times_its_graphs(tmp_path):

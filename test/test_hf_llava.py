@@ -61,7 +61,8 @@ def test_factory_loads_the_llava_family(llava_dir):
     k = engine.kernels
     assert type(engine).__name__ == "HfEngine" and k.family == "llava"
     # CLIP: features from the penultimate of 4 layers, CLS dropped; SigLIP: last layer, no CLS
-    assert engine.cfg.branch_depths == ((1, 2, 3) if k.front.has_cls else (2, 3, 4))
+    assert engine.cfg.branch_depths == ((3, 2, 3) if k.front.has_cls else (4, 3, 4))
+    assert engine.cfg.branch_grids == (7, 14, 14)
     assert k.n_keep == 0
 
 

@@ -41,9 +41,16 @@ def tower_grid(vision: dict[str, Any], family: str) -> tuple[int, int]:
 def stream_model_config(vision: dict[str, Any], depths: tuple[int, ...], dec_dim: int,
                         dec_layers: int, dec_heads: int, vocab_size: int,
                         max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
-                        temporal_window: int = DEFAULT_TEMPORAL_WINDOW) -> ModelConfig:
-    """The engine's `ModelConfig` view (FLOPs, window, lengths) of a tower + decoder."""
+                        temporal_window: int = DEFAULT_TEMPORAL_WINDOW,
+                        grids: tuple[int, ...] = ()) -> ModelConfig:
+    """The engine's `ModelConfig` view (FLOPs, window, lengths) of a tower + decoder; `grids`
+    is each branch's token grid (empty: all 14 x 14)."""
+    if grids and len(grids) != len(depths):
+        raise ValueError(f"{len(grids)} branch grids for {len(depths)} branch depths")
+    for g in grids:
+        ops.grid_factor(g)
     return ModelConfig(
+        branch_grids=tuple(int(g) for g in grids),
         dim=int(vision["hidden_size"]), heads=int(vision["num_attention_heads"]),
         mlp_ratio=float(vision["intermediate_size"]) / float(vision["hidden_size"]),
         branch_depths=tuple(depths), temporal_window=temporal_window,
@@ -163,6 +170,7 @@ class HfKernelsCommon:
 
     cfg: ModelConfig
     depths: tuple[int, ...]
+    grids: tuple[int, ...]
     router: Any
     family: str
     pre: Preprocessor
@@ -171,6 +179,36 @@ class HfKernelsCommon:
 
     def embed_frame(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def embed_grid(self, pooled: np.ndarray, grid: int) -> np.ndarray:
+        """(3, S / f, S / f) pooled input -> (grid * grid, D) layer-0 tokens of a coarse
+        branch (patch conv + interpolated position embedding + the pre-norm)."""
+        raise NotImplementedError
+
+    def branch_input(self, tokens: np.ndarray, selected: np.ndarray | None, branch: int,
+                     pixels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """(layer-0 patch rows, their selection, grid) of `branch`: the frame's 196 tokens
+        as embedded, or for a coarse-grid branch the pooled frame's tokens, a coarse token
+        selected when any patch it covers is (`ops.token_grid`)."""
+        grid = self.grids[branch]
+        if grid == GRID:
+            return tokens, selected, grid
+        if pixels is None:
+            raise ValueError(f"branch {branch} runs a {grid}x{grid} token grid: it needs the "
+                             "frame's pixels (run_encoder(..., pixels=x))")
+        rows = self.embed_grid(ops.pool_pixels(pixels, ops.grid_factor(grid)), grid)
+        sel = None if selected is None else ops.coarse_selection(selected, grid)
+        return rows, sel, grid
+
+    def branch_output(self, out: np.ndarray, grid: int, n: int) -> tuple[np.ndarray, int]:
+        """A branch's (n_keep + grid * grid, D) output and recomputed rows -> the engine's
+        (n_keep + 196, D) rows (coarse rows repeated over their patches) and patches."""
+        if grid == GRID:
+            return out.copy(), n
+        f = ops.grid_factor(grid)
+        keep = out[: self.n_keep]
+        return (np.concatenate([keep, ops.expand_rows(out[self.n_keep:], grid)]),
+                n * f * f)
 
     def measure_change_scale(self) -> float:
         """CHANGE_UNIT x the mean token norm of a fixed noise picture, so `fusion_threshold`

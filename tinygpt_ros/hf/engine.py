@@ -18,7 +18,7 @@ from tinygpt_ros.hf.common import HfTokenizer
 from tinygpt_ros.hf.git import GitKernels
 from tinygpt_ros.hf.llava import LlavaKernels, feature_depth
 from tinygpt_ros.hf.router import ROUTER_FILE, RouterParams, load_router
-from tinygpt_ros.hf.vision import branch_depths
+from tinygpt_ros.hf.vision import tower_branches
 from tinygpt_ros.model.weights import ModelLoadError
 from tinygpt_ros.runtime.streaming import StreamingEngine
 from tinygpt_ros.spec.config import Knobs
@@ -112,11 +112,11 @@ class HfEngine(StreamingEngine):
                             model_dir)
             model, processor, pp = load_llava(model_dir)
             vconf = model.config.vision_config
-            depths = branch_depths(feature_depth(vconf.num_hidden_layers,
-                                                 model.config.vision_feature_layer))
-            router = _router(model_dir, router_path, depths)
+            grids, depths = tower_branches(feature_depth(vconf.num_hidden_layers,
+                                                         model.config.vision_feature_layer))
+            router = _router(model_dir, router_path, depths, grids)
             kernels: Any = LlavaKernels(model, processor, pp, depths, router, device=device,
-                                        **kwargs)
+                                        grids=grids, **kwargs)
             engine = cls(kernels, HfTokenizer(processor.tokenizer, kernels.bos_id,
                                               min(kernels.eos_ids)), knobs)
             return engine
@@ -124,26 +124,28 @@ class HfEngine(StreamingEngine):
             from tinygpt_ros.hf.git_onnx import GitOnnxKernels
 
             tok = load_tokenizer(ckpt.path)
-            depths = branch_depths(int(ckpt.config["vision_config"]["num_hidden_layers"]))
-            router = _router(model_dir, router_path, depths)
+            grids, depths = tower_branches(
+                int(ckpt.config["vision_config"]["num_hidden_layers"]))
+            router = _router(model_dir, router_path, depths, grids)
             kernels = GitOnnxKernels(model_dir, ckpt.config, read_preprocessor(ckpt),
                                      router, providers, threads=threads, **kwargs)
         else:
             model, tok, pp = load_git(model_dir)
-            depths = branch_depths(model.config.vision_config.num_hidden_layers)
-            router = _router(model_dir, router_path, depths)
-            kernels = GitKernels(model, pp, depths, router, device=device, **kwargs)
+            grids, depths = tower_branches(model.config.vision_config.num_hidden_layers)
+            router = _router(model_dir, router_path, depths, grids)
+            kernels = GitKernels(model, pp, depths, router, device=device, grids=grids,
+                                 **kwargs)
         engine = cls(kernels, HfTokenizer(tok, kernels.bos_id, min(kernels.eos_ids)), knobs)
         engine.backend = backend
         return engine
 
 
 def _router(model_dir: str | Path, router_path: str | Path | None,
-            depths: tuple[int, ...]) -> RouterParams | None:
+            depths: tuple[int, ...], grids: tuple[int, ...]) -> RouterParams | None:
     path = Path(router_path) if router_path else Path(model_dir) / ROUTER_FILE
     if router_path or path.is_file():
         log.info("ANC router from %s", path)
-        return load_router(path, depths)
+        return load_router(path, depths, grids)
     log.info("no %s in %s: ANC keeps the full tower until `tinygpt-ros train-router` "
              "writes one", ROUTER_FILE, model_dir)
     return None

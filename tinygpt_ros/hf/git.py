@@ -6,8 +6,9 @@ Everything reuses the pretrained modules' own weights:
   mean/std) in numpy (`ops.frame_to_pretrained_input`);
 - `embed_frame` is the patch conv + position embedding + `pre_layrnorm` (per token, so it can
   run before the change test); the CLS token's input is constant and always recomputed;
-- `run_encoder` is `vision.GatedTower` at the branch depth, then `post_layernorm` and GIT's
-  visual projection (cached per row, so a gated frame projects only its changed rows);
+- `run_encoder` is `vision.GatedTower` at the branch depth (and grid: the cheap branch runs
+  the pooled frame's 7 x 7 tokens, `HfKernelsCommon.branch_input`), then `post_layernorm` and
+  GIT's visual projection (cached per row, so a gated frame projects only its changed rows);
 - `fuse` keeps the newest CLS token and fuses the window's patch tokens with
   `ops.temporal_fusion` (GIT has no time embedding: zeros);
 - `generate` / `decode` (`git_common`, shared with the onnxruntime kernels) is greedy decoding
@@ -16,7 +17,8 @@ Everything reuses the pretrained modules' own weights:
   layer (image rows attend to image rows, text rows to image rows and causally to text,
   as GIT's mask does). Sizes of 1 give bias 0: the model's own attention.
 
-Rows returned by `run_encoder` are 1 + 196 (CLS first); the engine only stacks them.
+Rows returned by `run_encoder` are 1 + 196 (CLS first; a coarse branch's rows repeated over
+their patches); the engine only stacks them.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class GitStream:
     def __init__(self, tower: GatedTower) -> None:
         self.tower = tower
         self.projected: torch.Tensor | None = None
-        self.projected_depth = 0
+        self.projected_key = (0, 0)  # (grid, depth) of `projected`
 
 
 class GitKernels(GitKernelsCommon):
@@ -65,7 +67,10 @@ class GitKernels(GitKernelsCommon):
         device: str | torch.device = "cpu",
         max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
         temporal_window: int = DEFAULT_TEMPORAL_WINDOW,
+        grids: tuple[int, ...] = (),
     ) -> None:
+        """`depths` and `grids` (`vision.tower_branches`; no grids: every branch 14 x 14)
+        are the ANC branches."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         conf = model.config
@@ -80,7 +85,8 @@ class GitKernels(GitKernelsCommon):
         self.depths = tuple(depths)
         self.router = router
         self.cfg = git_model_config(conf.to_dict(), self.depths, max_caption_len,
-                                    temporal_window)
+                                    temporal_window, grids)
+        self.grids = tuple(self.cfg.branch_grid(b) for b in range(len(self.depths)))
         self.image_size = int(vconf.image_size)
         self.pre = Preprocessor(preprocessor, self.image_size)
         gen = getattr(model, "generation_config", None)
@@ -105,20 +111,25 @@ class GitKernels(GitKernelsCommon):
         return GitStream(GatedTower(self.layers, self.heads))
 
     @torch.no_grad()
+    def embed_grid(self, pooled: np.ndarray, grid: int) -> np.ndarray:
+        return _np(self.front.patches(self._t(pooled), grid))
+
+    @torch.no_grad()
     def run_encoder(self, state: GitStream, tokens: np.ndarray, selected: np.ndarray | None,
-                    branch: int) -> tuple[np.ndarray, int]:
+                    branch: int, pixels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         depth = self.depths[branch]
-        sel = None if selected is None else torch.from_numpy(selected).to(self.device)
-        out, n = self.front.run(state.tower, self._t(tokens), sel, depth)
+        rows, sel_rows, grid = self.branch_input(tokens, selected, branch, pixels)
+        sel = None if sel_rows is None else torch.from_numpy(sel_rows).to(self.device)
+        out, n = self.front.run(state.tower, self._t(rows), sel, depth)
         tower = state.tower
         project = self.model.git.visual_projection
-        if tower.last_dense or state.projected is None or state.projected_depth != depth:
+        if tower.last_dense or state.projected is None or state.projected_key != (grid, depth):
             state.projected = project(self.vision.post_layernorm(out))
-            state.projected_depth = depth
+            state.projected_key = (grid, depth)
         else:
             idx = torch.cat([sel.new_ones(1), sel]).nonzero().squeeze(1)  # CLS first
             state.projected[idx] = project(self.vision.post_layernorm(out[idx]))
-        return _np(state.projected).copy(), n
+        return self.branch_output(_np(state.projected), grid, n)
 
     # ------------------------------------------------------------------ decoder
 

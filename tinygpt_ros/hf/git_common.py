@@ -31,7 +31,8 @@ __all__ = ["CHANGE_UNIT", "DEFAULT_MAX_CAPTION_LEN", "DEFAULT_TEMPORAL_WINDOW",
 
 def git_model_config(conf: dict[str, Any], depths: tuple[int, ...],
                      max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
-                     temporal_window: int = DEFAULT_TEMPORAL_WINDOW) -> ModelConfig:
+                     temporal_window: int = DEFAULT_TEMPORAL_WINDOW,
+                     grids: tuple[int, ...] = ()) -> ModelConfig:
     """The engine's `ModelConfig` view of a GIT config.json dict (FLOPs, window, lengths);
     ModelLoadError for towers the engine cannot stream."""
     v = conf["vision_config"]
@@ -41,7 +42,7 @@ def git_model_config(conf: dict[str, Any], depths: tuple[int, ...],
     tower_grid(v, "GIT")
     return stream_model_config(v, depths, conf["hidden_size"], conf["num_hidden_layers"],
                                conf["num_attention_heads"], conf["vocab_size"],
-                               max_caption_len, temporal_window)
+                               max_caption_len, temporal_window, grids)
 
 
 class GitKernelsCommon(HfKernelsCommon):

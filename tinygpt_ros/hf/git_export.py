@@ -3,7 +3,10 @@
 Graphs (D vision width, E text width, H heads, hd head width, L branch depth, N = 197 rows:
 CLS + 196 patches; dynamic dims: n, K, P):
 - `git_embed`: pixels (1,3,224,224) -> tokens (196,D): patch conv + position + pre_layrnorm.
-- `git_vision_b{i}` per depth branch: the gated step of `vision.GatedTower` in the contract of
+- `git_embed_g{g}` per coarse grid g (7): the pooled frame (1,3,112,112) -> (g*g,D), with the
+  position embedding interpolated (`vision.TowerFront.grid_pos`).
+- `git_vision_b{i}` per ANC branch (N = 1 + its grid's tokens: 197, or 50 on the 7 x 7
+  grid): the gated step of `vision.GatedTower` in the contract of
   `ops.StackedEncoderCache`: tokens (N,D), idx (n,) int64, cache_k/cache_v (L,H,N,hd),
   cache_y (L,N,D) -> projected (N,E) (post_layernorm + visual projection of every row), and the
   updated caches. idx = all rows with zero caches is the dense pass.
@@ -16,7 +19,7 @@ CLS + 196 patches; dynamic dims: n, K, P):
   to the cache and causally to each other: k = 1 is a decoding step, k > 1 checks a draft
   (`ops.drafting`).
 
-Files go to `<checkpoint>/tinygpt_onnx/` with `export.json` (depths, I/O, the weights file's
+Files go to `<checkpoint>/tinygpt_onnx/` with `export.json` (depths, grids, the weights file's
 size so a replaced checkpoint is noticed). Every graph is checked against torch on the export's
 example inputs before it is written.
 """
@@ -43,7 +46,8 @@ from tinygpt_ros.hf.git_onnx import (
     EXPORT_FORMAT,
     weights_size,
 )
-from tinygpt_ros.hf.vision import branch_depths
+from tinygpt_ros.hf.vision import TowerFront, tower_branches
+from tinygpt_ros.spec.config import GRID
 
 log = logging.getLogger(__name__)
 VERIFY_ATOL = 1e-3
@@ -63,14 +67,17 @@ IO: dict[str, tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]] = {
 
 
 class _Embed(nn.Module):
-    def __init__(self, vision: nn.Module) -> None:
+    """Patch conv + `pos` (the grid's position table) + pre_layrnorm."""
+
+    def __init__(self, vision: nn.Module, pos: torch.Tensor) -> None:
         super().__init__()
         self.vision = vision
+        self.register_buffer("pos", pos.detach().clone())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         emb = self.vision.embeddings
         patches = emb.patch_embedding(pixels).flatten(2).transpose(1, 2)[0]
-        return self.vision.pre_layrnorm(patches + emb.position_embedding.weight[1:])
+        return self.vision.pre_layrnorm(patches + self.pos)
 
 
 class _VisionStep(nn.Module):
@@ -105,16 +112,18 @@ class _VisionStep(nn.Module):
         return projected, torch.stack(ks), torch.stack(vs), torch.stack(ys)
 
 
-def _examples(model: nn.Module, name: str, depth: int = 1) -> tuple[torch.Tensor, ...]:
+def _examples(model: nn.Module, name: str, depth: int = 1,
+              grid: int = GRID) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     vc, c = model.config.vision_config, model.config
     d, hv = vc.hidden_size, vc.num_attention_heads
     e, ht = c.hidden_size, c.num_attention_heads
-    n = 197
+    n = 1 + grid * grid
     if name == "git_embed":
-        return (torch.randn(1, 3, vc.image_size, vc.image_size, generator=g),)
+        size = vc.image_size * grid // GRID
+        return (torch.randn(1, 3, size, size, generator=g),)
     if name == "git_vision":
-        idx = torch.tensor([0, 3, 7, 100, 196])
+        idx = torch.tensor([0, 3, 7, n // 2, n - 1])
         return (torch.randn(n, d, generator=g), idx,
                 torch.randn(depth, hv, n, d // hv, generator=g),
                 torch.randn(depth, hv, n, d // hv, generator=g),
@@ -161,14 +170,19 @@ def export_git(model_dir: str | Path, opset: int = 17) -> dict[str, Any]:
     model, _, _ = load_git(model_dir)
     out = Path(model_dir) / EXPORT_DIR
     out.mkdir(exist_ok=True)
-    depths = branch_depths(model.config.vision_config.num_hidden_layers)
+    grids, depths = tower_branches(model.config.vision_config.num_hidden_layers)
     vision = model.git.image_encoder.vision_model
+    front = TowerFront(vision, torch.device("cpu"))
     graphs: dict[str, float] = {}
     jobs: list[tuple[str, str, nn.Module, tuple[torch.Tensor, ...]]] = [
-        ("git_embed", "git_embed", _Embed(vision), _examples(model, "git_embed"))]
-    for i, depth in enumerate(depths):
+        ("git_embed", "git_embed", _Embed(vision, front.grid_pos(GRID)),
+         _examples(model, "git_embed"))]
+    for grid in sorted(set(grids) - {GRID}):
+        jobs.append((f"git_embed_g{grid}", "git_embed", _Embed(vision, front.grid_pos(grid)),
+                     _examples(model, "git_embed", grid=grid)))
+    for i, (grid, depth) in enumerate(zip(grids, depths, strict=True)):
         jobs.append((f"git_vision_b{i}", "git_vision", _VisionStep(model, depth),
-                     _examples(model, "git_vision", depth)))
+                     _examples(model, "git_vision", depth, grid)))
     jobs += [("git_prefill", "git_prefill", TextPrefill(model),
               _examples(model, "git_prefill")),
              ("git_step", "git_step", TextStep(model), _examples(model, "git_step"))]
@@ -180,6 +194,7 @@ def export_git(model_dir: str | Path, opset: int = 17) -> dict[str, Any]:
         cls = vision.pre_layrnorm(emb.class_embedding + emb.position_embedding.weight[0])
     np.save(out / CLS_FILE, cls.numpy().astype(np.float32))
     info = {"format": EXPORT_FORMAT, "family": "git", "branch_depths": list(depths),
+            "branch_grids": list(grids),
             "opset": opset, "weights_bytes": weights_size(Path(model_dir)),
             "verify_max_abs_diff": graphs}
     (out / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")

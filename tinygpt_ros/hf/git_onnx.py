@@ -20,13 +20,14 @@ from tinygpt_ros.hf.git_common import (
 )
 from tinygpt_ros.hf.router import RouterParams
 from tinygpt_ros.model.weights import ModelLoadError
-from tinygpt_ros.spec.config import NUM_TOKENS
+from tinygpt_ros.spec.config import GRID
 
 EXPORT_DIR = "tinygpt_onnx"  # the same names as git_export (which needs torch)
 EXPORT_FILE = "export.json"
 # 2: git_prefill runs the first text rows with the image, git_step takes k tokens (drafts);
-# a format-1 export (one token per step) is refused with the command that redoes it
-EXPORT_FORMAT = 2
+# 3: the cheap branch is a 7 x 7 grid (git_embed_g7, a 50-row git_vision_b0). An older export
+# is refused with the command that redoes it
+EXPORT_FORMAT = 3
 CLS_FILE = "cls_input.npy"  # the CLS row's constant layer-0 input (row 0 of every vision step)
 
 
@@ -70,7 +71,9 @@ class GitOnnxKernels(GitKernelsCommon):
         d = Path(model_dir) / EXPORT_DIR
         info = read_export(model_dir)
         self.depths = tuple(int(x) for x in info["branch_depths"])
-        self.cfg = git_model_config(config, self.depths, max_caption_len, temporal_window)
+        self.cfg = git_model_config(config, self.depths, max_caption_len, temporal_window,
+                                    tuple(int(x) for x in info["branch_grids"]))
+        self.grids = tuple(self.cfg.branch_grid(b) for b in range(len(self.depths)))
         vconf = config["vision_config"]
         self.image_size = int(vconf.get("image_size", 224))
         self.heads = int(vconf["num_attention_heads"])
@@ -93,7 +96,8 @@ class GitOnnxKernels(GitKernelsCommon):
         have = set(ort.get_available_providers())
         prov = [p for p in (providers or []) if p in have] or ["CPUExecutionProvider"]
         names = ["git_embed", "git_prefill", "git_step"] + [
-            f"git_vision_b{i}" for i in range(len(self.depths))]
+            f"git_vision_b{i}" for i in range(len(self.depths))] + [
+            f"git_embed_g{g}" for g in sorted(set(self.grids) - {GRID})]
         try:
             self.sessions = {n: ort.InferenceSession(str(d / f"{n}.onnx"), opts, providers=prov)
                              for n in names}
@@ -112,13 +116,19 @@ class GitOnnxKernels(GitKernelsCommon):
     def embed_frame(self, x: np.ndarray) -> np.ndarray:
         return self._run("git_embed", pixels=np.ascontiguousarray(x[None], np.float32))[0]
 
+    def embed_grid(self, pooled: np.ndarray, grid: int) -> np.ndarray:
+        return self._run(f"git_embed_g{grid}",
+                         pixels=np.ascontiguousarray(pooled[None], np.float32))[0]
+
     def new_encoder_state(self) -> ops.StackedEncoderCache:
         return ops.StackedEncoderCache()
 
     def run_encoder(self, state: ops.StackedEncoderCache, tokens: np.ndarray,
-                    selected: np.ndarray | None, branch: int) -> tuple[np.ndarray, int]:
-        x = np.concatenate([self._cls, np.asarray(tokens, np.float32)])
-        sel = None if selected is None else np.concatenate([[True], selected])
+                    selected: np.ndarray | None, branch: int,
+                    pixels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        rows, sel_rows, grid = self.branch_input(tokens, selected, branch, pixels)
+        x = np.concatenate([self._cls, np.asarray(rows, np.float32)])
+        sel = None if sel_rows is None else np.concatenate([[True], sel_rows])
         name = f"git_vision_b{branch}"
 
         def step(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -126,8 +136,8 @@ class GitOnnxKernels(GitKernelsCommon):
             return tuple(self._run(name, tokens=t, idx=i, cache_k=k, cache_v=v, cache_y=y))
 
         out = state.run(step, x, sel, self.depths[branch], self.heads)
-        n = NUM_TOKENS if state.last_dense else state.n_recomputed - 1
-        return out, n
+        n = len(rows) if state.last_dense else state.n_recomputed - 1
+        return self.branch_output(out, grid, n)
 
     def first_pass(self, vis: np.ndarray, log_size: np.ndarray, ids: np.ndarray,
                    position: np.ndarray) -> tuple[np.ndarray, ...]:

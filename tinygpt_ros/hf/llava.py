@@ -6,8 +6,9 @@ Everything reuses the pretrained modules' own weights:
 - `embed_frame` / `run_encoder` are the family-neutral `vision.TowerFront` and
   `vision.GatedTower` (one implementation for GIT and LLaVA). The full branch stops at the
   config's `vision_feature_layer` (LLaVA reads a hidden state, e.g. the penultimate layer's,
-  without the tower's final norm), shallower ANC branches are depth truncations of it; the
-  "default" feature strategy drops the CLS row, "full" keeps it (fusion keeps it apart);
+  without the tower's final norm); the ANC branches are a depth truncation of it and the
+  same depth on the pooled frame's 7 x 7 grid (`vision.tower_branches`); the "default"
+  feature strategy drops the CLS row, "full" keeps it (fusion keeps it apart);
 - `fuse` fuses the tower features (before the projector), and `generate` runs the projector
   on the fused tokens only, so a fused frame projects K rows instead of 196;
 - `generate` / `decode` builds the prompt from the processor's chat template (`prompt_ids`),
@@ -66,13 +67,14 @@ def feature_depth(num_layers: int, feature_layer: Any) -> int:
 
 def llava_model_config(conf: dict[str, Any], depths: tuple[int, ...],
                        max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
-                       temporal_window: int = DEFAULT_TEMPORAL_WINDOW) -> ModelConfig:
+                       temporal_window: int = DEFAULT_TEMPORAL_WINDOW,
+                       grids: tuple[int, ...] = ()) -> ModelConfig:
     """The engine's `ModelConfig` view of a LLaVA config.json dict."""
     v, t = conf["vision_config"], conf["text_config"]
     tower_grid(v, "LLaVA")
     return stream_model_config(v, depths, t["hidden_size"], t["num_hidden_layers"],
                                t["num_attention_heads"], t["vocab_size"], max_caption_len,
-                               temporal_window)
+                               temporal_window, grids)
 
 
 def prompt_ids(processor: Any, image_token_id: int, image_size: int,
@@ -112,7 +114,10 @@ class LlavaKernels(HfKernelsCommon):
         max_caption_len: int = DEFAULT_MAX_CAPTION_LEN,
         temporal_window: int = DEFAULT_TEMPORAL_WINDOW,
         prompt: str = DEFAULT_PROMPT,
+        grids: tuple[int, ...] = (),
     ) -> None:
+        """`depths` and `grids` (`vision.tower_branches`; no grids: every branch 14 x 14)
+        are the ANC branches."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         conf = model.config
@@ -131,7 +136,8 @@ class LlavaKernels(HfKernelsCommon):
         self.depths = tuple(depths)
         self.router = router
         self.cfg = llava_model_config(conf.to_dict(), self.depths, max_caption_len,
-                                      temporal_window)
+                                      temporal_window, grids)
+        self.grids = tuple(self.cfg.branch_grid(b) for b in range(len(self.depths)))
         self.image_size = int(conf.vision_config.image_size)
         self.pre = Preprocessor(preprocessor, self.image_size)
         self.front = TowerFront(self.vision, self.device)
@@ -171,11 +177,17 @@ class LlavaKernels(HfKernelsCommon):
         return GatedTower(self.layers, self.heads)
 
     @torch.no_grad()
+    def embed_grid(self, pooled: np.ndarray, grid: int) -> np.ndarray:
+        return _np(self.front.patches(self._t(pooled), grid))
+
+    @torch.no_grad()
     def run_encoder(self, state: GatedTower, tokens: np.ndarray, selected: np.ndarray | None,
-                    branch: int) -> tuple[np.ndarray, int]:
-        sel = None if selected is None else torch.from_numpy(selected).to(self.device)
-        out, n = self.front.run(state, self._t(tokens), sel, self.depths[branch])
-        return _np(out[self.drop:]).copy(), n  # the cache keeps writing into `out`
+                    branch: int, pixels: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        rows, sel_rows, grid = self.branch_input(tokens, selected, branch, pixels)
+        sel = None if sel_rows is None else torch.from_numpy(sel_rows).to(self.device)
+        out, n = self.front.run(state, self._t(rows), sel, self.depths[branch])
+        # a copy (`branch_output`): the cache keeps writing into `out`
+        return self.branch_output(_np(out[self.drop:]), grid, n)
 
     # ------------------------------------------------------------------ decoder
 

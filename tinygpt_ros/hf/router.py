@@ -20,7 +20,9 @@ import numpy as np
 from tinygpt_ros.model.weights import ModelLoadError
 
 ROUTER_FILE = "tinygpt_router.json"
-ROUTER_FORMAT = 1
+# 2: the file names each branch's token grid as well as its depth (the cheap branch became a
+# 7 x 7 grid); a format-1 file was trained for other branches and is refused with the command
+ROUTER_FORMAT = 2
 UNTRAINED_MARGIN = 4.0  # logit lead of the full tower when no router was trained
 
 
@@ -29,6 +31,7 @@ class RouterParams:
     """features (F,) -> standardised -> relu(W1 x + b1) -> W2 h + b2 -> (branches,) logits."""
 
     branch_depths: tuple[int, ...]
+    branch_grids: tuple[int, ...]
     mean: np.ndarray
     std: np.ndarray
     w1: np.ndarray
@@ -45,6 +48,7 @@ class RouterParams:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": ROUTER_FORMAT, "branch_depths": list(self.branch_depths),
+            "branch_grids": list(self.branch_grids),
             "mean": self.mean.tolist(), "std": self.std.tolist(), "w1": self.w1.tolist(),
             "b1": self.b1.tolist(), "w2": self.w2.tolist(), "b2": self.b2.tolist(),
             "info": self.info,
@@ -63,24 +67,32 @@ def untrained_logits(num_branches: int) -> np.ndarray:
     return out
 
 
-def load_router(path: str | os.PathLike[str], branch_depths: tuple[int, ...]) -> RouterParams:
+def load_router(path: str | os.PathLike[str], branch_depths: tuple[int, ...],
+                branch_grids: tuple[int, ...]) -> RouterParams:
     """Read a router file; ModelLoadError when unreadable or trained for other branches."""
     p = Path(path)
+    retrain = "retrain with `tinygpt-ros train-router`"
     try:
         d = json.loads(p.read_text(encoding="utf-8"))
+        if d.get("format") == 1:
+            raise ModelLoadError(f"router file {p}: trained for the depth-only branches of an "
+                                 f"earlier version (format 1); {retrain}")
         if d.get("format") != ROUTER_FORMAT:
             raise ValueError(f"format {d.get('format')!r}, expected {ROUTER_FORMAT}")
         params = RouterParams(
             tuple(int(x) for x in d["branch_depths"]),
+            tuple(int(x) for x in d["branch_grids"]),
             *(np.asarray(d[k], np.float32) for k in ("mean", "std", "w1", "b1", "w2", "b2")),
             info=dict(d.get("info", {})),
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"router file {p}: unreadable ({exc})") from exc
-    if params.branch_depths != tuple(branch_depths):
+    mine = (tuple(branch_depths), tuple(branch_grids))
+    if (params.branch_depths, params.branch_grids) != mine:
         raise ModelLoadError(
-            f"router file {p}: trained for branch depths {list(params.branch_depths)}, this "
-            f"tower has {list(branch_depths)}; retrain with `tinygpt-ros train-router`"
+            f"router file {p}: trained for branches (depth, grid) "
+            f"{list(zip(params.branch_depths, params.branch_grids, strict=False))}, this tower "
+            f"has {list(zip(*mine, strict=True))}; {retrain}"
         )
     nb, hidden = len(branch_depths), params.w1.shape[0]
     if params.w2.shape != (nb, hidden) or params.b2.shape != (nb,):

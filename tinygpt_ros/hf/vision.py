@@ -11,8 +11,11 @@ layer_norm2(x)))). `GatedTower` runs those layers with the pretrained modules' o
   and values of all tokens (fresh for the selected rows, cached for the others) and every other
   row keeps its cached output, as `model.encoder.GatedEncoderCache` does for TinyGPT.
 
-ANC branches are depth truncations: branch i stops after `depths[i]` layers (GIT then applies
-the tower's final norm, `post_layernorm`), so the branches share every weight.
+ANC branches (`tower_branches`) share every weight. Two kinds, as a pretrained tower can run
+without retraining: depth truncation (stop after `depths[i]` layers; GIT then applies the
+tower's final norm, `post_layernorm`) and a coarser token grid (the frame pooled 2 x, 7 x 7
+patches, the position embedding interpolated as the family's own `interpolate_pos_encoding`
+does: the tower at half the resolution, a quarter of the tokens).
 
 `TowerFront` is the layer-0 input per token (patch conv + position embedding, CLIP's
 `pre_layrnorm`), so it can run before the change test; a CLIP CLS row's input is constant.
@@ -23,7 +26,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tinygpt_ros.spec.config import NUM_TOKENS
+from tinygpt_ros.spec.config import GRID, NUM_TOKENS
+
+COARSE_GRID = 7  # the cheap branch's token grid: 49 tokens, the frame pooled 2 x
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -126,33 +131,64 @@ class TowerFront:
         if pos.shape[0] != self.n_cls + NUM_TOKENS:
             raise ValueError(f"tower has {pos.shape[0]} position embeddings; the engine "
                              f"streams {self.n_cls} + {NUM_TOKENS} tokens")
-        self.patch_pos = pos[self.n_cls:]
+        self._grid_pos = {GRID: pos[self.n_cls:]}
         with torch.no_grad():
             self.cls_input = (self.pre_norm(emb.class_embedding + pos[0])[None].to(device)
                               if self.has_cls else None)  # (1, D) or None
 
     @torch.no_grad()
-    def patches(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(3, S, S) pixel values -> (196, D) layer-0 patch tokens."""
+    def grid_pos(self, grid: int) -> torch.Tensor:
+        """(grid * grid, D) patch position embedding: the pretrained 14 x 14 table, or its
+        bicubic interpolation (align_corners False) as CLIP's and SigLIP's
+        `interpolate_pos_encoding` make it, computed once per grid."""
+        if grid not in self._grid_pos:
+            table = self._grid_pos[GRID]
+            d = table.shape[-1]
+            img = table.reshape(1, GRID, GRID, d).permute(0, 3, 1, 2)
+            img = nn.functional.interpolate(img, size=(grid, grid), mode="bicubic",
+                                            align_corners=False)
+            self._grid_pos[grid] = img.permute(0, 2, 3, 1).reshape(grid * grid, d)
+        return self._grid_pos[grid]
+
+    @torch.no_grad()
+    def patches(self, pixels: torch.Tensor, grid: int = GRID) -> torch.Tensor:
+        """(3, S, S) pixel values -> (196, D) layer-0 patch tokens; a coarse `grid` takes the
+        frame pooled to grid patches per side (`ops.pool_pixels`) -> (grid * grid, D)."""
         x = self.patch_embedding(pixels[None].to(self.patch_embedding.weight.dtype))
-        return self.pre_norm(x.flatten(2).transpose(1, 2)[0] + self.patch_pos)
+        x = x.flatten(2).transpose(1, 2)[0]
+        if x.shape[0] != grid * grid:
+            raise ValueError(f"{tuple(pixels.shape)} pixels make {x.shape[0]} patches, not a "
+                             f"{grid}x{grid} grid")
+        return self.pre_norm(x + self.grid_pos(grid))
 
     @torch.no_grad()
     def run(self, tower: GatedTower, tokens: torch.Tensor, selected: torch.Tensor | None,
             depth: int) -> tuple[torch.Tensor, int]:
-        """(n_cls + 196, D) output of `tower` at `depth` for (196, D) patch tokens (the CLS
+        """(n_cls + n, D) output of `tower` at `depth` for (n, D) patch tokens (the CLS
         row, if any, first and always recomputed) and the patch rows really recomputed."""
+        n_patches = tokens.shape[0]
         sel = selected
         if self.cls_input is not None:
             tokens = torch.cat([self.cls_input, tokens])
             if selected is not None:
                 sel = torch.cat([selected.new_ones(1), selected])
         out = tower.run(tokens, sel, depth)
-        n = NUM_TOKENS if tower.last_dense else tower.n_recomputed - self.n_cls
+        n = n_patches if tower.last_dense else tower.n_recomputed - self.n_cls
         return out, n
 
 
-def branch_depths(num_layers: int) -> tuple[int, ...]:
-    """Nested ANC depths for a tower of `num_layers` layers: half, three quarters, all
-    (12 -> 6, 9, 12), duplicates dropped for tiny towers."""
-    return tuple(sorted({max(1, num_layers // 2), max(1, (3 * num_layers) // 4), num_layers}))
+def tower_branches(num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(grids, depths) of the ANC branches of a tower of `num_layers` layers, cheapest
+    first: small = the 7 x 7 grid at full depth (about a quarter of the full cost), medium =
+    the 14 x 14 grid through three quarters of the layers, large = the full tower (12 layers:
+    (7, 12), (14, 9), (14, 12)). A tower of one layer has no depth branch.
+
+    A coarser grid replaced the half-depth exit the first version had. At half the resolution
+    the tower still runs every layer and its final norm, so the decoder reads features of the
+    kind it was trained on (coarser); a half-depth exit's are another layer's. On ViT-B the
+    coarse grid also costs half as much. Which keeps captions is the user's checkpoint's to
+    say: `train-router` measures it on their bags."""
+    pairs = [(COARSE_GRID, num_layers), (GRID, max(1, (3 * num_layers) // 4)),
+             (GRID, num_layers)]
+    unique = list(dict.fromkeys(pairs))
+    return tuple(g for g, _ in unique), tuple(d for _, d in unique)

@@ -2,9 +2,11 @@
 user's own unlabelled frames.
 
 For every frame the frames are streamed through the real engine (STTF on, ANC off, so the
-router features are exactly the ones the engine computes at run time); besides, the full
-tower runs once densely and each branch's exit (truncated depth + the tower's final norm +
-the visual projection) is compared with the full tower's:
+router features are exactly the ones the engine computes at run time); besides, every branch
+runs densely on the frame through the kernels' own `run_encoder` (a truncated depth, or the
+pooled frame's 7 x 7 grid with its rows repeated over their patches, then what the family
+does after the tower: GIT's final norm and visual projection) and is compared with the full
+branch:
 
 - target "tokens": relative L2 distance of the projected visual tokens (cheap);
 - target "caption": whether the branch's greedy caption equals the full tower's (slower: one
@@ -62,14 +64,14 @@ class _FeatureTap:
 
 @torch.no_grad()
 def branch_outputs(engine: HfEngine, frame: np.ndarray) -> list[torch.Tensor]:
-    """Projected visual tokens (197, H) at every branch exit, from one dense pass."""
+    """Every branch's dense output rows on `frame`, as the decoder would read them (GIT:
+    1 + 196 projected tokens; LLaVA: the tower features), from the kernels' own passes."""
     k = engine.kernels
     k = getattr(k, "inner", k)
-    x = torch.cat([k._cls_in, torch.from_numpy(k.embed_frame(k.frame_input(frame)))])
-    tower = k.new_encoder_state().tower
-    tower.run(x, None, max(k.depths))
-    project = k.model.git.visual_projection
-    return [project(k.vision.post_layernorm(tower.outputs[d - 1])) for d in k.depths]
+    x = k.frame_input(frame)
+    emb = k.embed_frame(x)
+    return [torch.from_numpy(k.run_encoder(k.new_encoder_state(), emb, None, b, pixels=x)[0])
+            for b in range(len(k.depths))]
 
 
 def collect(engine: HfEngine, frames: Iterable[np.ndarray], target: str = "tokens",
@@ -117,6 +119,7 @@ def fit_router(
     samples: list[DistillSample],
     y: np.ndarray,
     branch_depths: tuple[int, ...],
+    branch_grids: tuple[int, ...],
     branch_flops: list[float],
     budget: float = 1.0,
     hidden: int = 16,
@@ -152,7 +155,7 @@ def fit_router(
     log.info("router: %d frames, labels per branch %s, train accuracy %.2f", len(samples),
              counts, acc)
     w1, w2 = net[0], net[2]
-    return RouterParams(tuple(branch_depths), mean.numpy(), std.numpy(),
+    return RouterParams(tuple(branch_depths), tuple(branch_grids), mean.numpy(), std.numpy(),
                         w1.weight.detach().numpy(), w1.bias.detach().numpy(),
                         w2.weight.detach().numpy(), w2.bias.detach().numpy(), info)
 
@@ -167,7 +170,7 @@ def train_router(engine: HfEngine, streams: Iterable[Iterable[np.ndarray]],
         samples += collect(engine, frames, target, knobs)
     cfg = engine.cfg
     y = labels(samples, target, tolerance)
-    params = fit_router(samples, y, cfg.branch_depths, flops_model.branch_dense_flops(cfg),
-                        budget)
+    params = fit_router(samples, y, cfg.branch_depths, engine.kernels.grids,
+                        flops_model.branch_dense_flops(cfg), budget)
     params.info.update({"target": target, "tolerance": tolerance})
     return params
