@@ -18,6 +18,9 @@ Dense and STTF engines alternate frame by frame so background load hits both ali
 per stream: mean and p50 wall ms per frame, the ratio dense / STTF, tokens recomputed, captions
 reused, and the decoder passes a decoded STTF caption took (`caption_draft`: recent captions
 are checked as drafts; dense decodes one token per pass, as the family's generate() does).
+The streams run with ANC off (no router means anything on random weights); a last table times
+one dense tower pass of each ANC branch (`branch_costs`: the half-resolution 7 x 7 grid, three
+quarters of the layers, the full tower) against its FLOPs.
 
 `--backend onnxruntime` (GIT only: LLaVA has no export) times the graphs `tinygpt-ros export`
 writes, loaded the way the node loads them (`HfEngine.from_dir`). The random GIT-base is then
@@ -237,7 +240,7 @@ def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
     from tinygpt_ros.hf.engine import HfEngine, load_git, load_llava
     from tinygpt_ros.hf.git import GitKernels
     from tinygpt_ros.hf.llava import LlavaKernels, feature_depth
-    from tinygpt_ros.hf.vision import branch_depths
+    from tinygpt_ros.hf.vision import tower_branches
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -260,17 +263,18 @@ def build_engines(model_dir: str | None, device: str = "cpu", seed: int = 0,
         if family == "llava":
             model, processor, pp = load_llava(model_dir) if model_dir else random_llava_small(seed)
             tok = processor.tokenizer
-            depths = branch_depths(feature_depth(model.config.vision_config.num_hidden_layers,
-                                                 model.config.vision_feature_layer))
+            grids, depths = tower_branches(feature_depth(
+                model.config.vision_config.num_hidden_layers, model.config.vision_feature_layer))
 
             def kernels():
-                return LlavaKernels(model, processor, pp, depths, None, device=device)
+                return LlavaKernels(model, processor, pp, depths, None, device=device,
+                                    grids=grids)
         else:
             model, tok, pp = load_git(model_dir) if model_dir else random_git_base(seed)
-            depths = branch_depths(model.config.vision_config.num_hidden_layers)
+            grids, depths = tower_branches(model.config.vision_config.num_hidden_layers)
 
             def kernels():
-                return GitKernels(model, pp, depths, None, device=device)
+                return GitKernels(model, pp, depths, None, device=device, grids=grids)
         engines = []
         for _ in range(2):
             k = kernels()
@@ -358,6 +362,11 @@ def _run(dense: Any, sttf: Any, params: int, model_dir: str | None, frames: int,
             f" ms  x{row['speedup_mean']:.1f} (after frame 1: x{row['speedup_after_first']:.1f})"
             f"  recomputed {row['tokens_recomputed_pct']:.0f}%  reused "
             f"{row['captions_reused_pct']:.0f}%")
+    branches = branch_costs(sttf, stream_frames("busy", 1, seed, pan_px)[0])
+    for b in branches:
+        log(f"branch {b['name']:6s} ({b['grid']}x{b['grid']} grid, {b['depth']} layers) "
+            f"dense tower pass {b['ms_p50']:.0f} ms = {b['ms_vs_large']:.2f} of large, FLOPs "
+            f"{b['flops_vs_large']:.2f}")
     return {
         "model": model_dir or ("random weights, GIT-base architecture" if family == "git"
                                else "random weights, llava-interleave-qwen-0.5b architecture "
@@ -370,7 +379,33 @@ def _run(dense: Any, sttf: Any, params: int, model_dir: str | None, frames: int,
         "frames_per_stream": frames, "pan_px_per_frame": pan_px,
         "machine": _machine(backend),
         "streams": rows,
+        "branches": branches,
     }
+
+
+def branch_costs(engine: Any, frame: np.ndarray, repeats: int = 3) -> list[dict[str, Any]]:
+    """Each ANC branch's dense tower pass on `frame` (the kernels' own `run_encoder` on a
+    fresh cache, as after a refresh): p50 ms of `repeats`, and against the full branch."""
+    from tinygpt_ros.spec import flops as F
+    from tinygpt_ros.spec.config import BRANCH_NAMES
+
+    k, cfg = engine.kernels, engine.cfg
+    x = k.frame_input(frame)
+    emb = k.embed_frame(x)
+    out = []
+    for b in range(len(cfg.branch_depths)):
+        ms = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            k.run_encoder(k.new_encoder_state(), emb, None, b, pixels=x)
+            ms.append((time.perf_counter() - t0) * 1e3)
+        out.append({"name": BRANCH_NAMES[b + 1], "grid": cfg.branch_grid(b),
+                    "depth": cfg.branch_depths[b], "ms_p50": float(np.median(ms)),
+                    "flops": F.encoder_flops(cfg, b)})
+    for row in out:
+        row["ms_vs_large"] = row["ms_p50"] / out[-1]["ms_p50"]
+        row["flops_vs_large"] = row["flops"] / out[-1]["flops"]
+    return out
 
 
 def markdown(rep: dict[str, Any], command: str) -> str:
@@ -399,6 +434,15 @@ def markdown(rep: dict[str, Any], command: str) -> str:
               f"refresh_interval {k['refresh_interval']}, motion_compensation "
               f"{rep.get('motion_compensation', 'off')}, ANC off (no router trained for random "
               "weights).", ""]
+    if rep.get("branches"):
+        lines += ["ANC branches, one dense tower pass each on a busy frame (p50 of 3; the "
+                  "stream rows above run the large one):", "",
+                  "| branch | token grid | layers | ms | vs large | FLOPs vs large |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {b['name']} | {b['grid']}x{b['grid']} | {b['depth']} | "
+                  f"{b['ms_p50']:.0f} | {b['ms_vs_large']:.2f} | {b['flops_vs_large']:.2f} |"
+                  for b in rep["branches"]]
+        lines.append("")
     return "\n".join(lines)
 
 
