@@ -22,6 +22,7 @@ def test_colcon_sees_an_ament_python_package():
 def test_share_directory_holds_launch_config_model_and_sample():
     share = Path(get_package_share_directory("tinygpt_ros"))
     for rel in ("package.xml", "launch/edge.launch.py", "config/edge.yaml",
+                "config/fastdds_large_images.xml",
                 "models/tinygpt/manifest.json", "models/tinygpt/model.pt",
                 "models/tinygpt/onnx/fp32/embed_frames.onnx",
                 "models/tinygpt/onnx/fp32/weights.bin",
