@@ -90,3 +90,21 @@ def test_stage_percentiles_single_out_the_slowest_frames():
     assert sm["motion"] == [4.0, 4.0, 4.0]
     assert sm["decoder"][0] == 1.0 and sm["decoder"][2] == 80.0  # the tail is the decoder
     assert node_bench.stage_percentiles([]) == {}
+
+
+def test_a_publisher_profile_reaches_the_bench_process_but_not_the_node(monkeypatch, tmp_path):
+    import pytest
+
+    for var in node_bench.PROFILE_VARS:  # recorded, so teardown restores what was there
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    with pytest.raises(ValueError, match="no such file"):
+        node_bench.use_publisher_profile(tmp_path / "missing.xml")
+    profile = tmp_path / "camera.xml"
+    profile.write_text("<dds/>")
+    set_here = node_bench.use_publisher_profile(profile)
+    assert all(os.environ[v] == str(profile.resolve()) for v in node_bench.PROFILE_VARS)
+    env = node_bench.node_environment(7, set_here)
+    assert not set(node_bench.PROFILE_VARS) & set(env) and env["ROS_DOMAIN_ID"] == "7"
+    args = build_parser().parse_args(["bench-node", "--publisher-profile", str(profile)])
+    assert args.publisher_profile == str(profile)

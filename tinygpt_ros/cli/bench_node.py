@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-target", type=float, default=None,
                    help="the budget mode's target: ms (latency), GFLOPs (flops), mW (power), "
                    "%% (gpu_share)")
+    p.add_argument("--publisher-profile", default=None, metavar="XML",
+                   help="Fast DDS XML profile for the publishing process only, as a camera "
+                   "driver is given it (e.g. config/fastdds_large_images.xml); the node keeps "
+                   "the user's environment")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/bench_node", help="report directory")
     p.add_argument("--markdown", default=None,

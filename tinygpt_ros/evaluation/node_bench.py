@@ -178,12 +178,29 @@ def bag_stream(path: str | Path, image_topic: str | None = None,
 # ------------------------------------------------------------------------------ node process
 
 
-def node_environment(domain_id: int) -> dict[str, str]:
+# The variables that name a Fast DDS XML profile file (Fast DDS 3, then Fast DDS 2).
+PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def node_environment(domain_id: int, drop: Sequence[str] = ()) -> dict[str, str]:
     """The user's environment as it is (thread variables included, if they set any), plus a
-    ROS_DOMAIN_ID for this run when they set none."""
-    env = dict(os.environ)
+    ROS_DOMAIN_ID for this run when they set none; `drop`: variables the bench set for its own
+    process only (the publisher's Fast DDS profile)."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.setdefault("ROS_DOMAIN_ID", str(domain_id))
     return env
+
+
+def use_publisher_profile(path: str | Path) -> list[str]:
+    """Give this process (the bench's camera publisher) a Fast DDS XML profile, as a user
+    gives one to their camera driver (`config/fastdds_large_images.xml`); returns the
+    variables set, which the node's environment leaves out. Must run before rclpy starts."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"publisher profile {p}: no such file")
+    for var in PROFILE_VARS:
+        os.environ[var] = str(p.resolve())
+    return list(PROFILE_VARS)
 
 
 def _params_file(directory: Path, knobs: dict[str, Any], qos: str, transport: str,
@@ -571,13 +588,15 @@ def run_combination(config: str, qos: str, transport: str, streams: Sequence[Sou
                     backend: str | None = None, camera_hz: float = CAMERA_HZ,
                     events_hz: float = EVENTS_HZ, warmup_s: float = 0.5,
                     startup_timeout_s: float = 120.0, drain_s: float = 1.0,
-                    params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A fresh graph with one configuration, QoS and transport, fed every stream in turn."""
+                    params: dict[str, Any] | None = None,
+                    publisher_only: Sequence[str] = ()) -> dict[str, Any]:
+    """A fresh graph with one configuration, QoS and transport, fed every stream in turn;
+    `publisher_only`: environment variables the node's process does not get."""
     params_file = _params_file(workdir, CONFIGS[config], qos, transport, model_dir, backend,
                                params)
     log_path = workdir / f"node_{config.replace('+', '_')}_{qos}_{transport}.log"
     client = BenchClient(domain_id, qos, transport)
-    proc = start_node(params_file, node_environment(domain_id), log_path)
+    proc = start_node(params_file, node_environment(domain_id, publisher_only), log_path)
     sampler = ProcessSampler(proc.pid)
     sampler.start()
     t_start = time.monotonic()
@@ -641,10 +660,11 @@ def run_node_bench(configs: Sequence[str] = tuple(CONFIGS), qos: Sequence[str] =
                    seconds: float = 8.0, bag: str | None = None, model_dir: str | None = None,
                    backend: str | None = None, camera_hz: float = CAMERA_HZ,
                    events_hz: float = EVENTS_HZ, seed: int = 0,
-                   workdir: str | Path | None = None, params: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
+                   workdir: str | Path | None = None, params: dict[str, Any] | None = None,
+                   publisher_profile: str | Path | None = None) -> dict[str, Any]:
     """Every combination of `configs` x `qos` x `transports`, each through every stream.
-    `params`: node parameters on top of config/edge.yaml for every run (e.g. thread limits)."""
+    `params`: node parameters on top of config/edge.yaml for every run (e.g. thread limits).
+    `publisher_profile`: a Fast DDS XML profile for the publishing process only."""
     for c in configs:
         if c not in CONFIGS:
             raise ValueError(f"config must be one of {tuple(CONFIGS)}, got {c!r}")
@@ -654,6 +674,7 @@ def run_node_bench(configs: Sequence[str] = tuple(CONFIGS), qos: Sequence[str] =
     for t in transports:
         if t not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {t!r}")
+    publisher_only = use_publisher_profile(publisher_profile) if publisher_profile else []
     sources = ([bag_stream(bag)] if bag else [generated_stream(s, seed) for s in streams])
     chosen = os.environ.get("ROS_DOMAIN_ID", "").strip()
     domain_id = int(chosen) if chosen else random.SystemRandom().randint(1, 232)
@@ -666,7 +687,7 @@ def run_node_bench(configs: Sequence[str] = tuple(CONFIGS), qos: Sequence[str] =
                 log.info("bench-node: %s, %s QoS, %s images", c, q, t)
                 runs.append(run_combination(c, q, t, sources, seconds, work, domain_id,
                                             model_dir, backend, camera_hz, events_hz,
-                                            params=params))
+                                            params=params, publisher_only=publisher_only))
     frame = sources[0].frames[0]
     return {
         "command": "tinygpt-ros bench-node",
@@ -675,6 +696,7 @@ def run_node_bench(configs: Sequence[str] = tuple(CONFIGS), qos: Sequence[str] =
             "frame_size": f"{frame.shape[1]}x{frame.shape[0]} rgb8",
             "streams": [s.name for s in sources], "bag": bag, "backend": backend or "default",
             "publisher_qos_depth": 5, "params": dict(params or {}),
+            "publisher_profile": str(publisher_profile) if publisher_profile else None,
         },
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}},
@@ -751,7 +773,9 @@ def markdown(report: dict[str, Any]) -> str:
         "- mailbox drops (lost by the transport before the node saw them; in brackets the count "
         "the node itself reports as `transport_lost` from the middleware's message-lost events). "
         "ROS share = ROS overhead / (engine + ROS overhead) per frame, p50. CPU = node process, "
-        "% of one core.",
+        "% of one core."
+        + (f" The publishing process had the Fast DDS profile `{s['publisher_profile']}`; the "
+           "node's did not." if s.get("publisher_profile") else ""),
         "",
         "| QoS | images | config | stream | published img/ev | processed img/ev | mailbox drops "
         "| lost (node saw) | fps | latency p50 / p95 ms | caption p50 ms | engine p50 ms "
@@ -867,6 +891,7 @@ def main(args: Any) -> int:
         workdir=Path(args.out) / "work",
         params={**dict(parse_param(p) for p in args.param),
                 **budget_params(args.budget_mode, args.budget_target)},
+        publisher_profile=getattr(args, "publisher_profile", None),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
