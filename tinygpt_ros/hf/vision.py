@@ -181,7 +181,7 @@ def tower_branches(num_layers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(grids, depths) of the ANC branches of a tower of `num_layers` layers, cheapest
     first: small = the 7 x 7 grid at full depth (about a quarter of the full cost), medium =
     the 14 x 14 grid through three quarters of the layers, large = the full tower (12 layers:
-    (7, 12), (14, 9), (14, 12)). A tower of one layer has no depth branch.
+    grids (7, 14, 14), depths (12, 9, 12)). A tower of one layer has no depth branch.
 
     A coarser grid replaced the half-depth exit the first version had. At half the resolution
     the tower still runs every layer and its final norm, so the decoder reads features of the
