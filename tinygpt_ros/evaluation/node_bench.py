@@ -891,7 +891,7 @@ def main(args: Any) -> int:
         workdir=Path(args.out) / "work",
         params={**dict(parse_param(p) for p in args.param),
                 **budget_params(args.budget_mode, args.budget_target)},
-        publisher_profile=getattr(args, "publisher_profile", None),
+        publisher_profile=args.publisher_profile,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -170,12 +170,16 @@ class HfKernelsCommon:
 
     cfg: ModelConfig
     depths: tuple[int, ...]
-    grids: tuple[int, ...]
     router: Any
     family: str
     pre: Preprocessor
     image_size: int
     n_keep: int = 1
+
+    @property
+    def grids(self) -> tuple[int, ...]:
+        """Token grid side of every ANC branch (from `cfg`, which the kernels built)."""
+        return tuple(self.cfg.branch_grid(b) for b in range(len(self.cfg.branch_depths)))
 
     def embed_frame(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -190,7 +194,7 @@ class HfKernelsCommon:
         """(layer-0 patch rows, their selection, grid) of `branch`: the frame's 196 tokens
         as embedded, or for a coarse-grid branch the pooled frame's tokens, a coarse token
         selected when any patch it covers is (`ops.token_grid`)."""
-        grid = self.grids[branch]
+        grid = self.cfg.branch_grid(branch)
         if grid == GRID:
             return tokens, selected, grid
         if pixels is None:

@@ -86,7 +86,6 @@ class GitKernels(GitKernelsCommon):
         self.router = router
         self.cfg = git_model_config(conf.to_dict(), self.depths, max_caption_len,
                                     temporal_window, grids)
-        self.grids = tuple(self.cfg.branch_grid(b) for b in range(len(self.depths)))
         self.image_size = int(vconf.image_size)
         self.pre = Preprocessor(preprocessor, self.image_size)
         gen = getattr(model, "generation_config", None)

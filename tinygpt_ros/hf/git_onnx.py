@@ -73,7 +73,6 @@ class GitOnnxKernels(GitKernelsCommon):
         self.depths = tuple(int(x) for x in info["branch_depths"])
         self.cfg = git_model_config(config, self.depths, max_caption_len, temporal_window,
                                     tuple(int(x) for x in info["branch_grids"]))
-        self.grids = tuple(self.cfg.branch_grid(b) for b in range(len(self.depths)))
         vconf = config["vision_config"]
         self.image_size = int(vconf.get("image_size", 224))
         self.heads = int(vconf["num_attention_heads"])

@@ -137,7 +137,6 @@ class LlavaKernels(HfKernelsCommon):
         self.router = router
         self.cfg = llava_model_config(conf.to_dict(), self.depths, max_caption_len,
                                       temporal_window, grids)
-        self.grids = tuple(self.cfg.branch_grid(b) for b in range(len(self.depths)))
         self.image_size = int(conf.vision_config.image_size)
         self.pre = Preprocessor(preprocessor, self.image_size)
         self.front = TowerFront(self.vision, self.device)
