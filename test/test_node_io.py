@@ -214,6 +214,8 @@ def test_token_map_only_while_subscribed(ros, lifecycle, tinygpt):
     io.image.publish(_frame())
     assert ros.spin_until(lambda: len(io.captions) >= 1)
     assert node.token_maps_built == 0  # nobody listening: never built
+    assert node.markers_built == 0  # the caption marker neither (caption_marker is on)
+    assert node.get_parameter("caption_marker").value is True
 
     maps: list[Image] = []
     io.node.create_subscription(Image, "debug/token_map", maps.append, RELIABLE)

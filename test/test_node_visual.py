@@ -100,6 +100,7 @@ def _tinted_fraction(picture: np.ndarray, source_rgb) -> tuple[float, float]:
 
 def test_caption_marker_and_overlay_frames(ros, lifecycle, tinygpt):
     node, w = _start(ros, lifecycle, tinygpt)
+    assert ros.spin_until(lambda: node._pubs["marker"].get_subscription_count() > 0)
 
     # Marker: the caption text, stamped with the source frame's header; no overlay built unasked.
     w.image.publish(_frame((20, 20, 200), sec=42))
