@@ -74,9 +74,16 @@ class ModelConfig:
         return self.branch_grids[branch] if self.branch_grids else GRID
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest's "config". `branch_grids` is written only when a branch has a grid of
+        its own (pretrained towers): a TinyGPT manifest then reads the same as before the field
+        existed, so a package from before it still loads weights trained by this one (its
+        `from_dict` refuses keys it does not know)."""
         d = dataclasses.asdict(self)
         d["branch_depths"] = list(self.branch_depths)
-        d["branch_grids"] = list(self.branch_grids)
+        if self.branch_grids:
+            d["branch_grids"] = list(self.branch_grids)
+        else:
+            del d["branch_grids"]
         return d
 
     @classmethod
