@@ -18,10 +18,11 @@ class SlowEngine:
         self.inner, self.sleep_s = inner, sleep_s
         self.steps = 0
 
-    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
+    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None,
+                      pixel_scale: float = 1.0) -> FrameResult:
         time.sleep(self.sleep_s)
         self.steps += 1
-        return self.inner.process_frame(frame, stamp_us)
+        return self.inner.process_frame(frame, stamp_us, pixel_scale)
 
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         time.sleep(self.sleep_s)

@@ -102,6 +102,26 @@ def test_compressed_roundtrip(fmt):
     assert np.abs(out.astype(int) - smooth).max() <= (0 if fmt == "png" else 8)
 
 
+@pytest.mark.parametrize(("size", "fmt", "scale"), [
+    ((640, 480), "jpeg", 2), ((1920, 1080), "jpeg", 4), ((3840, 2160), "jpeg", 8),
+    ((400, 300), "jpeg", 1), ((640, 480), "png", 1),
+])
+def test_large_jpeg_is_decoded_smaller_for_the_engine(size, fmt, scale):
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (w + h)], -1)
+    msg = conv.rgb_to_compressed(rgb.astype(np.uint8), fmt=fmt)
+    out, got = conv.decode_compressed(msg, conv.NO_LIMITS_GIVEN, 224)
+    assert got == scale and out.shape == (-(-h // scale), -(-w // scale), 3)
+    assert min(out.shape[:2]) >= 224
+    full = conv.compressed_to_rgb(msg)  # everyone else still gets the full frame
+    assert full.shape == (h, w, 3)
+    # the same picture: the full frame shrunk by the same factor is within a few levels
+    small = cv2.resize(full, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - out).mean() < 2.0
+    assert conv.decode_compressed(msg)[1] == 1  # no min_side: full size
+
+
 def test_compressed_image_transport_format_string():
     _, enc = cv2.imencode(".png", cv2.cvtColor(RGB, cv2.COLOR_RGB2BGR))
     msg = CompressedImage(format="rgb8; png compressed bgr8", data=enc.tobytes())

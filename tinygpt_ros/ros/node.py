@@ -505,11 +505,12 @@ class TinyGptNode(LifecycleNode):
             runtime = dict(self._runtime)
         limits = conv.InputLimits(**{n: runtime[n] for n in conv.LIMIT_NAMES})
         batch: conv.EventBatch | None = None
+        pixel_scale = 1  # camera pixels per pixel of `data` (a large jpeg is decoded smaller)
         try:
             if inp.kind == "image":
                 data = conv.image_to_rgb(msg, limits)
             elif inp.kind == "compressed":
-                data = conv.compressed_to_rgb(msg, limits)
+                data, pixel_scale = conv.decode_compressed(msg, limits, IMAGE_SIZE)
             else:
                 geometry = conv.EventGeometry(
                     runtime["event_sensor_width"], runtime["event_sensor_height"],
@@ -529,7 +530,7 @@ class TinyGptNode(LifecycleNode):
         t_power = power.mark() if power is not None else 0.0
         try:
             if inp.kind in ("image", "compressed"):
-                result = engine.process_frame(data, stamp_us)
+                result = engine.process_frame(data, stamp_us, pixel_scale)
             else:
                 result = engine.process_events(data, stamp_us)
         except ValueError as exc:
@@ -559,6 +560,8 @@ class TinyGptNode(LifecycleNode):
             errors=self.stats.error_total, hardware_id=self._hardware_id, energy=energy,
         )
         status.values += diag.key_values(self._transport.diagnostics())
+        if inp.kind == "compressed":
+            status.values += diag.key_values([("decode_scale", pixel_scale)])
         if batch is not None:
             status.values += diag.key_values([
                 ("events_in", batch.events_in), ("events_used", batch.events_used),

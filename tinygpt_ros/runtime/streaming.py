@@ -306,7 +306,8 @@ class StreamingEngine:
             value = self.kernels.last_flops if flops is None else flops  # type: ignore[attr-defined]
             self._measured[stage] = self._measured.get(stage, 0.0) + float(value)
 
-    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
+    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None,
+                      pixel_scale: float = 1.0) -> FrameResult:
         timer = StageTimer()
         self._measured = {}
         with timer.stage("preprocess"):
@@ -364,6 +365,7 @@ class StreamingEngine:
         scale = getattr(self.kernels, "unit_scale", None)
         px = scale(frame.shape) if scale else (frame.shape[1] / IMAGE_SIZE,
                                                frame.shape[0] / IMAGE_SIZE)
+        px = (px[0] * pixel_scale, px[1] * pixel_scale)
         self._record_motion(result.record, comp, aspect, px)
         return result
 

@@ -97,8 +97,11 @@ class FrameResult:
 class Engine(Protocol):
     """The streaming API both engines (torch reference, onnxruntime) offer to the ROS layer."""
 
-    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None) -> FrameResult:
-        """One camera frame, HxWx3 uint8 RGB of any size (resized internally)."""
+    def process_frame(self, frame: np.ndarray, stamp_us: int | None = None,
+                      pixel_scale: float = 1.0) -> FrameResult:
+        """One camera frame, HxWx3 uint8 RGB of any size (resized internally). `pixel_scale`:
+        camera pixels per pixel of `frame` (2 for a jpeg decoded at half size), so motion is
+        reported in the camera's pixels."""
         ...
 
     def process_events(self, events: np.ndarray, stamp_us: int | None = None) -> FrameResult:
