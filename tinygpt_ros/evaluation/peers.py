@@ -309,6 +309,7 @@ class PeerEngine:
     @torch.no_grad()
     def process_frame(self, frame: np.ndarray, stamp_us: int | None = None,
                       pixel_scale: float = 1.0) -> FrameResult:
+        # pixel_scale: unused, a peer has no motion stage to report in camera pixels
         timer, meter = StageTimer(), {}
         with self._stage(timer, meter, "preprocess"):
             emb = self.model.encoder.embed_frames(frame_to_tensor(frame)[None])
