@@ -191,6 +191,13 @@ def test_overlay_command_draws_a_bag_frame(tmp_path, capsys):
     h, w = picture.shape[:2]
     assert w == 2 * overlay.MIN_WIDTH + 8 and h > overlay.MIN_WIDTH  # two panels, text below
     assert picture.std() > 20  # a picture, not a blank
+    # the bag's jpeg topic, decoded as the node decodes it: the same picture within jpeg's loss
+    jpeg_out = tmp_path / "overlay_jpeg.png"
+    assert main(["overlay", "--bag", str(SAMPLE_BAG), "--frame", "2", "--out", str(jpeg_out),
+                 "--image-topic", "/camera/image_raw/compressed"]) == 0
+    from_jpeg = cv2.imread(str(jpeg_out))
+    assert from_jpeg.shape == picture.shape
+    assert np.abs(from_jpeg.astype(int) - picture).mean() < 10
     assert main(["overlay", "--bag", str(SAMPLE_BAG), "--frame", "500", "--out",
                  str(tmp_path / "none.png"), "--events-topic", ""]) == 2
     assert "only 66 frames" in capsys.readouterr().err

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="camera frame index to draw (0-based; the sample bag's busy clip is 44-65)")
     p.add_argument("--model", default=str(default_model_dir()))
     p.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime"))
-    p.add_argument("--image-topic", default="/camera/image_raw")
+    p.add_argument("--image-topic", default="/camera/image_raw",
+                   help="sensor_msgs/Image or CompressedImage (jpeg, png)")
     p.add_argument("--events-topic", default="/events",
                    help="event windows (PointCloud2); '' draws the camera frame only")
 
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tinygpt_ros.bags.reader import bag_topics, iter_bag
     from tinygpt_ros.deploy.factory import load_engine
+    from tinygpt_ros.evaluation.replay import IMAGE_TYPES, converter
     from tinygpt_ros.ros import conversions as conv
     from tinygpt_ros.ros import overlay
     from tinygpt_ros.ros.bag_player import message_class
@@ -42,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--frame must be >= 0, got {args.frame}")
     topics = [args.image_topic] + ([args.events_topic] if args.events_topic else [])
     types = {t: message_class(bag_topics(args.bag)[t][0]) for t in topics if t}
+    image_type = bag_topics(args.bag)[args.image_topic][0]
+    if image_type not in IMAGE_TYPES:
+        raise ValueError(f"{args.image_topic} is {image_type}, not one of {list(IMAGE_TYPES)}")
+    _, to_rgb = converter(image_type)  # raw or jpeg/png, decoded as the node decodes it
     engine = load_engine(args.model, backend=args.backend)
     frames = 0
     picture_frame = picture_events = None
@@ -50,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
             msg = deserialize_message(m.rawdata, types[m.topic])
             stamp_us = conv.stamp_to_us(msg.header.stamp)
             if m.topic == args.image_topic:
-                rgb = conv.image_to_rgb(msg)
-                result = engine.process_frame(rgb, stamp_us)
+                rgb, pixel_scale = to_rgb(msg)
+                result = engine.process_frame(rgb, stamp_us, pixel_scale)
                 if frames == args.frame:
                     picture_frame = overlay.render_frame(rgb, result)
                     break
