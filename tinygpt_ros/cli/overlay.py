@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tinygpt_ros.bags.reader import bag_topics, iter_bag
     from tinygpt_ros.deploy.factory import load_engine
-    from tinygpt_ros.evaluation.replay import IMAGE_TYPES, converter
+    from tinygpt_ros.evaluation.replay import IMAGE_TYPES
     from tinygpt_ros.ros import conversions as conv
     from tinygpt_ros.ros import overlay
     from tinygpt_ros.ros.bag_player import message_class
@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if args.frame < 0:
         raise ValueError(f"--frame must be >= 0, got {args.frame}")
     topics = [args.image_topic] + ([args.events_topic] if args.events_topic else [])
-    types = {t: message_class(bag_topics(args.bag)[t][0]) for t in topics if t}
-    image_type = bag_topics(args.bag)[args.image_topic][0]
-    if image_type not in IMAGE_TYPES:
-        raise ValueError(f"{args.image_topic} is {image_type}, not one of {list(IMAGE_TYPES)}")
-    _, to_rgb = converter(image_type)  # raw or jpeg/png, decoded as the node decodes it
+    in_bag = bag_topics(args.bag)
+    types = {t: message_class(in_bag[t][0]) for t in topics if t}
+    if in_bag[args.image_topic][0] not in IMAGE_TYPES:
+        raise ValueError(f"{args.image_topic} is {in_bag[args.image_topic][0]}, not one of "
+                         f"{list(IMAGE_TYPES)}")
     engine = load_engine(args.model, backend=args.backend)
     frames = 0
     picture_frame = picture_events = None
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             msg = deserialize_message(m.rawdata, types[m.topic])
             stamp_us = conv.stamp_to_us(msg.header.stamp)
             if m.topic == args.image_topic:
-                rgb, pixel_scale = to_rgb(msg)
+                rgb, pixel_scale = conv.camera_frame(msg)  # as the node decodes it
                 result = engine.process_frame(rgb, stamp_us, pixel_scale)
                 if frames == args.frame:
                     picture_frame = overlay.render_frame(rgb, result)

@@ -22,7 +22,6 @@ from tinygpt_ros.runtime.threads import (
     DEFAULT_INTRA_OP_THREADS,
     apply_thread_limits,
 )
-from tinygpt_ros.spec.config import IMAGE_SIZE
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 EVENT_TYPES = ("sensor_msgs/msg/PointCloud2", "event_camera_msgs/msg/EventPacket")
@@ -40,13 +39,9 @@ def converter(msgtype: str) -> tuple[type, Any] | None:
         return conv.events_on_grid(msg, True, "relative", conv.NO_LIMITS_GIVEN,
                                    conv.EventGeometry(), evt3).events
 
-    def compressed(msg: Any) -> tuple[Any, int]:
-        # as the node decodes it: a large jpeg at a fraction of its size (see decode_compressed)
-        return conv.decode_compressed(msg, conv.NO_LIMITS_GIVEN, IMAGE_SIZE)
-
     table = {
-        "sensor_msgs/msg/Image": lambda msg: (conv.image_to_rgb(msg), 1),
-        "sensor_msgs/msg/CompressedImage": compressed,
+        "sensor_msgs/msg/Image": conv.camera_frame,
+        "sensor_msgs/msg/CompressedImage": conv.camera_frame,
         "sensor_msgs/msg/PointCloud2": conv.pointcloud2_to_events,
         "event_camera_msgs/msg/EventPacket": event_packet,
     }

@@ -34,7 +34,7 @@ from std_msgs.msg import Header
 from tinygpt_ros.ops.event_codecs import EventCodecError, Evt3Decoder, decode_packet
 from tinygpt_ros.ops.event_geometry import map_to_grid
 from tinygpt_ros.ros.image_header import ImageHeaderError, image_size
-from tinygpt_ros.spec.config import EVENT_SENSOR
+from tinygpt_ros.spec.config import EVENT_SENSOR, IMAGE_SIZE
 from tinygpt_ros.spec.types import EVENT_DTYPE
 
 TIME_REFERENCES = ("relative", "absolute")
@@ -220,6 +220,16 @@ def decode_compressed(msg: CompressedImage, limits: InputLimits = NO_LIMITS_GIVE
             "decode", f"CompressedImage.data ({buf.size} bytes, format {msg.format!r}) is corrupt"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), scale
+
+
+def camera_frame(msg: Image | CompressedImage,
+                 limits: InputLimits = NO_LIMITS_GIVEN) -> tuple[np.ndarray, int]:
+    """A camera message as the engine takes it: (RGB, pixel_scale), a large jpeg decoded at a
+    fraction of its size for the model's input (`decode_compressed`). The node, bag replay and
+    `tinygpt-ros overlay` all convert frames here, so they feed the engine the same pixels."""
+    if isinstance(msg, CompressedImage):
+        return decode_compressed(msg, limits, IMAGE_SIZE)
+    return image_to_rgb(msg, limits), 1
 
 
 def rgb_to_image(rgb: np.ndarray, header: Header | None = None, encoding: str = "rgb8") -> Image:

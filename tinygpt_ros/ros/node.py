@@ -507,10 +507,8 @@ class TinyGptNode(LifecycleNode):
         batch: conv.EventBatch | None = None
         pixel_scale = 1  # camera pixels per pixel of `data` (a large jpeg is decoded smaller)
         try:
-            if inp.kind == "image":
-                data = conv.image_to_rgb(msg, limits)
-            elif inp.kind == "compressed":
-                data, pixel_scale = conv.decode_compressed(msg, limits, IMAGE_SIZE)
+            if inp.kind in ("image", "compressed"):
+                data, pixel_scale = conv.camera_frame(msg, limits)
             else:
                 geometry = conv.EventGeometry(
                     runtime["event_sensor_width"], runtime["event_sensor_height"],
