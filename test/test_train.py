@@ -1,4 +1,4 @@
-"""The training command's tiny preset: the same three-stage recipe, fast enough for CI."""
+"""The training command's tiny preset: the same recipe, fast enough for CI."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def tiny_dirs(tmp_path_factory):
 def test_recipe_runs_every_stage_and_writes_a_manifest(tiny_dirs):
     a, _, logs = tiny_dirs
     stages = {line.split()[0] for line in logs if "/" in line and "loss" in line}
-    assert {"pretrain", "sttf_distill", "router", "caption", "gesture"} <= stages
+    assert {"pretrain", "sttf_distill", "router", "caption", "gesture", "decoder"} <= stages
     manifest = json.loads((a / "manifest.json").read_text())
     assert manifest["data_seed"] == 3
     assert manifest["command"] == "test"
@@ -74,6 +74,37 @@ def test_trained_model_streams_frames(tiny_dirs):
     res = [engine.process_frame(f) for f in clip.frames]
     assert all(isinstance(r.caption, str) for r in res)  # 6 training steps: may be empty
     assert res[0].record.tokens_recomputed == 196
+
+
+def test_init_runs_only_the_named_stages_on_the_given_weights(tiny_dirs, tmp_path):
+    """`train(init=..., stages=["decoder"])`: the decoder moves, nothing else does, and the
+    manifest says which weights it started from and how they were made."""
+    from tinygpt_ros.train.recipe import train
+
+    a = tiny_dirs[0]
+    out = train("tiny", tmp_path / "ft", seed=3, threads=1, command="ft", init=a,
+                stages=["decoder"])
+    before, after = load_model_files(a), load_model_files(out)
+    moved = {k for k in before.state_dict
+             if not torch.equal(before.state_dict[k], after.state_dict[k])}
+    assert moved and all(k.startswith("decoder.") for k in moved)
+    training = after.manifest["training"]
+    assert training["stage_seconds"].keys() == {"decoder"}
+    assert training["init"]["model_sha256"] == before.manifest["files"]["model.pt"]["sha256"]
+    assert training["init"]["command"] == "test"
+    assert after.manifest["command"] == "ft"
+
+
+def test_init_refuses_weights_of_another_seed_and_partial_runs_without_init(tiny_dirs, tmp_path):
+    from tinygpt_ros.train.recipe import train
+
+    with pytest.raises(ValueError, match="seed"):
+        train("tiny", tmp_path / "x", seed=4, init=tiny_dirs[0], stages=["decoder"])
+    with pytest.raises(ValueError, match="init"):
+        train("tiny", tmp_path / "y", seed=3, stages=["decoder"])
+    with pytest.raises(ValueError, match="stages"):
+        train("tiny", tmp_path / "z", seed=3, init=tiny_dirs[0], stages=["finetune"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 
 def test_unknown_preset_is_refused(tmp_path):

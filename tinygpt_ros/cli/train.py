@@ -6,17 +6,29 @@ import argparse
 
 from tinygpt_ros.cli.paths import REPO_ROOT, command_line
 
-HELP = "three-stage training on freshly generated data"
+HELP = "the training recipe on freshly generated data (or some of its stages from a trained model)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="full", help="full (shipped model) or tiny (tests)")
     p.add_argument("--out", default=str(REPO_ROOT / "models" / "tinygpt"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", default=None, metavar="MODEL_DIR",
+                   help="start from this trained model's weights (same preset and seed) and run "
+                        "only --stages")
+    p.add_argument("--stages", nargs="+", default=None, metavar="STAGE",
+                   help="with --init: the stages to run, of pretrain sttf_distill router "
+                        "specialise decoder")
 
 
 def run(args: argparse.Namespace) -> int:
     from tinygpt_ros.train.recipe import train
 
-    train(args.preset, args.out, seed=args.seed, threads=args.threads, command=command_line())
+    if args.stages and not args.init:
+        raise SystemExit("--stages needs --init MODEL_DIR (a model trained with the same preset)")
+    try:
+        train(args.preset, args.out, seed=args.seed, threads=args.threads,
+              command=command_line(), init=args.init, stages=args.stages)
+    except ValueError as exc:
+        raise SystemExit(f"train: {exc}") from None
     return 0
