@@ -1,4 +1,4 @@
-"""`tinygpt-ros train`: three-stage training on freshly generated data."""
+"""`tinygpt-ros train`: the training recipe on freshly generated data, or some of its stages."""
 
 from __future__ import annotations
 

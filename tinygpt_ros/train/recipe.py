@@ -1,4 +1,4 @@
-"""Three-stage training recipe on freshly generated compact data (CPU-friendly).
+"""The training recipe, four stages on freshly generated compact data (CPU-friendly).
 
 1. Compression-aware pre-training: captions and gestures, every ANC branch at once (nested
    exits from one pass), random fusion budgets and random token drop so the decoder and the
