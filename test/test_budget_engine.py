@@ -67,13 +67,18 @@ def test_scene_step_and_target_step_converge(engine):
     assert all(d["budget_state"] != "unreachable" for _, d in settled)
     chosen = settled[-1][1]
     assert chosen["budget_knob_fusion_threshold"] >= engine.knobs()["fusion_threshold"]
-    # a step in the target: tighter by a third
-    engine.budget.configure("flops", 0.66 * target)
+    # a step in the target: tighter by a fifth. (A third tighter is what this test asked with
+    # the weights before stage 4 of the recipe. With these the cheapest setting costs 0.73 x
+    # the first target on these noise frames, so 0.66 x lies under it: the controller then
+    # saturates and reports `unreachable`, which test_budget.py checks.)
+    tight = 0.8 * target
+    engine.budget.configure("flops", tight)
     step = run(engine, frames("busy", 25, 3))
-    over = [c for c, _ in step[SETTLE:] if c > 1.1 * 0.66 * target]
+    over = [c for c, _ in step[SETTLE:] if c > 1.1 * tight]
     # at most one frame over: a caption decode (decoding is rare once reuse is raised, and
     # its cost is fixed per decode); the controller answers it by tightening further
-    assert len(over) <= 1, [(round(c / (0.66 * target), 2), d["budget_state"]) for c, d in step]
+    assert len(over) <= 1, [(round(c / tight, 2), d["budget_state"]) for c, d in step]
+    assert all(d["budget_state"] != "unreachable" for _, d in step[SETTLE:])
     # the scene calms down: quality comes back (level falls toward the user's knobs)
     calm = run(engine, frames("still", 30, 4))
     assert calm[-1][1]["budget_level"] < step[-1][1]["budget_level"]
