@@ -278,6 +278,15 @@ def simulate_reuse(out: torch.Tensor, stale: torch.Tensor) -> torch.Tensor:
     return torch.stack(steps, 1)
 
 
+def routed_exits(model: TinyGPT, exits: Sequence[torch.Tensor],
+                 feats: torch.Tensor) -> torch.Tensor:
+    """(B,L,N,D): each frame's output from the branch the router picks for it (argmax, as the
+    engine does), of every branch's `exits` (B,L,N,D) and the router features `feats` (B,L,F)."""
+    branch = model.router(feats.flatten(0, 1)).argmax(-1).view(*feats.shape[:2])
+    return torch.stack(list(exits), 0).gather(
+        0, branch[None, :, :, None, None].expand(1, *exits[0].shape))[0]
+
+
 def frame_staleness(emb: torch.Tensor, threshold: float) -> torch.Tensor:
     """(B,L,N): token embedding moved at most `threshold` since the previous frame."""
     change = torch.zeros(emb.shape[:3])
@@ -441,8 +450,8 @@ class Trainer:
         feats = self._frame_features(b.frames, emb, thr)
         return inp, tgt, exits, stale, feats
 
-    def _caption_batch(self):
-        b = self.captions.batch(self.p.batch_clips, self.p.downsample_prob)
+    def _caption_batch(self, runs: int | None = None):
+        b = self.captions.batch(runs or self.p.batch_clips, self.p.downsample_prob)
         inp, tgt = caption_targets(self.tokenizer, b.captions, self.cfg.max_caption_len)
         return b, inp, tgt
 
@@ -611,9 +620,7 @@ class Trainer:
         for step in range(steps):
             inp, tgt, exits, stale, feats = self._frozen_caption_batch(thr)
             with torch.no_grad():
-                branch = m.router(feats.flatten(0, 1)).argmax(-1).view(*feats.shape[:2])
-                routed = torch.stack(exits, 0).gather(
-                    0, branch[None, :, :, None, None].expand(1, *exits[0].shape))[0]
+                routed = routed_exits(m, exits, feats)
                 windows = sliding_windows(simulate_reuse(routed, stale), cfg.temporal_window)
             budget = DEPLOY_FUSION if self.rng.random() < 0.6 else self._budget(0.2)
             loss, _ = caption_loss(m, windows, inp, tgt, budget, 0.0, self.gen)
@@ -701,8 +708,7 @@ class Trainer:
         t0 = time.perf_counter()
         cache: list[tuple[Any, ...]] = []
         for _ in range(self.p.decoder_cache_batches):
-            b = self.captions.batch(self.p.decoder_cache_runs, self.p.downsample_prob)
-            inp, tgt = caption_targets(self.tokenizer, b.captions, cfg.max_caption_len)
+            b, inp, tgt = self._caption_batch(self.p.decoder_cache_runs)
             emb, exits = encode_frames(m, b.frames)
             per_run = self.p.seq_len - cfg.temporal_window + 1  # windows per run
             last = torch.arange(len(b.frames)) * per_run + per_run - 1
@@ -710,10 +716,7 @@ class Trainer:
             if form < 0.7:
                 stale = frame_staleness(emb, thr)
                 if form < 0.55:
-                    feats = self._frame_features(b.frames, emb, thr)
-                    branch = m.router(feats.flatten(0, 1)).argmax(-1).view(*feats.shape[:2])
-                    seq = torch.stack(exits, 0).gather(
-                        0, branch[None, :, :, None, None].expand(1, *exits[0].shape))[0]
+                    seq = routed_exits(m, exits, self._frame_features(b.frames, emb, thr))
                     budget = DEPLOY_FUSION if self.rng.random() < 0.6 else self._budget(0.0)
                 else:
                     seq = exits[int(self.rng.integers(len(exits)))]
