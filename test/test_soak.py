@@ -77,3 +77,53 @@ def test_cli_soak_writes_json(tmp_path, model_dir):
                    "--out", str(tmp_path)])
     doc = json.loads((tmp_path / "soak.json").read_text())
     assert rc == 0 and doc["parts"][0]["name"] == "params" and doc["parts"][0]["ok"]
+
+
+def test_driver_resends_a_read_whose_answer_never_comes(monkeypatch):
+    """The soak driver's reads survive a lost service response (the Fast DDS discovery race
+    that timed out a CI run): a real server that never answers its first GetParameters request
+    still gets a second one, and the driver returns that answer well inside its timeout."""
+    import threading
+    import time
+
+    import rclpy
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.executors import MultiThreadedExecutor
+
+    from tinygpt_ros.evaluation import soak_graph
+
+    monkeypatch.setattr(soak_graph, "RESEND_AFTER_S", 0.3)
+    domain = ros_domain_id()
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    # its own parameter services off: the test's server takes their name
+    server = rclpy.create_node(soak_graph.NODE, context=ctx, start_parameter_services=False)
+    release = threading.Event()
+    requests: list[float] = []
+
+    def answer(req, resp):
+        requests.append(time.monotonic())
+        if len(requests) == 1:
+            release.wait(30.0)  # the first answer is "lost": it comes after the test is over
+        resp.values = [ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=7)]
+        return resp
+
+    server.create_service(GetParameters, f"/{soak_graph.NODE}/get_parameters", answer,
+                          callback_group=ReentrantCallbackGroup())
+    executor = MultiThreadedExecutor(num_threads=2, context=ctx)
+    executor.add_node(server)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    driver = soak_graph.Driver(domain)
+    try:
+        t0 = time.monotonic()
+        assert driver.get_parameter("anything", timeout=20.0) == 7
+        assert len(requests) >= 2 and time.monotonic() - t0 < 10.0
+    finally:
+        release.set()
+        driver.close()
+        executor.shutdown(timeout_sec=2.0)
+        server.destroy_node()
+        rclpy.try_shutdown(context=ctx)

@@ -53,6 +53,12 @@ TRANSITIONS = {
     "cleanup": Transition.TRANSITION_CLEANUP,
 }
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# An idempotent request unanswered after this long is sent again (then after twice as long, ...):
+# Fast DDS drops a service response when the server's response writer has not yet matched the
+# client's response reader (it waits 100 ms; ros2/ros2#1253, "failed to send response
+# (timeout)" in the graph's log). On a loaded host that happens to early calls, and without a
+# resend the client waits out its whole timeout.
+RESEND_AFTER_S = 5.0
 
 
 class GraphProcess:
@@ -291,26 +297,35 @@ class Driver:
 
     # ------------------------------------------------------------------------------- services
 
-    def _call(self, client: Any, request: Any, timeout: float) -> Any:
+    def _call(self, client: Any, request: Any, timeout: float, resend: bool = False) -> Any:
+        """One service call, answered within `timeout` or TimeoutError. With `resend` (only for
+        requests whose repetition changes nothing: reads, or setting the same value again) an
+        unanswered request is sent again after RESEND_AFTER_S, doubling; a late answer to an
+        earlier copy is dropped with its pending request."""
         deadline = time.monotonic() + timeout
         while not client.service_is_ready():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"service {client.srv_name} not available")
             time.sleep(0.02)
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(max(0.0, deadline - time.monotonic())):
+        wait = RESEND_AFTER_S if resend else timeout
+        while True:
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _f, d=done: d.set())
+            if done.wait(max(0.0, min(wait, deadline - time.monotonic()))):
+                return future.result()
             client.remove_pending_request(future)
-            raise TimeoutError(f"service {client.srv_name} did not answer in {timeout} s")
-        return future.result()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"service {client.srv_name} did not answer in {timeout} s")
+            wait *= 2
 
     def transition(self, name: str, timeout: float = 180.0) -> bool:
         req = ChangeState.Request(transition=Transition(id=TRANSITIONS[name]))
         return bool(self._call(self._change, req, timeout).success)
 
     def state(self, timeout: float = 60.0) -> str:
-        return self._call(self._get_state, GetState.Request(), timeout).current_state.label
+        return self._call(self._get_state, GetState.Request(), timeout,
+                          resend=True).current_state.label
 
     def wait_state(self, label: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -325,11 +340,12 @@ class Driver:
 
     def set_parameter(self, param: ParameterMsg, timeout: float = 60.0) -> tuple[bool, str]:
         result = self._call(self._set_params, SetParameters.Request(parameters=[param]),
-                            timeout).results[0]
+                            timeout, resend=True).results[0]
         return bool(result.successful), result.reason
 
     def get_parameter(self, name: str, timeout: float = 60.0) -> Any:
-        values = self._call(self._get_params, GetParameters.Request(names=[name]), timeout).values
+        values = self._call(self._get_params, GetParameters.Request(names=[name]), timeout,
+                            resend=True).values
         return parameter_value_to_python(values[0]) if values else None
 
     def close(self) -> None:
