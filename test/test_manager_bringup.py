@@ -219,3 +219,76 @@ def test_edge_bringup_console_script_stops_cleanly_on_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_manager_survives_lost_lifecycle_answers(ros):
+    """Fast DDS drops a service response whose client reader it has not matched yet (ros2/ros2
+    #1253). A peer with real lifecycle services and transition_event that never answers
+    change_state and ignores the first get_state of each round: the manager resends get_state
+    and takes each transition's end from the event, and still reaches active, then
+    unconfigured."""
+    from lifecycle_msgs.msg import State, Transition, TransitionEvent
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.task import Future
+
+    from tinygpt_ros.ros import manager as manager_mod
+
+    ends = {Transition.TRANSITION_CONFIGURE: (State.TRANSITION_STATE_CONFIGURING, "configuring",
+                                              State.PRIMARY_STATE_INACTIVE, "inactive"),
+            Transition.TRANSITION_ACTIVATE: (State.TRANSITION_STATE_ACTIVATING, "activating",
+                                             State.PRIMARY_STATE_ACTIVE, "active"),
+            Transition.TRANSITION_DEACTIVATE: (State.TRANSITION_STATE_DEACTIVATING,
+                                               "deactivating", State.PRIMARY_STATE_INACTIVE,
+                                               "inactive"),
+            Transition.TRANSITION_CLEANUP: (State.TRANSITION_STATE_CLEANINGUP, "cleaningup",
+                                            State.PRIMARY_STATE_UNCONFIGURED, "unconfigured")}
+    peer = ros.make_node("lossy")
+    state = {"id": State.PRIMARY_STATE_UNCONFIGURED, "label": "unconfigured"}
+    calls = {"get": 0, "change": 0}
+    events = peer.create_publisher(TransitionEvent, "lossy/transition_event", 10)
+
+    held: list[Future] = []  # answers held back until the test ends: to the manager, lost
+
+    async def lose() -> None:
+        held.append(Future())
+        await held[-1]
+
+    async def get_state(req, resp):
+        calls["get"] += 1
+        if calls["get"] % 2 == 1:
+            await lose()
+        resp.current_state = State(id=state["id"], label=state["label"])
+        return resp
+
+    async def change_state(req, resp):
+        calls["change"] += 1
+        passing, passing_label, end, end_label = ends[req.transition.id]
+        start = State(id=state["id"], label=state["label"])
+        events.publish(TransitionEvent(start_state=start,
+                                       goal_state=State(id=passing, label=passing_label)))
+        state.update(id=end, label=end_label)
+        events.publish(TransitionEvent(start_state=State(id=passing, label=passing_label),
+                                       goal_state=State(id=end, label=end_label)))
+        await lose()
+        resp.success = True
+        return resp
+
+    group = ReentrantCallbackGroup()  # a held answer must not block the next request
+    peer.create_service(GetState, "lossy/get_state", get_state, callback_group=group)
+    peer.create_service(ChangeState, "lossy/change_state", change_state, callback_group=group)
+    old = manager_mod.RESEND_AFTER_S
+    manager_mod.RESEND_AFTER_S = 0.2
+    try:
+        manager = _manager(ros, names=("lossy",), timeout=20.0)
+        assert ros.spin_until(lambda: manager.state in ("active", "failed"), 20.0)
+        assert manager.state == "active", manager.failures
+        assert state["label"] == "active" and calls["change"] == 2
+        assert manager.shutdown()
+        assert ros.spin_until(lambda: manager.state in ("unconfigured", "failed"), 20.0)
+        assert manager.state == "unconfigured", manager.failures
+        assert calls["change"] == 4 and calls["get"] >= 8
+    finally:
+        manager_mod.RESEND_AFTER_S = old
+        for f in held:
+            f.set_result(None)
+        ros.spin_for(0.2)

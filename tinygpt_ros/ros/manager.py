@@ -27,6 +27,9 @@ through each node's `<node>/transition_event`: between sequences `~/state` is th
 least advanced managed node (unconfigured, inactive, active, finalized), so it never claims
 `active` for a node that is not. During a sequence the events only update the per-node states;
 `failed` stays until the next startup/shutdown, so its reason is not overwritten.
+
+Lost answers (see RESEND_AFTER_S): an unanswered get_state is sent again; a change_state is
+settled by the node's transition_event when its answer does not come first.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -59,6 +62,24 @@ _STEP_DOWN = {  # current state -> transition towards unconfigured
     State.PRIMARY_STATE_INACTIVE: (Transition.TRANSITION_CLEANUP, "cleanup"),
 }
 MAX_STEPS_PER_NODE = 6
+# A lifecycle service's answer can be lost: Fast DDS drops a response when the server's response
+# writer has not yet matched this client's response reader (it waits 100 ms; ros2/ros2#1253,
+# "failed to send response ... (timeout)" in the managed node's log), which on a loaded robot
+# happens to the first calls after start-up. A get_state unanswered after RESEND_AFTER_S is
+# asked again (then after twice as long, ...); a change_state whose answer is lost is settled by
+# the node's transition_event, which names the state the transition ended in.
+RESEND_AFTER_S = 2.0
+# transition -> (the transition state it passes through, the primary state it ends in)
+_TRANSITION_STATES = {
+    Transition.TRANSITION_CONFIGURE: (State.TRANSITION_STATE_CONFIGURING,
+                                      State.PRIMARY_STATE_INACTIVE),
+    Transition.TRANSITION_ACTIVATE: (State.TRANSITION_STATE_ACTIVATING,
+                                     State.PRIMARY_STATE_ACTIVE),
+    Transition.TRANSITION_DEACTIVATE: (State.TRANSITION_STATE_DEACTIVATING,
+                                       State.PRIMARY_STATE_INACTIVE),
+    Transition.TRANSITION_CLEANUP: (State.TRANSITION_STATE_CLEANINGUP,
+                                    State.PRIMARY_STATE_UNCONFIGURED),
+}
 # Primary states, least advanced first: the manager's state between sequences is the first one
 # any managed node is in.
 _PRIMARY_ORDER = (
@@ -86,6 +107,9 @@ class _Step:
     transition: str = ""
     transition_id: int = 0
     steps: int = 0
+    sent_at: float = 0.0  # when the pending request went out
+    # get_state: ask again when unanswered this long (read when the step starts)
+    resend_after: float = field(default_factory=lambda: RESEND_AFTER_S)
 
 
 class LifecycleManager(Node):
@@ -226,13 +250,21 @@ class LifecycleManager(Node):
                 else:
                     req = ChangeState.Request(transition=Transition(id=step.transition_id))
                     step.future = client.call_async(req)
+                step.sent_at = time.monotonic()
             elif time.monotonic() > step.deadline:
                 self._fail(step.node, f"service {client.srv_name} not available")
             return
         if not step.future.done():
-            if time.monotonic() > step.deadline:
+            now = time.monotonic()
+            if now > step.deadline:
                 what = step.transition or "get_state"
                 self._fail(step.node, f"{what} timed out")
+            elif step.phase == "get_state" and now - step.sent_at > step.resend_after:
+                self.get_logger().info(
+                    f"{step.node}/get_state unanswered after {step.resend_after:.0f} s; asking "
+                    "again (a response lost before discovery finished)")
+                self._forget(clients.get, step)
+                step.resend_after *= 2  # the next tick sends it again
             return
         try:
             result = step.future.result()
@@ -244,10 +276,33 @@ class LifecycleManager(Node):
         else:
             self._after_change_state(step, bool(result.success))
 
+    @staticmethod
+    def _forget(client: Any, step: _Step) -> None:
+        """Drop the step's pending request; an answer that still comes is ignored."""
+        remove = getattr(client, "remove_pending_request", None)
+        if remove is not None and step.future is not None:
+            remove(step.future)
+        step.future = None
+
+    def _settle_by_event(self, node: str, event: TransitionEvent) -> None:
+        """Our change_state request for `node` is pending and the node reports the end of that
+        very transition (it leaves the transition's own state): the answer is no longer needed,
+        and may never come."""
+        step = self._step
+        if step is None or step.node != node or step.phase != "change_state" \
+                or step.future is None or step.transition_id not in _TRANSITION_STATES:
+            return
+        passing, ends_in = _TRANSITION_STATES[step.transition_id]
+        if event.start_state.id != passing or event.goal_state.id not in _PRIMARY_LABELS:
+            return
+        self._forget(self._lc_clients[node].change, step)
+        self._after_change_state(step, event.goal_state.id == ends_in)
+
     def _on_transition_event(self, node: str, event: TransitionEvent) -> None:
         """Any transition of a managed node, requested by us or by anyone else."""
         goal = event.goal_state
         with self._mutex:
+            self._settle_by_event(node, event)
             self.node_states[node] = goal.label
             if goal.id not in _PRIMARY_LABELS:
                 return  # a transition state (configuring, ...): the final one follows
