@@ -279,9 +279,8 @@ class LifecycleManager(Node):
     @staticmethod
     def _forget(client: Any, step: _Step) -> None:
         """Drop the step's pending request; an answer that still comes is ignored."""
-        remove = getattr(client, "remove_pending_request", None)
-        if remove is not None and step.future is not None:
-            remove(step.future)
+        if step.future is not None:
+            client.remove_pending_request(step.future)
         step.future = None
 
     def _settle_by_event(self, node: str, event: TransitionEvent) -> None:

@@ -707,11 +707,12 @@ class Trainer:
         thr = self.p.reuse_threshold
         t0 = time.perf_counter()
         cache: list[tuple[Any, ...]] = []
+        per_run = self.p.seq_len - cfg.temporal_window + 1  # windows per run
+        # each run's last window, in sliding_windows order
+        last = torch.arange(self.p.decoder_cache_runs) * per_run + per_run - 1
         for _ in range(self.p.decoder_cache_batches):
             b, inp, tgt = self._caption_batch(self.p.decoder_cache_runs)
             emb, exits = encode_frames(m, b.frames)
-            per_run = self.p.seq_len - cfg.temporal_window + 1  # windows per run
-            last = torch.arange(len(b.frames)) * per_run + per_run - 1
             form = self.rng.random()
             if form < 0.7:
                 stale = frame_staleness(emb, thr)
