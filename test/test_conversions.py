@@ -32,6 +32,18 @@ def test_rgb8_roundtrip():
     assert np.array_equal(conv.image_to_rgb(conv.rgb_to_image(RGB)), RGB)
 
 
+def test_rgb8_is_a_read_only_view_of_the_message():
+    """No copy of a camera frame the engine only reads; nobody can write into the message."""
+    msg = conv.rgb_to_image(RGB)
+    out = conv.image_to_rgb(msg)
+    assert np.shares_memory(out, conv._buffer(msg.data))
+    assert not out.flags.writeable
+    with pytest.raises(ValueError):
+        out[0, 0, 0] = 1
+    bgr = conv.image_to_rgb(conv.rgb_to_image(RGB, encoding="bgr8"))
+    assert bgr.flags.writeable and not np.shares_memory(bgr, RGB)  # converted: a new array
+
+
 def test_bgr8_channel_order():
     out = conv.image_to_rgb(_image(RGB[:, :, ::-1], "bgr8"))
     assert np.array_equal(out, RGB)

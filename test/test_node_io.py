@@ -29,10 +29,9 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 FRAME_KEYS = (
     ["tokens_in", "tokens_recomputed", "tokens_fused", "branch", "flops_total", "flops_encoder",
      "flops_dense", "flops_ratio", "latency_ms_total", "caption_reused", "decoder_passes",
-     "dropped_frames",
-     "errors", "energy_mj", "energy_source", "ros_overhead_ms", "motion_compensation",
-     "motion_dx", "motion_dy", "motion_scale", "motion_rotation_deg", "exposure_gain",
-     "exposure_offset", "reanchored"]
+     "dropped_frames", "errors", "energy_mj", "energy_source", "ros_overhead_ms",
+     "conversion_ms", "diagnostics_ms", "motion_compensation", "motion_dx", "motion_dy",
+     "motion_scale", "motion_rotation_deg", "exposure_gain", "exposure_offset", "reanchored"]
     + [f"latency_ms_{s}" for s in STAGES]
 )
 
@@ -110,6 +109,21 @@ def test_image_gives_caption_and_frame_diagnostics(ros, lifecycle, tinygpt):
     assert values["errors"] == "0"
     assert values["motion_compensation"] == "similarity" and values["reanchored"] == "false"
     assert float(values["exposure_gain"]) == 1.0  # first frame: it is the anchor
+
+
+def test_ros_overhead_counts_the_diagnostics_publish(ros, lifecycle, tinygpt):
+    """A frame's diagnostics cannot time their own publish, so the next frame carries it: the
+    first frame has none, the second the first's build and publish, inside ros_overhead_ms."""
+    _, io = _start(ros, lifecycle, tinygpt)
+    assert io.connected(io.image)
+    for i in range(2):
+        io.image.publish(_frame(stamp=Time(sec=50 + i)))
+        assert ros.spin_until(lambda n=i + 1: len(io.statuses(": frame")) == n)
+    first, second = (status_values(s) for _, s in io.statuses(": frame"))
+    assert float(first["diagnostics_ms"]) == 0.0
+    assert float(second["diagnostics_ms"]) > 0.0
+    parts = float(second["conversion_ms"]) + float(second["diagnostics_ms"])
+    assert float(second["ros_overhead_ms"]) >= parts
 
 
 def test_jetson_power_rails_give_measured_energy(ros, lifecycle, tinygpt, tmp_path):

@@ -497,6 +497,7 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
     engine = [_f(v, "latency_ms_total") for _, _, v in steady]
     overhead = [_f(v, "ros_overhead_ms") for _, _, v in steady]
     conversion = [_f(v, "conversion_ms") for _, _, v in steady]
+    diagnostics = [_f(v, "diagnostics_ms") for _, _, v in steady]
     share = [o / (e + o) for e, o in zip(engine, overhead, strict=True) if e + o > 0]
     ev_lat = [(r - s) / 1e6 for s, r, _ in mine_ev]
     seconds = (t_wall[1] - t_wall[0]) / 1e9
@@ -520,6 +521,7 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
         "engine_ms_p50": _pct(engine, 50),
         "ros_overhead_ms_p50": _pct(overhead, 50),
         "conversion_ms_p50": _pct(conversion, 50),
+        "diagnostics_ms_p50": _pct(diagnostics, 50),
         "ros_overhead_share_p50": _pct(share, 50),
         "tokens_recomputed_mean": (float(np.mean([_f(v, "tokens_recomputed")
                                                   for _, _, v in mine])) if mine else None),
@@ -774,15 +776,17 @@ def markdown(report: dict[str, Any]) -> str:
         "and of its caption; first 0.5 s of each stream left out. lost = published - processed "
         "- mailbox drops (lost by the transport before the node saw them; in brackets the count "
         "the node itself reports as `transport_lost` from the middleware's message-lost events). "
-        "ROS ms = the node's conversion and publishing per frame, p50, in brackets the conversion "
-        "alone (decoding, for jpeg); share = ROS overhead / (engine + ROS overhead) per frame, "
-        "p50. CPU = node process, % of one core."
+        "ROS ms = the node's conversion and publishing per frame (caption, gesture and the "
+        "frame's /diagnostics: each frame carries the previous one's diagnostics cost), p50, in "
+        "brackets the conversion alone (decoding, for jpeg) and the diagnostics alone; share = "
+        "ROS overhead / (engine + ROS overhead) per frame, p50. CPU = node process, % of one "
+        "core."
         + (f" The publishing process had the Fast DDS profile `{s['publisher_profile']}`; the "
            "node's did not." if s.get("publisher_profile") else ""),
         "",
         "| QoS | images | config | stream | published img/ev | processed img/ev | mailbox drops "
         "| lost (node saw) | fps | latency p50 / p95 ms | caption p50 ms | engine p50 ms "
-        "| ROS ms (conversion) / share | CPU % | RSS MB |",
+        "| ROS ms (conversion, diagnostics) / share | CPU % | RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
@@ -797,7 +801,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_ms(x['latency_ms_p50'])} / {_ms(x['latency_ms_p95'])} "
                 f"| {_ms(x['caption_latency_ms_p50'])} | {_ms(x['engine_ms_p50'])} "
                 f"| {_num(x['ros_overhead_ms_p50'], '.2f')} "
-                f"({_num(x.get('conversion_ms_p50'), '.2f')}) / {_num(share, '.1%')} "
+                f"({_num(x.get('conversion_ms_p50'), '.2f')}, "
+                f"{_num(x.get('diagnostics_ms_p50'), '.2f')}) / {_num(share, '.1%')} "
                 f"| {_num(x['node_cpu_pct'], '.0f')} "
                 f"| {_num(x['node_rss_mb_max'], '.0f')} |")
     lines += budget_markdown(report)

@@ -125,7 +125,14 @@ def _buffer(data: Any) -> np.ndarray:
 
 
 def image_to_rgb(msg: Image, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarray:
-    """sensor_msgs/Image -> HxWx3 uint8 RGB (a copy). mono16 keeps its 8 most significant bits."""
+    """sensor_msgs/Image -> HxWx3 uint8 RGB. mono16 keeps its 8 most significant bits.
+
+    rgb8 rows without padding come back as a read-only view of the message's own buffer, not a
+    copy: rclpy builds a fresh message for every callback, so the buffer is nobody else's, and
+    the view keeps it alive. Why: in the node at 640x480 and 30 Hz, copying the 921 KB frame
+    took 0.2 ms of CPU (cold cache after the engine ran), half the node's ROS overhead on an
+    STTF frame; every consumer (the engine, the overlay) only reads the frame. Every other
+    encoding is converted into a new array."""
     limits.check("max_message_bytes", len(msg.data), "Image.data size in bytes")
     spec = _IMAGE_ENCODINGS.get(msg.encoding)
     if spec is None:
@@ -158,7 +165,8 @@ def image_to_rgb(msg: Image, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarra
     if order is None:
         return np.repeat(pixels, 3, axis=2)
     if channels == 3 and order == (0, 1, 2):
-        return pixels.copy()  # a copy: the message's buffer is not ours to keep
+        pixels.flags.writeable = False  # whoever writes into a frame gets an error, not a race
+        return pixels
     # OpenCV, not a fancy index over the channels: at 640x480 that took 2-3 ms of a 5% budget.
     code = {(3, True): cv2.COLOR_BGR2RGB, (4, True): cv2.COLOR_BGRA2RGB,
             (4, False): cv2.COLOR_RGBA2RGB}[(channels, order == (2, 1, 0))]

@@ -6,12 +6,13 @@ evaluation scripts, `ros2 topic echo /diagnostics`) parse these key names.
 Per frame (`<node>: frame`): tokens_in, tokens_recomputed, tokens_fused, branch, flops_total,
 flops_encoder, flops_dense, flops_ratio, latency_ms_<stage> (every stage of spec.types.STAGES),
 latency_ms_total, caption_reused, decoder_passes, dropped_frames, errors, energy_mj,
-energy_source, ros_overhead_ms, plus modality, frame_index, full_refresh, conversion_ms, for
-camera frames the ego-motion compensation (motion_compensation, motion_dx, motion_dy,
-motion_scale, motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event
-windows gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS
-overhead) or budget_gflops; ERROR for a message that could not be used (values error_kind,
-errors_<kind>).
+energy_source, ros_overhead_ms (conversion + publishing the outputs + diagnostics_ms, the
+previous per-frame diagnostics' build and publish), plus modality, frame_index, full_refresh,
+conversion_ms, diagnostics_ms, for camera frames the ego-motion compensation
+(motion_compensation, motion_dx, motion_dy, motion_scale, motion_rotation_deg, exposure_gain,
+exposure_offset, reanchored), and for event windows gesture / gesture_confidence. Level WARN
+when over budget_ms (engine latency + ROS overhead) or budget_gflops; ERROR for a message that
+could not be used (values error_kind, errors_<kind>).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def frame_status(
     errors: int,
     hardware_id: str = "",
     energy: tuple[float, str] | None = None,
+    diagnostics_ms: float = 0.0,
 ) -> DiagnosticStatus:
     """The per-frame status for one engine step. `energy` = (millijoules, source) measured by a
     power monitor; None = the FLOPs estimate."""
@@ -100,6 +102,7 @@ def frame_status(
         ("energy_source", energy[1] if energy else ENERGY_SOURCE),
         ("conversion_ms", float(conversion_ms)),
         ("ros_overhead_ms", float(ros_overhead_ms)),
+        ("diagnostics_ms", float(diagnostics_ms)),
     ]
     if rec.modality == "frame":
         pairs += [
