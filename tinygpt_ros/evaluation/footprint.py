@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tinygpt_ros.ros import service_calls
 from tinygpt_ros.ros.memory import mapped_libraries, rss_bytes
 
 NODE = "/tinygpt_node"
@@ -152,16 +153,24 @@ class NodeProcess:
             self.executor.spin_once(timeout_sec=0.02)
         return bool(cond())
 
-    def _call(self, client, request, timeout: float):
+    def _call(self, client, request, timeout: float, resend: bool = False):
+        """A call answered within `timeout` (RuntimeError otherwise). With `resend` (get_state
+        only: asking again changes nothing) a lost answer is asked for again
+        (ros/service_calls.py) instead of waiting out the whole timeout."""
+        deadline = time.monotonic() + timeout
         if not self._spin_until(client.service_is_ready, timeout):
             raise RuntimeError(f"{client.srv_name} did not appear within {timeout} s")
-        future = client.call_async(request)
-        if not self._spin_until(future.done, timeout):
-            raise RuntimeError(f"{client.srv_name} did not answer within {timeout} s")
-        return future.result()
+        try:
+            return service_calls.call(
+                client, request, max(0.0, deadline - time.monotonic()),
+                lambda future, seconds: self._spin_until(future.done, seconds),
+                service_calls.RESEND_AFTER_S if resend else None)
+        except TimeoutError as exc:
+            raise RuntimeError(f"{client.srv_name} did not answer within {timeout} s") from exc
 
     def state(self, timeout: float = 60.0) -> str:
-        return self._call(self._get, self._GetState.Request(), timeout).current_state.label
+        return self._call(self._get, self._GetState.Request(), timeout,
+                          resend=True).current_state.label
 
     def transition(self, label: str, timeout: float = 60.0) -> None:
         from lifecycle_msgs.msg import Transition

@@ -39,6 +39,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
+from tinygpt_ros.ros import service_calls
 from tinygpt_ros.ros.conversions import stamp_to_ns
 from tinygpt_ros.ros.diagnostics import status_values
 
@@ -54,11 +55,15 @@ TRANSITIONS = {
 }
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # An idempotent request unanswered after this long is sent again (then after twice as long, ...):
-# Fast DDS drops a service response when the server's response writer has not yet matched the
-# client's response reader (it waits 100 ms; ros2/ros2#1253, "failed to send response
-# (timeout)" in the graph's log). On a loaded host that happens to early calls, and without a
-# resend the client waits out its whole timeout.
-RESEND_AFTER_S = 5.0
+# why, in ros/service_calls.py
+RESEND_AFTER_S = service_calls.RESEND_AFTER_S
+
+
+def _wait_on_spinner(future: Any, seconds: float) -> bool:
+    """Wait for `future` while the driver's own thread spins its executor."""
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    return done.wait(seconds)
 
 
 class GraphProcess:
@@ -300,24 +305,14 @@ class Driver:
     def _call(self, client: Any, request: Any, timeout: float, resend: bool = False) -> Any:
         """One service call, answered within `timeout` or TimeoutError. With `resend` (only for
         requests whose repetition changes nothing: reads, or setting the same value again) an
-        unanswered request is sent again after RESEND_AFTER_S, doubling; a late answer to an
-        earlier copy is dropped with its pending request."""
+        unanswered request is sent again after RESEND_AFTER_S, doubling."""
         deadline = time.monotonic() + timeout
         while not client.service_is_ready():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"service {client.srv_name} not available")
             time.sleep(0.02)
-        wait = RESEND_AFTER_S if resend else timeout
-        while True:
-            future = client.call_async(request)
-            done = threading.Event()
-            future.add_done_callback(lambda _f, d=done: d.set())
-            if done.wait(max(0.0, min(wait, deadline - time.monotonic()))):
-                return future.result()
-            client.remove_pending_request(future)
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"service {client.srv_name} did not answer in {timeout} s")
-            wait *= 2
+        return service_calls.call(client, request, max(0.0, deadline - time.monotonic()),
+                                  _wait_on_spinner, RESEND_AFTER_S if resend else None)
 
     def transition(self, name: str, timeout: float = 180.0) -> bool:
         req = ChangeState.Request(transition=Transition(id=TRANSITIONS[name]))
