@@ -10,6 +10,7 @@ import pytest
 
 from tinygpt_ros.runtime.budget import (
     LEVELS,
+    RUNGS,
     BudgetController,
     CheapEnd,
     knobs_at_level,
@@ -56,35 +57,45 @@ def test_level_zero_is_the_users_knobs_and_every_level_stays_inside_them():
     assert k == user and bias == 0.0
     cheap = CheapEnd()
     prev = None
-    for i in range(0, 41):
+    for i in range(0, int(LEVELS * 10) + 1):
         k, bias = knobs_at_level(user, i / 10)
         assert k.caption_reuse_threshold >= user.caption_reuse_threshold
         assert k.fusion_threshold >= user.fusion_threshold
-        assert 0 < k.max_active_tokens <= user.max_active_tokens
-        assert cheap.max_fused_tokens <= k.max_fused_tokens <= user.max_fused_tokens
+        assert cheap.squeeze_max_active_tokens <= k.max_active_tokens <= user.max_active_tokens
+        assert cheap.squeeze_max_fused_tokens <= k.max_fused_tokens <= user.max_fused_tokens
         if prev is not None:  # monotone: a higher level is never more expensive
             assert k.fusion_threshold >= prev[0].fusion_threshold
             assert k.max_fused_tokens <= prev[0].max_fused_tokens
+            assert k.max_active_tokens <= prev[0].max_active_tokens
+            assert k.caption_reuse_threshold >= prev[0].caption_reuse_threshold
             assert bias >= prev[1]
         prev = (k, bias)
 
 
 def test_rungs_move_in_quality_order():
-    """tokens, router, fused-token budget, and caption reuse last (alone it cost 31% of CIDEr
-    on val clips, the other rungs alone at most 1%)."""
-    user = Knobs()
-    k, bias = knobs_at_level(user, 0.5)  # tokens rung only
+    """router, fused-token budget, tokens, each to where val clips lost no CIDEr; then the
+    squeeze to the floor; caption reuse last (alone it cost the most CIDEr on val clips)."""
+    user, cheap = Knobs(), CheapEnd()
+    k, bias = knobs_at_level(user, 0.5)  # router rung only
+    assert 0 < bias < cheap.router_bias and k == user
+    k, bias = knobs_at_level(user, 1.5)  # fused-token budget
+    assert bias == cheap.router_bias
+    assert cheap.max_fused_tokens < k.max_fused_tokens < user.max_fused_tokens
+    assert dataclasses.replace(k, max_fused_tokens=user.max_fused_tokens) == user
+    k, bias = knobs_at_level(user, 2.5)  # tokens rung
     assert k.fusion_threshold > user.fusion_threshold
-    assert 0 < k.max_active_tokens < (user.max_active_tokens or 196)
-    assert (k.caption_reuse_threshold, bias, k.max_fused_tokens) == (
-        user.caption_reuse_threshold, 0.0, user.max_fused_tokens)
-    k, bias = knobs_at_level(user, 1.5)  # router rung
-    assert bias > 0 and k.max_fused_tokens == user.max_fused_tokens
+    assert cheap.max_active_tokens < k.max_active_tokens < (user.max_active_tokens or 196)
+    assert (k.max_fused_tokens, k.caption_reuse_threshold) == (
+        cheap.max_fused_tokens, user.caption_reuse_threshold)
+    k, bias = knobs_at_level(user, 3.0)  # the first three at their ends
+    assert (k.max_active_tokens, k.max_fused_tokens, bias) == (
+        cheap.max_active_tokens, cheap.max_fused_tokens, cheap.router_bias)
+    k, bias = knobs_at_level(user, 4.0)  # squeezed to the floor, captions untouched
+    assert (k.max_active_tokens, k.max_fused_tokens, bias) == (
+        cheap.squeeze_max_active_tokens, cheap.squeeze_max_fused_tokens,
+        cheap.squeeze_router_bias)
     assert k.caption_reuse_threshold == user.caption_reuse_threshold
-    k, _ = knobs_at_level(user, 2.5)  # fused-token budget
-    assert k.max_fused_tokens < user.max_fused_tokens
-    assert k.caption_reuse_threshold == user.caption_reuse_threshold
-    k, _ = knobs_at_level(user, 3.5)  # caption reuse last
+    k, _ = knobs_at_level(user, 4.5)  # caption reuse last
     assert k.caption_reuse_threshold > user.caption_reuse_threshold
 
 
@@ -191,14 +202,16 @@ def test_eval_configs_accept_budget_sweeps():
 
 
 def test_reanchors_are_gated_from_the_tokens_rung_on():
-    """At the user's knobs (level 0) a camera re-anchor recomputes every token as they say;
-    once the tokens rung (the first) is engaged, the re-anchor goes through the selection (else
-    no rung bounds it)."""
+    """At the user's knobs (level 0) and on the router and fused rungs a camera re-anchor
+    recomputes every token as they say; once the tokens rung is engaged, the re-anchor goes
+    through the selection (else no rung bounds it)."""
     ctl = BudgetController("flops", 1.0)
     assert not ctl.gates_reanchor("frame")
     drive(ctl, scene=0.5, frames=3)  # under the target: level 0, the user's refresh
     assert ctl.level("frame") == 0.0 and not ctl.gates_reanchor("frame")
-    drive(ctl, scene=3.0, frames=2)  # over: tightens into the tokens rung
-    assert ctl.level("frame") > 0.0 and ctl.gates_reanchor("frame")
+    drive(ctl, scene=1.2, frames=2)  # a little over: the router rung, not yet gated
+    assert 0.0 < ctl.level("frame") <= RUNGS.index("tokens") and not ctl.gates_reanchor("frame")
+    drive(ctl, scene=30.0, frames=8)  # far over: on into the tokens rung
+    assert ctl.level("frame") > RUNGS.index("tokens") and ctl.gates_reanchor("frame")
     assert not ctl.gates_reanchor("events")  # per stream
     assert not BudgetController().gates_reanchor("frame")  # off: never

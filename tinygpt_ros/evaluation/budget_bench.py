@@ -8,7 +8,7 @@ compensation on). Configurations:
 - the controller at several FLOPs targets and at several latency targets (ms; given as
   fractions of the user's-knobs p95 latency measured first in the same run, since absolute ms
   depend on the machine);
-- fixed settings: the ladder the controller walks (`budget.knobs_at_level`, levels 0-4, with
+- fixed settings: the ladder the controller walks (`budget.knobs_at_level`, levels 0-5, with
   its router bias), each rung alone at its cheap end (`budget.knobs_with_rungs`: what one rung
   costs in quality and saves in compute, which is how the ladder's order is chosen, on `val`
   clips), and a grid over fusion_threshold x max_fused_tokens x router bias (`FIXED_GRID`) on
@@ -42,7 +42,7 @@ from tinygpt_ros.spec.config import Knobs
 
 SWITCH_PATTERN = ("still", "busy", "pan", "slow", "busy", "flicker", "pan", "still")
 SETTLE_FRAMES = 10  # the settling allowance after a step change
-FIXED_LEVELS = (0.0, 1.0, 2.0, 3.0, 4.0)
+FIXED_LEVELS = tuple(float(level) for level in range(len(RUNGS) + 1))
 # fusion_threshold x max_fused_tokens x router bias: 12 fixed points off the ladder
 FIXED_GRID = {"fusion_threshold": (0.5, 1.5, 3.0), "max_fused_tokens": (31, 12),
               "router_bias": (0.0, 3.0)}
