@@ -68,6 +68,8 @@ def test_bench_node_runs_the_graph_and_reports(ros, tmp_path, monkeypatch):
         assert s["latency_ms_p50"] > 0 and s["caption_latency_ms_p50"] > 0
         assert 0 < s["conversion_ms_p50"] <= s["ros_overhead_ms_p50"]  # part of the overhead
         assert 0 < s["diagnostics_ms_p50"] <= s["ros_overhead_ms_p50"]  # and so is this
+        # before the engine: the middleware's delivery and the mailbox, inside the latency
+        assert 0 < s["input_age_ms_p50"] + s["queue_ms_p50"] < s["latency_ms_p50"]
         assert s["node_rss_mb_max"] > 50
         assert run["rss_timeline"] and run["captions_received"] >= s["images_processed"]
         assert s["node_transport_lost"] >= 0  # the node's own count of middleware losses

@@ -126,6 +126,23 @@ def test_ros_overhead_counts_the_diagnostics_publish(ros, lifecycle, tinygpt):
     assert float(second["ros_overhead_ms"]) >= parts
 
 
+def test_input_age_and_queue_time_are_reported(ros, lifecycle, tinygpt):
+    """A frame stamped now arrives within seconds on the node's clock (input_age_ms); the time
+    it waited in the mailbox is there too. An unstamped frame has no age to report."""
+    _, io = _start(ros, lifecycle, tinygpt)
+    assert io.connected(io.image)
+    now = io.node.get_clock().now().to_msg()
+    io.image.publish(_frame(stamp=now))
+    assert ros.spin_until(lambda: len(io.statuses(": frame")) == 1)
+    values = status_values(io.statuses(": frame")[0][1])
+    assert 0.0 <= float(values["input_age_ms"]) < 5000.0
+    assert 0.0 <= float(values["queue_ms"]) < 5000.0
+    io.image.publish(_frame(stamp=Time(sec=0, nanosec=0)))
+    assert ros.spin_until(lambda: len(io.statuses(": frame")) == 2)
+    values = status_values(io.statuses(": frame")[1][1])
+    assert "input_age_ms" not in values and float(values["queue_ms"]) >= 0.0
+
+
 def test_jetson_power_rails_give_measured_energy(ros, lifecycle, tinygpt, tmp_path):
     """With INA3221 rails readable (a fake hwmon tree here), energy per frame is measured."""
     dev = tmp_path / "ina3221" / "1-0040" / "hwmon" / "hwmon3"

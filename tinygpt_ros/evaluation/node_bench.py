@@ -498,6 +498,8 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
     overhead = [_f(v, "ros_overhead_ms") for _, _, v in steady]
     conversion = [_f(v, "conversion_ms") for _, _, v in steady]
     diagnostics = [_f(v, "diagnostics_ms") for _, _, v in steady]
+    age = [_f(v, "input_age_ms") for _, _, v in steady]
+    queued = [_f(v, "queue_ms") for _, _, v in steady]
     share = [o / (e + o) for e, o in zip(engine, overhead, strict=True) if e + o > 0]
     ev_lat = [(r - s) / 1e6 for s, r, _ in mine_ev]
     seconds = (t_wall[1] - t_wall[0]) / 1e9
@@ -522,6 +524,8 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
         "ros_overhead_ms_p50": _pct(overhead, 50),
         "conversion_ms_p50": _pct(conversion, 50),
         "diagnostics_ms_p50": _pct(diagnostics, 50),
+        "input_age_ms_p50": _pct(age, 50),
+        "queue_ms_p50": _pct(queued, 50),
         "ros_overhead_share_p50": _pct(share, 50),
         "tokens_recomputed_mean": (float(np.mean([_f(v, "tokens_recomputed")
                                                   for _, _, v in mine])) if mine else None),
@@ -773,7 +777,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['events_hz']:g} Hz from another process, {s['seconds_per_stream']:g} s per stream "
         f"({', '.join(s['streams'])}), on {report['machine']['cpus']} CPU cores, one run. "
         "Latency: source stamp (wall clock at publish) to receipt of the frame's /diagnostics "
-        "and of its caption; first 0.5 s of each stream left out. lost = published - processed "
+        "and of its caption; first 0.5 s of each stream left out; to node = the source stamp to "
+        "the node's subscription callback (the middleware's delivery), queued = the callback to "
+        "the node's worker taking the frame, p50 each. lost = published - processed "
         "- mailbox drops (lost by the transport before the node saw them; in brackets the count "
         "the node itself reports as `transport_lost` from the middleware's message-lost events). "
         "ROS ms = the node's conversion and publishing per frame (caption, gesture and the "
@@ -785,9 +791,10 @@ def markdown(report: dict[str, Any]) -> str:
            "node's did not." if s.get("publisher_profile") else ""),
         "",
         "| QoS | images | config | stream | published img/ev | processed img/ev | mailbox drops "
-        "| lost (node saw) | fps | latency p50 / p95 ms | caption p50 ms | engine p50 ms "
+        "| lost (node saw) | fps | latency p50 / p95 ms | to node / queued ms | caption p50 ms "
+        "| engine p50 ms "
         "| ROS ms (conversion, diagnostics) / share | CPU % | RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         for name, x in r["streams"].items():
@@ -799,6 +806,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {x['lost_before_node']} ({x.get('node_transport_lost', '–')}) "
                 f"| {x['processed_fps'] or 0:.1f} "
                 f"| {_ms(x['latency_ms_p50'])} / {_ms(x['latency_ms_p95'])} "
+                f"| {_ms(x.get('input_age_ms_p50'))} / {_ms(x.get('queue_ms_p50'))} "
                 f"| {_ms(x['caption_latency_ms_p50'])} | {_ms(x['engine_ms_p50'])} "
                 f"| {_num(x['ros_overhead_ms_p50'], '.2f')} "
                 f"({_num(x.get('conversion_ms_p50'), '.2f')}, "

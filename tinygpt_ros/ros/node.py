@@ -92,7 +92,8 @@ def _default_engine_factory() -> EngineFactory:
 @dataclass
 class _Pending:
     msg: Any
-    recv_us: int
+    recv_us: int  # wall clock at the subscription callback
+    recv_clock_ns: int  # the node's clock (ROS time: sim time under use_sim_time) at the callback
 
 
 @dataclass
@@ -477,7 +478,7 @@ class TinyGptNode(LifecycleNode):
         if not self._active.is_set():
             self.stats.add_ignored()
             return
-        inp.mailbox.put(_Pending(msg, time.time_ns() // 1000))
+        inp.mailbox.put(_Pending(msg, time.time_ns() // 1000, self.get_clock().now().nanoseconds))
 
     def _run_worker(self) -> None:
         self._apply_thread_limits()
@@ -502,6 +503,7 @@ class TinyGptNode(LifecycleNode):
 
     def _process(self, inp: _Input, item: _Pending, engine: Engine) -> None:
         t0 = time.perf_counter()
+        queue_ms = (time.time_ns() // 1000 - item.recv_us) / 1e3  # in the mailbox
         msg = item.msg
         with self._lock:
             runtime = dict(self._runtime)
@@ -569,6 +571,7 @@ class TinyGptNode(LifecycleNode):
             hardware_id=self._hardware_id, energy=energy,
         )
         status.values += diag.key_values(self._transport.diagnostics())
+        status.values += diag.key_values(_latency_parts(queue_ms, item, msg.header))
         if inp.kind == "compressed":
             status.values += diag.key_values([("decode_scale", pixel_scale)])
         if batch is not None:
@@ -650,6 +653,19 @@ class TinyGptNode(LifecycleNode):
         except InvalidHandle:  # destroyed by a cleanup after the read above
             pass
         trim_free_memory()  # the streaming policy keeps freed buffers: not past a second
+
+
+def _latency_parts(queue_ms: float, item: _Pending, header: Header) -> list[tuple[str, float]]:
+    """Where a frame's time went before the engine: `input_age_ms`, the source stamp to the
+    node's subscription callback on the node's clock (the camera's capture and the middleware's
+    delivery; on one machine with wall-clock stamps, the transport; left out for an unstamped
+    message), and `queue_ms`, the callback to the worker taking the message (waiting behind
+    the previous frame)."""
+    parts = [("queue_ms", queue_ms)]
+    stamp_ns = conv.stamp_to_ns(header.stamp)
+    if stamp_ns:
+        parts.insert(0, ("input_age_ms", (item.recv_clock_ns - stamp_ns) / 1e6))
+    return parts
 
 
 def _copy_header(header: Header) -> Header:
