@@ -9,12 +9,12 @@ latency_ms_total, caption_reused, decoder_passes, dropped_frames, errors, energy
 energy_source, ros_overhead_ms (conversion + publishing the outputs + diagnostics_ms, the
 previous per-frame diagnostics' build and publish), plus modality, frame_index, full_refresh,
 conversion_ms, diagnostics_ms, the node's input_age_ms (source stamp to its subscription
-callback, on its clock) and queue_ms (callback to the worker), for camera frames the ego-motion
-compensation
-(motion_compensation, motion_dx, motion_dy, motion_scale, motion_rotation_deg, exposure_gain,
-exposure_offset, reanchored), and for event windows gesture / gesture_confidence. Level WARN
-when over budget_ms (engine latency + ROS overhead) or budget_gflops; ERROR for a message that
-could not be used (values error_kind, errors_<kind>).
+callback, on its clock) and queue_ms (callback to the worker), for camera frames the
+ego-motion compensation (motion_compensation, motion_dx, motion_dy, motion_scale,
+motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event windows
+gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead)
+or budget_gflops; ERROR for a message that could not be used (values error_kind,
+errors_<kind>).
 """
 
 from __future__ import annotations
