@@ -441,7 +441,8 @@ def live_markdown(live: dict[str, Any]) -> str:
     if live.get("error"):
         lines += [f"Live evaluation could not run: {live['error']}", ""]
     lines += ["| bag | config | compared | equal | differences | dropped | engine latency p50 ms "
-              "(live; frame / event window) | ROS overhead p50 ms (conversion + publish; frame / "
+              "(live; frame / event window) | ROS overhead p50 ms (conversion + publishing, the "
+              "diagnostics included; frame / "
               "event window) | note |", "|---|---|---|---|---|---|---|---|---|"]
     diffs: list[str] = []
     for bag, per in live.get("bags", {}).items():
