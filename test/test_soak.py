@@ -93,8 +93,9 @@ def test_driver_resends_a_read_whose_answer_never_comes(monkeypatch):
     from rclpy.executors import MultiThreadedExecutor
 
     from tinygpt_ros.evaluation import soak_graph
+    from tinygpt_ros.ros import service_calls
 
-    monkeypatch.setattr(soak_graph, "RESEND_AFTER_S", 0.3)
+    monkeypatch.setattr(service_calls, "RESEND_AFTER_S", 0.3)
     domain = ros_domain_id()
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)

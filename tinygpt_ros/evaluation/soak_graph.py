@@ -54,9 +54,6 @@ TRANSITIONS = {
     "cleanup": Transition.TRANSITION_CLEANUP,
 }
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-# An idempotent request unanswered after this long is sent again (then after twice as long, ...):
-# why, in ros/service_calls.py
-RESEND_AFTER_S = service_calls.RESEND_AFTER_S
 
 
 def _wait_on_spinner(future: Any, seconds: float) -> bool:
@@ -305,14 +302,15 @@ class Driver:
     def _call(self, client: Any, request: Any, timeout: float, resend: bool = False) -> Any:
         """One service call, answered within `timeout` or TimeoutError. With `resend` (only for
         requests whose repetition changes nothing: reads, or setting the same value again) an
-        unanswered request is sent again after RESEND_AFTER_S, doubling."""
+        unanswered request is sent again after service_calls.RESEND_AFTER_S, doubling."""
         deadline = time.monotonic() + timeout
         while not client.service_is_ready():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"service {client.srv_name} not available")
             time.sleep(0.02)
         return service_calls.call(client, request, max(0.0, deadline - time.monotonic()),
-                                  _wait_on_spinner, RESEND_AFTER_S if resend else None)
+                                  _wait_on_spinner,
+                                  service_calls.RESEND_AFTER_S if resend else None)
 
     def transition(self, name: str, timeout: float = 180.0) -> bool:
         req = ChangeState.Request(transition=Transition(id=TRANSITIONS[name]))

@@ -62,12 +62,11 @@ _STEP_DOWN = {  # current state -> transition towards unconfigured
     State.PRIMARY_STATE_INACTIVE: (Transition.TRANSITION_CLEANUP, "cleanup"),
 }
 MAX_STEPS_PER_NODE = 6
-# A lifecycle service's answer can be lost: Fast DDS drops a response when the server's response
-# writer has not yet matched this client's response reader (it waits 100 ms; ros2/ros2#1253,
-# "failed to send response ... (timeout)" in the managed node's log), which on a loaded robot
-# happens to the first calls after start-up. A get_state unanswered after RESEND_AFTER_S is
-# asked again (then after twice as long, ...); a change_state whose answer is lost is settled by
-# the node's transition_event, which names the state the transition ended in.
+# A lifecycle service's answer can be lost right after start-up (why: ros/service_calls.py, the
+# blocking callers' version). The manager never blocks, so it does the same in its tick: a
+# get_state unanswered after RESEND_AFTER_S is asked again (then after twice as long, ...); a
+# change_state whose answer is lost is settled by the node's transition_event, which names the
+# state the transition ended in. Shorter than the blocking callers' 5 s: it delays a bring-up.
 RESEND_AFTER_S = 2.0
 # transition -> (the transition state it passes through, the primary state it ends in)
 _TRANSITION_STATES = {

@@ -661,11 +661,9 @@ def _latency_parts(queue_ms: float, item: _Pending, header: Header) -> list[tupl
     delivery; on one machine with wall-clock stamps, the transport; left out for an unstamped
     message), and `queue_ms`, the callback to the worker taking the message (waiting behind
     the previous frame)."""
-    parts = [("queue_ms", queue_ms)]
     stamp_ns = conv.stamp_to_ns(header.stamp)
-    if stamp_ns:
-        parts.insert(0, ("input_age_ms", (item.recv_clock_ns - stamp_ns) / 1e6))
-    return parts
+    age = [("input_age_ms", (item.recv_clock_ns - stamp_ns) / 1e6)] if stamp_ns else []
+    return [*age, ("queue_ms", queue_ms)]
 
 
 def _copy_header(header: Header) -> Header:

@@ -183,10 +183,10 @@ def knobs_with_rungs(user: Knobs, f: Mapping[str, float],
                       cheap.event_fusion_threshold_min)
             k.event_fusion_threshold = min(
                 1000.0, _toward(user.event_fusion_threshold, top, f["tokens"]))
-        cap = float(user.max_active_tokens or NUM_TOKENS)
-        cap = _linear_toward(cap, cheap.max_active_tokens, f["tokens"])
+        user_cap = user.max_active_tokens or NUM_TOKENS
+        cap = _linear_toward(float(user_cap), cheap.max_active_tokens, f["tokens"])
         cap = _linear_toward(cap, cheap.squeeze_max_active_tokens, f["squeeze"])
-        if cap < (user.max_active_tokens or NUM_TOKENS):
+        if cap < user_cap:
             k.max_active_tokens = round(cap)
         fused = _linear_toward(float(user.max_fused_tokens), cheap.max_fused_tokens, f["fused"])
         fused = _linear_toward(fused, cheap.squeeze_max_fused_tokens, f["squeeze"])
