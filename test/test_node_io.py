@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
@@ -141,6 +142,32 @@ def test_input_age_and_queue_time_are_reported(ros, lifecycle, tinygpt):
     assert ros.spin_until(lambda: len(io.statuses(": frame")) == 2)
     values = status_values(io.statuses(": frame")[1][1])
     assert "input_age_ms" not in values and float(values["queue_ms"]) >= 0.0
+
+
+def test_caption_on_change_sends_only_a_changed_caption(ros, lifecycle, tinygpt):
+    """caption_publish on_change: eight copies of one frame give eight frame statuses but a
+    caption only where its text changed (once the window holds nothing but that frame, the
+    caption cannot change), and what arrived is exactly what the statuses say went out. Set
+    back to every_frame at run time, the next frame's caption goes out although unchanged."""
+    node, io = _start(ros, lifecycle, tinygpt, caption_publish="on_change")
+    assert io.connected(io.image)
+    for i in range(8):
+        io.image.publish(_frame(stamp=Time(sec=60 + i)))
+        assert ros.spin_until(lambda n=i + 1: len(io.statuses(": frame")) == n)
+    published = [status_values(s)["caption_published"] for _, s in io.statuses(": frame")]
+    ros.spin_for(0.3)  # a caption sent with the last status has time to arrive
+    assert published[0] == "true" and published.count("false") >= 3
+    assert len(io.captions) == published.count("true")
+    assert all(a != b for a, b in zip(io.captions, io.captions[1:], strict=False))
+    assert node.set_parameters([Parameter("caption_publish", value="every_frame")])[0].successful
+    io.image.publish(_frame(stamp=Time(sec=70)))
+    assert ros.spin_until(lambda: len(io.statuses(": frame")) == 9)
+    assert status_values(io.statuses(": frame")[-1][1])["caption_published"] == "true"
+    assert ros.spin_until(lambda: len(io.captions) == published.count("true") + 1)
+    assert io.captions[-1] == io.captions[-2]
+    bad = node.set_parameters([Parameter("caption_publish", value="sometimes")])[0]
+    assert not bad.successful and "one of" in bad.reason
+    assert node.get_parameter("caption_publish").value == "every_frame"
 
 
 def test_jetson_power_rails_give_measured_energy(ros, lifecycle, tinygpt, tmp_path):

@@ -630,9 +630,11 @@ def run_combination(config: str, qos: str, transport: str, streams: Sequence[Sou
                             list(client.received.caption_times), list(client.received.summaries),
                             list(client.received.errors))
             published = dict(client.published)
-        # The node publishes one caption per camera frame, just before its diagnostics, both
-        # reliable: the k-th caption belongs to the k-th frame diagnostics received.
-        caption_index = {s: i for i, (s, _, _) in enumerate(rec.frame_diags)}
+        # The node publishes a frame's caption, if it publishes one (caption_publish), just
+        # before its diagnostics, both reliable: the k-th caption belongs to the k-th frame
+        # diagnostics that say it went out.
+        sent = [s for s, _, v in rec.frame_diags if v.get("caption_published", "true") == "true"]
+        caption_index = {s: i for i, s in enumerate(sent)}
         for name, wall, mono, n_img, n_ev in spans:
             end = wall[1] + int(drain_s * 1e9)
             drops = (_last_count(rec, "dropped_frames", wall[0]),

@@ -8,7 +8,8 @@ flops_encoder, flops_dense, flops_ratio, latency_ms_<stage> (every stage of spec
 latency_ms_total, caption_reused, decoder_passes, dropped_frames, errors, energy_mj,
 energy_source, ros_overhead_ms (conversion + publishing the outputs + diagnostics_ms, the
 previous per-frame diagnostics' build and publish), plus modality, frame_index, full_refresh,
-conversion_ms, diagnostics_ms, the node's input_age_ms (source stamp to its subscription
+conversion_ms, diagnostics_ms, caption_published (whether the caption went out: see the
+node's caption_publish), the node's input_age_ms (source stamp to its subscription
 callback, on its clock) and queue_ms (callback to the worker), for camera frames the
 ego-motion compensation (motion_compensation, motion_dx, motion_dy, motion_scale,
 motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event windows

@@ -65,7 +65,7 @@ from tinygpt_ros.spec.types import Engine, FrameResult
 EngineFactory = Callable[..., Engine]
 RUNTIME_PARAMS = (
     "budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
-    "caption_marker", "budget_mode", "budget_target_ms", "budget_target_gflops",
+    "caption_marker", "caption_publish", "budget_mode", "budget_target_ms", "budget_target_gflops",
     "budget_target_mw", "budget_target_gpu_pct", "event_sensor_width", "event_sensor_height",
     "event_sensor_mapping", *conv.LIMIT_NAMES,
 )
@@ -145,6 +145,7 @@ class TinyGptNode(LifecycleNode):
         self.overlays_built = 0
         self.markers_built = 0
         self._diagnostics_ms = 0.0  # building and publishing the last per-frame diagnostics
+        self._caption: str | None = None  # the last caption published since activation
 
         validate = params.make_validator()
         compat.add_parameter_callbacks(
@@ -248,6 +249,7 @@ class TinyGptNode(LifecycleNode):
         with self._proc_lock:
             if self._engine is not None:
                 self._engine.reset()  # frames before the pause are no valid reference
+            self._caption = None  # on_change: the first caption after activation goes out
         ret = super().on_activate(state)  # enables the lifecycle publishers
         streaming_allocator(True)  # frame buffers reused from the heap (ros/memory.py)
         self._active.set()
@@ -550,7 +552,9 @@ class TinyGptNode(LifecycleNode):
             if controller is not None and source != diag.ENERGY_SOURCE:
                 controller.note_energy(result.record.modality, energy[0])
         t1 = time.perf_counter()
-        self._publish_outputs(result, msg.header, runtime["caption_marker"])
+        caption_published = self._publish_outputs(
+            result, msg.header, runtime["caption_marker"],
+            on_change=runtime["caption_publish"] == "on_change")
         self._publish_overlay(inp.kind, data, result, msg.header)
         # A frame's own diagnostics cannot carry their cost, so each carries the last one's: at a
         # camera rate consecutive frames cost alike, and no publish goes uncounted.
@@ -572,6 +576,8 @@ class TinyGptNode(LifecycleNode):
         )
         status.values += diag.key_values(self._transport.diagnostics())
         status.values += diag.key_values(_latency_parts(queue_ms, item, msg.header))
+        if result.caption is not None:
+            status.values += diag.key_values([("caption_published", caption_published)])
         if inp.kind == "compressed":
             status.values += diag.key_values([("decode_scale", pixel_scale)])
         if batch is not None:
@@ -581,13 +587,22 @@ class TinyGptNode(LifecycleNode):
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(msg.header), [status]))
         self._diagnostics_ms = (time.perf_counter() - t_diag) * 1e3
 
-    def _publish_outputs(self, result: FrameResult, header: Header, marker: bool) -> None:
-        """Caption and gesture go out on every frame that has one. The marker, the token map and
-        the overlay are built and sent only while someone subscribes: each costs a message build
-        and a publish to every other process (0.25 ms for the marker, measured in the node under
-        `bench-node`'s 30 Hz camera), which with nobody listening is pure ROS overhead."""
-        if result.caption is not None:
+    def _publish_outputs(self, result: FrameResult, header: Header, marker: bool,
+                         on_change: bool = False) -> bool:
+        """Gesture goes out on every event window. The caption goes out on every frame, or with
+        `on_change` only when its text differs from the last one published since activation:
+        a still scene's reused caption repeated at the camera's rate is noise to a consumer
+        that acts on each message (speech, a planner), and each publish is ROS overhead. The
+        marker follows the caption. The marker, the token map and the overlay are built and sent
+        only while someone subscribes: each costs a message build and a publish to every other
+        process (0.25 ms for the marker, measured in the node under `bench-node`'s 30 Hz
+        camera), which with nobody listening is pure ROS overhead. Returns whether a caption
+        went out."""
+        published = False
+        if result.caption is not None and not (on_change and result.caption == self._caption):
             self._pubs["caption"].publish(String(data=result.caption))
+            self._caption = result.caption
+            published = True
             marker_pub = self._pubs["marker"]
             if marker and marker_pub.get_subscription_count() > 0:
                 self.markers_built += 1
@@ -598,6 +613,7 @@ class TinyGptNode(LifecycleNode):
         if result.token_mask is not None and token_pub.get_subscription_count() > 0:
             self.token_maps_built += 1
             token_pub.publish(conv.token_mask_to_image(result.token_mask, _copy_header(header)))
+        return published
 
     def _publish_overlay(self, kind: str, data: np.ndarray, result: FrameResult,
                          header: Header) -> None:

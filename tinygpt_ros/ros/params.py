@@ -34,6 +34,7 @@ from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 
 PACKAGE = "tinygpt_ros"
 NEXT_FRAME = "next frame"
+CAPTION_PUBLISH_MODES = ("every_frame", "on_change")
 NEXT_CONFIGURE = "next configure"
 
 # Rough energy per GFLOP for an edge GPU at batch 1 (about 10 W at about 100 GFLOP/s sustained on
@@ -227,6 +228,15 @@ def _ros_specs() -> list[ParamSpec]:
             "caption_marker", bool, True,
             "Also publish each caption as a visualization_msgs/Marker (TEXT_VIEW_FACING) on "
             "caption_marker, stamped with the source image's header, for RViz.",
+        ),
+        ParamSpec(
+            "caption_publish", str, "every_frame",
+            "When the caption (and its marker) go out: 'every_frame', one per camera frame, a "
+            "reused caption repeated; 'on_change', only when the text differs from the last one "
+            "published since activation (for consumers that act on each message, such as "
+            "speech). The per-frame diagnostics say which frames published "
+            "(caption_published).",
+            choices=CAPTION_PUBLISH_MODES,
         ),
     ]
 
