@@ -250,7 +250,7 @@ def test_existing_report_is_not_overwritten(sample_report, tiny_model, tmp_path)
 
 def _damaged_bag(path: Path) -> Path:
     """6 camera frames from the sample bag (no events topic): frame 2's CDR bytes cut short
-    (fails to deserialize), frame 4 re-encoded as yuv422 (fails to convert)."""
+    (fails to deserialize), frame 4 re-encoded as 32FC1 (fails to convert)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -269,7 +269,7 @@ def _damaged_bag(path: Path) -> Path:
             if i == 2:
                 raw = raw[:40]
             elif i == 4:
-                img = dataclasses.replace(ts.deserialize_cdr(raw, msgtype), encoding="yuv422")
+                img = dataclasses.replace(ts.deserialize_cdr(raw, msgtype), encoding="32FC1")
                 raw = bytes(ts.serialize_cdr(img, msgtype))
             writer.write(conn, m.timestamp_ns, raw)
     spans = [SAMPLE_REFS["gestures"][0], {"start_ns": 1, "end_ns": 2, "label": "hand_clap"}]
@@ -308,7 +308,7 @@ def test_damaged_bags_are_listed_and_the_rest_evaluated(damaged_report):
     issues = {(i["bag"], i["kind"]): i for i in saved["issues"]}
     assert "salvaged" in issues[("truncated_bag", "bag_truncated")]["message"]
     assert issues[("damaged_bag", "deserialize")]["count"] == 1
-    assert "yuv422" in issues[("damaged_bag", "conversion_encoding")]["examples"][0]
+    assert "32FC1" in issues[("damaged_bag", "conversion_encoding")]["examples"][0]
     assert issues[("damaged_bag", "topic_missing")]["message"].startswith("events topic")
     assert issues[("garbage_bag", "bag_unreadable")]["severity"] == "error"
     missing = issues[("damaged_bag", "ref_span_not_in_bag")]

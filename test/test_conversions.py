@@ -77,6 +77,72 @@ def test_mono16_scaling_little_and_big_endian():
     assert big[0, 3].tolist() == [0x12] * 3
 
 
+def test_rgb16_and_bgr16_keep_the_high_bytes():
+    wide = RGB.astype(np.uint16) * 257 + 3  # high byte = the 8-bit value
+    assert np.array_equal(conv.image_to_rgb(_image(wide, "rgb16")), RGB)
+    assert np.array_equal(conv.image_to_rgb(_image(wide[:, :, ::-1], "bgr16")), RGB)
+    alpha = np.full((5, 7, 1), 65535, np.uint16)
+    bgra = np.concatenate([wide[:, :, ::-1], alpha], 2).astype(">u2")
+    assert np.array_equal(conv.image_to_rgb(_image(bgra, "bgra16", bigendian=True)), RGB)
+
+
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """A Bayer sensor's raw frame of `rgb`: `pattern` names the 2x2 block's colours in row
+    order, from the image's first pixel (ROS's naming)."""
+    out = np.zeros(rgb.shape[:2], rgb.dtype)
+    for k, colour in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, "rgb".index(colour)]
+    return out
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_mosaics_demosaic_to_their_colour(pattern):
+    """A flat colour survives demosaicing only when the pattern is read the right way round:
+    each of the four wrong readings swaps or mixes the channels of (200, 100, 30)."""
+    colour = (200, 100, 30)
+    rgb = np.empty((8, 10, 3), np.uint8)
+    rgb[...] = colour
+    out = conv.image_to_rgb(_image(_mosaic(rgb, pattern), f"bayer_{pattern}8"))
+    assert out.shape == (8, 10, 3)
+    assert np.abs(out[2:-2, 2:-2].astype(int) - colour).max() <= 2
+    wide = _mosaic(rgb.astype(np.uint16) * 256, pattern)
+    out16 = conv.image_to_rgb(_image(wide, f"bayer_{pattern}16"))
+    assert np.abs(out16[2:-2, 2:-2].astype(int) - colour).max() <= 2
+
+
+@pytest.mark.parametrize(("names", "layout"), [
+    (("yuv422", "uyvy"), "UYVY"),  # U Y0 V Y1
+    (("yuv422_yuy2", "yuyv"), "YUYV"),  # Y0 U Y1 V
+])
+def test_yuv422_byte_orders(names, layout):
+    """Bytes written by hand: luma 200 with neutral chroma (128) is grey, in either order;
+    read in the other order the same bytes would be luma 128 with chroma 200, a colour."""
+    y, c = 200, 128
+    pair = [c, y, c, y] if layout == "UYVY" else [y, c, y, c]
+    raw = np.array(pair * 3, np.uint8).reshape(1, 6, 2).repeat(4, axis=0)  # 4 x 6 pixels
+    for name in names:
+        out = conv.image_to_rgb(_image(raw, name))
+        assert out.shape == (4, 6, 3)
+        assert np.ptp(out.astype(int), axis=2).max() <= 1  # grey: R = G = B
+        assert abs(int(out[0, 0, 0]) - 211) <= 15  # luma 200 (video range) is light grey
+    other = "yuyv" if layout == "UYVY" else "uyvy"
+    assert np.ptp(conv.image_to_rgb(_image(raw, other)).astype(int), axis=2).max() > 20
+
+
+def test_yuv422_of_a_colour_frame():
+    """OpenCV's own encoder makes the bytes here; what is checked is that each ROS name reads
+    them in its byte order."""
+    rgb = np.empty((6, 8, 3), np.uint8)
+    rgb[...] = (200, 100, 30)
+    for code, names in ((cv2.COLOR_RGB2YUV_UYVY, ("yuv422", "uyvy")),
+                        (cv2.COLOR_RGB2YUV_YUYV, ("yuv422_yuy2", "yuyv"))):
+        raw = cv2.cvtColor(rgb, code)
+        for name in names:
+            out = conv.image_to_rgb(_image(raw, name))
+            assert np.abs(out.astype(int) - (200, 100, 30)).max() <= 3
+
+
 def test_step_padding_larger_than_row():
     msg = _image(RGB, "rgb8", step=7 * 3 + 11)
     assert np.array_equal(conv.image_to_rgb(msg), RGB)
@@ -88,7 +154,8 @@ def test_step_padding_larger_than_row():
 @pytest.mark.parametrize(
     ("mutate", "kind"),
     [
-        (lambda m: setattr(m, "encoding", "yuv422"), "encoding"),
+        (lambda m: setattr(m, "encoding", "32FC1"), "encoding"),
+        (lambda m: (setattr(m, "encoding", "yuv422"), setattr(m, "step", 8)), "size"),
         (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "size"),
         (lambda m: setattr(m, "step", 5), "size"),  # smaller than width*3
         (lambda m: (setattr(m, "height", 0), setattr(m, "data", b"")), "size"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
@@ -142,6 +143,30 @@ def test_input_age_and_queue_time_are_reported(ros, lifecycle, tinygpt):
     assert ros.spin_until(lambda: len(io.statuses(": frame")) == 2)
     values = status_values(io.statuses(": frame")[1][1])
     assert "input_age_ms" not in values and float(values["queue_ms"]) >= 0.0
+
+
+@pytest.mark.parametrize("encoding", ["yuv422_yuy2", "bayer_rggb8", "rgb16"])
+def test_raw_camera_encodings_are_captioned(ros, lifecycle, tinygpt, encoding):
+    """What USB (YUV 4:2:2) and machine-vision (Bayer, 16-bit) cameras send, undecoded, is
+    captioned like rgb8: a caption and an OK frame status, no error counted."""
+    _, io = _start(ros, lifecycle, tinygpt)
+    assert io.connected(io.image)
+    rgb = np.empty((24, 32, 3), np.uint8)
+    rgb[...] = (200, 30, 30)
+    if encoding == "yuv422_yuy2":
+        raw = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUYV)
+    elif encoding == "bayer_rggb8":
+        raw = np.zeros((24, 32), np.uint8)
+        raw[0::2, 0::2], raw[0::2, 1::2], raw[1::2, 0::2], raw[1::2, 1::2] = 200, 30, 30, 30
+    else:
+        raw = rgb.astype(np.uint16) * 256
+    msg = Image(header=Header(stamp=Time(sec=42), frame_id="cam"), height=24, width=32,
+                encoding=encoding, step=raw[0].nbytes, data=raw.tobytes())
+    io.image.publish(msg)
+    assert ros.spin_until(lambda: io.captions and io.statuses(": frame"))
+    _, status = io.statuses(": frame")[0]
+    assert status.level == DiagnosticStatus.OK, status.message
+    assert status_values(status)["errors"] == "0"
 
 
 def test_caption_on_change_sends_only_a_changed_caption(ros, lifecycle, tinygpt):
@@ -296,7 +321,7 @@ def test_token_map_only_while_subscribed(ros, lifecycle, tinygpt):
 
 def _bad_image_encoding():
     m = _frame()
-    m.encoding = "yuv422"
+    m.encoding = "32FC1"
     return m
 
 

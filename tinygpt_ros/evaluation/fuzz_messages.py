@@ -76,7 +76,10 @@ def _image_cases(rng: np.random.Generator, header: Header, i: int) -> list[FuzzC
     junk = "".join(chr(c) for c in rng.integers(33, 127, int(rng.integers(1, 12))))
     return [
         FuzzCase("image/unknown_encoding", "bad", variant(encoding=junk)),
-        FuzzCase("image/yuv422_encoding", "bad", variant(encoding="yuv422")),
+        FuzzCase("image/depth_encoding", "bad", variant(encoding="32FC1")),
+        FuzzCase("image/yuv422_odd_width", "bad",
+                 variant(encoding="yuv422", width=good.width - 1, step=good.width * 2,
+                         data=data[: good.height * good.width * 2])),
         FuzzCase("image/empty_encoding", "bad", variant(encoding="")),
         FuzzCase("image/zero_height", "bad", variant(height=0)),
         FuzzCase("image/zero_width", "bad", variant(width=0, step=0)),

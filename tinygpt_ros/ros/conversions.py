@@ -47,8 +47,27 @@ _IMAGE_ENCODINGS: dict[str, tuple[str, int, tuple[int, ...] | None]] = {
     "bgra8": ("u1", 4, (2, 1, 0)),
     "mono8": ("u1", 1, None),
     "mono16": ("u2", 1, None),
+    "rgb16": ("u2", 3, (0, 1, 2)),
+    "bgr16": ("u2", 3, (2, 1, 0)),
+    "rgba16": ("u2", 4, (0, 1, 2)),
+    "bgra16": ("u2", 4, (2, 1, 0)),
 }
-IMAGE_ENCODINGS = tuple(_IMAGE_ENCODINGS)
+# What cameras send undecoded: packed YUV 4:2:2 (USB cameras through v4l2_camera / usb_cam) and
+# Bayer mosaics (machine-vision cameras). encoding -> (numpy dtype, channels, OpenCV code to RGB).
+# OpenCV names a Bayer pattern by the 2x2 block one pixel down and right of the image's first
+# (ROS rggb is OpenCV's BG): test_conversions demosaics a mosaic built from a known colour.
+# The old names, not the RGGB-style aliases, exist in every OpenCV a distro ships.
+_CV_ENCODINGS: dict[str, tuple[str, int, int]] = {
+    "yuv422": ("u1", 2, cv2.COLOR_YUV2RGB_UYVY),  # U Y0 V Y1
+    "uyvy": ("u1", 2, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": ("u1", 2, cv2.COLOR_YUV2RGB_YUYV),  # Y0 U Y1 V
+    "yuyv": ("u1", 2, cv2.COLOR_YUV2RGB_YUYV),
+    **{f"bayer_{pattern}{bits}": ("u1" if bits == 8 else "u2", 1, code)
+       for pattern, code in (("rggb", cv2.COLOR_BayerBG2RGB), ("bggr", cv2.COLOR_BayerRG2RGB),
+                             ("gbrg", cv2.COLOR_BayerGR2RGB), ("grbg", cv2.COLOR_BayerGB2RGB))
+       for bits in (8, 16)},
+}
+IMAGE_ENCODINGS = (*_IMAGE_ENCODINGS, *_CV_ENCODINGS)
 
 # sensor_msgs/PointField datatype -> numpy type code
 _POINT_FIELD_TYPES: dict[int, str] = {
@@ -125,7 +144,8 @@ def _buffer(data: Any) -> np.ndarray:
 
 
 def image_to_rgb(msg: Image, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarray:
-    """sensor_msgs/Image -> HxWx3 uint8 RGB. mono16 keeps its 8 most significant bits.
+    """sensor_msgs/Image -> HxWx3 uint8 RGB. 16-bit encodings keep their 8 most significant bits;
+    YUV 4:2:2 is converted and Bayer mosaics demosaiced by OpenCV (bilinear).
 
     rgb8 rows without padding come back as a read-only view of the message's own buffer, not a
     copy: rclpy builds a fresh message for every callback, so the buffer is nobody else's, and
@@ -134,16 +154,22 @@ def image_to_rgb(msg: Image, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarra
     STTF frame; every consumer (the engine, the overlay) only reads the frame. Every other
     encoding is converted into a new array."""
     limits.check("max_message_bytes", len(msg.data), "Image.data size in bytes")
-    spec = _IMAGE_ENCODINGS.get(msg.encoding)
-    if spec is None:
+    cv_code = None
+    if msg.encoding in _CV_ENCODINGS:
+        code, channels, cv_code = _CV_ENCODINGS[msg.encoding]
+        order = None
+    elif msg.encoding in _IMAGE_ENCODINGS:
+        code, channels, order = _IMAGE_ENCODINGS[msg.encoding]
+    else:
         raise ConversionError(
             "encoding",
             f"Image.encoding {msg.encoding!r} is not supported; use one of {IMAGE_ENCODINGS}",
         )
-    code, channels, order = spec
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ConversionError("size", f"Image.height x Image.width is {height}x{width} (empty)")
+    if channels == 2 and width % 2:  # YUV 4:2:2: two pixels share one U and one V
+        raise ConversionError("size", f"Image.width {width} is odd; {msg.encoding} needs pairs")
     limits.check("max_image_pixels", height * width, f"Image {width}x{height}: pixel count")
     dtype = np.dtype(code).newbyteorder(">" if msg.is_bigendian else "<")
     row_bytes = width * channels * dtype.itemsize
@@ -162,6 +188,8 @@ def image_to_rgb(msg: Image, limits: InputLimits = NO_LIMITS_GIVEN) -> np.ndarra
     pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
     if dtype.itemsize == 2:
         pixels = (pixels >> 8).astype(np.uint8)
+    if cv_code is not None:
+        return cv2.cvtColor(pixels[..., 0] if channels == 1 else pixels, cv_code)
     if order is None:
         return np.repeat(pixels, 3, axis=2)
     if channels == 3 and order == (0, 1, 2):
