@@ -589,15 +589,15 @@ class TinyGptNode(LifecycleNode):
 
     def _publish_outputs(self, result: FrameResult, header: Header, marker: bool,
                          on_change: bool = False) -> bool:
-        """Gesture goes out on every event window. The caption goes out on every frame, or with
-        `on_change` only when its text differs from the last one published since activation:
-        a still scene's reused caption repeated at the camera's rate is noise to a consumer
-        that acts on each message (speech, a planner), and each publish is ROS overhead. The
-        marker follows the caption. The marker, the token map and the overlay are built and sent
-        only while someone subscribes: each costs a message build and a publish to every other
-        process (0.25 ms for the marker, measured in the node under `bench-node`'s 30 Hz
-        camera), which with nobody listening is pure ROS overhead. Returns whether a caption
-        went out."""
+        """The caption goes out on every camera frame, or with `on_change` only when its text
+        differs from the last one published since activation: a still scene's reused caption
+        repeated at the camera's rate is noise to a consumer that acts on each message (speech,
+        a planner), and each publish is ROS overhead. The marker follows the caption; the
+        gesture goes out on every event window. The marker, the token map and the overlay are
+        built and sent only while someone subscribes: each costs a message build and a publish
+        to every other process (0.25 ms for the marker, measured in the node under
+        `bench-node`'s 30 Hz camera), which with nobody listening is pure ROS overhead. Returns
+        whether a caption went out."""
         published = False
         if result.caption is not None and not (on_change and result.caption == self._caption):
             self._pubs["caption"].publish(String(data=result.caption))

@@ -34,8 +34,8 @@ from tinygpt_ros.spec.config import KNOB_SPECS, Knobs
 
 PACKAGE = "tinygpt_ros"
 NEXT_FRAME = "next frame"
-CAPTION_PUBLISH_MODES = ("every_frame", "on_change")
 NEXT_CONFIGURE = "next configure"
+CAPTION_PUBLISH_MODES = ("every_frame", "on_change")
 
 # Rough energy per GFLOP for an edge GPU at batch 1 (about 10 W at about 100 GFLOP/s sustained on
 # a Jetson Orin Nano class module). Only an estimate until a power sensor reader is plugged in.
