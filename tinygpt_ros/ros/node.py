@@ -574,16 +574,15 @@ class TinyGptNode(LifecycleNode):
             dropped_frames=self.dropped_frames, errors=self.stats.error_total,
             hardware_id=self._hardware_id, energy=energy,
         )
-        status.values += diag.key_values(self._transport.diagnostics())
-        status.values += diag.key_values(_latency_parts(queue_ms, item, msg.header))
+        extra = [*self._transport.diagnostics(), *_latency_parts(queue_ms, item, msg.header)]
         if result.caption is not None:
-            status.values += diag.key_values([("caption_published", caption_published)])
+            extra.append(("caption_published", caption_published))
         if inp.kind == "compressed":
-            status.values += diag.key_values([("decode_scale", pixel_scale)])
+            extra.append(("decode_scale", pixel_scale))
         if batch is not None:
-            status.values += diag.key_values([
-                ("events_in", batch.events_in), ("events_used", batch.events_used),
-                ("event_sensor", f"{batch.sensor[0]}x{batch.sensor[1]}")])
+            extra += [("events_in", batch.events_in), ("events_used", batch.events_used),
+                      ("event_sensor", f"{batch.sensor[0]}x{batch.sensor[1]}")]
+        status.values += diag.key_values(extra)
         self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(msg.header), [status]))
         self._diagnostics_ms = (time.perf_counter() - t_diag) * 1e3
 
