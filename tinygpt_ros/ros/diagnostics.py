@@ -16,6 +16,10 @@ motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event 
 gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead)
 or budget_gflops; ERROR for a message that could not be used (values error_kind,
 errors_<kind>).
+
+The builders return `diagnostics_wire.Status` (plain values, not message objects): the node
+publishes them through `diagnostics_wire.DiagnosticsPublisher`, which encodes them straight to
+bytes; `Status.to_msg` gives the message where one is needed.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from std_msgs.msg import Header
+from diagnostic_msgs.msg import DiagnosticStatus
 
+from tinygpt_ros.ros.diagnostics_wire import Status
 from tinygpt_ros.spec.config import BRANCH_NAMES
 from tinygpt_ros.spec.types import STAGES, FrameResult
 
+# levels as received messages carry them (one-byte bytes), for consumers of /diagnostics
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+_OK, _WARN, _ERROR = 0, 1, 2  # the same levels in a Status
 ENERGY_SOURCE = "estimate"
 
 
@@ -45,8 +51,8 @@ def fmt(value: object) -> str:
     return str(value)
 
 
-def key_values(pairs: Iterable[tuple[str, object]]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=fmt(v)) for k, v in pairs]
+def formatted(pairs: Iterable[tuple[str, object]]) -> list[tuple[str, str]]:
+    return [(k, fmt(v)) for k, v in pairs]
 
 
 def energy_mj(flops: float, j_per_gflop: float) -> float:
@@ -73,7 +79,7 @@ def frame_status(
     hardware_id: str = "",
     energy: tuple[float, str] | None = None,
     diagnostics_ms: float = 0.0,
-) -> DiagnosticStatus:
+) -> Status:
     """The per-frame status for one engine step. `energy` = (millijoules, source) measured by a
     power monitor; None = the FLOPs estimate."""
     rec = result.record
@@ -136,14 +142,11 @@ def frame_status(
         over.append(f"budget target {b['budget_target']:g} {b['budget_unit']} unreachable: "
                     f"{b['budget_measured']:.3g} at the cheapest setting the knobs allow")
     if over:
-        level, message = WARN, "over budget: " + "; ".join(over)
+        level, message = _WARN, "over budget: " + "; ".join(over)
     else:
-        level = OK
+        level = _OK
         message = f"{rec.branch}, {rec.tokens_recomputed}/{rec.tokens_in} tokens recomputed"
-    return DiagnosticStatus(
-        level=level, name=f"{name}: frame", message=message, hardware_id=hardware_id,
-        values=key_values(pairs),
-    )
+    return Status(level, f"{name}: frame", message, hardware_id, formatted(pairs))
 
 
 def error_status(
@@ -156,7 +159,7 @@ def error_status(
     topic: str = "",
     hardware_id: str = "",
     details: Iterable[tuple[str, object]] = (),
-) -> DiagnosticStatus:
+) -> Status:
     """ERROR status for a message the node could not use (it was skipped). `details`: extra
     pairs about this error (for error_kind 'limit': limit, limit_value, value)."""
     pairs: list[tuple[str, object]] = [
@@ -167,14 +170,7 @@ def error_status(
         ("dropped_frames", int(dropped_frames)),
     ]
     pairs += [(f"errors_{k}", v) for k, v in sorted(errors_by_kind.items())]
-    return DiagnosticStatus(
-        level=ERROR, name=f"{name}: frame", message=message, hardware_id=hardware_id,
-        values=key_values(pairs),
-    )
-
-
-def diagnostic_array(header: Header, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
-    return DiagnosticArray(header=header, status=statuses)
+    return Status(_ERROR, f"{name}: frame", message, hardware_id, formatted(pairs))
 
 
 def status_values(status: DiagnosticStatus) -> dict[str, str]:
@@ -238,7 +234,7 @@ class FrameStats:
     def summary_status(
         self, name: str, *, dropped: int, budget: Budget, hardware_id: str = "",
         mailbox_depth: int = 0,
-    ) -> DiagnosticStatus:
+    ) -> Status:
         """`<name>: summary` over the frames since the previous call (fps) and the window."""
         now = self._now()
         with self._lock:
@@ -284,12 +280,9 @@ class FrameStats:
             ("budget_in_pct", 100.0 * sum(held) / len(held) if held else 0.0),
         ]
         if new_errors > 0:
-            level, message = ERROR, f"{new_errors} bad message(s) since the last summary"
+            level, message = _ERROR, f"{new_errors} bad message(s) since the last summary"
         elif budget.budget_ms > 0 and p95 > budget.budget_ms:
-            level, message = WARN, f"latency p95 {p95:.1f} ms > budget {budget.budget_ms:g} ms"
+            level, message = _WARN, f"latency p95 {p95:.1f} ms > budget {budget.budget_ms:g} ms"
         else:
-            level, message = OK, f"{fps:.1f} fps, {pct_mean:.0f}% tokens recomputed"
-        return DiagnosticStatus(
-            level=level, name=f"{name}: summary", message=message, hardware_id=hardware_id,
-            values=key_values(pairs),
-        )
+            level, message = _OK, f"{fps:.1f} fps, {pct_mean:.0f}% tokens recomputed"
+        return Status(level, f"{name}: summary", message, hardware_id, formatted(pairs))

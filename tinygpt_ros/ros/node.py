@@ -46,6 +46,7 @@ from tinygpt_ros.ops.event_codecs import Evt3Decoder
 from tinygpt_ros.ros import compat, log_bridge, overlay, params
 from tinygpt_ros.ros import conversions as conv
 from tinygpt_ros.ros import diagnostics as diag
+from tinygpt_ros.ros.diagnostics_wire import DiagnosticsPublisher
 from tinygpt_ros.ros.executor import HandOffExecutor
 from tinygpt_ros.ros.mailbox import LatestMailbox
 from tinygpt_ros.ros.markers import caption_marker
@@ -130,6 +131,7 @@ class TinyGptNode(LifecycleNode):
         self._power: PowerMonitor | None = None
         self._inputs: list[_Input] = []
         self._pubs: dict[str, Any] = {}
+        self._diagnostics: DiagnosticsPublisher | None = None  # over _pubs["diagnostics"]
         self._timer: Any = None
         self._worker: threading.Thread | None = None
         self._hardware_id = ""
@@ -379,6 +381,7 @@ class TinyGptNode(LifecycleNode):
                 DiagnosticArray, "/diagnostics", 10, **group
             ),
         }
+        self._diagnostics = DiagnosticsPublisher(self._pubs["diagnostics"])
         qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
             depth=int(values["qos_depth"]),
@@ -460,6 +463,7 @@ class TinyGptNode(LifecycleNode):
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
+        self._diagnostics = None
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
@@ -582,8 +586,8 @@ class TinyGptNode(LifecycleNode):
         if batch is not None:
             extra += [("events_in", batch.events_in), ("events_used", batch.events_used),
                       ("event_sensor", f"{batch.sensor[0]}x{batch.sensor[1]}")]
-        status.values += diag.key_values(extra)
-        self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(msg.header), [status]))
+        status.values += diag.formatted(extra)
+        self._diagnostics.publish(msg.header, [status])
         self._diagnostics_ms = (time.perf_counter() - t_diag) * 1e3
 
     def _publish_outputs(self, result: FrameResult, header: Header, marker: bool,
@@ -639,16 +643,16 @@ class TinyGptNode(LifecycleNode):
             dropped_frames=self.dropped_frames, topic=inp.subscription.topic_name,
             hardware_id=self._hardware_id, details=details,
         )
-        self._pubs["diagnostics"].publish(diag.diagnostic_array(_copy_header(header), [status]))
+        self._diagnostics.publish(header, [status])
 
     def _clock_s(self) -> float:
         """The node's ROS time in seconds: simulated time (/clock) when use_sim_time is set."""
         return self.get_clock().now().nanoseconds / 1e9
 
     def _publish_summary(self) -> None:
-        # One read of the dict: a cleanup on another executor thread may empty it meanwhile.
-        pub = self._pubs.get("diagnostics")
-        if not self._active.is_set() or pub is None:
+        # One read: a cleanup on another executor thread may reset it meanwhile.
+        out = self._diagnostics
+        if not self._active.is_set() or out is None:
             return
         with self._lock:
             budget = diag.Budget(
@@ -660,11 +664,12 @@ class TinyGptNode(LifecycleNode):
             hardware_id=self._hardware_id,
             mailbox_depth=max((len(inp.mailbox) for inp in self._inputs), default=0),
         )
-        status.values += diag.key_values([("threads", self._threads),
-                                          *self._transport.diagnostics()])
+        status.values += diag.formatted([("threads", self._threads),
+                                         ("diagnostics_encoding", out.encoding),
+                                         *self._transport.diagnostics()])
         header = Header(stamp=self.get_clock().now().to_msg())
         try:
-            pub.publish(diag.diagnostic_array(header, [status]))
+            out.publish(header, [status])
         except InvalidHandle:  # destroyed by a cleanup after the read above
             pass
         trim_free_memory()  # the streaming policy keeps freed buffers: not past a second
