@@ -85,6 +85,30 @@ def test_bench_node_runs_the_graph_and_reports(ros, tmp_path, monkeypatch):
     assert "Engine ms per stage" in text
 
 
+def test_bench_node_measures_a_node_without_frame_diagnostics(ros, tmp_path, monkeypatch):
+    """With frame_diagnostics false the node sends no per-frame status, and the bench takes
+    what the 1 Hz summaries report: the images processed and their ROS overhead, with the
+    per-frame figures left unmeasured rather than guessed."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain_id))
+    out = tmp_path / "bench"
+    args = ["bench-node", "--configs", "sttf+anc", "--qos", "reliable", "--transports", "raw",
+            "--streams", "still", "--seconds", "4", "--param", "frame_diagnostics=false",
+            "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "node_bench.json").read_text())
+    (run,) = report["runs"]
+    assert run["frame_diagnostics"] is False
+    s = run["streams"]["still"]
+    assert s["source"] == "summary" and s["summaries_used"] >= 1
+    assert 0 < s["images_processed"] <= s["images_published"]
+    assert s["events_processed"] is None and s["latency_ms_p50"] is None
+    assert s["ros_overhead_ms_p50"] > 0 and 0 < s["ros_overhead_share_p50"] < 1
+    sttf = report["targets"]["reliable/raw"]["sttf+anc"]
+    assert sttf["published"] == s["images_published"]  # event windows: processed unknown
+    text = (out / "node_bench.md").read_text()
+    assert "`frame_diagnostics: false`" in text and "from the 1 Hz summaries" in text
+
+
 def test_stage_percentiles_single_out_the_slowest_frames():
     frames = [{"latency_ms_total": "10", "latency_ms_motion": "4", "latency_ms_decoder": "1"}
               for _ in range(40)]
@@ -108,7 +132,10 @@ def test_a_publisher_profile_reaches_the_bench_process_but_not_the_node(monkeypa
     profile.write_text("<dds/>")
     set_here = node_bench.use_publisher_profile(profile)
     assert all(os.environ[v] == str(profile.resolve()) for v in node_bench.PROFILE_VARS)
+    monkeypatch.delenv("ROS_DOMAIN_ID", raising=False)  # none set: the run's own goes in
     env = node_bench.node_environment(7, set_here)
     assert not set(node_bench.PROFILE_VARS) & set(env) and env["ROS_DOMAIN_ID"] == "7"
+    monkeypatch.setenv("ROS_DOMAIN_ID", "57")  # one the user set is honoured
+    assert node_bench.node_environment(7, set_here)["ROS_DOMAIN_ID"] == "57"
     args = build_parser().parse_args(["bench-node", "--publisher-profile", str(profile)])
     assert args.publisher_profile == str(profile)

@@ -195,6 +195,34 @@ def test_caption_on_change_sends_only_a_changed_caption(ros, lifecycle, tinygpt)
     assert node.get_parameter("caption_publish").value == "every_frame"
 
 
+def test_frame_diagnostics_off_leaves_the_summary_and_the_errors(ros, lifecycle, tinygpt):
+    """frame_diagnostics false: frames are captioned with no per-frame status, the 1 Hz summary
+    still reports their ROS overhead, a bad message still gets its ERROR status at once, and
+    set back to true at run time the next frame has its status again."""
+    node, io = _start(ros, lifecycle, tinygpt, frame_diagnostics=False)
+    assert io.connected(io.image)
+    for i in range(3):
+        io.image.publish(_frame(stamp=Time(sec=80 + i)))
+        assert ros.spin_until(lambda n=i + 1: len(io.captions) == n)
+    assert ros.spin_until(lambda: any(
+        int(status_values(s)["ros_overhead_frames"]) > 0 for _, s in io.statuses(": summary")))
+    summary = next(status_values(s) for _, s in io.statuses(": summary")
+                   if int(status_values(s)["ros_overhead_frames"]) > 0)
+    assert float(summary["ros_overhead_ms_p50"]) > 0.0
+    assert 0.0 < float(summary["ros_overhead_pct_p50"]) < 100.0
+    assert int(summary["frames"]) >= 3
+    assert io.statuses(": frame") == []
+    io.image.publish(_bad_image_encoding())
+    assert ros.spin_until(lambda: len(io.statuses(": frame")) == 1)
+    assert io.statuses(": frame")[0][1].level == DiagnosticStatus.ERROR
+    assert node.set_parameters([Parameter("frame_diagnostics", value=True)])[0].successful
+    io.image.publish(_frame(stamp=Time(sec=90)))
+    assert ros.spin_until(lambda: len(io.statuses(": frame")) == 2)
+    assert io.statuses(": frame")[1][1].level == DiagnosticStatus.OK
+    assert not node.set_parameters([Parameter("frame_diagnostics", value="no")])[0].successful
+    assert node.get_parameter("frame_diagnostics").value is True
+
+
 def test_jetson_power_rails_give_measured_energy(ros, lifecycle, tinygpt, tmp_path):
     """With INA3221 rails readable (a fake hwmon tree here), energy per frame is measured."""
     dev = tmp_path / "ina3221" / "1-0040" / "hwmon" / "hwmon3"

@@ -22,6 +22,7 @@ camera panning over a photograph, or the frames and event windows of a bag).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -320,6 +321,7 @@ class _Received:
     event_diags: list[tuple[int, int, dict[str, str]]] = field(default_factory=list)
     caption_times: list[int] = field(default_factory=list)
     summaries: list[dict[str, str]] = field(default_factory=list)
+    summary_times: list[int] = field(default_factory=list)  # receipt, wall ns
     errors: list[str] = field(default_factory=list)
 
 
@@ -380,6 +382,7 @@ class BenchClient:
                 values = {kv.key: kv.value for kv in st.values}
                 if st.name.endswith(": summary"):
                     self.received.summaries.append(values)
+                    self.received.summary_times.append(now)
                 elif st.name.endswith(": frame"):
                     if values.get("modality") == "events":
                         self.received.event_diags.append((stamp, now, values))
@@ -536,6 +539,53 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
     }
 
 
+def summary_stream_stats(rec: _Received, t_wall: tuple[int, int], drain_s: float, n_img: int,
+                         n_ev: int, sampler: ProcessSampler, t_mono: tuple[float, float],
+                         warmup_s: float) -> dict[str, Any]:
+    """One stream's figures from the node's 1 Hz summaries alone, for a node run with
+    `frame_diagnostics` false. Each summary covers the frames since the previous one, and the
+    streams are a drain apart, so the summaries received during a stream and its drain count
+    its frames; those received over a second after its warm-up give its ROS overhead (the
+    median of their per-second p50s). The summaries count camera frames only, and latency and
+    the engine need per-frame statuses: those figures are None."""
+    t0, t1 = t_wall
+    during = [v for t, v in zip(rec.summary_times, rec.summaries, strict=True)
+              if t0 < t <= t1 + drain_s * 1e9]
+    steady = [v for t, v in zip(rec.summary_times, rec.summaries, strict=True)
+              if t0 + (warmup_s + 1.0) * 1e9 <= t <= t1 and int(_f(v, "ros_overhead_frames")) > 0]
+    before = [v for t, v in zip(rec.summary_times, rec.summaries, strict=True) if t <= t0]
+    dropped = (int(_f(during[-1], "dropped_frames")) if during else 0) - (
+        int(_f(before[-1], "dropped_frames")) if before else 0)
+    processed = sum(int(_f(v, "ros_overhead_frames")) for v in during)
+    seconds = (t1 - t0) / 1e9
+    cpu, rss = sampler.between(*t_mono)
+    overhead = [_f(v, "ros_overhead_ms_p50") for v in steady]
+    share = [_f(v, "ros_overhead_pct_p50") / 100.0 for v in steady]
+    unknown = dict.fromkeys(
+        ("latency_ms_p50", "latency_ms_p95", "caption_latency_ms_p50", "caption_latency_ms_p95",
+         "events_latency_ms_p50", "engine_ms_p50", "conversion_ms_p50", "diagnostics_ms_p50",
+         "input_age_ms_p50", "queue_ms_p50", "tokens_recomputed_mean"))
+    return {
+        "seconds": round(seconds, 2),
+        "source": "summary",
+        "images_published": n_img,
+        "images_processed": processed,
+        "events_published": n_ev,
+        "events_processed": None,
+        "mailbox_dropped": dropped,  # images and event windows: the node counts them together
+        "lost_before_node": max(n_img - processed - dropped, 0),
+        "processed_fps": round(processed / seconds, 2) if seconds > 0 else None,
+        "ros_overhead_ms_p50": float(np.median(overhead)) if overhead else None,
+        "ros_overhead_share_p50": float(np.median(share)) if share else None,
+        "summaries_used": len(steady),
+        **unknown,
+        "node_cpu_pct": cpu,
+        "node_rss_mb_max": rss,
+        "budget": None,
+        "stage_ms": {},
+    }
+
+
 def stage_percentiles(frames: Sequence[dict[str, str]]) -> dict[str, list[float | None]]:
     """Per engine stage (spec.types.STAGES): [p50, p95, p50 over the slowest 5% of frames by
     total engine time] in ms, from the frames' diagnostics. The last says which stage a
@@ -628,14 +678,20 @@ def run_combination(config: str, qos: str, transport: str, streams: Sequence[Sou
         with client.lock:
             rec = _Received(list(client.received.frame_diags), list(client.received.event_diags),
                             list(client.received.caption_times), list(client.received.summaries),
-                            list(client.received.errors))
+                            list(client.received.summary_times), list(client.received.errors))
             published = dict(client.published)
         # The node publishes a frame's caption, if it publishes one (caption_publish), just
         # before its diagnostics, both reliable: the k-th caption belongs to the k-th frame
         # diagnostics that say it went out.
         sent = [s for s, _, v in rec.frame_diags if v.get("caption_published", "true") == "true"]
         caption_index = {s: i for i, s in enumerate(sent)}
+        per_frame = bool((params or {}).get("frame_diagnostics", True))
+        result["frame_diagnostics"] = per_frame
         for name, wall, mono, n_img, n_ev in spans:
+            if not per_frame:
+                result["streams"][name] = summary_stream_stats(rec, wall, drain_s, n_img, n_ev,
+                                                               sampler, mono, warmup_s)
+                continue
             end = wall[1] + int(drain_s * 1e9)
             drops = (_last_count(rec, "dropped_frames", wall[0]),
                      _last_count(rec, "dropped_frames", end))
@@ -744,8 +800,8 @@ def targets(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     continue
                 st = r["streams"].values()
                 entry[r["config"]] = {
-                    "published": sum(x["images_published"] + x["events_published"] for x in st),
-                    "processed": sum(x["images_processed"] + x["events_processed"] for x in st),
+                    "published": sum(_io_counts(x)[0] for x in st),
+                    "processed": sum(_io_counts(x)[1] for x in st),
                     "mailbox_dropped": sum(x["mailbox_dropped"] for x in st),
                     "lost_before_node": sum(x["lost_before_node"] for x in st),
                     "node_transport_lost": sum(x.get("node_transport_lost", 0) for x in st),
@@ -757,6 +813,15 @@ def targets(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if entry:
                 out[key] = entry
     return out
+
+
+def _io_counts(stream: dict[str, Any]) -> tuple[int, int]:
+    """(published, processed) messages of a stream: event windows only where their processed
+    count is known (not from summaries alone)."""
+    if stream["events_processed"] is None:
+        return stream["images_published"], stream["images_processed"]
+    return (stream["images_published"] + stream["events_published"],
+            stream["images_processed"] + stream["events_processed"])
 
 
 def _ms(v: float | None) -> str:
@@ -790,7 +855,16 @@ def markdown(report: dict[str, Any]) -> str:
         "ROS overhead / (engine + ROS overhead) per frame, p50. CPU = node process, % of one "
         "core."
         + (f" The publishing process had the Fast DDS profile `{s['publisher_profile']}`; the "
-           "node's did not." if s.get("publisher_profile") else ""),
+           "node's did not." if s.get("publisher_profile") else "")
+        + (" Node parameters on top of config/edge.yaml: " + ", ".join(
+            f"`{k}: {json.dumps(v)}`" for k, v in s["params"].items()) + "."
+           if s.get("params") else "")
+        + (" With `frame_diagnostics` false the node sends no per-frame status: its figures "
+           "come from the 1 Hz summaries (processed images; mailbox drops of images and event "
+           "windows together; ROS ms and share of camera frames, the median of the per-second "
+           "p50s after warm-up); latency, engine and the parts of the ROS time are not "
+           "measured (–)."
+           if any(r.get("frame_diagnostics") is False for r in report["runs"]) else ""),
         "",
         "| QoS | images | config | stream | published img/ev | processed img/ev | mailbox drops "
         "| lost (node saw) | fps | latency p50 / p95 ms | to node / queued ms | caption p50 ms "
@@ -804,7 +878,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['qos']} | {r['transport']} | {r['config']} | {name} "
                 f"| {x['images_published']}/{x['events_published']} "
-                f"| {x['images_processed']}/{x['events_processed']} | {x['mailbox_dropped']} "
+                f"| {x['images_processed']}/{_num(x['events_processed'], 'd')} "
+                f"| {x['mailbox_dropped']} "
                 f"| {x['lost_before_node']} ({x.get('node_transport_lost', '–')}) "
                 f"| {x['processed_fps'] or 0:.1f} "
                 f"| {_ms(x['latency_ms_p50'])} / {_ms(x['latency_ms_p95'])} "
@@ -900,7 +975,6 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 def main(args: Any) -> int:
     """`tinygpt-ros bench-node` (arguments: cli/bench_node.py)."""
-    import json
 
     from tinygpt_ros.evaluation.bench import write_markdown_section
 

@@ -1,4 +1,4 @@
-"""Compute-budget diagnostics: per-frame and 1 Hz summary `DiagnosticStatus` builders.
+"""Compute-budget diagnostics: per-frame and 1 Hz summary status builders.
 
 Kept free of node state so the formats are testable and stable: consumers (dashboards, the
 evaluation scripts, `ros2 topic echo /diagnostics`) parse these key names.
@@ -15,7 +15,8 @@ ego-motion compensation (motion_compensation, motion_dx, motion_dy, motion_scale
 motion_rotation_deg, exposure_gain, exposure_offset, reanchored), and for event windows
 gesture / gesture_confidence. Level WARN when over budget_ms (engine latency + ROS overhead)
 or budget_gflops; ERROR for a message that could not be used (values error_kind,
-errors_<kind>).
+errors_<kind>). A node with `frame_diagnostics` false sends no per-frame status (only
+the error ones); its summary still carries the camera frames' ROS overhead.
 
 The builders return `diagnostics_wire.Status` (plain values, not message objects): the node
 publishes them through `diagnostics_wire.DiagnosticsPublisher`, which encodes them straight to
@@ -192,6 +193,9 @@ class FrameStats:
         self._recent: deque[tuple[float, float, str, float]] = deque(maxlen=window)
         # budget controller: True/False per frame held under a budget (None = no budget)
         self._in_budget: deque[bool | None] = deque(maxlen=window)
+        # (ROS overhead ms, its share of engine + overhead) of the camera frames since the last
+        # summary: the ROS budget is set for camera frames, and an event window costs more
+        self._overhead: deque[tuple[float, float]] = deque(maxlen=window)
         self.frames = 0
         self.energy_mj_total = 0.0
         self.energy_source = ENERGY_SOURCE
@@ -202,8 +206,10 @@ class FrameStats:
         self._last_summary_errors = 0
 
     def add_frame(self, result: FrameResult, energy: float,
-                  energy_source: str = ENERGY_SOURCE) -> None:
+                  energy_source: str = ENERGY_SOURCE, ros_overhead_ms: float = 0.0) -> None:
         rec = result.record
+        spent = rec.total_latency_ms + ros_overhead_ms
+        share = ros_overhead_ms / spent if spent > 0 else 0.0
         pct = 100.0 * rec.tokens_recomputed / rec.tokens_in if rec.tokens_in else 0.0
         ratio = rec.total_flops / rec.dense_flops if rec.dense_flops > 0 else 1.0
         with self._lock:
@@ -213,6 +219,8 @@ class FrameStats:
             self._recent.append((pct, ratio, rec.branch, rec.total_latency_ms))
             self._in_budget.append(
                 None if result.budget is None else bool(result.budget.get("budget_in_budget")))
+            if rec.modality == "frame":
+                self._overhead.append((ros_overhead_ms, share))
 
     def add_error(self, kind: str) -> None:
         with self._lock:
@@ -249,6 +257,8 @@ class FrameStats:
             frames, energy, source = self.frames, self.energy_mj_total, self.energy_source
             errors = dict(self.errors)
             ignored = self.ignored_inactive
+            overhead = list(self._overhead)
+            self._overhead.clear()
         branches = Counter(r[2] for r in recent)
         if recent:
             arr = np.array([(r[0], r[1], r[3]) for r in recent], dtype=np.float64)
@@ -256,6 +266,12 @@ class FrameStats:
             p50, p95 = (float(v) for v in np.percentile(arr[:, 2], [50, 95]))
         else:
             pct_mean = ratio_mean = p50 = p95 = 0.0
+        if overhead:
+            ros = np.array(overhead, dtype=np.float64)
+            ros_p50, ros_p95 = (float(v) for v in np.percentile(ros[:, 0], [50, 95]))
+            ros_share = 100.0 * float(np.median(ros[:, 1]))
+        else:
+            ros_p50 = ros_p95 = ros_share = 0.0
         pairs: list[tuple[str, object]] = [
             ("frames", frames),
             ("fps", float(fps)),
@@ -278,6 +294,11 @@ class FrameStats:
         pairs += [
             ("budget_frames", len(held)),  # frames of the window run under a budget
             ("budget_in_pct", 100.0 * sum(held) / len(held) if held else 0.0),
+            # over the camera frames since the previous summary (fps counts every frame)
+            ("ros_overhead_frames", len(overhead)),
+            ("ros_overhead_ms_p50", ros_p50),
+            ("ros_overhead_ms_p95", ros_p95),
+            ("ros_overhead_pct_p50", ros_share),
         ]
         if new_errors > 0:
             level, message = _ERROR, f"{new_errors} bad message(s) since the last summary"

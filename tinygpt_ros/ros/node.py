@@ -66,9 +66,9 @@ from tinygpt_ros.spec.types import Engine, FrameResult
 EngineFactory = Callable[..., Engine]
 RUNTIME_PARAMS = (
     "budget_ms", "budget_gflops", "energy_j_per_gflop", "events_time_reference",
-    "caption_marker", "caption_publish", "budget_mode", "budget_target_ms", "budget_target_gflops",
-    "budget_target_mw", "budget_target_gpu_pct", "event_sensor_width", "event_sensor_height",
-    "event_sensor_mapping", *conv.LIMIT_NAMES,
+    "caption_marker", "caption_publish", "frame_diagnostics", "budget_mode", "budget_target_ms",
+    "budget_target_gflops", "budget_target_mw", "budget_target_gpu_pct", "event_sensor_width",
+    "event_sensor_height", "event_sensor_mapping", *conv.LIMIT_NAMES,
 )
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -570,7 +570,10 @@ class TinyGptNode(LifecycleNode):
         if energy is None:
             energy = (diag.energy_mj(result.record.total_flops, budget.j_per_gflop),
                       diag.ENERGY_SOURCE)
-        self.stats.add_frame(result, energy[0], energy[1])
+        self.stats.add_frame(result, energy[0], energy[1], ros_overhead_ms)
+        if not runtime["frame_diagnostics"]:
+            self._diagnostics_ms = 0.0
+            return
         t_diag = time.perf_counter()
         status = diag.frame_status(
             self.get_name(), result, budget=budget, conversion_ms=conversion_ms,

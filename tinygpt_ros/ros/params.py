@@ -238,6 +238,13 @@ def _ros_specs() -> list[ParamSpec]:
             "(caption_published).",
             choices=CAPTION_PUBLISH_MODES,
         ),
+        ParamSpec(
+            "frame_diagnostics", bool, True,
+            "Publish a status on /diagnostics for every frame (true), or only the 1 Hz summary "
+            "and a status for each bad message (false: one publish fewer per frame; the summary "
+            "still reports the camera frames' ROS overhead, ros_overhead_ms_p50/p95 and "
+            "ros_overhead_pct_p50).",
+        ),
     ]
 
 
