@@ -975,7 +975,6 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 def main(args: Any) -> int:
     """`tinygpt-ros bench-node` (arguments: cli/bench_node.py)."""
-
     from tinygpt_ros.evaluation.bench import write_markdown_section
 
     report = run_node_bench(

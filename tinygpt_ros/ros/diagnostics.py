@@ -243,7 +243,8 @@ class FrameStats:
         self, name: str, *, dropped: int, budget: Budget, hardware_id: str = "",
         mailbox_depth: int = 0,
     ) -> Status:
-        """`<name>: summary` over the frames since the previous call (fps) and the window."""
+        """`<name>: summary` over the frames since the previous call (fps, the ROS overhead)
+        and the window (the rest)."""
         now = self._now()
         with self._lock:
             elapsed = now - self._last_summary_t

@@ -6,8 +6,9 @@ overhead budget is 5% of a frame. Through message objects that costs twice: a `K
 per pair, then rclpy converting each one to C on publish. Measured in the node under
 `tinygpt-ros bench-node` (sttf+anc, reliable raw and jpeg, still and slow, A/B one run each):
 `diagnostics_ms` 0.38-0.44 ms as messages, 0.26-0.35 ms as these bytes. Most of what remains is
-the middleware's write: on the 2-core CI machine a publish that follows 10 ms of other work
-takes 0.14 ms even with nobody subscribed, against 3 us straight after another one.
+the middleware's write, which runs cold once a frame: on the 2-core CI machine a publish 10 ms
+after the previous one takes 0.14 ms even with nobody subscribed, against 3 us straight after
+it.
 
 The bytes are the XCDR1 little-endian encoding that the rmw implementations put on the wire for
 ROS 2 message types. `encoder_agrees` checks that once per process against the active rmw's
