@@ -181,3 +181,18 @@ def test_compare_lists_every_difference():
     same = compare(offline[:2], live[:2])
     assert same["equal"] and same["differences"] == []
     assert same["latency_ms_p50"] == {"frame": 2.5, "events": 2.5}
+
+
+def test_the_live_node_answers_every_frame_whatever_the_knobs(tmp_path):
+    """The lockstep waits for each frame's caption and status: the live node's parameters keep
+    both on every frame even when the configuration's knobs ask otherwise."""
+    import yaml
+
+    from tinygpt_ros.evaluation.live import _params_file
+
+    knobs = {"caption_publish": "on_change", "frame_diagnostics": False,
+             "fusion_threshold": 0.3}
+    path = _params_file(tmp_path, "models/tinygpt", "torch", knobs, None, None)
+    params = yaml.safe_load(Path(path).read_text())["/**/tinygpt_node"]["ros__parameters"]
+    assert params["caption_publish"] == "every_frame" and params["frame_diagnostics"] is True
+    assert params["fusion_threshold"] == 0.3

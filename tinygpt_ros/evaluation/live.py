@@ -191,7 +191,9 @@ def _params_file(directory: Path, model_dir: str, backend: str, knobs: dict[str,
         "qos_reliability": "reliable",  # lockstep: nothing may be lost on the way either
         "qos_depth": 10,
         **knobs,
-        "caption_publish": "every_frame",  # lockstep: each frame is answered by its caption
+        # lockstep: each frame is answered by its caption and its status, whatever the knobs
+        "caption_publish": "every_frame",
+        "frame_diagnostics": True,
     }
     path = directory / "live_params.yaml"
     # A live run is a fresh process: configure also imports the backend (torch), which takes
