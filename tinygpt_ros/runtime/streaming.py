@@ -210,6 +210,9 @@ class StreamingEngine:
             raise ValueError(f"gesture_classes lists {len(self.gesture_classes)} names, the "
                              f"model has {self.cfg.num_gestures}")
         self._knobs = knobs or Knobs()
+        # Beam search runs every decoding step for each beam: the analytical decoder FLOPs (and
+        # dense's, for the ratio) count them, as the run-time meter does.
+        self._beams = int(getattr(kernels, "beam_size", 1))
         # A pretrained family (hf/) brings its own preprocessing. Split in two halves
         # (`frame_unit`: its view of the frame at the 224 px motion size; `unit_input`: its
         # size and normalisation), the motion stage runs in between, as for TinyGPT.
@@ -593,7 +596,8 @@ class StreamingEngine:
                 caption, caption_reused, dec_flops, passes = self._caption(s, fused, sizes,
                                                                            positions, k)
             flops["decoder"] = dec_flops
-            dense_head = F.decode_flops(cfg, n_window, max(1, s.last_caption_len))
+            dense_head = F.beam_decode_flops(cfg, n_window, max(1, s.last_caption_len),
+                                             self._beams)
         elif n_events < k.gesture_min_events:
             # Silence (or noise only): the head was never trained on it and would still name a
             # class with high confidence, so this is a decision of the gate, not of the model.
@@ -685,8 +689,8 @@ class StreamingEngine:
         s.last_caption = self.tokenizer.decode(ids)
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
         s.last_summary = real.copy()
-        return (s.last_caption, False, F.decode_flops(self.cfg, fused.shape[0], rows),
-                passes)
+        return (s.last_caption, False,
+                F.beam_decode_flops(self.cfg, fused.shape[0], rows, self._beams), passes)
 
     def _reuse_movement(self, real: np.ndarray, summary: np.ndarray) -> float:
         self._charge("reuse_check", F.reuse_check_flops(len(real), len(summary), real.shape[1]))
