@@ -186,6 +186,18 @@ def test_configure_time_params_apply_on_next_configure(ros, lifecycle, tinygpt):
     assert not any(s.topic_name == "/image" for s in node.subscriptions)
 
 
+def test_beam_size_reaches_the_engine_at_configure(ros, lifecycle, tinygpt):
+    """beam_size is read at configure (the engine is built with it); out of its range it is
+    refused and the old value kept."""
+    node = tinygpt(beam_size=3)
+    assert lifecycle().configure()
+    assert node._engine.kernels.beam_size == 3
+    pc = ParamClient(ros)
+    for bad in (0, 9):
+        assert not pc.set("beam_size", bad).successful
+    assert node.get_parameter("beam_size").value == 3
+
+
 def test_invalid_override_fails_at_construction(ros, engine_factory, model_dir):
     from rclpy.exceptions import InvalidParameterValueException
     from rclpy.parameter import Parameter

@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="held-out test clips (the reported figures) or validation clips")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--beam-size", type=int, default=1,
+                   help="caption decoding: 1 greedy (what the shipped figures use), more = "
+                        "beam search of that width (the node's beam_size)")
     p.add_argument("--motions", nargs="+", default=["still", "slow", "busy"],
                    help="motion levels to stream: still slow busy (the README table), and the "
                         "camera levels pan tilt zoom shake exposure flicker")
@@ -44,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.record and args.split != "test":
         raise SystemExit("--record stores held-out figures: use it with --split test only")
+    if args.beam_size < 1:
+        raise SystemExit(f"--beam-size must be at least 1, got {args.beam_size}")
+    if args.record and args.beam_size != 1:
+        raise SystemExit("--record stores the shipped (greedy) figures: leave --beam-size at 1")
     apply_thread_limits(DEFAULT_BLAS_THREADS, args.threads)
-    engine = TorchEngine.from_dir(args.model)
+    engine = TorchEngine.from_dir(args.model, beam_size=args.beam_size)
     clips = []
     from tinygpt_ros.data.scenes import MOTIONS
 

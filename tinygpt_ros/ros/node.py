@@ -306,7 +306,8 @@ class TinyGptNode(LifecycleNode):
         values = params.read_all(self)
         model_dir = values["model_dir"] or params.default_model_dir()
         backend = values["backend"]
-        options: dict[str, Any] = {"precision": values["precision"]}
+        options: dict[str, Any] = {"precision": values["precision"],
+                                   "beam_size": int(values["beam_size"])}
         if backend == "onnxruntime":
             options["providers"] = list(values["providers"])
             options["threads"] = int(values["intra_op_threads"]) or None  # 0: ort default

@@ -98,6 +98,13 @@ def _ros_specs() -> list[ParamSpec]:
             choices=("fp32", "fp16"), applies=NEXT_CONFIGURE,
         ),
         ParamSpec(
+            "beam_size", int, 1,
+            "Caption decoding of the TinyGPT models: 1 = greedy (the shipped figures), more = "
+            "beam search of that width (each decoding step runs once per beam; the diagnostics' "
+            "FLOPs count every beam). A pretrained (transformers) model decodes its own way.",
+            1, 8, applies=NEXT_CONFIGURE,
+        ),
+        ParamSpec(
             "intra_op_threads", int, DEFAULT_INTRA_OP_THREADS,
             "Threads of the inference engine's intra-op pool (onnxruntime session option "
             "intra_op_num_threads, torch.set_num_threads). 0 = the library default (one per "
