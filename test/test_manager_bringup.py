@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from tinygpt_ros.ros.bringup import bring_up, fully_qualified, load_params_file, tear_down
+from tinygpt_ros.ros.diagnostics import status_values
 from tinygpt_ros.ros.manager import LifecycleManager
 
 pytest_plugins = ["ros_fixtures"]  # fixtures: engine_factory, model_dir, tinygpt, lifecycle
@@ -57,11 +59,23 @@ def test_manager_reports_failed_transition(ros, tinygpt, lifecycle, tmp_path):
     watcher = ros.make_node("watcher")
     watcher.create_subscription(String, "lifecycle_manager/state", lambda m: states.append(m.data),
                                 LATCHED)
+    diags: list[DiagnosticArray] = []
+    watcher.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     assert ros.spin_until(lambda: manager.state in ("active", "failed"), 15.0)
     assert manager.state == "failed"
     assert "configure" in manager.failures["tinygpt_node"]
     assert lifecycle().state() == "unconfigured"
     assert ros.spin_until(lambda: states and states[-1] == "failed")
+
+    def failed_status():  # the manager's own status on /diagnostics
+        return next((st for a in diags for st in a.status if st.name.endswith(": lifecycle")
+                     and status_values(st).get("state") == "failed"), None)
+
+    assert ros.spin_until(lambda: failed_status() is not None, 5.0)
+    st = failed_status()
+    assert st.level == DiagnosticStatus.ERROR and "tinygpt_node" in st.message
+    values = status_values(st)
+    assert "configure" in values["failure.tinygpt_node"] and "node.tinygpt_node" in values
 
 
 def test_manager_follows_transitions_requested_by_others(ros, tinygpt, lifecycle):

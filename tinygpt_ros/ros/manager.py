@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition, TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
@@ -50,6 +50,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
 
+from tinygpt_ros.ros.diagnostics_wire import DiagnosticsPublisher, Status
 from tinygpt_ros.ros.spin import spin_node_main
 
 STARTUP, SHUTDOWN = "active", "unconfigured"  # goal states
@@ -150,7 +151,8 @@ class LifecycleManager(Node):
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
         self._state_pub = self.create_publisher(String, "~/state", latched)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics = DiagnosticsPublisher(
+            self.create_publisher(DiagnosticArray, "/diagnostics", 10))
         self.create_service(ChangeState, "~/startup", self._on_startup, callback_group=self._group)
         self.create_service(ChangeState, "~/shutdown", self._on_shutdown,
                             callback_group=self._group)
@@ -384,14 +386,12 @@ class LifecycleManager(Node):
             state, failures, nodes = self.state, dict(self.failures), dict(self.node_states)
         level = DiagnosticStatus.ERROR if state == "failed" else DiagnosticStatus.OK
         message = "; ".join(f"{n}: {r}" for n, r in failures.items()) if failures else state
-        values = [KeyValue(key="state", value=state)]
-        values += [KeyValue(key=f"node.{n}", value=s) for n, s in nodes.items()]
-        values += [KeyValue(key=f"failure.{n}", value=r) for n, r in failures.items()]
-        status = DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: lifecycle", message=message, values=values
-        )
+        values = [("state", state)]
+        values += [(f"node.{n}", s) for n, s in nodes.items()]
+        values += [(f"failure.{n}", r) for n, r in failures.items()]
+        status = Status(level[0], f"{self.get_name()}: lifecycle", message, "", values)
         header = Header(stamp=self.get_clock().now().to_msg())
-        self._diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+        self._diagnostics.publish(header, [status])
 
 
 def main(args: list[str] | None = None) -> None:
