@@ -685,7 +685,11 @@ def run_combination(config: str, qos: str, transport: str, streams: Sequence[Sou
         # diagnostics that say it went out.
         sent = [s for s, _, v in rec.frame_diags if v.get("caption_published", "true") == "true"]
         caption_index = {s: i for i, s in enumerate(sent)}
-        per_frame = bool((params or {}).get("frame_diagnostics", True))
+        # what the node was given (edge.yaml and this run's settings), not only the overrides
+        from tinygpt_ros.ros.bringup import load_params_file
+
+        node_params = load_params_file(params_file, f"/{NAMESPACE}/tinygpt_node")
+        per_frame = bool(node_params.get("frame_diagnostics", True))
         result["frame_diagnostics"] = per_frame
         for name, wall, mono, n_img, n_ev in spans:
             if not per_frame:

@@ -40,7 +40,7 @@ from tinygpt_ros.spec.types import STAGES, FrameResult
 
 # levels as received messages carry them (one-byte bytes), for consumers of /diagnostics
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-_OK, _WARN, _ERROR = 0, 1, 2  # the same levels in a Status
+_OK, _WARN, _ERROR = OK[0], WARN[0], ERROR[0]  # the same levels as a Status's int
 ENERGY_SOURCE = "estimate"
 
 
