@@ -24,6 +24,7 @@ from tinygpt_ros.cli import (
     footprint,
     make_sample,
     overlay,
+    probe,
     quality,
     robustness,
     soak,
@@ -50,6 +51,7 @@ COMMANDS: dict[str, ModuleType] = {
     "bench-budget": bench_budget,
     "robustness": robustness,
     "bench-codecs": bench_codecs,
+    "probe": probe,
 }
 
 
