@@ -10,8 +10,6 @@ import pytest
 from tinygpt_ros.cli import main
 from tinygpt_ros.evaluation import token_probe
 
-pytest.importorskip("torch")
-
 
 def test_probe_learns_separable_labels_and_not_random_ones():
     rng = np.random.default_rng(0)

@@ -42,7 +42,7 @@ def collect(model: Any, clips: int, base_seed: int, frames: int = 16,
     import torch
 
     from tinygpt_ros.data.scenes import iter_clips
-    from tinygpt_ros.model.preprocess import frames_to_batch
+    from tinygpt_ros.train.recipe import encode_frames
 
     layers: dict[str, list[np.ndarray]] = {}
     what, colour = [], []
@@ -50,10 +50,8 @@ def collect(model: Any, clips: int, base_seed: int, frames: int = 16,
         for clip in iter_clips("val", clips, base_seed=base_seed, num_frames=frames):
             if clip.labels is None:
                 continue
-            picked = clip.frames[::stride]
-            emb = model.encoder.embed_frames(frames_to_batch(picked))
-            outs = {"embedding": emb, **{f"branch {i}": e for i, e in
-                                         enumerate(model.encoder.forward_exits(emb))}}
+            emb, exits = encode_frames(model, clip.frames[None, ::stride])
+            outs = {"embedding": emb, **{f"branch {i}": e for i, e in enumerate(exits)}}
             for name, t in outs.items():
                 layers.setdefault(name, []).append(t.reshape(-1, t.shape[-1]).numpy())
             labels = clip.labels[::stride].reshape(-1, 2).astype(np.int64)
