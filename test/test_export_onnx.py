@@ -259,3 +259,37 @@ def test_cli_export(exported, tmp_path):
     assert graph_file("decoder_step", "fp16") not in files
     assert files[graph_file("router", "fp32")]["export_command"] == (
         f"tinygpt-ros export --model {copy} --opset 17 --precision fp32")
+
+
+def test_conv_frame_stem_exports_and_both_engines_count_it(tmp_path):
+    """A model with the overlapping conv stem (ModelConfig.frame_stem): its manifest says so,
+    the exported embedding graph matches torch, and both engines charge the stem's FLOPs."""
+    from tinygpt_ros.deploy.factory import load_engine
+    from tinygpt_ros.model.weights import save_model
+    from tinygpt_ros.spec import flops as F
+    from tinygpt_ros.spec.config import ModelConfig
+    from tinygpt_ros.spec.tokenizer import Tokenizer
+
+    tok = Tokenizer.build(["a red square on a blue background"])
+    cfg = ModelConfig(dim=32, heads=2, branch_depths=(1, 2), temporal_window=3, dec_dim=32,
+                      dec_layers=1, dec_heads=2, max_caption_len=6, vocab_size=tok.vocab_size,
+                      num_gestures=2, frame_stem="conv")
+    torch.manual_seed(0)
+    model = TinyGPT(cfg).eval()
+    d = save_model(tmp_path / "conv", model.state_dict(), cfg, tok, gesture_classes=["a", "b"],
+                   data_seed=0, command="test", metrics={})
+    export_model(d, opset=17, precisions=("fp32",), command="test export")
+    assert load_manifest(d)["config"]["frame_stem"] == "conv"
+    x = np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)
+    with torch.no_grad():
+        ref = model.encoder.embed_frames(torch.from_numpy(x)).numpy()
+    got = _session(d, "embed_frames").run(None, {"frames": x})[0]
+    assert np.abs(got - ref).max() < ATOL
+    frame = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    stem = F.patch_embed_flops(cfg, "frame")
+    for backend in ("torch", "onnxruntime"):
+        engine = load_engine(d, backend=backend)
+        assert engine._dc_basis is None  # not linear in the pixels: the plain change test
+        record = engine.process_frame(frame).record
+        assert record.flops["preprocess"] == stem
+        engine.close()

@@ -102,3 +102,17 @@ def test_numpy_stage_formulas():
     assert F.beam_decode_flops(CFG, 10, 5, 1) == F.decode_flops(CFG, 10, 5)
     assert F.beam_decode_flops(CFG, 10, 5, 3) > F.decode_flops(CFG, 10, 5)
     assert F.static_average_flops(4, 196, 128) > 0 and F.router_feature_flops(196, 56 * 56) > 0
+
+
+def test_conv_frame_stem_is_counted_as_it_runs():
+    cfg = dataclasses.replace(CFG, frame_stem="conv", vocab_size=8)
+    model = TinyGPT(cfg).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad(), FlopMeter() as mine:
+        model.encoder.embed_frames(x)
+    with torch.no_grad(), FlopCounterMode(display=False) as ref:
+        model.encoder.embed_frames(x)
+    assert mine.total == ref.get_total_flops() == F.patch_embed_flops(cfg, "frame")
+    # 3 -> 4 -> 8 -> 16 -> 32 channels at 112, 56, 28 and 14 px, 3 x 3 kernels
+    assert F.patch_embed_flops(cfg, "frame") == 2 * 9 * (
+        112**2 * 4 * 3 + 56**2 * 8 * 4 + 28**2 * 16 * 8 + 14**2 * 32 * 16)

@@ -164,3 +164,20 @@ def test_real_gesture_head_if_present():
     measured, _ = _measure(lambda: head(vis, size, pos))
     _close(measured, flops.gesture_head_flops(CFG, 31))
     assert flops.gesture_head_flops(CFG) < flops.gesture_head_flops(CFG, 31)
+
+
+def test_frame_stem_is_a_config_choice_old_manifests_read_as_patch():
+    conv = ModelConfig(dim=32, heads=2, frame_stem="conv")
+    assert conv.to_dict()["frame_stem"] == "conv"
+    assert ModelConfig.from_dict(conv.to_dict()) == conv
+    assert "frame_stem" not in CFG.to_dict()  # the patch stem writes no key
+    assert ModelConfig.from_dict(CFG.to_dict()).frame_stem == "patch"
+    sides = [side for *_, side in conv.frame_stem_layers()]
+    assert sides == [112, 56, 28, 14] and conv.frame_stem_layers()[-1][1] == 32
+    assert VisualEncoder(conv).embed_frames(torch.zeros(1, 3, 224, 224)).shape == (1, 196, 32)
+    # the patch stem's module keeps its key: shipped weights load as before
+    assert isinstance(VisualEncoder(CFG).frame_embed, nn.Conv2d)
+    with pytest.raises(ValueError, match="frame_stem"):
+        VisualEncoder(ModelConfig(dim=32, heads=2, frame_stem="resnet"))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        VisualEncoder(ModelConfig(dim=36, heads=2, frame_stem="conv"))

@@ -23,9 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinygpt_ros.spec.config import EVENT_GRID_SIZE, IMAGE_SIZE, NUM_TOKENS, ModelConfig
+from tinygpt_ros.spec.config import (
+    EVENT_GRID_SIZE,
+    FRAME_STEMS,
+    IMAGE_SIZE,
+    NUM_TOKENS,
+    ModelConfig,
+)
 
-FRAME_PATCH = 16  # 224 / 16 = 14 patches per side
 EVENT_PATCH = 8  # 112 / 8 = 14 patches per side
 MODALITY_FRAME = 0
 MODALITY_EVENTS = 1
@@ -45,6 +50,22 @@ def validate_config(cfg: ModelConfig) -> None:
                          f"{cfg.branch_depths}")
     if mlp_hidden(cfg) < 1:
         raise ValueError(f"ModelConfig.mlp_ratio too small: {cfg.mlp_ratio}")
+    if cfg.frame_stem not in FRAME_STEMS:
+        raise ValueError(f"ModelConfig.frame_stem must be one of {FRAME_STEMS}, got "
+                         f"{cfg.frame_stem!r}")
+    if cfg.frame_stem == "conv" and cfg.dim % 8:
+        raise ValueError(f"the conv frame stem needs a dim divisible by 8, got {cfg.dim}")
+
+
+def frame_stem(cfg: ModelConfig) -> nn.Module:
+    """The frame's token embedding, as `cfg.frame_stem_layers()` lays it out: one convolution
+    (patch), or a chain of them with a GELU between each two (conv)."""
+    layers: list[nn.Module] = []
+    for c_in, c_out, k, stride, _ in cfg.frame_stem_layers():
+        if layers:
+            layers.append(nn.GELU())
+        layers.append(nn.Conv2d(c_in, c_out, k, stride, padding=(k - stride + 1) // 2))
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
 class Attention(nn.Module):
@@ -106,7 +127,7 @@ class VisualEncoder(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         self.depths = tuple(int(x) for x in cfg.branch_depths)
-        self.frame_embed = nn.Conv2d(3, d, FRAME_PATCH, FRAME_PATCH)
+        self.frame_embed = frame_stem(cfg)
         self.event_embed = nn.Conv2d(2, d, EVENT_PATCH, EVENT_PATCH)
         self.pos_embed = nn.Parameter(torch.zeros(NUM_TOKENS, d))
         self.modality_embed = nn.Parameter(torch.zeros(2, d))
@@ -136,7 +157,7 @@ class VisualEncoder(nn.Module):
 
     # ------------------------------------------------------------------ embeddings
 
-    def _embed(self, conv: nn.Conv2d, x: torch.Tensor, modality: int) -> torch.Tensor:
+    def _embed(self, conv: nn.Module, x: torch.Tensor, modality: int) -> torch.Tensor:
         tok = conv(x).flatten(2).transpose(1, 2)  # (B, 196, D), row-major patch order
         return tok + self.pos_embed + self.modality_embed[modality]
 

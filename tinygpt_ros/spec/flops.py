@@ -23,7 +23,6 @@ from tinygpt_ros.spec.config import (
     gesture_head_features,
 )
 
-FRAME_PATCH = 16
 EVENT_PATCH = 8
 DEC_MLP_RATIO = 4  # decoder MLP hidden width = 4 * dec_dim (decoder.py)
 
@@ -40,11 +39,12 @@ def _transformer_block(dim: int, hidden: int, n_query: int, n_keys: int) -> floa
 
 
 def patch_embed_flops(cfg: ModelConfig, modality: str) -> float:
-    """Patch embedding conv for one frame ("frame") or event window ("events"), 196 tokens."""
+    """Token embedding of one frame ("frame": the convolutions of `cfg.frame_stem`) or event
+    window ("events": the 8 x 8 patch convolution), 196 tokens."""
     if modality in ("frame", "frames"):
-        per_token = 3 * FRAME_PATCH * FRAME_PATCH
-        n = (IMAGE_SIZE // FRAME_PATCH) ** 2
-    elif modality in ("events", "event"):
+        return float(sum(2.0 * side * side * c_out * c_in * k * k
+                         for c_in, c_out, k, _, side in cfg.frame_stem_layers()))
+    if modality in ("events", "event"):
         per_token = 2 * EVENT_PATCH * EVENT_PATCH
         n = (EVENT_GRID_SIZE // EVENT_PATCH) ** 2
     else:
