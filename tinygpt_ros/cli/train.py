@@ -9,7 +9,9 @@ from tinygpt_ros.cli.paths import REPO_ROOT, command_line
 HELP = "the training recipe on freshly generated data (or some of its stages from a trained model)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="full", help="full (shipped model) or tiny (tests)")
+    p.add_argument("--preset", default="full",
+                   help="full (the shipped model), fresh (full on a new scene per caption run, "
+                        "conv frame stem: the next retrain) or tiny (tests)")
     p.add_argument("--out", default=str(REPO_ROOT / "models" / "tinygpt"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
