@@ -236,8 +236,9 @@ def test_tokenizer_of_fresh_scenes_knows_every_template_word():
 
 def test_recipe_on_fresh_scenes_with_the_conv_stem_trains_a_model_that_streams(tmp_path,
                                                                                monkeypatch):
-    """The `fresh` preset's two changes at the tiny preset's scale: every stage runs with a new
-    scene per caption run and the conv frame stem, and the written model loads and streams."""
+    """The `fresh` preset's changes at the tiny preset's scale: every stage runs with a new
+    scene per caption run, new labelled scenes every stage-1 step and the conv frame stem, and
+    the written model loads and streams."""
     import dataclasses
 
     from tinygpt_ros.deploy.factory import load_engine
@@ -245,13 +246,27 @@ def test_recipe_on_fresh_scenes_with_the_conv_stem_trains_a_model_that_streams(t
 
     tiny = PRESETS["tiny"]
     monkeypatch.setitem(PRESETS, "tiny-fresh", dataclasses.replace(
-        tiny, fresh_clip_frames=12, model=dataclasses.replace(tiny.model, frame_stem="conv")))
+        tiny, fresh_clip_frames=12, patch_scenes=2,
+        model=dataclasses.replace(tiny.model, frame_stem="conv")))
     d = train("tiny-fresh", tmp_path / "m", seed=1, threads=1, command="test")
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["config"]["frame_stem"] == "conv"
     assert manifest["training"]["preset_config"]["fresh_clip_frames"] == 12
+    assert "patch_scenes" in manifest["metrics"]["train_final_loss"]
     engine = load_engine(str(d), backend="torch")
     clip = render_clip(7, "slow", num_frames=3)
     results = [engine.process_frame(f) for f in clip.frames]
     assert all(isinstance(r.caption, str) for r in results)
     engine.close()
+
+
+def test_labelled_frames_are_new_still_camera_scenes_with_their_labels():
+    from tinygpt_ros.train.recipe import FreshClips
+
+    source = FreshClips(0, 2, ("still", "busy"))
+    frames, labels = source.labelled_frames(3)
+    assert frames.shape == (1, 3, 224, 224, 3) and labels.shape == (1, 3, 196, 2)
+    assert (labels >= 0).all() and source.drawn == 3
+    assert len({f.tobytes() for f in frames[0]}) == 3
+    with pytest.raises(ValueError, match="camera"):
+        FreshClips(0, 2, ("pan",)).labelled_frames(1)
