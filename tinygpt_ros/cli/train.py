@@ -10,8 +10,9 @@ HELP = "the training recipe on freshly generated data (or some of its stages fro
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="full",
-                   help="full (the shipped model), fresh (full on a new scene per caption run, "
-                        "conv frame stem: the next retrain) or tiny (tests)")
+                   help="full (the shipped model), fresh (full with new scenes for every caption "
+                        "run and every stage-1 step, and the conv frame stem: the next retrain) "
+                        "or tiny (tests)")
     p.add_argument("--out", default=str(REPO_ROOT / "models" / "tinygpt"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)

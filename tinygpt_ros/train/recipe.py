@@ -142,9 +142,9 @@ PRESETS: dict[str, Preset] = {
         event_prob=0.3, patch_loss_weight=0.5,
     ),
 }
-# The full recipe with the two changes that let the encoder see shapes (`FreshClips`,
-# `ModelConfig.frame_stem`): what the next retrain of the shipped model runs. Not yet run
-# end to end; stage 1 alone was (README, "What this says", the shapes bullet).
+# The full recipe with the changes meant to let the encoder see shapes (`FreshClips` for the
+# caption runs, `Preset.patch_scenes`, `ModelConfig.frame_stem`): what the next retrain of the
+# shipped model runs. Not yet run end to end (README, "What this says", the shapes bullet).
 PRESETS["fresh"] = dataclasses.replace(
     PRESETS["full"], model=ModelConfig(frame_stem="conv"), fresh_clip_frames=16,
     patch_scenes=24)
@@ -163,7 +163,8 @@ class CaptionBatch:
 
 class FreshClips:
     """An endless supply of new training scenes: the k-th clip drawn is the train split's scene
-    `base_seed + k` (its motion level from the usual mix), rendered when drawn.
+    `base_seed + k`, rendered when drawn; its motion level comes from the usual mix, or in turn
+    from `motions` when given (the per-patch labels need a still camera).
 
     Why: with a pool of 400 clips the encoder learns each training object by heart. Linear
     probes of the shipped encoder read the shape of the object over a patch at 17% on unseen
