@@ -182,10 +182,12 @@ class FreshClips:
         self.motions = tuple(motions or ())  # cycled instead of the mix when given
         self.drawn = 0
 
+    def _motion(self, k: int, seed: int) -> str:
+        return self.motions[k % len(self.motions)] if self.motions else motion_for_seed(seed)
+
     def next(self) -> Clip:
         seed = split_seeds("train", 1, self.base_seed + self.drawn)[0]
-        motion = (self.motions[self.drawn % len(self.motions)] if self.motions
-                  else motion_for_seed(seed))
+        motion = self._motion(self.drawn, seed)
         self.drawn += 1
         return render_clip(seed, motion, num_frames=self.num_frames)
 
@@ -204,8 +206,8 @@ class FreshClips:
         """Every reference caption of the first `n` clips it will draw (no rendering), plus
         each word any template can produce once: what the tokenizer is built from."""
         out = [" ".join(sorted(caption_vocabulary()))]
-        for seed in split_seeds("train", n, self.base_seed):
-            out += [c for seg in clip_segments(seed, motion_for_seed(seed), self.num_frames)
+        for k, seed in enumerate(split_seeds("train", n, self.base_seed)):
+            out += [c for seg in clip_segments(seed, self._motion(k, seed), self.num_frames)
                     for c in seg.captions]
         return out
 
