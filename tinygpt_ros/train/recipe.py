@@ -115,7 +115,8 @@ class Preset:
     # > 0: every stage-1 step also fits the per-patch labels on this many new single-frame
     # scenes (`FreshClips.labelled_frames`). Why: 600 stage-1 steps on fresh caption runs (4
     # scenes a step) left the shape probe where the pool had (20-22% held out), while the
-    # labels alone on 24 new scenes a step reached 80% in 970 steps (README "What this says").
+    # labels alone on 24 new scenes a step reached 80% in 970 steps. Not shown to be enough
+    # yet: 600 stage-1 steps with 24 left it at 17-21% (README "What this says").
     patch_scenes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
