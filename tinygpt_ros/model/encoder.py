@@ -25,7 +25,6 @@ from torch import nn
 
 from tinygpt_ros.spec.config import (
     EVENT_GRID_SIZE,
-    FRAME_STEMS,
     IMAGE_SIZE,
     NUM_TOKENS,
     ModelConfig,
@@ -50,9 +49,7 @@ def validate_config(cfg: ModelConfig) -> None:
                          f"{cfg.branch_depths}")
     if mlp_hidden(cfg) < 1:
         raise ValueError(f"ModelConfig.mlp_ratio too small: {cfg.mlp_ratio}")
-    if cfg.frame_stem not in FRAME_STEMS:
-        raise ValueError(f"ModelConfig.frame_stem must be one of {FRAME_STEMS}, got "
-                         f"{cfg.frame_stem!r}")
+    cfg.frame_stem_layers()  # ValueError for a stem it does not know
     if cfg.frame_stem == "conv" and cfg.dim % 8:
         raise ValueError(f"the conv frame stem needs a dim divisible by 8, got {cfg.dim}")
 
