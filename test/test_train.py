@@ -236,9 +236,9 @@ def test_tokenizer_of_fresh_scenes_knows_every_template_word():
 
 def test_recipe_on_fresh_scenes_with_the_conv_stem_trains_a_model_that_streams(tmp_path,
                                                                                monkeypatch):
-    """The `fresh` preset's changes at the tiny preset's scale: every stage runs with a new
-    scene per caption run, new labelled scenes every stage-1 step and the conv frame stem, and
-    the written model loads and streams."""
+    """The `fresh` preset's changes at the tiny preset's scale: every stage runs (the shapes
+    stage first) with a new scene per caption run, new labelled scenes every stage-1 step and
+    the conv frame stem, and the written model loads and streams."""
     import dataclasses
 
     from tinygpt_ros.deploy.factory import load_engine
@@ -246,13 +246,14 @@ def test_recipe_on_fresh_scenes_with_the_conv_stem_trains_a_model_that_streams(t
 
     tiny = PRESETS["tiny"]
     monkeypatch.setitem(PRESETS, "tiny-fresh", dataclasses.replace(
-        tiny, fresh_clip_frames=12, patch_scenes=2,
+        tiny, fresh_clip_frames=12, patch_scenes=2, steps={**tiny.steps, "shapes": 2},
         model=dataclasses.replace(tiny.model, frame_stem="conv")))
     d = train("tiny-fresh", tmp_path / "m", seed=1, threads=1, command="test")
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["config"]["frame_stem"] == "conv"
     assert manifest["training"]["preset_config"]["fresh_clip_frames"] == 12
-    assert "patch_scenes" in manifest["metrics"]["train_final_loss"]
+    assert {"patch_scenes", "shapes"} <= set(manifest["metrics"]["train_final_loss"])
+    assert next(iter(manifest["training"]["stage_seconds"])) == "shapes"
     engine = load_engine(str(d), backend="torch")
     clip = render_clip(7, "slow", num_frames=3)
     results = [engine.process_frame(f) for f in clip.frames]
@@ -270,3 +271,36 @@ def test_labelled_frames_are_new_still_camera_scenes_with_their_labels():
     assert len({f.tobytes() for f in frames[0]}) == 3
     with pytest.raises(ValueError, match="camera"):
         FreshClips(0, 2, ("pan",)).labelled_frames(1)
+
+
+def test_shapes_stage_trains_the_encoder_alone_on_new_labelled_scenes():
+    """Stage 0 fits the per-patch labels: the encoder and the training head move, the decoder,
+    router and gesture head do not, and the label loss on scenes it never saw falls."""
+    import dataclasses
+
+    from tinygpt_ros.train.recipe import FreshClips, Trainer, encode_frames, patch_loss
+
+    tiny = PRESETS["tiny"]
+    preset = dataclasses.replace(tiny, patch_scenes=4, steps={**tiny.steps, "shapes": 30})
+    trainer = Trainer(preset, seed=2)
+    held_frames, held_labels = FreshClips(9_000_000, 2, ("still",)).labelled_frames(8)
+
+    def held_loss() -> float:
+        with torch.no_grad():
+            exits = encode_frames(trainer.model, held_frames)[1]
+            return float(patch_loss(trainer.patch_head, exits, held_labels))
+
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    loss0 = held_loss()
+    trainer.shapes()
+    after = trainer.model.state_dict()
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"encoder"}
+    assert held_loss() < 0.8 * loss0
+    assert len(trainer.history["shapes"]) == 30 and trainer.patch_scenes.drawn == 120
+    # a preset without the stage's steps skips it; steps without labelled scenes are refused
+    skip = Trainer(tiny, seed=2)
+    skip.shapes()
+    assert "shapes" not in skip.history
+    with pytest.raises(ValueError, match="patch_scenes"):
+        Trainer(dataclasses.replace(tiny, steps={**tiny.steps, "shapes": 1}), seed=2).shapes()

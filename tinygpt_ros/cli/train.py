@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from this trained model's weights (same preset and seed) and run "
                         "only --stages")
     p.add_argument("--stages", nargs="+", default=None, metavar="STAGE",
-                   help="with --init: the stages to run, of pretrain sttf_distill router "
-                        "specialise decoder")
+                   help="with --init: the stages to run, of shapes pretrain sttf_distill "
+                        "router specialise decoder")
 
 
 def run(args: argparse.Namespace) -> int:
