@@ -104,8 +104,10 @@ def test_numpy_stage_formulas():
     assert F.static_average_flops(4, 196, 128) > 0 and F.router_feature_flops(196, 56 * 56) > 0
 
 
-def test_conv_frame_stem_is_counted_as_it_runs():
-    cfg = dataclasses.replace(CFG, frame_stem="conv", vocab_size=8)
+@pytest.mark.parametrize(("stem", "channels"), [("conv", (3, 4, 8, 16, 32)),
+                                                ("lean_conv", (3, 8, 16, 32, 32))])
+def test_conv_frame_stems_are_counted_as_they_run(stem, channels):
+    cfg = dataclasses.replace(CFG, frame_stem=stem, vocab_size=8)
     model = TinyGPT(cfg).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad(), FlopMeter() as mine:
@@ -113,6 +115,7 @@ def test_conv_frame_stem_is_counted_as_it_runs():
     with torch.no_grad(), FlopCounterMode(display=False) as ref:
         model.encoder.embed_frames(x)
     assert mine.total == ref.get_total_flops() == F.patch_embed_flops(cfg, "frame")
-    # 3 -> 4 -> 8 -> 16 -> 32 channels at 112, 56, 28 and 14 px, 3 x 3 kernels
+    # `channels` at 112, 56, 28 and 14 px, 3 x 3 kernels
+    c = channels
     assert F.patch_embed_flops(cfg, "frame") == 2 * 9 * (
-        112**2 * 4 * 3 + 56**2 * 8 * 4 + 28**2 * 16 * 8 + 14**2 * 32 * 16)
+        112**2 * c[1] * c[0] + 56**2 * c[2] * c[1] + 28**2 * c[3] * c[2] + 14**2 * c[4] * c[3])

@@ -181,3 +181,11 @@ def test_frame_stem_is_a_config_choice_old_manifests_read_as_patch():
         VisualEncoder(ModelConfig(dim=32, heads=2, frame_stem="resnet"))
     with pytest.raises(ValueError, match="divisible by 8"):
         VisualEncoder(ModelConfig(dim=36, heads=2, frame_stem="conv"))
+    # the lean stem's first widths are fixed, so any width works, and it round-trips too
+    lean = ModelConfig(dim=36, heads=2, frame_stem="lean_conv")
+    assert ModelConfig.from_dict(lean.to_dict()) == lean
+    assert [c_out for _, c_out, *_ in lean.frame_stem_layers()] == [8, 16, 32, 36]
+    assert VisualEncoder(lean).embed_frames(torch.zeros(1, 3, 224, 224)).shape == (1, 196, 36)
+    # at the shipped width it costs less than the patch stem it would replace
+    assert (flops.patch_embed_flops(ModelConfig(frame_stem="lean_conv"), "frame")
+            < flops.patch_embed_flops(ModelConfig(), "frame"))

@@ -15,7 +15,7 @@ from typing import Any
 GRID = 14  # tokens per side: 14 x 14 = 196 tokens per frame or event window
 NUM_TOKENS = GRID * GRID
 IMAGE_SIZE = 224  # camera frames are resized to this before 16 px patching
-FRAME_STEMS = ("patch", "conv")  # ModelConfig.frame_stem
+FRAME_STEMS = ("patch", "conv", "lean_conv")  # ModelConfig.frame_stem
 EVENT_SENSOR = 128  # event sensor resolution (DVS128-like), events binned to EVENT_GRID_SIZE
 EVENT_GRID_SIZE = 112  # 8 px patches over the binned event histogram -> 14 x 14 tokens
 BRANCH_NAMES = ("reuse", "small", "medium", "large")  # index 0 = no encoder at all
@@ -72,11 +72,15 @@ class ModelConfig:
     branch_grids: tuple[int, ...] = ()
     # How a frame becomes its 14 x 14 tokens: "patch", one 16 x 16 stride-16 convolution (each
     # token sees its own patch only), or "conv", four overlapping 3 x 3 stride-2 convolutions
-    # (`frame_stem_layers`). Why "conv": an object is 2-4 patches wide, so its shape is in the
-    # edges between patches. Trained on the renderer's per-patch labels alone with a fresh scene
-    # per sample, the same encoder read the shape of unseen val patches at 80% with the conv
-    # stem after 970 steps, 45% with the patch stem after 1,200 (scratch experiments, README
-    # "What this says"). Manifests written before the field have no key and load as "patch".
+    # (`frame_stem_layers`), 3 -> dim/8 -> dim/4 -> dim/2 -> dim channels; "lean_conv" is the
+    # same with 8, 16 and 32 channels before the last. Why "conv": an object is 2-4 patches
+    # wide, so its shape is in the edges between patches. Trained on the renderer's per-patch
+    # labels alone with a fresh scene per sample, the same encoder read the shape of unseen val
+    # patches at 80% with the conv stem after 970 steps, 45% with the patch stem after 1,200
+    # (scratch experiments, README "What this says"). Why "lean_conv": every frame pays the stem,
+    # reused or not (the change test reads its output); at dim 128 "conv" costs 97.5 MFLOPs a
+    # frame, the patch stem 38.5 and "lean_conv" 34.3. Manifests written before the field have
+    # no key and load as "patch".
     frame_stem: str = "patch"
 
     def branch_grid(self, branch: int) -> int:
@@ -88,9 +92,12 @@ class ModelConfig:
         frame stem, in order; the stem's own FLOPs and the encoder's modules both read it."""
         if self.frame_stem == "patch":
             return ((3, self.dim, IMAGE_SIZE // GRID, IMAGE_SIZE // GRID, GRID),)
-        if self.frame_stem != "conv":
+        if self.frame_stem == "conv":
+            channels = (3, self.dim // 8, self.dim // 4, self.dim // 2, self.dim)
+        elif self.frame_stem == "lean_conv":
+            channels = (3, 8, 16, 32, self.dim)
+        else:
             raise ValueError(f"frame_stem must be one of {FRAME_STEMS}, got {self.frame_stem!r}")
-        channels = (3, self.dim // 8, self.dim // 4, self.dim // 2, self.dim)
         return tuple((a, b, 3, 2, IMAGE_SIZE >> (i + 1))
                      for i, (a, b) in enumerate(pairwise(channels)))
 
