@@ -238,7 +238,7 @@ def test_recipe_on_fresh_scenes_with_the_conv_stem_trains_a_model_that_streams(t
                                                                                monkeypatch):
     """The `fresh` preset's changes at the tiny preset's scale: every stage runs (the shapes
     stage first) with a new scene per caption run, new labelled scenes every stage-1 step and
-    the conv frame stem, and the written model loads and streams."""
+    the lean conv frame stem, and the written model loads and streams."""
     import dataclasses
 
     from tinygpt_ros.deploy.factory import load_engine
@@ -247,10 +247,10 @@ def test_recipe_on_fresh_scenes_with_the_conv_stem_trains_a_model_that_streams(t
     tiny = PRESETS["tiny"]
     monkeypatch.setitem(PRESETS, "tiny-fresh", dataclasses.replace(
         tiny, fresh_clip_frames=12, patch_scenes=2, steps={**tiny.steps, "shapes": 2},
-        model=dataclasses.replace(tiny.model, frame_stem="conv")))
+        model=dataclasses.replace(tiny.model, frame_stem=PRESETS["fresh"].model.frame_stem)))
     d = train("tiny-fresh", tmp_path / "m", seed=1, threads=1, command="test")
     manifest = json.loads((d / "manifest.json").read_text())
-    assert manifest["config"]["frame_stem"] == "conv"
+    assert manifest["config"]["frame_stem"] == "lean_conv"
     assert manifest["training"]["preset_config"]["fresh_clip_frames"] == 12
     assert {"patch_scenes", "shapes"} <= set(manifest["metrics"]["train_final_loss"])
     assert next(iter(manifest["training"]["stage_seconds"])) == "shapes"
