@@ -536,13 +536,18 @@ class Trainer:
             return None
         return int(self.rng.choice(FUSION_BUDGETS))
 
-    def _opt(self, params, steps: int, lr: float | None = None):
+    def _opt(self, params, steps: int, lr: float | None = None, decay: bool = True):
+        """AdamW with a linear warm-up over 5% of `steps`, then a cosine decay to zero, or
+        (`decay=False`) a constant rate."""
         params = [p for p in params if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr or self.p.lr, weight_decay=0.01)
         warm = max(1, steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / steps))
-        )
+        if decay:  # this exact expression: the presets' weights reproduce bit for bit
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / steps))
+            )
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
         return opt, sched
 
     def _update(self, opt, sched, loss: torch.Tensor, clip: bool = False) -> None:
@@ -593,9 +598,7 @@ class Trainer:
         m = self.model
         m.train()
         params = [*m.encoder.parameters(), *self.patch_head.parameters()]
-        opt = torch.optim.AdamW(params, lr=self.p.lr, weight_decay=0.01)
-        warm = max(1, steps // 20)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
+        opt, sched = self._opt(params, steps, decay=False)
         t0 = time.perf_counter()
         for step in range(steps):
             frames, labels = self.patch_scenes.labelled_frames(self.p.patch_scenes)
