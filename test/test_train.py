@@ -107,6 +107,40 @@ def test_init_refuses_weights_of_another_seed_and_partial_runs_without_init(tiny
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 
+def test_steps_replace_some_step_counts_and_the_manifest_records_them(tmp_path):
+    """`tinygpt-ros train --steps pretrain=2 decoder=1`: those stages run that many steps, the
+    others the preset's own, the manifest says what ran and the preset itself is untouched; bad
+    counts are refused before anything is written."""
+    from tinygpt_ros.cli import main
+    from tinygpt_ros.train.recipe import train
+
+    handler = _Lines()
+    logger = logging.getLogger("tinygpt_ros.train.recipe")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert main(["train", "--preset", "tiny", "--seed", "3", "--threads", "1",
+                     "--steps", "pretrain=2", "decoder=1", "--out", str(tmp_path / "m")]) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    ran = {line.split()[0]: line.split()[1] for line in handler.lines if " loss " in line}
+    tiny = PRESETS["tiny"].steps
+    assert ran["pretrain"] == "2/2" and ran["decoder"] == "1/1"
+    assert ran["router"] == f"{tiny['router']}/{tiny['router']}"
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    steps = manifest["training"]["preset_config"]["steps"]
+    assert steps == {**tiny, "pretrain": 2, "decoder": 1}
+    assert tiny["pretrain"] == 6
+    for bad in ({"finetune": 1}, {"pretrain": -1}):
+        with pytest.raises(ValueError, match="steps"):
+            train("tiny", tmp_path / "x", seed=3, steps=bad)
+    with pytest.raises(SystemExit, match="STAGE=N"):
+        main(["train", "--preset", "tiny", "--steps", "pretrain", "--out", str(tmp_path / "y")])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_unknown_preset_is_refused(tmp_path):
     from tinygpt_ros.train.recipe import train
 
@@ -246,7 +280,8 @@ def test_recipe_on_fresh_scenes_with_the_conv_stem_trains_a_model_that_streams(t
 
     tiny = PRESETS["tiny"]
     monkeypatch.setitem(PRESETS, "tiny-fresh", dataclasses.replace(
-        tiny, fresh_clip_frames=12, patch_scenes=2, steps={**tiny.steps, "shapes": 2},
+        tiny, fresh_clip_frames=12, patch_scenes=2, shapes_scenes=3,
+        steps={**tiny.steps, "shapes": 2},
         model=dataclasses.replace(tiny.model, frame_stem=PRESETS["fresh"].model.frame_stem)))
     d = train("tiny-fresh", tmp_path / "m", seed=1, threads=1, command="test")
     manifest = json.loads((d / "manifest.json").read_text())
@@ -274,14 +309,16 @@ def test_labelled_frames_are_new_still_camera_scenes_with_their_labels():
 
 
 def test_shapes_stage_trains_the_encoder_alone_on_new_labelled_scenes():
-    """Stage 0 fits the per-patch labels: the encoder and the training head move, the decoder,
-    router and gesture head do not, and the label loss on scenes it never saw falls."""
+    """Stage 0 fits the per-patch labels on `shapes_scenes` scenes a step: the encoder and the
+    training head move, the decoder, router and gesture head do not, and the label loss on
+    scenes it never saw falls."""
     import dataclasses
 
     from tinygpt_ros.train.recipe import FreshClips, Trainer, encode_frames, patch_loss
 
     tiny = PRESETS["tiny"]
-    preset = dataclasses.replace(tiny, patch_scenes=4, steps={**tiny.steps, "shapes": 30})
+    preset = dataclasses.replace(tiny, shapes_scenes=4, patch_scenes=2,
+                                 steps={**tiny.steps, "shapes": 30})
     trainer = Trainer(preset, seed=2)
     held_frames, held_labels = FreshClips(9_000_000, 2, ("still",)).labelled_frames(8)
 
@@ -298,9 +335,14 @@ def test_shapes_stage_trains_the_encoder_alone_on_new_labelled_scenes():
     assert moved == {"encoder"}
     assert held_loss() < 0.8 * loss0
     assert len(trainer.history["shapes"]) == 30 and trainer.patch_scenes.drawn == 120
+    # stage 1 then draws its own count a step (`patch_scenes`), not the shapes stage's
+    trainer.pretrain()
+    assert trainer.patch_scenes.drawn == 120 + 2 * tiny.steps["pretrain"]
     # a preset without the stage's steps skips it; steps without labelled scenes are refused
     skip = Trainer(tiny, seed=2)
     skip.shapes()
     assert "shapes" not in skip.history
-    with pytest.raises(ValueError, match="patch_scenes"):
-        Trainer(dataclasses.replace(tiny, steps={**tiny.steps, "shapes": 1}), seed=2).shapes()
+    # stage 1's own count (`patch_scenes`) does not feed the shapes stage
+    with pytest.raises(ValueError, match="shapes_scenes"):
+        Trainer(dataclasses.replace(tiny, patch_scenes=2, steps={**tiny.steps, "shapes": 1}),
+                seed=2).shapes()

@@ -34,7 +34,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ DENSE_PROB = 0.08  # share of pre-training steps that decode the unfused window
 NOISE_PROB = 0.5
 MAX_NOISE_SIGMA = 3.0
 TEACHER_FUSION = 96  # the distillation teacher: dense encoder, generous fusion budget
-PATCH_SCENE_SEEDS = 5_000_000  # first train-split seed of Preset.patch_scenes' scenes
+PATCH_SCENE_SEEDS = 5_000_000  # first train-split seed of the labelled scenes (stages 0, 1)
 
 
 @dataclass
@@ -118,10 +118,15 @@ class Preset:
     # scenes (`FreshClips.labelled_frames`). Why: 600 stage-1 steps on fresh caption runs (4
     # scenes a step) left the shape probe where the pool had (20-22% held out), while the
     # labels alone on 24 new scenes a step reached 80% in 970 steps. Alone it is not enough:
-    # 600 stage-1 steps with 24 left it at 17-21%; after the shapes stage (`Trainer.shapes`,
-    # which draws its scenes here too) stage 1 with 24 kept and raised what that stage had
-    # learned (README "What this says").
+    # 600 stage-1 steps with 24 left it at 17-21%; after the shapes stage (`Trainer.shapes`)
+    # stage 1 kept and raised what that stage had learned, with 8 as well as with 24 (README
+    # "What this says").
     patch_scenes: int = 0
+    # new labelled single-frame scenes in every step of the shapes stage (stage 0); it needs
+    # > 0 when the preset gives that stage steps. Apart from `patch_scenes` because the stage
+    # learns shapes from many scenes a step (24), while stage 1 only has to keep them and
+    # pays for every scene in a step that is already the recipe's most expensive
+    shapes_scenes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,13 +154,14 @@ PRESETS: dict[str, Preset] = {
 }
 # The full recipe with the changes that let the encoder see shapes (`FreshClips` for the
 # caption runs, `Preset.patch_scenes`, the shapes stage, `ModelConfig.frame_stem`): what the
-# next retrain of the shipped model runs. Measured so far (scratch runs, README "What this
-# says"): after 900 shapes steps and 400 of stage 1, a probe reads the shape of unseen val
-# patches at 68% from the largest branch with "lean_conv" (85% with "conv", which costs 63
-# MFLOPs more on every frame). Not yet run end to end.
+# next retrain of the shipped model runs. Measured so far (scratch runs, one each, README
+# "What this says"): after 900 shapes steps and 400 of stage 1, a probe reads the shape of
+# unseen val patches at 68% from the largest branch with "lean_conv" and 24 labelled scenes a
+# stage-1 step, 78% with 8 (85% with "conv" and 24; "conv" costs 63 MFLOPs more on every
+# frame). Not yet run end to end.
 PRESETS["fresh"] = dataclasses.replace(
     PRESETS["full"], model=ModelConfig(frame_stem="lean_conv"), fresh_clip_frames=16,
-    patch_scenes=24, steps={**PRESETS["full"].steps, "shapes": 900})
+    shapes_scenes=24, patch_scenes=8, steps={**PRESETS["full"].steps, "shapes": 900})
 
 
 # --------------------------------------------------------------------------------- data
@@ -519,7 +525,7 @@ class Trainer:
         self.patch_head = torch.nn.Linear(cfg.dim, len(WHAT_CLASSES) + len(COLOUR_CLASSES))
         # new single-frame scenes for the labels (seeds far from the caption runs' own)
         self.patch_scenes = (FreshClips(PATCH_SCENE_SEEDS + seed, 2, SCENE_MOTIONS)
-                             if preset.patch_scenes > 0 else None)
+                             if max(preset.patch_scenes, preset.shapes_scenes) > 0 else None)
         self.gestures = GestureSampler(gestures, cfg.temporal_window, seed + 1)
         branch = torch.tensor(F.branch_dense_flops(cfg), dtype=torch.float32)
         self.branch_cost = branch / branch[-1]
@@ -583,7 +589,7 @@ class Trainer:
 
     # -- stage 0
     def shapes(self) -> None:
-        """The encoder alone on the renderer's per-patch labels of `Preset.patch_scenes` new
+        """The encoder alone on the renderer's per-patch labels of `Preset.shapes_scenes` new
         scenes a step, at a constant learning rate after warm-up; runs when the preset gives it
         steps (`steps["shapes"]`). Why a stage of its own: trained this way, the conv-stem
         encoder read the shape of unseen val patches at 80% after 970 steps, but only after
@@ -593,15 +599,15 @@ class Trainer:
         steps = self.p.steps.get("shapes", 0)
         if steps <= 0:
             return
-        if self.patch_scenes is None:
-            raise ValueError("the shapes stage needs Preset.patch_scenes > 0")
+        if self.p.shapes_scenes <= 0:
+            raise ValueError("the shapes stage needs Preset.shapes_scenes > 0")
         m = self.model
         m.train()
         params = [*m.encoder.parameters(), *self.patch_head.parameters()]
         opt, sched = self._opt(params, steps, decay=False)
         t0 = time.perf_counter()
         for step in range(steps):
-            frames, labels = self.patch_scenes.labelled_frames(self.p.patch_scenes)
+            frames, labels = self.patch_scenes.labelled_frames(self.p.shapes_scenes)
             loss = patch_loss(self.patch_head, encode_frames(m, frames)[1], labels)
             self._update(opt, sched, loss, clip=True)
             self._record("shapes", step, steps, loss.item(), t0)
@@ -631,7 +637,7 @@ class Trainer:
                 patch = patch_loss(self.patch_head, exits, torch.from_numpy(b.labels))
                 self.history.setdefault("patch", []).append(patch.item())
                 loss = loss + aux * patch
-            if aux > 0 and self.patch_scenes is not None:
+            if aux > 0 and self.p.patch_scenes > 0:
                 frames, labels = self.patch_scenes.labelled_frames(self.p.patch_scenes)
                 scenes = patch_loss(self.patch_head, encode_frames(m, frames)[1], labels)
                 self.history.setdefault("patch_scenes", []).append(scenes.item())
@@ -903,15 +909,18 @@ class Trainer:
 
 def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | None = None,
           command: str | None = None, init: str | Path | None = None,
-          stages: Sequence[str] | None = None) -> Path:
+          stages: Sequence[str] | None = None, steps: Mapping[str, int] | None = None) -> Path:
     """Run the recipe and write a model directory (weights + manifest).
 
     With `init`, the weights of that trained model directory (same preset, seed and so the same
     vocabulary) are loaded first and only `stages` run (default: all). Its manifest's command
     and training record are kept under `training.init`, so the weights' history stays readable.
-    Without `init` every stage runs: a subset would train stages that expect earlier ones."""
+    Without `init` every stage runs: a subset would train stages that expect earlier ones.
+    `steps` replaces some of the preset's step counts (keys of `Preset.steps`, or "shapes"):
+    a shorter run of the same recipe; the manifest records the counts that ran."""
     if preset_name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset_name!r}")
+    preset = _with_steps(PRESETS[preset_name], steps or {})
     stages = tuple(Trainer.STAGES if stages is None else stages)
     unknown = [s for s in stages if s not in Trainer.STAGES]
     if unknown or not stages:
@@ -922,7 +931,7 @@ def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | N
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     loaded = None if init is None else _init_weights(init, preset_name, seed)
-    trainer = Trainer(PRESETS[preset_name], seed)
+    trainer = Trainer(preset, seed)
     init_record = None if loaded is None else _load_init(trainer, loaded)
     stage_times = trainer.run(stages)
     final = {k: round(float(np.mean(v[-20:])), 4) for k, v in trainer.history.items()}
@@ -932,7 +941,7 @@ def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | N
         "preset": preset_name, "seconds": round(time.perf_counter() - t0),
         "stage_seconds": stage_times, "torch_threads": torch.get_num_threads(),
         "preset_config": json.loads(json.dumps(
-            dataclasses.asdict(PRESETS[preset_name]), default=str))}
+            dataclasses.asdict(preset), default=str))}
     if init_record is not None:
         training["init"] = init_record["init"]
     path = save_model(
@@ -944,6 +953,18 @@ def train(preset_name: str, out_dir: str | Path, seed: int = 0, threads: int | N
     )
     log.info(f"wrote {path} in {time.perf_counter() - t0:.0f}s")
     return path
+
+
+def _with_steps(preset: Preset, steps: Mapping[str, int]) -> Preset:
+    """`preset` with some step counts replaced; unknown stages and negative counts refused."""
+    known = {*preset.steps, "shapes"}
+    bad = {k: v for k, v in steps.items() if k not in known or int(v) < 0}
+    if bad:
+        raise ValueError(f"steps must be counts >= 0 for some of {sorted(known)}, got {bad}")
+    if not steps:
+        return preset
+    return dataclasses.replace(preset, steps={**preset.steps,
+                                              **{k: int(v) for k, v in steps.items()}})
 
 
 def _init_weights(init: str | Path, preset_name: str, seed: int) -> LoadedModel:
