@@ -232,6 +232,8 @@ def test_bench_cli_writes_report_plot_and_doc(tiny_model, tmp_path, monkeypatch)
     else:  # a tiny model can score 0 on every clip: no ratio, reported as such (not 0 or inf)
         assert np.isnan(lo) and np.isnan(hi)
     assert rep["clips"]["segments"] >= 3 and rep["model"]["sha256"]
+    assert rep["clips"]["split"] == "test"
+    assert "held-out test split" in (out / "bench.md").read_text()
     assert rep["blind"]["caption"] and set(rep["blind"]["scores"]) >= {"CIDEr", "BLEU-4"}
     assert "blind" not in rep["rows"]  # a floor, not a configuration
     assert rep["drift"]["buckets"] and rep["drift"]["buckets"][0]["since_refresh"] == [0, 0]
@@ -247,3 +249,14 @@ def test_bench_cli_writes_report_plot_and_doc(tiny_model, tmp_path, monkeypatch)
     assert "single-frame dense" in text and "Drift between refreshes" in text
     assert text.count(bench.MARK_START) == 1
     assert np.isfinite(rep["rows"]["fastv keep 50%"]["latency_p50_vs_dense"])
+
+
+def test_bench_clips_of_the_val_split_are_other_scenes_than_the_test_clips():
+    """`bench --split val` runs the same motions on val scenes (to try a model or a setting
+    before the test clips see it); unknown splits are refused."""
+    test = bench.bench_clips(1, 2, 1, 3)
+    val = bench.bench_clips(1, 2, 1, 3, split="val")
+    assert [c.motion for c in val] == [c.motion for c in test]
+    assert {c.seed for c in val}.isdisjoint({c.seed for c in test})
+    with pytest.raises(ValueError, match="split"):
+        bench.bench_clips(1, 2, 0, 3, split="train")

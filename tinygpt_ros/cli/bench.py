@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="clip frame size HxW, e.g. 480x640 (default: the renderer's)")
     p.add_argument("--bootstrap", type=int, default=100,
                    help="paired bootstrap resamples for the 95%% CIDEr intervals")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="held-out clips to run on: test (the reported figures) or val (to tune, "
+                        "or to try a model before it ships)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="reports/bench", help="report directory (json, plots)")

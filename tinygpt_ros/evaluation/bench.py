@@ -315,16 +315,20 @@ def interleaved_latency(engines: dict[str, Any], clips: list[Any]) -> dict[str, 
 
 
 def bench_clips(clips_per_motion: int, frames: int, long_clips: int, long_frames: int,
-                seed: int = 0, size: tuple[int, int] | None = None) -> list[Any]:
-    """Held-out test clips: `clips_per_motion` of every motion level (scene and camera), then
-    `long_clips` long camera clips (cycling LONG_CLIP_MOTIONS) of `long_frames` frames."""
+                seed: int = 0, size: tuple[int, int] | None = None,
+                split: str = "test") -> list[Any]:
+    """Held-out clips of `split` (test; val to tune or to try a model that is not shipped):
+    `clips_per_motion` of every motion level (scene and camera), then `long_clips` long camera
+    clips (cycling LONG_CLIP_MOTIONS) of `long_frames` frames."""
     from tinygpt_ros.data.scenes import make_clips, render_clip, split_seeds
 
     kw: dict[str, Any] = {} if size is None else {"size": size}
-    clips = [c for m in MOTIONS for c in make_clips("test", clips_per_motion, motion=m,
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    clips = [c for m in MOTIONS for c in make_clips(split, clips_per_motion, motion=m,
                                                      base_seed=seed, num_frames=frames, **kw)]
     # seeds past the short clips' so no long clip repeats a short one's scene
-    seeds = split_seeds("test", clips_per_motion + long_clips, seed)[clips_per_motion:]
+    seeds = split_seeds(split, clips_per_motion + long_clips, seed)[clips_per_motion:]
     for i in range(long_clips):
         c = render_clip(seeds[i], LONG_CLIP_MOTIONS[i % len(LONG_CLIP_MOTIONS)],
                         num_frames=long_frames, **kw)
@@ -406,7 +410,7 @@ def run_bench(model_dir: str | Path, clips_per_motion: int = 2, frames: int = 40
               seed: int = 0, threads: int | None = None, progress: Any = None,
               clip_size: tuple[int, int] | None = None, long_clips: int = 3,
               long_frames: int = 200, latency_clips: int = 1, n_boot: int = 100,
-              long_in_quality: bool = True) -> dict[str, Any]:
+              long_in_quality: bool = True, split: str = "test") -> dict[str, Any]:
     """Run every configuration on the same clips; returns the bench report. With
     `long_in_quality` False the long clips only feed the drift pass (a time saver: each long
     clip costs every configuration long_frames steps)."""
@@ -420,7 +424,8 @@ def run_bench(model_dir: str | Path, clips_per_motion: int = 2, frames: int = 40
                          f"got {clips_per_motion}, {frames}, {long_clips}")
     apply_thread_limits(DEFAULT_BLAS_THREADS, threads or DEFAULT_INTRA_OP_THREADS)
     torch.manual_seed(seed)
-    clips = bench_clips(clips_per_motion, frames, long_clips, long_frames, seed, clip_size)
+    clips = bench_clips(clips_per_motion, frames, long_clips, long_frames, seed, clip_size,
+                        split)
     model, tok, classes = load_model(model_dir)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
@@ -448,7 +453,8 @@ def run_bench(model_dir: str | Path, clips_per_motion: int = 2, frames: int = 40
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model_identity(model_dir, "torch"),
         "machine": {**machine_info(), "load_1min_at_start": load},
-        "clips": {"per_motion": clips_per_motion, "frames": frames, "seed": seed,
+        "clips": {"split": split, "per_motion": clips_per_motion, "frames": frames,
+                  "seed": seed,
                   "motions": list(MOTIONS), "long_clips": long_clips,
                   "long_frames": long_frames, "long_in_quality": long_in_quality,
                   "segments": cap["segments"],
@@ -489,7 +495,8 @@ def bench_markdown(rep: dict[str, Any], command: str | None, plot: str | None = 
         f"- machine: {mach['cpu']}, {mach['cores']} cores, torch {mach['torch']} "
         f"({mach['torch_threads']} threads), Python {mach['python']}"
         + (f"; 1-min load average at start {load:.2f}" if load is not None else ""),
-        f"- clips (held-out test split): {cl['per_motion']} per motion level "
+        f"- clips (held-out {cl.get('split', 'test')} split): {cl['per_motion']} per motion "
+        f"level "
         f"({', '.join(cl['motions'])}), {cl['frames']} frames each, plus {cl['long_clips']} "
         f"long camera clips of {cl['long_frames']} frames"
         + ("" if cl.get("long_in_quality", True) else " (drift pass only, not scored)")
@@ -629,7 +636,8 @@ def main(args: Any) -> int:
     rep = run_bench(args.model, args.clips_per_motion, args.frames, args.seed, args.threads,
                     progress=log.info, clip_size=args.size, long_clips=args.long_clips,
                     long_frames=args.long_frames, n_boot=args.bootstrap,
-                    long_in_quality=not args.long_drift_only, latency_clips=1)
+                    long_in_quality=not args.long_drift_only, latency_clips=1,
+                    split=args.split)
     rep["command"] = command
     plot_curves(rep, out / "curves.png")
     write_text(out / "bench.json", json.dumps(rep, indent=1) + "\n")
