@@ -53,8 +53,12 @@ def test_noisy_still_camera_recomputes_little_with_the_floor(engine):
     assert Knobs().noise_floor > 0  # on by default
     with_floor = _recomputed(engine, frames)[3:]
     without = _recomputed(engine, frames, noise_floor=0.0)[3:]
-    assert np.mean(without) > 0.4 * 196  # what the noise alone did before
+    # the noise alone makes many tokens recompute (how many depends on the frame stem: the
+    # patch projection passes all of it, a conv stem averages some away); the floor removes
+    # most of them
+    assert np.mean(without) > 0.1 * 196
     assert np.mean(with_floor) < 0.1 * 196
+    assert np.mean(with_floor) < 0.5 * np.mean(without)
 
 
 def test_real_change_under_noise_is_still_recomputed(engine):
