@@ -496,9 +496,8 @@ def bench_markdown(rep: dict[str, Any], command: str | None, plot: str | None = 
         f"({mach['torch_threads']} threads), Python {mach['python']}"
         + (f"; 1-min load average at start {load:.2f}" if load is not None else ""),
         f"- clips (held-out {cl.get('split', 'test')} split): {cl['per_motion']} per motion "
-        f"level "
-        f"({', '.join(cl['motions'])}), {cl['frames']} frames each, plus {cl['long_clips']} "
-        f"long camera clips of {cl['long_frames']} frames"
+        f"level ({', '.join(cl['motions'])}), {cl['frames']} frames each, plus "
+        f"{cl['long_clips']} long camera clips of {cl['long_frames']} frames"
         + ("" if cl.get("long_in_quality", True) else " (drift pass only, not scored)")
         + f"; seed {cl['seed']}; "
         f"{cl['segments']} caption segments scored together (pycocoevalcap); "
