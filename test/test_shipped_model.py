@@ -34,8 +34,8 @@ def test_manifest_hashes_match_files():
     manifest = json.loads((MODEL / "manifest.json").read_text())
     for name, entry in manifest["files"].items():
         assert sha256_file(MODEL / name) == entry["sha256"], name
-    assert "train --preset full" in manifest["command"]
-    assert manifest["training"]["preset"] == "full"
+    assert "train --preset fresh" in manifest["command"]
+    assert manifest["training"]["preset"] == "fresh"
 
 
 def test_export_shares_weights_and_manifest_reports_size():
