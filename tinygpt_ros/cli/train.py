@@ -9,10 +9,11 @@ from tinygpt_ros.cli.paths import REPO_ROOT, command_line
 HELP = "the training recipe on freshly generated data (or some of its stages from a trained model)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="full",
-                   help="full (the shipped model), fresh (full with a shapes stage first, new "
-                        "scenes for every caption run and every stage-1 step, and the lean conv "
-                        "frame stem: the next retrain) or tiny (tests)")
+    p.add_argument("--preset", default="fresh",
+                   help="fresh (the shipped model: a shapes stage first, new scenes for every "
+                        "caption run and every stage-1 step, the lean conv frame stem), full "
+                        "(the previous weights' recipe: one pool of 400 clips, patch "
+                        "projection) or tiny (tests)")
     p.add_argument("--out", default=str(REPO_ROOT / "models" / "tinygpt"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)

@@ -18,10 +18,11 @@
 4. The caption decoder alone, many passes over a cache of frozen-encoder token sets in every
    form the engine and the benchmark feed it (`Trainer.decoder`).
 
-`tinygpt-ros train --preset full` is the shipped model's recipe; `--preset tiny` is the same
-recipe on a toy configuration for tests. `train(..., init=model_dir, stages=[...])` runs only
-the named stages on an already trained model's weights (the shipped model's last stage was run
-that way; its manifest records both commands).
+`tinygpt-ros train --preset fresh` is the shipped model's recipe (`full`, the previous
+weights' recipe, draws its scenes from one pool of clips and has no shapes stage); `--preset
+tiny` is the same recipe on a toy configuration for tests. `train(..., init=model_dir,
+stages=[...])` runs only the named stages on an already trained model's weights (the previous
+weights' last stage was run that way).
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 # The full recipe with the changes that let the encoder see shapes (`FreshClips` for the
-# caption runs, `Preset.patch_scenes`, the shapes stage, `ModelConfig.frame_stem`): what the
-# next retrain of the shipped model runs. Measured so far (scratch runs, one each, README
+# caption runs, `Preset.patch_scenes`, the shapes stage, `ModelConfig.frame_stem`): the
+# shipped model's recipe. Measured before it shipped (scratch runs, one each, README
 # "What this says"): after 900 shapes steps and 400 of stage 1, a probe reads the shape of
 # unseen val patches at 68% from the largest branch with "lean_conv" and 24 labelled scenes a
 # stage-1 step, 78% with 8 (85% with "conv" and 24; "conv" costs 63 MFLOPs more on every
@@ -162,6 +163,7 @@ PRESETS: dict[str, Preset] = {
 # end to end that way it took 83 minutes on 2 cores (2026-12-02, where `full` stage 1 ran 2.2 s
 # a step) and its captions named the shape on 70% of val segments (dense; the shipped model
 # 24% on the same clips), so the recipe fits the 90-minute budget (README "What this says").
+# Those weights ship as `models/tinygpt` (docs/quality.md, docs/quality_val.md).
 PRESETS["fresh"] = dataclasses.replace(
     PRESETS["full"], model=ModelConfig(frame_stem="lean_conv"), fresh_clip_frames=16,
     shapes_scenes=24, patch_scenes=8,
