@@ -73,15 +73,17 @@ def test_level_zero_is_the_users_knobs_and_every_level_stays_inside_them():
 
 
 def test_rungs_move_in_quality_order():
-    """router, fused-token budget, tokens, each to where val clips lost no CIDEr; then the
-    squeeze to the floor; caption reuse last (alone it cost the most CIDEr on val clips)."""
+    """fused-token budget, router, tokens (in the order val clips lost CIDEr to each alone);
+    then the squeeze to the floor; caption reuse last (alone it cost the most CIDEr on val)."""
     user, cheap = Knobs(), CheapEnd()
-    k, bias = knobs_at_level(user, 0.5)  # router rung only
-    assert 0 < bias < cheap.router_bias and k == user
-    k, bias = knobs_at_level(user, 1.5)  # fused-token budget
-    assert bias == cheap.router_bias
+    k, bias = knobs_at_level(user, 0.5)  # fused-token budget only
+    assert bias == 0.0
     assert cheap.max_fused_tokens < k.max_fused_tokens < user.max_fused_tokens
     assert dataclasses.replace(k, max_fused_tokens=user.max_fused_tokens) == user
+    k, bias = knobs_at_level(user, 1.5)  # router rung, fused at its end
+    assert 0 < bias < cheap.router_bias
+    assert dataclasses.replace(k, max_fused_tokens=user.max_fused_tokens) == user
+    assert k.max_fused_tokens == cheap.max_fused_tokens
     k, bias = knobs_at_level(user, 2.5)  # tokens rung
     assert k.fusion_threshold > user.fusion_threshold
     assert cheap.max_active_tokens < k.max_active_tokens < (user.max_active_tokens or 196)
@@ -202,7 +204,7 @@ def test_eval_configs_accept_budget_sweeps():
 
 
 def test_reanchors_are_gated_from_the_tokens_rung_on():
-    """At the user's knobs (level 0) and on the router and fused rungs a camera re-anchor
+    """At the user's knobs (level 0) and on the fused and router rungs a camera re-anchor
     recomputes every token as they say; once the tokens rung is engaged, the re-anchor goes
     through the selection (else no rung bounds it)."""
     ctl = BudgetController("flops", 1.0)

@@ -49,7 +49,18 @@ def test_scene_step_and_target_step_converge(engine):
     engine.reset()
     engine.budget.configure("off", 0.0)
     busy_cost = np.mean([c for c, _ in run(engine, frames("busy", 6, 1))[1:]])
-    target = 0.5 * busy_cost  # needs the controller: the user's knobs cost twice this
+    # A still frame that decodes its caption at the user's knobs: what returning to level 0
+    # costs (a knob change makes the next frame decode again). The target leaves that 10%
+    # headroom, so a calm scene gets the user's knobs back, and is at least half the busy
+    # cost, so busy frames need the controller. (Half alone was this test's target with the
+    # previous weights; with the `fresh` ones a decoding still frame costs 0.6 x busy.)
+    reuse = engine.knobs()["caption_reuse_threshold"]
+    engine.reset()
+    engine.set_knob("caption_reuse_threshold", 0.0)
+    still_decode = max(c for c, _ in run(engine, frames("still", 4))[1:])
+    engine.set_knob("caption_reuse_threshold", reuse)
+    target = max(0.5 * busy_cost, 1.1 * still_decode)
+    assert target < 0.8 * busy_cost  # busy frames still need the controller
     engine.reset()
     engine.budget.configure("flops", target)
     still = run(engine, frames("still", 12))
@@ -58,10 +69,12 @@ def test_scene_step_and_target_step_converge(engine):
     settled = busy[SETTLE:]
     assert sum(c > 1.1 * target for c, _ in settled) <= 1, [round(c / target, 2) for c, _ in busy]
     levels = [d["budget_level"] for _, d in settled]
-    # no oscillation once settled: at most one excursion (a caption decode costs a fixed
-    # spike; the controller tightens once and relaxes back), never a limit cycle
+    # no oscillation once settled: at most two excursions (a caption decode costs a fixed
+    # spike, the controller tightens once and relaxes back; or a relax probe in the dead band
+    # is undone), within half a rung, never a limit cycle
     moves = sum(a != b for a, b in itertools.pairwise(levels))
-    assert moves <= 2 and max(levels) - min(levels) <= 0.5, levels
+    assert moves <= 4 and max(levels) - min(levels) <= 0.5, (
+        levels, [round(c / target, 2) for c, _ in busy])
     # (which rung holds it depends on the weights' cost profile; the re-anchor gating from the
     # tokens rung on is checked in test_budget.py)
     assert all(d["budget_state"] != "unreachable" for _, d in settled)

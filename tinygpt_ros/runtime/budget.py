@@ -8,8 +8,8 @@ branch the router wants, whether the caption must be re-decoded), so the control
 ordered by how little quality it costs, as measured (`tinygpt-ros bench-budget --split val`
 runs every rung alone at its cheap end; docs/benchmarks.md has the figures):
 
-1. router: a bias on the router logits toward the cheaper encoder branches (up to 3);
-2. fused: `max_fused_tokens` down to 12 (fewer tokens for the decoder / gesture head);
+1. fused: `max_fused_tokens` down to 12 (fewer tokens for the decoder / gesture head);
+2. router: a bias on the router logits toward the cheaper encoder branches (up to 3);
 3. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens` to
    48, and gate camera re-anchors (a re-anchor of the motion stage otherwise recomputes every
    token; gated, it goes through the same threshold and cap, see `gates_reanchor`);
@@ -27,7 +27,10 @@ threshold 3, 12 fused tokens, bias 3 kept 0.793). They now stop short: router an
 cost nothing on val (0.783, 0.759); the tokens rung still does (0.635 alone), so it comes
 third. The squeeze keeps the old floor, so the cheapest setting, and with it what target can
 be held, did not change. Orders and ends compared on val, 2026-12-01 (docs/benchmarks.md,
-budget notes).
+budget notes). With the `fresh` weights (2026-12-03) the fused rung alone costs val almost
+nothing (1.793 -> 1.786) and the router rung more (1.700), so fused now comes first; on the
+same val clips that order raised the controller's CIDEr at all three FLOPs targets (0.857 /
+1.395 / 1.784 -> 1.049 / 1.611 / 1.868 at 0.1 / 0.13 / 0.17 GFLOPs).
 
 The user's knob values are the quality end of every rung; the controller never spends more than
 they allow (never lowers a threshold below, or raises a cap above, the user's value). The cheap
@@ -67,7 +70,7 @@ UNITS = {"latency": "ms", "flops": "GFLOPs", "power": "mW", "gpu_share": "%"}
 TARGET_PARAMS = {"latency": "budget_target_ms", "flops": "budget_target_gflops",
                  "power": "budget_target_mw", "gpu_share": "budget_target_gpu_pct"}
 MODE_OF_TARGET = {param: mode for mode, param in TARGET_PARAMS.items()}
-RUNGS = ("router", "fused", "tokens", "squeeze", "caption")  # cheapest in quality first
+RUNGS = ("fused", "router", "tokens", "squeeze", "caption")  # cheapest in quality first
 # the knobs the ladder moves (reported per frame with the value chosen)
 CONTROLLED_KNOBS = ("caption_reuse_threshold", "fusion_threshold", "event_fusion_threshold",
                     "max_active_tokens", "max_fused_tokens")
