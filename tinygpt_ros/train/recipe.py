@@ -161,8 +161,8 @@ PRESETS: dict[str, Preset] = {
 # stage-1 step, 78% with 8 (85% with "conv" and 24; "conv" costs 63 MFLOPs more on every
 # frame). Stage 1 and the decoder stage take fewer steps than in `full` (600 and 3,000): run
 # end to end that way it took 83 minutes on 2 cores (2026-12-02, where `full` stage 1 ran 2.2 s
-# a step) and its captions named the shape on 70% of val segments (dense; the shipped model
-# 24% on the same clips), so the recipe fits the 90-minute budget (README "What this says").
+# a step) and its captions named the shape on 70% of val segments (dense; the previous
+# weights 24% on the same clips), so the recipe fits the 90-minute budget (README "What this says").
 # Those weights ship as `models/tinygpt` (docs/quality.md, docs/quality_val.md).
 PRESETS["fresh"] = dataclasses.replace(
     PRESETS["full"], model=ModelConfig(frame_stem="lean_conv"), fresh_clip_frames=16,
