@@ -24,6 +24,25 @@ def test_generated_streams_are_camera_sized_and_differ_in_motion():
                                        for w in still.event_windows)
 
 
+def test_size_sets_every_generated_stream_and_a_bad_size_is_refused_first(tmp_path):
+    """`--size H W` measures a 720p or 1080p camera the way VGA is measured; a size the
+    streams cannot be drawn at is refused before any node or publisher starts."""
+    for name in node_bench.STREAMS:
+        s = node_bench.generated_stream(name, size=(72, 128), num_frames=4)
+        assert {f.shape for f in s.frames} == {(72, 128, 3)}, name
+    args = build_parser().parse_args(["bench-node", "--size", "720", "1280"])
+    assert tuple(args.size) == (720, 1280)
+    assert tuple(build_parser().parse_args(["bench-node"]).size) == node_bench.FRAME_SIZE
+    for bad in [(8, 640), (480,), (480, 640, 3)]:
+        try:
+            node_bench.run_node_bench(size=bad, workdir=tmp_path / "w")
+        except ValueError as exc:
+            assert "size" in str(exc)
+        else:
+            raise AssertionError(f"size {bad} was accepted")
+        assert not (tmp_path / "w").exists()
+
+
 def test_the_photo_pan_stream_is_textured_moves_and_loops_without_a_jump():
     """The generated scenes are flat backgrounds, where the motion stage estimates nothing;
     this stream is the one that makes the node run its motion estimator."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tinygpt_ros.evaluation.node_bench import CONFIGS, QOS, STREAMS, TRANSPORTS
+from tinygpt_ros.evaluation.node_bench import CONFIGS, FRAME_SIZE, QOS, STREAMS, TRANSPORTS
 
 HELP = "the node graph in a subprocess at camera rates: latency, drops, CPU, RSS"
 
@@ -16,7 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transports", nargs="+", default=list(TRANSPORTS), choices=list(TRANSPORTS),
                    help="raw: sensor_msgs/Image rgb8; compressed: CompressedImage jpeg")
     p.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS),
-                   help="generated 640x480 streams to publish (ignored with --bag)")
+                   help="generated streams to publish (ignored with --bag)")
+    p.add_argument("--size", nargs=2, type=int, default=list(FRAME_SIZE), metavar=("H", "W"),
+                   help="height and width of the generated rgb8 frames (default: 480 640, "
+                   "a VGA camera; e.g. 720 1280)")
     p.add_argument("--bag", default=None, help="publish this bag's frames and event windows "
                    "at camera rates instead of generated streams")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds per stream")

@@ -731,10 +731,12 @@ def run_node_bench(configs: Sequence[str] = tuple(CONFIGS), qos: Sequence[str] =
                    backend: str | None = None, camera_hz: float = CAMERA_HZ,
                    events_hz: float = EVENTS_HZ, seed: int = 0,
                    workdir: str | Path | None = None, params: dict[str, Any] | None = None,
-                   publisher_profile: str | Path | None = None) -> dict[str, Any]:
+                   publisher_profile: str | Path | None = None,
+                   size: tuple[int, int] = FRAME_SIZE) -> dict[str, Any]:
     """Every combination of `configs` x `qos` x `transports`, each through every stream.
     `params`: node parameters on top of config/edge.yaml for every run (e.g. thread limits).
-    `publisher_profile`: a Fast DDS XML profile for the publishing process only."""
+    `publisher_profile`: a Fast DDS XML profile for the publishing process only. `size`:
+    (height, width) of the generated frames (a bag's frames keep theirs)."""
     for c in configs:
         if c not in CONFIGS:
             raise ValueError(f"config must be one of {tuple(CONFIGS)}, got {c!r}")
@@ -744,8 +746,11 @@ def run_node_bench(configs: Sequence[str] = tuple(CONFIGS), qos: Sequence[str] =
     for t in transports:
         if t not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {t!r}")
+    if len(size) != 2 or min(size) < 32:
+        raise ValueError(f"size must be (height, width), each at least 32 pixels, got {size}")
     publisher_only = use_publisher_profile(publisher_profile) if publisher_profile else []
-    sources = ([bag_stream(bag)] if bag else [generated_stream(s, seed) for s in streams])
+    sources = ([bag_stream(bag)] if bag
+               else [generated_stream(s, seed, tuple(size)) for s in streams])
     chosen = os.environ.get("ROS_DOMAIN_ID", "").strip()
     domain_id = int(chosen) if chosen else random.SystemRandom().randint(1, 232)
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tinygpt_bench_node_"))
@@ -988,7 +993,7 @@ def main(args: Any) -> int:
         workdir=Path(args.out) / "work",
         params={**dict(parse_param(p) for p in args.param),
                 **budget_params(args.budget_mode, args.budget_target)},
-        publisher_profile=args.publisher_profile,
+        publisher_profile=args.publisher_profile, size=tuple(args.size),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
