@@ -108,7 +108,7 @@ class OnnxKernels:
         return self._run("router", np.asarray(features, np.float32)[None])[0][0]
 
     def fuse(self, window: np.ndarray, max_tokens: int | None,
-             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             static_threshold: float) -> ops.Fused:
         return ops.temporal_fusion(window, self.time_embed, max_tokens, static_threshold,
                                    self.cfg.fusion_pos_weight)
 

@@ -130,25 +130,26 @@ def probe_frame(image_size: int) -> np.ndarray:
 
 
 def fuse_window(window: np.ndarray, max_tokens: int | None, static_threshold: float,
-                cfg: ModelConfig, n_keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                cfg: ModelConfig, n_keep: int) -> ops.Fused:
     """(T, n_keep + 196, D) window -> the newest frame's `n_keep` leading rows (a CLS token,
     never fused) + the window's patch tokens fused by `ops.temporal_fusion` (pretrained towers
     have no time embedding: zeros). No fusion (`max_tokens` None) = the newest frame alone,
-    exactly what the family's own generate() sees."""
+    exactly what the family's own generate() sees. `merge_input` counts the patch tokens that
+    entered the merge loop (the kept rows never do)."""
     t = window.shape[0]
     keep = window[-1, :n_keep]
     keep_pos = np.tile(np.array([[0.5, 0.5, 1.0]], np.float32), (n_keep, 1))
     if max_tokens is None:
         pos = ops.token_positions(1, 1)[0]
-        return (np.ascontiguousarray(window[-1]), np.ones(n_keep + NUM_TOKENS, np.float32),
-                np.concatenate([keep_pos, pos]))
+        return ops.Fused(np.ascontiguousarray(window[-1]),
+                         np.ones(n_keep + NUM_TOKENS, np.float32),
+                         np.concatenate([keep_pos, pos]), NUM_TOKENS)
     zeros = np.zeros((max(cfg.temporal_window, t), window.shape[-1]), np.float32)
-    fused, sizes, pos = ops.temporal_fusion(window[:, n_keep:], zeros,
-                                            max(1, max_tokens - n_keep), static_threshold,
-                                            cfg.fusion_pos_weight)
-    return (np.concatenate([keep, fused]),
-            np.concatenate([np.ones(n_keep, np.float32), sizes]),
-            np.concatenate([keep_pos, pos]))
+    fused = ops.temporal_fusion(window[:, n_keep:], zeros, max(1, max_tokens - n_keep),
+                                static_threshold, cfg.fusion_pos_weight)
+    return ops.Fused(np.concatenate([keep, fused.tokens]),
+                     np.concatenate([np.ones(n_keep, np.float32), fused.sizes]),
+                     np.concatenate([keep_pos, fused.positions]), fused.merge_input)
 
 
 class HfTokenizer:
@@ -241,7 +242,7 @@ class HfKernelsCommon:
         return self.router.logits(features)
 
     def fuse(self, window: np.ndarray, max_tokens: int | None,
-             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             static_threshold: float) -> ops.Fused:
         return fuse_window(window, max_tokens, static_threshold, self.cfg, self.n_keep)
 
     def embed_events(self, hist: np.ndarray) -> np.ndarray:

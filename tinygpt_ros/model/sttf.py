@@ -187,9 +187,17 @@ class TemporalFusion(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if isinstance(max_tokens, bool) or int(max_tokens) < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        x, size = self.merge_input(window, static_threshold)
+        return self.merge(x, size, int(max_tokens))
+
+    def merge_input(
+        self, window: torch.Tensor, static_threshold: float = 0.1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps 1-2 and the compaction: (B, T, N, D) -> what enters the merge loop, rows
+        (B, M, D + 3) of token and centroid and their sizes (B, M). The streaming engine
+        reads M: the loop's cost follows it, not the window's T * N."""
         if static_threshold < 0:
             raise ValueError(f"static_threshold must be >= 0, got {static_threshold}")
-        max_tokens = int(max_tokens)
         x = self._embed_time(window)
         b, t, n, d = x.shape
         # positions ride along as 3 extra channels: every average below applies to them too
@@ -203,7 +211,14 @@ class TemporalFusion(nn.Module):
             x = torch.cat([x[:, :-1] * (~static)[:, None, :, None], last[:, None]], 1)
             older = (~static).to(size.dtype)[:, None].expand(b, t - 1, n)
             size = torch.cat([older, torch.where(static, float(t), 1.0)[:, None].to(size)], 1)
-        x, size = compact(x.reshape(b, t * n, d + 3), size.reshape(b, t * n))
+        return compact(x.reshape(b, t * n, d + 3), size.reshape(b, t * n))
+
+    def merge(
+        self, x: torch.Tensor, size: torch.Tensor, max_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step 3 on `merge_input`'s rows: bipartite merging until at most `max_tokens` remain
+        -> (tokens, sizes, positions)."""
+        d = self.cfg.dim
         w = float(self.cfg.fusion_pos_weight)
         while x.shape[1] > max_tokens:
             x, size = bipartite_merge(x, size, x.shape[1] - max_tokens, metric=x[..., :d],

@@ -6,6 +6,7 @@ decisions. Torch-free by rule (`test_layers.py`): the onnxruntime engine imports
 from tinygpt_ros.ops.drafting import Decoded, draft_of, greedy_decode, remember
 from tinygpt_ros.ops.fusion import (
     MERGE_SCORE_QUANTUM,
+    Fused,
     bipartite_merge,
     compact,
     fused_set_movement,
@@ -70,6 +71,7 @@ __all__ = [
     "SMALL_GRAY_SIZE",
     "BranchSelector",
     "Decoded",
+    "Fused",
     "Motion",
     "StackedEncoderCache",
     "TokenReference",

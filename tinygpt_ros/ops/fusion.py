@@ -5,6 +5,7 @@ ToMe loop runs a data-dependent number of times, so it is not an ONNX graph."""
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -111,16 +112,27 @@ def static_mask(window: np.ndarray, static_threshold: float) -> np.ndarray:
     return dev <= static_threshold * np.linalg.norm(mean[0], axis=-1)
 
 
+class Fused(NamedTuple):
+    """One window's fusion result. `merge_input` is how many tokens entered the ToMe merge
+    loop after static averaging: the loop's cost (`spec.flops.fusion_flops`) follows it, and
+    on a scene that holds still it is far below the window's T * N."""
+
+    tokens: np.ndarray  # (K, D)
+    sizes: np.ndarray  # (K,), 0 = padding
+    positions: np.ndarray  # (K, 3) size-weighted (x, y, t) centroids
+    merge_input: int
+
+
 def temporal_fusion(
     window: np.ndarray,
     time_embed: np.ndarray,
     max_tokens: int | None,
     static_threshold: float = 0.1,
     pos_weight: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Fused:
     """`sttf.TemporalFusion` for one window (T, N, D) -> tokens (K, D), sizes (K,), size-weighted
-    (x, y, t) centroids (K, 3). `max_tokens=None` is the dense path (time embedding only, T*N
-    tokens of size 1 at their own positions)."""
+    (x, y, t) centroids (K, 3) and the merge loop's input count. `max_tokens=None` is the dense
+    path (time embedding only, T*N tokens of size 1 at their own positions, no merge)."""
     window = np.asarray(window, np.float32)
     if window.ndim != 3 or window.shape[-1] != time_embed.shape[-1]:
         raise ValueError(f"window must be (T, N, {time_embed.shape[-1]}), got {window.shape}")
@@ -130,7 +142,8 @@ def temporal_fusion(
     x = window + time_embed[-t:][:, None, :]
     pos = token_positions(t, time_embed.shape[0])
     if max_tokens is None:
-        return x.reshape(t * n, d), np.ones(t * n, np.float32), pos.reshape(t * n, 3)
+        return Fused(x.reshape(t * n, d), np.ones(t * n, np.float32), pos.reshape(t * n, 3),
+                     t * n)
     if isinstance(max_tokens, bool) or int(max_tokens) < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     max_tokens = int(max_tokens)
@@ -150,10 +163,11 @@ def temporal_fusion(
                                np.where(static, np.float32(t), np.float32(1.0))])
     else:
         x, size = x.reshape(t * n, d + 3), np.ones(t * n, np.float32)
+    merge_input = x.shape[0]
     while x.shape[0] > max_tokens:
         x, size = bipartite_merge(x, size, x.shape[0] - max_tokens, d, pos_weight)
         x, size = compact(x, size)
-    return x[:, :d], size, x[:, d:]
+    return Fused(x[:, :d], size, x[:, d:], merge_input)
 
 
 def fused_set_movement(current: np.ndarray, previous: np.ndarray) -> float:

@@ -105,9 +105,9 @@ class Kernels(Protocol):
 
     def fuse(
         self, window: np.ndarray, max_tokens: int | None, static_threshold: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> ops.Fused:
         """(T, 196, D) window -> tokens (K, D), sizes (K,) (0 = padding), (x, y, t) centroids
-        (K, 3); max_tokens None = no fusion."""
+        (K, 3), and how many tokens entered the merge loop; max_tokens None = no fusion."""
         ...
 
     def generate(self, tokens: np.ndarray, sizes: np.ndarray,
@@ -572,10 +572,11 @@ class StreamingEngine:
 
         with timer.stage("fusion"):
             n_window = len(s.window) * NUM_TOKENS
-            fused, sizes, positions, fused_now = self._fuse(
+            fused, sizes, positions, merge_input, fused_now = self._fuse(
                 s, k.max_fused_tokens if k.sttf_enabled else None)
             if k.sttf_enabled and fused_now:  # a memo hit ran no fusion: it costs nothing
-                fusion_flops = F.fusion_flops(cfg, n_window, int((sizes > 0).sum()))
+                # the merge loop's input, not the window: static averaging shrinks it
+                fusion_flops = F.fusion_flops(cfg, merge_input, int((sizes > 0).sum()))
             else:
                 fusion_flops = 0.0
         n_fused = int((sizes > 0).sum())
@@ -645,13 +646,14 @@ class StreamingEngine:
                            fused_sizes=np.asarray(sizes, np.float32).copy(), budget=budget)
 
     def _fuse(self, s: Stream, max_tokens: int | None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
         """Temporal fusion of the stream's window, or the last result when the window holds
         the very same encoder outputs as last time (a still scene reuses the same output
         array frame after frame, so after `temporal_window` reused frames the window stops
         changing): the same input gives the same tokens, so they are not fused again.
         The returned arrays are shared with the memo; callers must not write into them. The
-        last value says whether fusion ran (False: the memo's result, no work, no FLOPs)."""
+        last two values are the merge loop's input count and whether fusion ran (False: the
+        memo's result, no work, no FLOPs)."""
         frames = tuple(s.window)
         memo = s.fusion_memo
         if (memo is not None and memo[1] == max_tokens and len(memo[0]) == len(frames)

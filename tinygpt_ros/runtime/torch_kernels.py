@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from tinygpt_ros import ops
 from tinygpt_ros.model.encoder import GatedEncoderCache
 from tinygpt_ros.model.tinygpt import TinyGPT
 from tinygpt_ros.runtime.torch_flops import FlopMeter
@@ -89,9 +90,17 @@ class TorchKernels:
     @counted
     @torch.no_grad()
     def fuse(self, window: np.ndarray, max_tokens: int | None,
-             static_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        fused, sizes, pos = self.model.fuse(self._t(window)[None], max_tokens, static_threshold)
-        return _np(fused[0]), _np(sizes[0]), _np(pos[0])
+             static_threshold: float) -> ops.Fused:
+        fusion = self.model.fusion
+        w = self._t(window)[None]
+        if max_tokens is None:
+            fused, sizes, pos = fusion.dense(w)
+            return ops.Fused(_np(fused[0]), _np(sizes[0]), _np(pos[0]), int(fused.shape[1]))
+        if isinstance(max_tokens, bool) or int(max_tokens) < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        x, size = fusion.merge_input(w, static_threshold)
+        fused, sizes, pos = fusion.merge(x, size, int(max_tokens))
+        return ops.Fused(_np(fused[0]), _np(sizes[0]), _np(pos[0]), int(x.shape[1]))
 
     @counted
     @torch.no_grad()

@@ -100,8 +100,9 @@ def fusion_flops(cfg: ModelConfig, n_in: int, n_out: int) -> float:
 
     Replays the loop of `sttf.TemporalFusion`: while n > n_out, one merge with r = min(n - n_out,
     n // 2) costs ceil(n/2) * floor(n/2) dot products of width dim. Static averaging, norms and
-    the scatter are ignored. Approximate when padding (batches) or static averaging shrink the
-    input first: pass the token count that enters the merge loop for the exact figure.
+    the scatter are ignored. `n_in` is the token count that enters the merge loop, after static
+    averaging (`ops.Fused.merge_input`), not the window's T * N: on a calm scene most positions
+    are averaged first and the loop is far shorter.
     """
     n, n_out = int(n_in), max(int(n_out), 1)
     total = 0.0
