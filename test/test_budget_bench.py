@@ -15,6 +15,7 @@ from tinygpt_ros.evaluation.budget_bench import (
     compare_at_equal_cost,
     fixed_configurations,
     settling_frames,
+    slow_switches,
 )
 from tinygpt_ros.evaluation.node_bench import budget_params, budget_stats
 from tinygpt_ros.runtime.budget import RUNGS
@@ -31,6 +32,19 @@ def test_settling_counts_frames_until_the_rest_of_each_scene_stays_in_budget():
     cost = np.array([3, 2, 1, 1, 1, 1,  # settles after 2 frames
                      1, 1, 1, 1, 1, 1.5])  # never settles: over at the very end
     assert settling_frames(cost, since, 1.1) == [2, 6]
+
+
+def test_slow_switches_name_the_scene_change_that_took_too_long():
+    since = np.array(list(range(6)) * 3)
+    switch = ["start -> still"] * 6 + ["still -> pan"] * 6 + ["pan -> busy"] * 6
+    cost = np.array([1, 1, 1, 1, 1, 1,
+                     3, 3, 3, 3, 3, 1,  # settles after 5 frames
+                     3, 1, 1, 1, 1, 2])  # over at the very end: never settles
+    settle = settling_frames(cost, since, 1.1)
+    assert settle == [0, 5, 6]
+    assert slow_switches(settle, switch, since, allowance=4) == {
+        "pan -> busy": [6], "still -> pan": [5]}
+    assert slow_switches(settle, switch, since, allowance=6) == {}
 
 
 def test_fixed_settings_are_the_ladder_each_rung_alone_and_a_dozen_grid_points():

@@ -83,7 +83,8 @@ def run_stream(engine: Any, clips: list[Any]) -> dict[str, Any]:
     each segment's last frame, per-frame GFLOPs and ms, and frames since the last switch."""
     engine.reset()
     out: dict[str, list[Any]] = {"shown": [], "gflops": [], "ms": [], "since_switch": [],
-                                 "states": []}
+                                 "states": [], "switch": []}
+    previous = "start"
     offset_us = 0
     for clip in clips:
         last = {seg.end - 1 for seg in clip.segments}
@@ -92,9 +93,11 @@ def run_stream(engine: Any, clips: list[Any]) -> dict[str, Any]:
             out["gflops"].append(res.record.total_flops / 1e9)
             out["ms"].append(res.record.total_latency_ms)
             out["since_switch"].append(i)
+            out["switch"].append(f"{previous} -> {clip.motion}")
             out["states"].append(res.budget["budget_state"] if res.budget else "off")
             if i in last:
                 out["shown"].append(res.caption or "")
+        previous = clip.motion
         offset_us += int(clip.timestamps_us[-1]) + 33_333
     return out
 
@@ -201,6 +204,18 @@ def run_budget_bench(model_dir: str | Path, targets: list[float], n_streams: int
     }
 
 
+def slow_switches(settle: list[int], switch: list[str], since: np.ndarray,
+                  allowance: int = SETTLE_FRAMES) -> dict[str, list[int]]:
+    """The switches that took longer than `allowance` frames to settle, by "from -> to" scene
+    (`run_stream`'s per-frame `switch`): which step changes the controller is slow on, not
+    only how slow the slowest was."""
+    out: dict[str, list[int]] = {}
+    for a, frames in zip(np.flatnonzero(since == 0), settle, strict=True):
+        if frames > allowance:
+            out.setdefault(switch[a], []).append(int(frames))
+    return dict(sorted(out.items()))
+
+
 def settling_frames(cost: np.ndarray, since: np.ndarray, limit: float) -> list[int]:
     """Per scene switch: frames until the rest of the scene stays within `limit` (at most 5%
     of its remaining frames over, as a p95 allows); the scene's length when it never does."""
@@ -236,11 +251,13 @@ def cost_summary(acc: dict[str, list[Any]], mode: str | None,
         settled = cost[since >= SETTLE_FRAMES]
         p95_settled = float(np.percentile(settled, 95)) if len(settled) else float("nan")
         settle = settling_frames(cost, since, 1.1 * target)
+        slow = slow_switches(settle, acc["switch"], since) if "switch" in acc else {}
         out.update({
             "p95_settled": p95_settled,
             "p95_settled_vs_target": p95_settled / target,
             "settling_frames_median": float(np.median(settle)),
             "settling_frames_max": int(max(settle)),
+            "slow_switches": slow,
             "in_budget_pct": 100.0 * float((cost <= target).mean()),
             "in_budget_settled_pct": 100.0 * float((settled <= target).mean()),
             "unreachable_frames": int(sum(s == "unreachable" for s in acc["states"])),
@@ -349,6 +366,14 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
                f"{r['in_budget_pct']:.0f}% | {r['unreachable_frames']} | "
                if t is not None else "- | - | - | - | ")
             + f"{r['CIDEr']:.3f} |")
+    slow = {name: r["slow_switches"] for name, r in rep["runs"].items()
+            if r.get("slow_switches")}
+    if slow:
+        lines += ["", f"Switches that took more than {rep['settle_frames']} frames to settle "
+                  "(from -> to scene: settling frames of each):", ""]
+        lines += [f"- {name}: " + "; ".join(f"{sw} ({', '.join(map(str, f))})"
+                                            for sw, f in sw_frames.items())
+                  for name, sw_frames in slow.items()]
     chosen_on = rep.get("fixed_chosen_on", st["split"])
     lines += ["", "At equal mean cost: the best-CIDEr fixed setting whose mean cost, in the "
               f"controller's unit, is at most the controller's, chosen on `{chosen_on}` clips"
