@@ -13,6 +13,7 @@ from tinygpt_ros.runtime.budget import (
     RUNGS,
     BudgetController,
     CheapEnd,
+    ControllerGains,
     knobs_at_level,
     knobs_with_rungs,
 )
@@ -217,3 +218,27 @@ def test_reanchors_are_gated_from_the_tokens_rung_on():
     assert ctl.level("frame") > RUNGS.index("tokens") and ctl.gates_reanchor("frame")
     assert not ctl.gates_reanchor("events")  # per stream
     assert not BudgetController().gates_reanchor("frame")  # off: never
+
+
+def test_an_isolated_frame_over_the_target_is_let_through_and_counted():
+    """The target is a p95: a one-off spike (a scene cut) does not move the level, a second
+    one before the 4% allowance refills does, and each let-through frame is counted."""
+    ctl = BudgetController("flops", 1.0)
+    drive(ctl, scene=0.5, frames=30)  # calm long enough to save up one frame
+    for cost in (3.0, 0.5, 0.5):  # one spike, then calm again
+        ctl.plan("frame", Knobs())
+        diag = ctl.observe("frame", record(cost))
+    ctl.plan("frame", Knobs())
+    assert ctl.level("frame") == 0.0
+    assert diag is not None and diag["budget_let_through"] == 1
+    for _ in range(2):  # a second spike right after: the allowance is spent, it tightens
+        ctl.observe("frame", record(3.0))
+        ctl.plan("frame", Knobs())
+    assert ctl.level("frame") > 0.0
+    assert ctl.diagnostics("frame")["budget_let_through"] == 1
+    # with no allowance every frame over the target is answered
+    strict = BudgetController("flops", 1.0, gains=ControllerGains(spike_allowance=0.0))
+    drive(strict, scene=0.5, frames=30)
+    strict.observe("frame", record(3.0))
+    strict.plan("frame", Knobs())
+    assert strict.level("frame") > 0.0

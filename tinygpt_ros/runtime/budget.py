@@ -50,6 +50,13 @@ moved, so stale samples from an older level never push it further: anti-windup):
   over the target within `probe_judge` frames is undone and the wait before the next doubles;
 - level is clamped to [0, LEVELS] (anti-windup); at LEVELS and still over the target the state is
   `unreachable` and stays visible in every frame's diagnostics.
+- the target is a p95, so some frames may go over it: an isolated frame over the target is let
+  through without a reaction while fewer than `spike_allowance` (4%) of the frames so far were
+  (a token bucket, one frame deep). A scene cut recomputes every token once; climbing for it
+  made the next frames, where the new scene's caption is decoded, cheaper than the budget
+  needed. On 8 val streams (2026-12-04, FLOPs targets 0.07 / 0.1 / 0.13) this raised CIDEr
+  from 1.038 / 1.428 / 1.609 to 1.054 / 1.505 / 1.610, with the slowest settling 10 / 10 / 10
+  frames instead of 10 / 11 / 10. Those frames are counted (`budget_let_through`).
 """
 
 from __future__ import annotations
@@ -123,13 +130,21 @@ class ControllerGains:
     probe_max: int = 96
     probe_below: float = 0.95  # probe only when the measured cost leaves this much headroom
     unreachable_after: int = 3  # frames at the cheapest level and still over target
+    # The target is a p95: an isolated frame over it is let through without a reaction while
+    # at most this share of the frames so far were (module docstring); `spike_burst` is how
+    # many such frames the allowance can save up. 0 reacts to every frame over the target.
+    spike_allowance: float = 0.04
+    spike_burst: float = 1.0
 
 
 @dataclass
 class _StreamState:
     level: float = 0.0
     samples: deque = field(default_factory=lambda: deque(maxlen=4))
+    forgiven: deque = field(default_factory=lambda: deque(maxlen=4))  # per sample: let through
     fresh: int = 0  # samples since the level last moved
+    allowance: float = 0.0  # frames that may still go over the target unanswered (p95 share)
+    let_through: int = 0  # frames over the target let through on that allowance, so far
     under: int = 0  # consecutive decisions under the relax band
     calm: int = 0  # consecutive decisions inside the dead band
     probe_wait: int = 0  # calm decisions before the next probe (0 = gains.probe_after)
@@ -277,8 +292,9 @@ class BudgetController:
     def _stream(self, modality: str) -> _StreamState:
         s = self._streams.get(modality)
         if s is None:
+            window = max(1, self.gains.window)
             s = self._streams[modality] = _StreamState(
-                samples=deque(maxlen=max(1, self.gains.window)))
+                samples=deque(maxlen=window), forgiven=deque(maxlen=window))
         return s
 
     # ------------------------------------------------------------------------ loop
@@ -296,10 +312,18 @@ class BudgetController:
         g = self.gains
         if s.fresh == 0:
             return  # nothing measured at the current level yet
-        recent = list(s.samples)[-min(s.fresh, len(s.samples)):]
+        target = self.target
+        if s.samples[-1] > target and s.allowance >= 1.0 and not s.forgiven[-1]:
+            s.allowance -= 1.0  # an isolated frame over the target: the p95's share pays
+            s.forgiven[-1] = True
+            s.let_through += 1
+        n = min(s.fresh, len(s.samples))
+        recent = [c for c, f in zip(list(s.samples)[-n:], list(s.forgiven)[-n:], strict=True)
+                  if not f]
+        if not recent:
+            return  # only let-through frames since the level moved: nothing to act on
         m = max(recent)
         s.measured = m
-        target = self.target
         if s.probe_age >= 0:
             s.probe_age += 1
             if m > target:  # the probe cost too much: back off, wait longer before the next
@@ -365,7 +389,9 @@ class BudgetController:
             s.last_stamp_us = stamp_us
         cost = self.cost_of(record, s)
         s.samples.append(cost)
+        s.forgiven.append(False)
         s.fresh += 1
+        s.allowance = min(self.gains.spike_burst, s.allowance + self.gains.spike_allowance)
         s.last_cost = cost
         out = self.diagnostics(modality)
         if knobs is not None:
@@ -418,4 +444,5 @@ class BudgetController:
             "budget_rung": RUNGS[min(int(s.level), len(RUNGS) - 1)] if s.level > 0 else "none",
             "budget_state": s.state,
             "budget_unreachable": s.state == "unreachable",
+            "budget_let_through": s.let_through,
         }
