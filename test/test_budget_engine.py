@@ -138,3 +138,26 @@ def test_torch_and_onnxruntime_take_the_same_budget_decisions(engine):
     torch_engine.close()
     assert levels["torch"] == levels["onnxruntime"]
     assert max(levels["torch"]) > 0
+
+
+def test_the_caption_rung_does_not_carry_a_caption_into_a_new_scene(engine):
+    """At the caption rung's cheap end the reuse threshold is 1.0, and the fused set of a new
+    scene moved less than that: the previous scene's caption stood for the whole new scene.
+    After a re-anchor the user's threshold applies until the caption is decoded again."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import LEVELS
+
+    first_seed, second_seed = split_seeds("test", 2, 11)
+    first = render_clip(first_seed, "still", num_frames=10).frames
+    second = render_clip(second_seed, "still", num_frames=6).frames
+    engine.reset()
+    engine.budget.configure("flops", 1e-6)  # below any frame: the level climbs to the last rung
+    before = [engine.process_frame(f) for f in first]
+    assert before[-1].budget["budget_level"] == LEVELS
+    assert before[-1].budget["budget_knob_caption_reuse_threshold"] == pytest.approx(1.0)
+    after = [engine.process_frame(f) for f in second]
+    engine.budget.configure("off", 0.0)
+    assert after[0].record.reanchored
+    decoded = [i for i, r in enumerate(after) if not r.record.caption_reused]
+    assert decoded, [round(r.budget["budget_level"], 2) for r in after]
+    assert after[-1].caption != before[-1].caption

@@ -351,3 +351,32 @@ def test_the_engine_drafts_with_the_last_caption_only_when_asked(git_dir):
     drafts.clear()
     without = [engine.process_frame(f).caption for f in frames]
     assert drafts == [[]] * 3 and without == with_draft
+
+
+def test_fusion_flops_count_the_merge_loop_of_the_patch_tokens_only(git_dir):
+    """GIT's CLS row is kept out of fusion: the analytical fusion term replays the merge loop
+    from the patch tokens that entered it down to the fused patch tokens, not to the fused set
+    with the CLS row in it (which stopped the replay one merge short)."""
+    from tinygpt_ros.runtime.streaming import STATIC_THRESHOLD
+    from tinygpt_ros.spec import flops as F
+
+    engine = load_engine(git_dir)
+    engine.set_knob("anc_enabled", False)
+    # 13 fused = 12 patch tokens + CLS: from 196 or 392 patch tokens the replay down to 13
+    # takes one merge step fewer than the one down to 12 (most counts give the same sum)
+    engine.set_knob("max_fused_tokens", 13)
+    kept = engine.kernels.n_keep
+    assert kept == 1
+    checked = differs = 0
+    for frame in _frames(4, seed=9):
+        r = engine.process_frame(frame)
+        if not r.record.flops["fusion"]:
+            continue
+        window = np.stack(engine._streams["frame"].window)
+        fused = engine.kernels.fuse(window, 13, STATIC_THRESHOLD)
+        n_out = int((fused.sizes > 0).sum()) - kept
+        expected = F.fusion_flops(engine.cfg, fused.merge_input, n_out)
+        assert r.record.flops["fusion"] == pytest.approx(expected)
+        differs += expected > F.fusion_flops(engine.cfg, fused.merge_input, n_out + kept)
+        checked += 1
+    assert checked >= 2 and differs >= 1

@@ -155,6 +155,9 @@ class Stream:
     last_caption_len: int = 0
     drafts: list[list[int]] = field(default_factory=list)  # recent captions (ops.drafting)
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
+    # frames: the view changed (a re-anchor or full refresh) since the caption was decoded; the
+    # budget's caption rung does not apply until it is decoded again (StreamingEngine._caption)
+    new_view: bool = False
     # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
     fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
     # frames: the stabilised frame (ops.motion); anchor = model input of the last full refresh
@@ -228,6 +231,8 @@ class StreamingEngine:
         self._dc_basis = self._frame_dc_basis() if linear else None
         self._noise_gain: float | None = None  # see _unit_noise_gain
         self.largest_branch = len(self.cfg.branch_depths) - 1
+        # leading rows a pretrained tower keeps out of fusion (GIT's CLS: `hf.common.fuse_window`)
+        self._kept_rows = int(getattr(kernels, "n_keep", 0))
         # compute budget (runtime/budget.py): consulted before each step, fed after it
         self.budget = BudgetController()
         self._gpu_timer: GpuTimer | None = None  # gpu_share mode: see use_gpu_timing
@@ -366,6 +371,7 @@ class StreamingEngine:
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
             self._charge("router", F.router_feature_flops(len(finite), gray.size))
+        s.new_view = s.new_view or comp.refresh or comp.reanchored
         result = self._step(s, "frame", emb, change, feats, timer, planned, refresh=comp.refresh,
                             means=means, stamp_us=stamp_us, pixels=x)
         scale = getattr(self.kernels, "unit_scale", None)
@@ -575,8 +581,10 @@ class StreamingEngine:
             fused, sizes, positions, merge_input, fused_now = self._fuse(
                 s, k.max_fused_tokens if k.sttf_enabled else None)
             if k.sttf_enabled and fused_now:  # a memo hit ran no fusion: it costs nothing
-                # the merge loop's input, not the window: static averaging shrinks it
-                fusion_flops = F.fusion_flops(cfg, merge_input, int((sizes > 0).sum()))
+                # the merge loop's input, not the window: static averaging shrinks it; and its
+                # output, not the fused set: a pretrained tower's kept rows (CLS) never merge
+                merged = int((sizes > 0).sum()) - self._kept_rows
+                fusion_flops = F.fusion_flops(cfg, merge_input, merged)
             else:
                 fusion_flops = 0.0
         n_fused = int((sizes > 0).sum())
@@ -669,16 +677,27 @@ class StreamingEngine:
     def _caption(
         self, s: Stream, fused: np.ndarray, sizes: np.ndarray, positions: np.ndarray, k: Knobs
     ) -> tuple[str, bool, float, int]:
-        """(caption, reused, decoder FLOPs, sequential decoder passes)."""
+        """(caption, reused, decoder FLOPs, sequential decoder passes).
+
+        After a new view (a re-anchor: the camera turned or the scene cut) the reuse test uses
+        the user's threshold, not the budget's raised one (its caption rung), until the caption
+        is decoded again: at that rung's cheap end the fused set of a new scene can stay within
+        the threshold, and the previous scene's caption stood for the whole new scene. A gated
+        re-anchor brings the new scene's tokens in over several frames, so the flag lasts until
+        the set has moved past the user's threshold, not for the re-anchor frame alone."""
         real = fused[sizes > 0]
+        threshold = k.caption_reuse_threshold
+        if s.new_view:
+            threshold = min(threshold, self._knobs.caption_reuse_threshold)
         if (
             k.sttf_enabled
-            and k.caption_reuse_threshold > 0
+            and threshold > 0
             and s.last_summary is not None
             and s.last_caption is not None
-            and self._reuse_movement(real, s.last_summary) < k.caption_reuse_threshold
+            and self._reuse_movement(real, s.last_summary) < threshold
         ):
             return s.last_caption, True, 0.0, 0
+        s.new_view = False
         decode = getattr(self.kernels, "decode", None)
         if decode is None:  # a backend without draft checking: one token per pass
             ids = self.kernels.generate(fused, sizes, positions)
