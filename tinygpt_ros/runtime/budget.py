@@ -14,7 +14,9 @@ runs every rung alone at its cheap end; docs/benchmarks.md has the figures):
    48, and gate camera re-anchors (a re-anchor of the motion stage otherwise recomputes every
    token; gated, it goes through the same threshold and cap, see `gates_reanchor`);
 4. squeeze: the same three knobs on to the floor (router bias 6, 16 active and 6 fused tokens);
-5. last, caption decoding: raise `caption_reuse_threshold` (decode less often, reuse more).
+5. last, caption decoding: raise `caption_reuse_threshold` (decode less often, reuse more);
+   never across a new view: after a re-anchor the user's threshold applies until the caption
+   is decoded again (`StreamingEngine._caption`).
 
 The issue that asked for the controller suggested caption reuse first and the fused-token budget
 last. Caption reuse costs the most CIDEr of any rung on validation clips (alone, 0.755 -> 0.510
