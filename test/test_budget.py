@@ -242,3 +242,28 @@ def test_an_isolated_frame_over_the_target_is_let_through_and_counted():
     strict.observe("frame", record(3.0))
     strict.plan("frame", Knobs())
     assert strict.level("frame") > 0.0
+
+
+def test_a_new_view_is_paid_from_the_allowance_and_not_answered():
+    """The engine asks before a re-anchor runs at the user's knobs: refused at level 0 (those
+    knobs run anyway) and while the allowance holds less than a frame; granted, it spends the
+    allowance, the frame over the target moves nothing, and it is counted."""
+    ctl = BudgetController("flops", 1.0)
+    drive(ctl, scene=0.5, frames=30)
+    assert ctl.level("frame") == 0.0 and not ctl.spend_on_new_view("frame")
+    drive(ctl, scene=8.0, frames=30)  # busy: the level climbs and holds the target
+    level = ctl.level("frame")
+    assert level > 0.0
+    # inside the dead band above the probe line: holds this level and saves up
+    drive(ctl, scene=plant(-level, 0.97), frames=30)
+    level = ctl.level("frame")
+    assert level > 0.0
+    ctl.plan("frame", Knobs())
+    let_through = ctl.diagnostics("frame")["budget_let_through"]
+    assert ctl.spend_on_new_view("frame")
+    ctl.observe("frame", record(3.0))  # the new view at the user's knobs: far over
+    ctl.plan("frame", Knobs())
+    assert ctl.level("frame") == level
+    diag = ctl.diagnostics("frame")
+    assert diag["budget_new_views"] == 1 and diag["budget_let_through"] == let_through
+    assert not ctl.spend_on_new_view("frame")  # the allowance is spent

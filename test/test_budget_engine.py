@@ -161,3 +161,40 @@ def test_the_caption_rung_does_not_carry_a_caption_into_a_new_scene(engine):
     decoded = [i for i, r in enumerate(after) if not r.record.caption_reused]
     assert decoded, [round(r.budget["budget_level"], 2) for r in after]
     assert after[-1].caption != before[-1].caption
+
+
+def test_a_new_view_runs_at_the_users_knobs_once_and_a_re_anchoring_camera_does_not(engine):
+    """A scene cut re-anchors the motion stage: with a frame of allowance saved, that frame
+    recomputes every token at the user's knobs (what a calm scene keeps) and moves nothing.
+    Noise re-anchors on every frame: those are not new views."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import LEVELS
+
+    first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
+    first = render_clip(first_seed, "still", num_frames=10).frames
+    second = render_clip(second_seed, "still", num_frames=4).frames
+    engine.reset()
+    engine.budget.configure("flops", 1e-6)  # below any frame: the level climbs to the last rung
+    run(engine, list(first))
+    assert engine.budget.level("frame") == LEVELS
+    # as if saved up over calm frames: one frame lets the last frame over the tiny target
+    # through (the next plan), one pays for the view
+    engine.budget._stream("frame").allowance = 2.0
+    cut = engine.process_frame(second[0])
+    user = engine.knobs()
+    assert cut.record.reanchored and cut.record.full_refresh
+    assert cut.budget["budget_new_views"] == 1
+    assert cut.budget["budget_knob_max_fused_tokens"] == user["max_fused_tokens"]
+    assert cut.record.tokens_fused > 6  # the squeeze's 6 fused tokens did not apply
+    after = engine.process_frame(second[1])
+    assert after.budget["budget_level"] == LEVELS
+    assert after.budget["budget_knob_max_fused_tokens"] < user["max_fused_tokens"]
+    # a camera panning faster than the motion stage follows re-anchors on every frame: those
+    # are not new views, whatever the allowance holds
+    picture = frames("busy", 1, 6)[0]
+    for i in range(1, 9):
+        engine.budget._stream("frame").allowance = 2.0
+        res = engine.process_frame(np.roll(picture, 64 * i, axis=1))
+        assert res.budget["budget_new_views"] == 1
+    assert res.record.reanchored
+    engine.budget.configure("off", 0.0)

@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -55,6 +55,11 @@ from tinygpt_ros.spec.types import NO_GESTURE, ComputeRecord, FrameResult
 
 # Static-token averaging tolerance used by temporal fusion (relative L2 to the window mean).
 STATIC_THRESHOLD = 0.1
+# A re-anchor is a new view (run at the user's knobs out of the budget's allowance) only after
+# this many frames without one: a camera that re-anchors frame after frame (a pan faster than
+# the motion stage follows, noise it reads as motion) is not looking at a new scene, and its
+# re-anchors stay with the controller's level (the tokens rung gates them).
+NEW_VIEW_AFTER = 4
 MODALITIES = ("frame", "events")
 # Exposure gain beyond [1/MAX_GAIN, MAX_GAIN] against the anchor re-anchors: normalising more
 # would amplify noise and clipped highlights into fake content.
@@ -158,6 +163,7 @@ class Stream:
     # frames: the view changed (a re-anchor or full refresh) since the caption was decoded; the
     # budget's caption rung does not apply until it is decoded again (StreamingEngine._caption)
     new_view: bool = False
+    since_reanchor: int = 1 << 30  # frames since the motion stage last re-anchored
     # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
     fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
     # frames: the stabilised frame (ops.motion); anchor = model input of the last full refresh
@@ -340,6 +346,13 @@ class StreamingEngine:
         planned = self.budget.plan("frame", self._knobs)
         with timer.stage("motion"):
             comp = self._compensate(s, unit, aspect, self.budget.gates_reanchor("frame"))
+        isolated = s.since_reanchor >= NEW_VIEW_AFTER
+        s.since_reanchor = 0 if comp.reanchored else s.since_reanchor + 1
+        if comp.reanchored and isolated and self.budget.spend_on_new_view("frame"):
+            # a new view (the camera turned, the scene cut) runs once at the user's knobs, out
+            # of the budget's p95 allowance: a calm scene keeps the tokens computed here
+            planned = (self._knobs, 0.0)
+            comp = replace(comp, refresh=True)
         with timer.stage("preprocess"):
             if self._frame_input is None:
                 x = ops.unit_to_array(comp.image)
