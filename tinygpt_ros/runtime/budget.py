@@ -67,8 +67,8 @@ moved, so stale samples from an older level never push it further: anti-windup):
   recomputes those tokens however far the level relaxes, so a still scene after a busy one was
   captioned from the ladder's cheap end for as long as it lasted. On 18 val streams
   (2026-12-04, FLOPs targets 0.07 / 0.1 / 0.13) CIDEr went from 0.939 / 1.443 / 1.601 to
-  0.971 / 1.485 / 1.601 at a mean cost 0.3% higher; with every such re-anchor at the user's
-  knobs (no allowance) it was 1.221 / 1.583 / 1.602, but then scene cuts, 8% of that
+  0.971 / 1.485 / 1.601 at a mean cost at most 0.5% higher; with every such re-anchor at the
+  user's knobs (no allowance) it was 1.221 / 1.583 / 1.602, but then scene cuts, 8% of that
   benchmark's frames, all go over the target and the whole run's p95 with them.
 """
 

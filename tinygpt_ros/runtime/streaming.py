@@ -351,7 +351,7 @@ class StreamingEngine:
         if comp.reanchored and isolated and self.budget.spend_on_new_view("frame"):
             # a new view (the camera turned, the scene cut) runs once at the user's knobs, out
             # of the budget's p95 allowance: a calm scene keeps the tokens computed here
-            planned = (self._knobs, 0.0)
+            planned = (replace(self._knobs), 0.0)
             comp = replace(comp, refresh=True)
         with timer.stage("preprocess"):
             if self._frame_input is None:
