@@ -137,6 +137,10 @@ def test_node_bench_budget_parameters_and_stats():
     assert b is not None and b["settling_frames"] == 2 and b["frames"] == 23
     assert b["settled_p95_vs_target"] == pytest.approx(0.9)
     assert b["in_budget_pct"] == pytest.approx(100 * 20 / 23)
+    assert b["let_through"] == 0 and b["new_views"] == 0  # not reported: none
+    frames[-1].update(budget_let_through="2", budget_new_views="1")
+    b = budget_stats(frames)
+    assert b is not None and b["let_through"] == 2 and b["new_views"] == 1
 
 
 def test_each_comparison_row_gets_a_bootstrap_interval_of_controller_over_fixed():

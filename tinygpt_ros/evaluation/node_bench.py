@@ -628,7 +628,17 @@ def budget_stats(frames: Sequence[dict[str, str]]) -> dict[str, Any] | None:
         "in_budget_pct": 100.0 * float((cost <= target).mean()),
         "unreachable_frames": sum(v.get("budget_state") == "unreachable" for v in held),
         "level_last": _f(held[-1], "budget_level"),
+        # the controller's cumulative counters at the stream's last frame (they count from the
+        # node's start, so across streams they only grow)
+        "let_through": _count(held[-1], "budget_let_through"),
+        "new_views": _count(held[-1], "budget_new_views"),
     }
+
+
+def _count(values: dict[str, str], key: str) -> int:
+    """A counter from one frame's diagnostics; 0 when the node did not report it."""
+    value = _f(values, key)
+    return int(value) if np.isfinite(value) else 0
 
 
 def _last_count(rec: _Received, key: str, before_ns: int) -> int:
