@@ -162,7 +162,7 @@ class Stream:
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
     # frames: the view changed (a re-anchor or full refresh) since the caption was decoded; the
     # budget's caption rung does not apply until it is decoded again (StreamingEngine._caption)
-    new_view: bool = False
+    view_changed_since_caption: bool = False
     since_reanchor: int = 1 << 30  # frames since the motion stage last re-anchored
     # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
     fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
@@ -384,7 +384,7 @@ class StreamingEngine:
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
             self._charge("router", F.router_feature_flops(len(finite), gray.size))
-        s.new_view = s.new_view or comp.refresh or comp.reanchored
+        s.view_changed_since_caption |= comp.refresh or comp.reanchored
         result = self._step(s, "frame", emb, change, feats, timer, planned, refresh=comp.refresh,
                             means=means, stamp_us=stamp_us, pixels=x)
         scale = getattr(self.kernels, "unit_scale", None)
@@ -593,16 +593,15 @@ class StreamingEngine:
             n_window = len(s.window) * NUM_TOKENS
             fused, sizes, positions, merge_input, fused_now = self._fuse(
                 s, k.max_fused_tokens if k.sttf_enabled else None)
+            real = sizes > 0
+            n_fused = int(real.sum())
             if k.sttf_enabled and fused_now:  # a memo hit ran no fusion: it costs nothing
                 # the merge loop's input, not the window: static averaging shrinks it; and its
                 # output, not the fused set: a pretrained tower's kept rows (CLS) never merge
-                merged = int((sizes > 0).sum()) - self._kept_rows
-                fusion_flops = F.fusion_flops(cfg, merge_input, merged)
+                fusion_flops = F.fusion_flops(cfg, merge_input, n_fused - self._kept_rows)
             else:
                 fusion_flops = 0.0
-        n_fused = int((sizes > 0).sum())
         # A real token count: drop padding before the decoder so FLOPs match what runs.
-        real = sizes > 0
         fused, sizes, positions = fused[real], sizes[real], positions[real]
 
         flops = {
@@ -700,7 +699,7 @@ class StreamingEngine:
         the set has moved past the user's threshold, not for the re-anchor frame alone."""
         real = fused[sizes > 0]
         threshold = k.caption_reuse_threshold
-        if s.new_view:
+        if s.view_changed_since_caption:
             threshold = min(threshold, self._knobs.caption_reuse_threshold)
         if (
             k.sttf_enabled
@@ -710,7 +709,7 @@ class StreamingEngine:
             and self._reuse_movement(real, s.last_summary) < threshold
         ):
             return s.last_caption, True, 0.0, 0
-        s.new_view = False
+        s.view_changed_since_caption = False
         decode = getattr(self.kernels, "decode", None)
         if decode is None:  # a backend without draft checking: one token per pass
             ids = self.kernels.generate(fused, sizes, positions)
