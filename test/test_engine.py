@@ -106,6 +106,55 @@ def test_partial_recompute_on_small_change(engine, clip):
     assert 0 < r.flops["encoder"] < engine.process_frame(clip.frames[0]).record.dense_flops
 
 
+def test_a_branch_change_keeps_the_unchanged_tokens_static_in_the_window(engine, clip):
+    """A new encoder branch rewrites every token; the window's older slots take the new
+    branch's token wherever the input has not changed since, so temporal fusion still sees
+    those positions as static. Before, nothing was static for the next `temporal_window`
+    frames and fusion merged the whole window (its most expensive case) after every branch
+    change, both to a deeper branch (dense pass) and to a shallower one (cached blocks)."""
+    from tinygpt_ros.evaluation.budget_bench import FixedBias
+    from tinygpt_ros.spec import flops as F
+
+    engine.set_knob("refresh_interval", 0)
+    engine.set_knob("motion_compensation", "off")
+    engine.set_knob("exposure_compensation", False)
+    window = engine.cfg.temporal_window
+    base = clip.frames[0].copy()
+
+    def flicker(i: int) -> np.ndarray:  # only the top-left 2 x 2 patches change, every frame
+        f = base.copy()
+        if i % 2:
+            f[:32, :32] = 255 - f[:32, :32]
+        return f
+
+    large, small = FixedBias(-50.0), FixedBias(50.0)  # router logits pushed to one end
+    engine.budget = large
+    recs = [engine.process_frame(flicker(i)).record for i in range(window + 1)]
+    steady = recs[-1].flops["fusion"]
+    assert recs[-1].branch == "large" and 0 < recs[-1].tokens_recomputed < 16
+    s = engine._streams["frame"]
+    for bias, name in ((small, "small"), (large, "large")):
+        engine.budget = bias
+        before = list(s.window)
+        res = engine.process_frame(flicker(len(recs)))
+        recs.append(res.record)
+        assert res.record.branch == name
+        out = s.window[-1]
+        if name == "large":  # a deeper branch than cached: dense pass
+            assert res.record.full_refresh
+        kept = 0
+        for old, slot in zip(before[1:], list(s.window)[:-1], strict=True):
+            # unchanged patches: the new branch's token; changed ones keep theirs
+            moved = (slot != old).any(1)
+            assert np.array_equal(slot[moved], out[moved])
+            assert moved.sum() > NUM_TOKENS - 16
+            kept += int((~moved).sum())
+        assert kept > 0  # the flickering patches keep their old-branch tokens
+        full = F.fusion_flops(engine.cfg, window * NUM_TOKENS, res.record.tokens_fused)
+        assert res.record.flops["fusion"] < 0.5 * full
+        assert res.record.flops["fusion"] <= 1.5 * steady
+
+
 def test_max_active_tokens_caps(engine, clip):
     engine.set_knob("max_active_tokens", 5)
     engine.set_knob("fusion_threshold", 0.01)

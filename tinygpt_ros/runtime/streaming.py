@@ -151,6 +151,10 @@ class Stream:
     # frames: each patch's channel means when its token was last recomputed (DC-tolerant test)
     mean_reference: ops.TokenReference = field(default_factory=ops.TokenReference)
     window: deque = field(default_factory=deque)
+    # the encoder branch the window's newest slot came from, and per patch the step whose
+    # input its token was last computed from (see StreamingEngine._rebase_window)
+    window_branch: int | None = None
+    content_step: np.ndarray = field(default_factory=lambda: np.full(NUM_TOKENS, -1, np.int64))
     selector: ops.BranchSelector | None = None
     steps: int = 0
     since_refresh: int = 0
@@ -559,6 +563,7 @@ class StreamingEngine:
                 selected = ops.select_tokens(change, thr, k.max_active_tokens)
         n_sel = int(selected.sum())
 
+        fresh = selected  # patches whose input the encoder reads this step (before a fallback)
         with timer.stage("encoder"):
             if n_sel == 0:
                 out = s.last_output  # nothing changed: no encoder at all
@@ -574,10 +579,13 @@ class StreamingEngine:
                 # the cache may have fallen back to a dense pass (e.g. deeper branch than cached)
                 enc_flops = F.encoder_flops(cfg, branch, n_selected=F.branch_rows(cfg, branch,
                                                                                   n_sel))
-                if n_sel >= NUM_TOKENS:
-                    selected = np.ones(NUM_TOKENS, bool)
-                elif grid != GRID:  # a coarse token covers its patches: all of them are fresh
-                    selected = ops.fine_selection(ops.coarse_selection(selected, grid), grid)
+                if grid != GRID:  # a coarse token covers its patches: all of them are fresh
+                    fresh = ops.fine_selection(ops.coarse_selection(fresh, grid), grid)
+                selected = np.ones(NUM_TOKENS, bool) if n_sel >= NUM_TOKENS else fresh
+                if s.window_branch is not None and branch != s.window_branch:
+                    self._rebase_window(s, out, fresh)
+                s.window_branch = branch
+        s.content_step[fresh] = s.steps
         s.last_input = emb
         s.reference.update(emb, selected)
         if means is not None:
@@ -664,6 +672,30 @@ class StreamingEngine:
         return FrameResult(record, caption, gesture, confidence, mask,
                            fused_centroids=np.asarray(positions, np.float32).copy(),
                            fused_sizes=np.asarray(sizes, np.float32).copy(), budget=budget)
+
+    @staticmethod
+    def _rebase_window(s: Stream, out: np.ndarray, fresh: np.ndarray) -> None:
+        """After a change of encoder branch, re-express the window's older slots in the new
+        branch wherever the input has not changed since that slot.
+
+        Why: a new branch rewrites every token (a deeper one by a dense pass, a shallower one
+        from the cache's shallower blocks), so until the window was flushed no position stayed
+        within the static tolerance across it, and temporal fusion merged the whole window:
+        on validation clips most frames far over a FLOPs budget after the controller had
+        settled were these (docs/benchmarks.md). A patch whose input the encoder has not read
+        since a slot was computed holds the same content in that slot as now; its token under
+        the current branch is the one just computed, so the slot takes it. Patches read since
+        (content that changed) keep their old-branch tokens: that is the motion fusion is for.
+        Costs no network work; the slots become new arrays (the deque's old ones may be
+        shared with the fusion memo and the cache)."""
+        rows = out.shape[0] - NUM_TOKENS  # a pretrained tower's kept rows (CLS) lead
+        first = s.steps - len(s.window)
+        for i, slot in enumerate(s.window):
+            same = (s.content_step <= first + i) & ~fresh
+            if same.any():
+                slot = slot.copy()
+                slot[rows:][same] = out[rows:][same]
+                s.window[i] = slot
 
     def _fuse(self, s: Stream, max_tokens: int | None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
