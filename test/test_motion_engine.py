@@ -133,6 +133,18 @@ def test_large_motion_reanchors_and_diagnostics_say_so(engine):
     assert abs(recs[2].motion_dx + 10) < 0.5 and recs[4].motion_dx > -6  # the new anchor
 
 
+def test_a_reanchor_starts_the_fusion_window_over(engine):
+    """The window's older frames are in the old anchor's coordinates: after a re-anchor fusion
+    sees the new view only (sizes sum to one frame's tokens), and the window grows again from
+    there (before, the window kept its four frames across the re-anchor)."""
+    canvas = _canvas(3)
+    e = _fresh(engine, max_compensated_motion=0.02)
+    res = [e.process_frame(_view(canvas, i * 5)) for i in range(6)]
+    assert [r.record.reanchored for r in res] == [False, False, False, True, False, False]
+    frames_fused = [round(float(r.fused_sizes.sum())) // (GRID * GRID) for r in res]
+    assert frames_fused == [1, 2, 3, 1, 2, 3]
+
+
 def test_knobs_are_validated(engine):
     with pytest.raises(ValueError, match="one of"):
         engine.set_knob("motion_compensation", "homography")

@@ -18,7 +18,8 @@ refresh; each later frame is warped and exposure-normalised into the anchor's co
 embeddings of unchanged content where they were. Pixels that left the view keep the anchor's
 values (their tokens are reused); content that entered the view since the anchor is seen at the
 next re-anchor, which comes when any corner has moved more than `max_compensated_motion` of the
-image, the exposure gain leaves [1/MAX_GAIN, MAX_GAIN], or `refresh_interval` is due.
+image, the exposure gain leaves [1/MAX_GAIN, MAX_GAIN], or `refresh_interval` is due. A
+re-anchor also starts the fusion window over: its older frames are in the old coordinates.
 
 Every decision (refresh, selection, branch, hysteresis, window, caption reuse, FLOPs, records)
 is taken here, in numpy, so both engines take the same ones. The networks are behind `Kernels`:
@@ -389,6 +390,11 @@ class StreamingEngine:
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
             self._charge("router", F.router_feature_flops(len(finite), gray.size))
         s.view_changed_since_caption |= comp.refresh or comp.reanchored
+        if comp.reanchored:
+            # the window's older slots are in the old anchor's coordinates: a token there
+            # shows other content than the same position now, so fusing them would merge
+            # another view into this one (and, nothing being static, the whole window)
+            s.window.clear()
         result = self._step(s, "frame", emb, change, feats, timer, planned, refresh=comp.refresh,
                             means=means, stamp_us=stamp_us, pixels=x)
         scale = getattr(self.kernels, "unit_scale", None)
