@@ -679,8 +679,7 @@ class StreamingEngine:
                            fused_centroids=np.asarray(positions, np.float32).copy(),
                            fused_sizes=np.asarray(sizes, np.float32).copy(), budget=budget)
 
-    @staticmethod
-    def _rebase_window(s: Stream, out: np.ndarray, fresh: np.ndarray) -> None:
+    def _rebase_window(self, s: Stream, out: np.ndarray, fresh: np.ndarray) -> None:
         """After a change of encoder branch, re-express the window's older slots in the new
         branch wherever the input has not changed since that slot.
 
@@ -694,7 +693,7 @@ class StreamingEngine:
         (content that changed) keep their old-branch tokens: that is the motion fusion is for.
         Costs no network work; the slots become new arrays (the deque's old ones may be
         shared with the fusion memo and the cache)."""
-        rows = out.shape[0] - NUM_TOKENS  # a pretrained tower's kept rows (CLS) lead
+        rows = self._kept_rows  # a pretrained tower's kept rows (CLS) lead, patches follow
         first = s.steps - len(s.window)
         for i, slot in enumerate(s.window):
             same = (s.content_step <= first + i) & ~fresh
