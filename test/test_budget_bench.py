@@ -154,3 +154,35 @@ def test_each_comparison_row_gets_a_bootstrap_interval_of_controller_over_fixed(
     lo, hi = rows[0]["cider_vs_fixed_interval"]
     assert 1.0 < lo <= hi
     assert rows[1]["cider_vs_fixed_interval"] is None
+
+
+def test_interleaved_configurations_compute_what_each_computes_alone():
+    """bench-budget runs its configurations stream by stream so that their milliseconds share
+    the machine's conditions; each must still see only its own knobs and its own controller."""
+    from pathlib import Path
+
+    from tinygpt_ros.deploy.factory import load_engine
+    from tinygpt_ros.evaluation.budget_bench import run_interleaved, run_stream, switching_streams
+    from tinygpt_ros.runtime.budget import BudgetController
+
+    engine = load_engine(str(Path(__file__).resolve().parent.parent / "models" / "tinygpt"),
+                         backend="onnxruntime")
+    streams = switching_streams(2, 4, split="val")
+    user = Knobs().as_dict()
+    cfgs = {"fixed@5": fixed_configurations()["fixed@5"],
+            "flops=0.07": {"knobs": user, "mode": "flops", "target": 0.07},
+            "fixed@0": fixed_configurations()["fixed@0"]}
+    together = run_interleaved(engine, streams, cfgs)
+    for name, cfg in cfgs.items():  # each alone, set up by hand on a fresh engine
+        alone = load_engine(str(Path(__file__).resolve().parent.parent / "models" / "tinygpt"),
+                            backend="onnxruntime")
+        for k, v in cfg["knobs"].items():
+            alone.set_knob(k, v)
+        alone.budget = (FixedBias(cfg["bias"]) if cfg["mode"] is None
+                        else BudgetController(cfg["mode"], cfg["target"]))
+        runs = [run_stream(alone, clips) for clips in streams]
+        for key in ("gflops", "shown", "states"):
+            assert together[name][key] == [v for r in runs for v in r[key]], (name, key)
+    # the three differ, so a knob or a controller leaking from one to the next would show
+    assert together["fixed@5"]["gflops"] != together["fixed@0"]["gflops"]
+    assert any(s != "idle" for s in together["flops=0.07"]["states"])
