@@ -194,6 +194,9 @@ def run_budget_bench(model_dir: str | Path, targets: list[float], n_streams: int
     calibration_p95_ms = None
     if latency_fractions:
         t0 = time.perf_counter()
+        # warm-up, not measured: a fresh engine's first frames run slower (onnxruntime's first
+        # calls, allocations), and a p95 over a few hundred frames would count them
+        run_interleaved(engine, streams[:1], {"fixed@0": fixed["fixed@0"]})
         cal = run_interleaved(engine, streams, {"fixed@0": fixed["fixed@0"]})["fixed@0"]
         calibration_p95_ms = float(np.percentile(cal["ms"], 95))
         if progress:
