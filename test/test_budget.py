@@ -77,14 +77,17 @@ def test_rungs_move_in_quality_order():
     """fused-token budget, router, tokens (in the order val clips lost CIDEr to each alone);
     then the squeeze to the floor; caption reuse last (alone it cost the most CIDEr on val)."""
     user, cheap = Knobs(), CheapEnd()
-    k, bias = knobs_at_level(user, 0.5)  # fused-token budget only
+    k, bias = knobs_at_level(user, 0.5)  # fused rung only: fused tokens and frames
     assert bias == 0.0
     assert cheap.max_fused_tokens < k.max_fused_tokens < user.max_fused_tokens
-    assert dataclasses.replace(k, max_fused_tokens=user.max_fused_tokens) == user
+    assert 0 < k.fused_frames
+    assert dataclasses.replace(k, max_fused_tokens=user.max_fused_tokens,
+                               fused_frames=user.fused_frames) == user
     k, bias = knobs_at_level(user, 1.5)  # router rung, fused at its end
     assert 0 < bias < cheap.router_bias
-    assert dataclasses.replace(k, max_fused_tokens=user.max_fused_tokens) == user
-    assert k.max_fused_tokens == cheap.max_fused_tokens
+    assert dataclasses.replace(k, max_fused_tokens=user.max_fused_tokens,
+                               fused_frames=user.fused_frames) == user
+    assert (k.max_fused_tokens, k.fused_frames) == (cheap.max_fused_tokens, cheap.fused_frames)
     k, bias = knobs_at_level(user, 2.5)  # tokens rung
     assert k.fusion_threshold > user.fusion_threshold
     assert cheap.max_active_tokens < k.max_active_tokens < (user.max_active_tokens or 196)
@@ -100,6 +103,23 @@ def test_rungs_move_in_quality_order():
     assert k.caption_reuse_threshold == user.caption_reuse_threshold
     k, _ = knobs_at_level(user, 4.5)  # caption reuse last
     assert k.caption_reuse_threshold > user.caption_reuse_threshold
+
+
+def test_the_fused_rung_fuses_fewer_camera_frames_never_more_than_the_user_allows():
+    """The fused rung also takes `fused_frames` from the whole window (0, or the user's value)
+    down to CheapEnd.fused_frames; a user value already at or under that stays."""
+    cheap = CheapEnd()
+    window = 4
+    frames = [knobs_at_level(Knobs(), lv / 4, window=window)[0].fused_frames
+              for lv in range(0, 4 * int(LEVELS) + 1)]
+    assert frames[0] == 0  # level 0: the user's value (all of the window)
+    assert all(0 < f <= window for f in frames[1:] if f) and frames[4] == cheap.fused_frames
+    assert all(f == cheap.fused_frames for f in frames[4:])
+    assert knobs_at_level(Knobs(fused_frames=3), 1.0, window=window)[0].fused_frames == 2
+    assert knobs_at_level(Knobs(fused_frames=1), LEVELS, window=window)[0].fused_frames == 1
+    # a longer window (a pretrained captioner's setting) starts from its own length
+    assert knobs_at_level(Knobs(), 0.5, window=8)[0].fused_frames == 5
+    assert knobs_at_level(Knobs(sttf_enabled=False), LEVELS)[0].fused_frames == 0
 
 
 def test_a_rung_alone_moves_only_its_knobs():

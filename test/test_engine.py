@@ -155,6 +155,39 @@ def test_a_branch_change_keeps_the_unchanged_tokens_static_in_the_window(engine,
         assert res.record.flops["fusion"] <= 1.5 * steady
 
 
+def test_fused_frames_fuses_only_the_newest_frames_of_the_window(engine):
+    """`fused_frames` N hands temporal fusion the window's newest N camera frames: where few
+    tokens stay static (a busy scene, a pan; here noise), the merge loop's input (and its
+    cost) falls with them; the window itself keeps every frame, so going back to 0 fuses all
+    of them again."""
+    from tinygpt_ros.spec import flops as F
+
+    rng = np.random.default_rng(0)  # every patch changes every frame: nothing static
+    frames = [rng.integers(0, 256, (224, 224, 3), np.uint8) for _ in range(12)]
+    engine.set_knob("motion_compensation", "off")
+    engine.set_knob("exposure_compensation", False)
+    engine.set_knob("noise_floor", 0.0)
+    engine.set_knob("fusion_threshold", 0.0)
+    window = engine.cfg.temporal_window
+    assert window > 2
+    recs = [engine.process_frame(f).record for f in frames[:window + 1]]
+
+    def entered(rec):  # the largest merge input whose charge fits the fusion FLOPs
+        return max(n for n in range(1, window * NUM_TOKENS + 1)
+                   if F.fusion_flops(engine.cfg, n, rec.tokens_fused) <= rec.flops["fusion"])
+
+    assert entered(recs[-1]) > 2 * NUM_TOKENS  # the whole window: more than two frames' worth
+    engine.set_knob("fused_frames", 2)
+    for f in frames[window + 1:window + 4]:
+        rec = engine.process_frame(f).record
+        assert 0 < rec.flops["fusion"]
+        assert entered(rec) <= 2 * NUM_TOKENS
+        assert len(engine._streams["frame"].window) == window
+    engine.set_knob("fused_frames", 0)
+    rec = engine.process_frame(frames[window + 4]).record
+    assert entered(rec) > 2 * NUM_TOKENS
+
+
 def test_max_active_tokens_caps(engine, clip):
     engine.set_knob("max_active_tokens", 5)
     engine.set_knob("fusion_threshold", 0.01)

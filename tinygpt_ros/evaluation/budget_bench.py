@@ -58,7 +58,7 @@ class FixedBias(BudgetController):
         super().__init__()
         self.bias = float(bias)
 
-    def plan(self, modality: str, user: Knobs) -> tuple[Knobs, float]:
+    def plan(self, modality: str, user: Knobs, window: int = 0) -> tuple[Knobs, float]:
         return user, (self.bias if user.anc_enabled else 0.0)
 
 

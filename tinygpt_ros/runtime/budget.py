@@ -8,7 +8,11 @@ branch the router wants, whether the caption must be re-decoded), so the control
 ordered by how little quality it costs, as measured (`tinygpt-ros bench-budget --split val`
 runs every rung alone at its cheap end; docs/benchmarks.md has the figures):
 
-1. fused: `max_fused_tokens` down to 12 (fewer tokens for the decoder / gesture head);
+1. fused: `max_fused_tokens` down to 12 (fewer tokens for the decoder / gesture head) and
+   `fused_frames` down to 2 (temporal fusion of camera frames takes the window's newest two:
+   where few tokens stay static, a busy scene or a pan, the merge loop's input halves and its
+   cost, which grows with the square of that input, with it; in milliseconds fusion was a
+   fifth of a frame at every level before);
 2. router: a bias on the router logits toward the cheaper encoder branches (up to 3);
 3. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens` to
    48, and gate camera re-anchors (a re-anchor of the motion stage otherwise recomputes every
@@ -33,6 +37,13 @@ budget notes). With the `fresh` weights (2026-12-03) the fused rung alone costs 
 nothing (1.793 -> 1.786) and the router rung more (1.700), so fused now comes first; on the
 same val clips that order raised the controller's CIDEr at all three FLOPs targets (0.857 /
 1.395 / 1.784 -> 1.049 / 1.611 / 1.868 at 0.1 / 0.13 / 0.17 GFLOPs).
+`fused_frames` joined the fused rung on 2026-12-04: on 18 val streams (FLOPs targets 0.07 /
+0.1 / 0.13) the controller's CIDEr went from 1.142 / 1.593 / 1.639 to 1.360 / 1.666 / 1.775,
+the slowest settling from 11 / 11 / 10 to 11 / 12 / 10 frames. Placed on the router rung
+instead: 1.331 / 1.736 / 1.677 (12 / 12 / 10); on the tokens rung 1.268 / 1.654 / 1.653 (11 /
+11 / 10), down to one frame there 1.321 / 1.707 / 1.652 (12 / 11 / 10); on the squeeze 1.287 /
+1.628 / 1.639. Two frames at every level (the user's knobs too) cost fixed@0 CIDEr 1.661 ->
+1.603 for 6% fewer GFLOPs, so it is a rung, not a new default.
 
 The user's knob values are the quality end of every rung; the controller never spends more than
 they allow (never lowers a threshold below, or raises a cap above, the user's value). The cheap
@@ -81,7 +92,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinygpt_ros.spec.config import NUM_TOKENS, Knobs
+from tinygpt_ros.spec.config import NUM_TOKENS, Knobs, ModelConfig
 from tinygpt_ros.spec.types import ComputeRecord
 
 BUDGET_MODES = ("off", "latency", "flops", "power", "gpu_share")
@@ -93,8 +104,9 @@ MODE_OF_TARGET = {param: mode for mode, param in TARGET_PARAMS.items()}
 RUNGS = ("fused", "router", "tokens", "squeeze", "caption")  # cheapest in quality first
 # the knobs the ladder moves (reported per frame with the value chosen)
 CONTROLLED_KNOBS = ("caption_reuse_threshold", "fusion_threshold", "event_fusion_threshold",
-                    "max_active_tokens", "max_fused_tokens")
+                    "max_active_tokens", "max_fused_tokens", "fused_frames")
 LEVELS = float(len(RUNGS))
+DEFAULT_WINDOW = ModelConfig().temporal_window  # TinyGPT's; engines pass their own
 DEFAULT_J_PER_GFLOP = 0.1  # same rough edge-GPU figure as the power estimate elsewhere
 
 
@@ -112,6 +124,7 @@ class CheapEnd:
     event_fusion_threshold_factor: float = 6.0
     event_fusion_threshold_min: float = 12.0
     max_active_tokens: int = 48
+    fused_frames: int = 2  # camera frames fused (fused rung), of the model's window
     router_bias: float = 3.0  # logit penalty per branch step (branch costs ~1:2:4)
     max_fused_tokens: int = 12
     squeeze_max_active_tokens: int = 16
@@ -188,14 +201,16 @@ def rung_fractions(level: float) -> dict[str, float]:
     return {name: min(1.0, max(0.0, level - i)) for i, name in enumerate(RUNGS)}
 
 
-def knobs_at_level(user: Knobs, level: float, cheap: CheapEnd = CheapEnd()) -> tuple[Knobs, float]:
+def knobs_at_level(user: Knobs, level: float, cheap: CheapEnd = CheapEnd(),
+                   window: int = DEFAULT_WINDOW) -> tuple[Knobs, float]:
     """The knobs (and router logit bias per branch step) the controller uses at `level`.
-    Level 0 returns the user's values; every value lies between the user's and the cheap end."""
-    return knobs_with_rungs(user, rung_fractions(level), cheap)
+    Level 0 returns the user's values; every value lies between the user's and the cheap end.
+    `window` is the model's temporal window (what `fused_frames` 0 means)."""
+    return knobs_with_rungs(user, rung_fractions(level), cheap, window)
 
 
-def knobs_with_rungs(user: Knobs, f: Mapping[str, float],
-                     cheap: CheapEnd = CheapEnd()) -> tuple[Knobs, float]:
+def knobs_with_rungs(user: Knobs, f: Mapping[str, float], cheap: CheapEnd = CheapEnd(),
+                     window: int = DEFAULT_WINDOW) -> tuple[Knobs, float]:
     """The knobs and router bias with each rung `f[name]` of the way (0-1) from the user's value
     to its cheap end; a rung missing from `f` stays at the user's value. The ladder is this with
     the rungs filled in RUNGS order; the benchmark also runs single rungs alone, which is how
@@ -221,6 +236,10 @@ def knobs_with_rungs(user: Knobs, f: Mapping[str, float],
         cap = _linear_toward(cap, cheap.squeeze_max_active_tokens, f["squeeze"])
         if cap < user_cap:
             k.max_active_tokens = round(cap)
+        user_frames = min(user.fused_frames or window, window)
+        frames = round(_linear_toward(float(user_frames), cheap.fused_frames, f["fused"]))
+        if frames < user_frames:
+            k.fused_frames = frames
         fused = _linear_toward(float(user.max_fused_tokens), cheap.max_fused_tokens, f["fused"])
         fused = _linear_toward(fused, cheap.squeeze_max_fused_tokens, f["squeeze"])
         k.max_fused_tokens = round(fused)
@@ -314,14 +333,16 @@ class BudgetController:
 
     # ------------------------------------------------------------------------ loop
 
-    def plan(self, modality: str, user: Knobs) -> tuple[Knobs, float]:
-        """Decide this frame's level from the frames measured so far; return (knobs, bias)."""
+    def plan(self, modality: str, user: Knobs,
+             window: int = DEFAULT_WINDOW) -> tuple[Knobs, float]:
+        """Decide this frame's level from the frames measured so far; return (knobs, bias).
+        `window` is the engine's temporal window (the frames `fused_frames` 0 fuses)."""
         if not self.active:
             return user, 0.0
         s = self._stream(modality)
         self._fold_energy(s)
         self._decide(s)
-        return knobs_at_level(user, s.level, self.cheap)
+        return knobs_at_level(user, s.level, self.cheap, window)
 
     def spend_on_new_view(self, modality: str) -> bool:
         """Whether this frame, whose view changed (the motion stage re-anchored: the camera

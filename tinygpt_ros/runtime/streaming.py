@@ -348,7 +348,7 @@ class StreamingEngine:
         s = self._streams["frame"]
         # budget hook (1/2): the controller picks this step's knobs inside the user's; it is
         # asked before the motion stage, which it may tell to gate a re-anchor
-        planned = self.budget.plan("frame", self._knobs)
+        planned = self.budget.plan("frame", self._knobs, self.cfg.temporal_window)
         with timer.stage("motion"):
             comp = self._compensate(s, unit, aspect, self.budget.gates_reanchor("frame"))
         isolated = s.since_reanchor >= NEW_VIEW_AFTER
@@ -523,7 +523,7 @@ class StreamingEngine:
         with timer.stage("router"):
             window_us = int(events["t"][-1] - events["t"][0]) if len(events) > 1 else 0
             feats = ops.event_complexity_features(counts, len(events), max(window_us, 1))
-        planned = self.budget.plan("events", self._knobs)
+        planned = self.budget.plan("events", self._knobs, self.cfg.temporal_window)
         return self._step(s, "events", emb, change, feats, timer, planned, counts=counts,
                           n_events=len(events), stamp_us=stamp_us,
                           refresh=self._refresh_due(s))
@@ -606,7 +606,8 @@ class StreamingEngine:
         with timer.stage("fusion"):
             n_window = len(s.window) * NUM_TOKENS
             fused, sizes, positions, merge_input, fused_now = self._fuse(
-                s, k.max_fused_tokens if k.sttf_enabled else None)
+                s, k.max_fused_tokens if k.sttf_enabled else None,
+                k.fused_frames if k.sttf_enabled and counts is None else 0)
             real = sizes > 0
             n_fused = int(real.sum())
             if k.sttf_enabled and fused_now:  # a memo hit ran no fusion: it costs nothing
@@ -702,16 +703,19 @@ class StreamingEngine:
                 slot[rows:][same] = out[rows:][same]
                 s.window[i] = slot
 
-    def _fuse(self, s: Stream, max_tokens: int | None
+    def _fuse(self, s: Stream, max_tokens: int | None, newest: int = 0
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
-        """Temporal fusion of the stream's window, or the last result when the window holds
-        the very same encoder outputs as last time (a still scene reuses the same output
+        """Temporal fusion of the stream's window (its `newest` frames when 0 < newest <
+        the window's length: the `fused_frames` knob), or the last result when those are the
+        very same encoder outputs as last time (a still scene reuses the same output
         array frame after frame, so after `temporal_window` reused frames the window stops
         changing): the same input gives the same tokens, so they are not fused again.
         The returned arrays are shared with the memo; callers must not write into them. The
         last two values are the merge loop's input count and whether fusion ran (False: the
         memo's result, no work, no FLOPs)."""
         frames = tuple(s.window)
+        if 0 < newest < len(frames):
+            frames = frames[-newest:]
         memo = s.fusion_memo
         if (memo is not None and memo[1] == max_tokens and len(memo[0]) == len(frames)
                 and all(a is b for a, b in zip(memo[0], frames, strict=True))):

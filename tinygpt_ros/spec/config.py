@@ -165,6 +165,13 @@ KNOB_SPECS: dict[str, KnobSpec] = {
         int, 1, 8 * NUM_TOKENS,
         "STTF: temporal token fusion merges the window's tokens down to at most this many.",
     ),
+    "fused_frames": KnobSpec(
+        int, 0, 64,
+        "STTF on camera frames: temporal fusion takes the newest N frames of the model's "
+        "temporal window (0 = all of it). Fewer frames are cheaper to merge: on a busy scene "
+        "or a pan few tokens stay static, and the merge's cost grows with the square of what "
+        "enters it.",
+    ),
     "caption_reuse_threshold": KnobSpec(
         float, 0.0, 100.0,
         "Republish the last caption without decoding when no fused token moved more than "
@@ -231,6 +238,7 @@ class Knobs:
     max_active_tokens: int = 0
     refresh_interval: int = 60
     max_fused_tokens: int = 31  # 196 -> 31 tokens per frame, the paper's gesture setting
+    fused_frames: int = 0  # camera frames: fuse the newest N of the window; 0 = all
     caption_reuse_threshold: float = 0.1
     caption_draft: bool = True
     routing_temperature: float = 1.0
