@@ -74,8 +74,9 @@ def test_level_zero_is_the_users_knobs_and_every_level_stays_inside_them():
 
 
 def test_rungs_move_in_quality_order():
-    """fused-token budget, router, tokens (in the order val clips lost CIDEr to each alone);
-    then the squeeze to the floor; caption reuse last (alone it cost the most CIDEr on val)."""
+    """fused tokens and frames, router, tokens (the order that gave the controller the best
+    CIDEr on val clips); then the squeeze to the floor; caption reuse last (alone it cost the
+    most CIDEr on val)."""
     user, cheap = Knobs(), CheapEnd()
     k, bias = knobs_at_level(user, 0.5)  # fused rung only: fused tokens and frames
     assert bias == 0.0
