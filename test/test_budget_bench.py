@@ -165,8 +165,8 @@ def test_interleaved_configurations_compute_what_each_computes_alone():
     from tinygpt_ros.evaluation.budget_bench import run_interleaved, run_stream, switching_streams
     from tinygpt_ros.runtime.budget import BudgetController
 
-    engine = load_engine(str(Path(__file__).resolve().parent.parent / "models" / "tinygpt"),
-                         backend="onnxruntime")
+    model_dir = str(Path(__file__).resolve().parent.parent / "models" / "tinygpt")
+    engine = load_engine(model_dir, backend="onnxruntime")
     streams = switching_streams(2, 4, split="val")
     user = Knobs().as_dict()
     cfgs = {"fixed@5": fixed_configurations()["fixed@5"],
@@ -174,8 +174,7 @@ def test_interleaved_configurations_compute_what_each_computes_alone():
             "fixed@0": fixed_configurations()["fixed@0"]}
     together = run_interleaved(engine, streams, cfgs)
     for name, cfg in cfgs.items():  # each alone, set up by hand on a fresh engine
-        alone = load_engine(str(Path(__file__).resolve().parent.parent / "models" / "tinygpt"),
-                            backend="onnxruntime")
+        alone = load_engine(model_dir, backend="onnxruntime")
         for k, v in cfg["knobs"].items():
             alone.set_knob(k, v)
         alone.budget = (FixedBias(cfg["bias"]) if cfg["mode"] is None
