@@ -188,6 +188,37 @@ def test_fused_frames_fuses_only_the_newest_frames_of_the_window(engine):
     assert entered(rec) > 2 * NUM_TOKENS
 
 
+def test_a_smaller_fused_set_of_the_same_tokens_keeps_the_caption(engine, clip):
+    """On a still scene the budget controller moves `max_fused_tokens` / `fused_frames`; a
+    fused set made from the same encoder outputs with a smaller budget must not decode the
+    caption again (each level step did, and the decode put a still scene over its target);
+    a richer set than the caption was decoded from goes through the reuse test, and new
+    content decodes."""
+    engine.set_knob("motion_compensation", "off")
+    engine.set_knob("exposure_compensation", False)
+    engine.set_knob("refresh_interval", 0)
+    engine.set_knob("caption_reuse_threshold", 1e-6)  # any movement of the set decodes
+    frame = clip.frames[0]
+    for _ in range(engine.cfg.temporal_window + 2):  # the window settles on one output
+        engine.process_frame(frame)
+    assert engine.process_frame(frame).record.caption_reused
+
+    def step(**knobs):
+        for name, value in knobs.items():
+            engine.set_knob(name, value)
+        return engine.process_frame(frame).record
+
+    user = engine.knobs()["max_fused_tokens"]
+    assert step(max_fused_tokens=user - 9).caption_reused  # a different set, same tokens
+    assert step(fused_frames=2).caption_reused
+    assert step(max_fused_tokens=user, fused_frames=0).caption_reused  # back: decoded there
+    rec = step(max_fused_tokens=user + 9)  # richer than decoded: the reuse test decides
+    assert not rec.caption_reused and rec.flops["decoder"] > 0
+    assert step(max_fused_tokens=user).caption_reused
+    engine.set_knob("fusion_threshold", 0.0)  # every token recomputed: new outputs
+    assert not engine.process_frame(clip.frames[1]).record.caption_reused
+
+
 def test_max_active_tokens_caps(engine, clip):
     engine.set_knob("max_active_tokens", 5)
     engine.set_knob("fusion_threshold", 0.01)

@@ -168,6 +168,11 @@ class Stream:
     # frames: the view changed (a re-anchor or full refresh) since the caption was decoded; the
     # budget's caption rung does not apply until it is decoded again (StreamingEngine._caption)
     view_changed_since_caption: bool = False
+    # frames: the encoder outputs (window slots) the last caption was decoded from, and the
+    # richest fused-set knobs (max_fused_tokens, fused frames) it stands for on them; see
+    # StreamingEngine._caption_still_stands
+    caption_window: tuple[np.ndarray, ...] = ()
+    caption_fused_knobs: tuple[int, int] = (0, 0)
     since_reanchor: int = 1 << 30  # frames since the motion stage last re-anchored
     # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
     fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
@@ -742,15 +747,16 @@ class StreamingEngine:
         threshold = k.caption_reuse_threshold
         if s.view_changed_since_caption:
             threshold = min(threshold, self._knobs.caption_reuse_threshold)
-        if (
-            k.sttf_enabled
-            and threshold > 0
-            and s.last_summary is not None
-            and s.last_caption is not None
-            and self._reuse_movement(real, s.last_summary) < threshold
+        fused_knobs = (k.max_fused_tokens, self._fused_frames(s, k))
+        if k.sttf_enabled and threshold > 0 and s.last_caption is not None and (
+            self._caption_still_stands(s, fused_knobs)
+            or (s.last_summary is not None
+                and self._reuse_movement(real, s.last_summary) < threshold)
         ):
             return s.last_caption, True, 0.0, 0
         s.view_changed_since_caption = False
+        s.caption_window = tuple(s.window)
+        s.caption_fused_knobs = fused_knobs
         decode = getattr(self.kernels, "decode", None)
         if decode is None:  # a backend without draft checking: one token per pass
             ids = self.kernels.generate(fused, sizes, positions)
@@ -768,6 +774,31 @@ class StreamingEngine:
         s.last_summary = real.copy()
         return (s.last_caption, False,
                 F.beam_decode_flops(self.cfg, fused.shape[0], rows, self._beams), passes)
+
+    @staticmethod
+    def _fused_frames(s: Stream, k: Knobs) -> int:
+        """How many of the window's frames the fusion took (`fused_frames` 0 = all)."""
+        return min(k.fused_frames or len(s.window), len(s.window))
+
+    @staticmethod
+    def _caption_still_stands(s: Stream, fused_knobs: tuple[int, int]) -> bool:
+        """Whether the caption was decoded from these very encoder outputs (no token
+        recomputed since, the view unchanged) with fused-set knobs at least as rich as now.
+
+        Why: the budget controller moves `max_fused_tokens` and `fused_frames` while the scene
+        holds still, and a different token budget merges the same tokens into a different set,
+        which the reuse test reads as movement. Each step of the level then decoded the caption
+        again, over the target on a still scene, so the controller stepped back, and it cycled
+        (a decode every four frames on the node benchmark's still camera at 0.07 GFLOPs). A set
+        fused from fewer tokens of the same outputs tells the decoder nothing new; a richer one
+        goes through the reuse test as before, so quality still comes back when the level
+        relaxes."""
+        frames = tuple(s.window)
+        return (not s.view_changed_since_caption
+                and len(frames) == len(s.caption_window)
+                and all(a is b for a, b in zip(frames, s.caption_window, strict=True))
+                and all(now <= then for now, then in zip(fused_knobs, s.caption_fused_knobs,
+                                                          strict=True)))
 
     def _reuse_movement(self, real: np.ndarray, summary: np.ndarray) -> float:
         self._charge("reuse_check", F.reuse_check_flops(len(real), len(summary), real.shape[1]))
