@@ -185,6 +185,12 @@ class Stream:
     noise_history: deque = field(default_factory=lambda: deque(maxlen=NOISE_HISTORY))
 
 
+def _same_outputs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
+    """Whether two window snapshots hold the very same encoder output arrays (identity, not
+    equality: a still scene reuses one output array, so identity means nothing recomputed)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 @dataclass
 class Compensation:
     """What the motion stage decided for one camera frame."""
@@ -722,8 +728,7 @@ class StreamingEngine:
         if 0 < newest < len(frames):
             frames = frames[-newest:]
         memo = s.fusion_memo
-        if (memo is not None and memo[1] == max_tokens and len(memo[0]) == len(frames)
-                and all(a is b for a, b in zip(memo[0], frames, strict=True))):
+        if memo is not None and memo[1] == max_tokens and _same_outputs(memo[0], frames):
             return (*memo[2], False)
         result = self.kernels.fuse(np.stack(frames), max_tokens, STATIC_THRESHOLD)
         self._charge("fusion")
@@ -793,10 +798,8 @@ class StreamingEngine:
         fused from fewer tokens of the same outputs tells the decoder nothing new; a richer one
         goes through the reuse test as before, so quality still comes back when the level
         relaxes."""
-        frames = tuple(s.window)
         return (not s.view_changed_since_caption
-                and len(frames) == len(s.caption_window)
-                and all(a is b for a, b in zip(frames, s.caption_window, strict=True))
+                and _same_outputs(tuple(s.window), s.caption_window)
                 and all(now <= then for now, then in zip(fused_knobs, s.caption_fused_knobs,
                                                           strict=True)))
 
