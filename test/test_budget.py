@@ -288,3 +288,39 @@ def test_a_new_view_is_paid_from_the_allowance_and_not_answered():
     diag = ctl.diagnostics("frame")
     assert diag["budget_new_views"] == 1 and diag["budget_let_through"] == let_through
     assert not ctl.spend_on_new_view("frame")  # the allowance is spent
+
+
+def test_a_decode_that_would_take_its_frame_over_the_target_waits_a_frame():
+    """The engine asks before each caption decode with the frame's cost so far plus the
+    decode's estimate: over the target, the decode waits, at most `defer_decode_max` frames in
+    a row, and each wait is counted. Latency mode weighs milliseconds; a new view paid from the
+    allowance, gpu_share mode and a switched-off budget never wait."""
+    ctl = BudgetController("flops", 1.0, gains=ControllerGains(defer_decode_max=1))
+    ctl.plan("frame", Knobs())
+    assert not ctl.defer_decode("frame", 0.9e9, 50.0)  # fits: decode now
+    assert ctl.defer_decode("frame", 1.2e9, 5.0)  # would go over: wait
+    assert not ctl.defer_decode("frame", 1.2e9, 5.0)  # one frame at most: decode
+    assert ctl.defer_decode("frame", 1.2e9, 5.0)  # after a decode it may wait again
+    assert ctl.diagnostics("frame")["budget_deferred_decodes"] == 2
+    # the frame then costs what it costs, but the level is decided on what it would have
+    # cost with the decode: the decode only moved to the next frame
+    diag = ctl.observe("frame", record(0.6))
+    assert diag is not None and diag["budget_cost"] == pytest.approx(0.6)
+    ctl.plan("frame", Knobs())
+    assert ctl.level("frame") > 0.0 and ctl.diagnostics("frame")["budget_measured"] == 1.2
+    two = BudgetController("flops", 1.0)  # the default: two frames
+    assert [two.defer_decode("frame", 2e9, 0.0) for _ in range(3)] == [True, True, False]
+    never = BudgetController("flops", 1.0, gains=ControllerGains(defer_decode_max=0))
+    assert not never.defer_decode("frame", 2e9, 0.0)
+    latency = BudgetController("latency", 10.0)
+    assert not latency.defer_decode("frame", 1e12, 9.0)
+    assert latency.defer_decode("frame", 0.0, 11.0)
+    assert ControllerGains().defer_decode_max == 2
+    assert not BudgetController().defer_decode("frame", 1e12, 1e3)
+    # a new view's decode is what the allowance paid for
+    ctl = BudgetController("flops", 1.0)
+    drive(ctl, scene=8.0, frames=30)
+    drive(ctl, scene=plant(-ctl.level("frame"), 0.97), frames=30)
+    ctl.plan("frame", Knobs())
+    assert ctl.spend_on_new_view("frame")
+    assert not ctl.defer_decode("frame", 3e9, 0.0)

@@ -201,3 +201,33 @@ def test_a_new_view_runs_at_the_users_knobs_once_and_a_re_anchoring_camera_does_
         assert res.budget["budget_new_views"] == 1
     assert res.record.reanchored
     engine.budget.configure("off", 0.0)
+
+
+def test_a_decode_that_would_take_a_scene_cut_over_the_target_waits_a_frame(engine):
+    """A scene cut at the user's knobs recomputes every token; with the decode on top it costs
+    more than a target it fits without. The decode waits for the next frame: the cut frame
+    shows the last caption inside the target, and the next frame decodes the new scene."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+
+    first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
+    first = render_clip(first_seed, "still", num_frames=8).frames
+    second = render_clip(second_seed, "still", num_frames=3).frames
+    engine.reset()
+    engine.budget.configure("off", 0.0)
+    run(engine, list(first))
+    free = engine.process_frame(second[0])
+    assert free.record.reanchored and not free.record.caption_reused
+    decode = free.record.flops["decoder"] / 1e9
+    target = free.record.total_flops / 1e9 - 0.5 * decode  # fits only without the decode
+    engine.reset()
+    engine.budget.configure("flops", target)
+    shown = run(engine, list(first))
+    assert shown[-1][1]["budget_level"] == 0.0  # still frames: the user's knobs
+    before = engine.process_frame(first[-1]).caption
+    cut = engine.process_frame(second[0])
+    after = engine.process_frame(second[1])
+    engine.budget.configure("off", 0.0)
+    assert cut.record.caption_reused and cut.caption == before
+    assert cut.record.flops["decoder"] == 0.0 and cut.record.total_flops / 1e9 <= target
+    assert cut.budget["budget_deferred_decodes"] == 1
+    assert not after.record.caption_reused and after.caption != before

@@ -632,6 +632,7 @@ def budget_stats(frames: Sequence[dict[str, str]]) -> dict[str, Any] | None:
         # node's start, so across streams they only grow)
         "let_through": _count(held[-1], "budget_let_through"),
         "new_views": _count(held[-1], "budget_new_views"),
+        "deferred_decodes": _count(held[-1], "budget_deferred_decodes"),
     }
 
 

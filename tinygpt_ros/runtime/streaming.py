@@ -163,6 +163,10 @@ class Stream:
     last_input: np.ndarray | None = None  # the last step's embedded tokens (196, D)
     last_caption: str | None = None
     last_caption_len: int = 0
+    # the last decode's decoder rows and milliseconds: the estimate of the next decode's cost
+    # that the budget's decode deferral weighs (BudgetController.defer_decode)
+    last_decode_rows: int = 0
+    last_decode_ms: float = 0.0
     drafts: list[list[int]] = field(default_factory=list)  # recent captions (ops.drafting)
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
     # frames: the view changed (a re-anchor or full refresh) since the caption was decoded; the
@@ -642,9 +646,12 @@ class StreamingEngine:
         caption_reused = False
         passes = 0
         if modality == "frame":
+            spent = (sum(flops.values()), sum(timer.ms.values()))
             with timer.stage("decoder"):
                 caption, caption_reused, dec_flops, passes = self._caption(s, fused, sizes,
-                                                                           positions, k)
+                                                                           positions, k, spent)
+            if dec_flops > 0:
+                s.last_decode_ms = timer.ms["decoder"]
             flops["decoder"] = dec_flops
             dense_head = F.beam_decode_flops(cfg, n_window, max(1, s.last_caption_len),
                                              self._beams)
@@ -738,9 +745,14 @@ class StreamingEngine:
         return (*result, True)
 
     def _caption(
-        self, s: Stream, fused: np.ndarray, sizes: np.ndarray, positions: np.ndarray, k: Knobs
+        self, s: Stream, fused: np.ndarray, sizes: np.ndarray, positions: np.ndarray, k: Knobs,
+        spent: tuple[float, float] = (0.0, 0.0),
     ) -> tuple[str, bool, float, int]:
         """(caption, reused, decoder FLOPs, sequential decoder passes).
+
+        `spent` is the frame's cost so far (FLOPs, ms): a decode that would take the frame
+        over the budget's target may wait for the next frame (`BudgetController.defer_decode`);
+        the last caption is shown meanwhile, as a reuse.
 
         After a new view (a re-anchor: the camera turned or the scene cut) the reuse test uses
         the user's threshold, not the budget's raised one (its caption rung), until the caption
@@ -759,6 +771,13 @@ class StreamingEngine:
                 and self._reuse_movement(real, s.last_summary) < threshold)
         ):
             return s.last_caption, True, 0.0, 0
+        if k.sttf_enabled and threshold > 0 and s.last_caption is not None \
+                and self.budget.defer_decode(
+                    "frame",
+                    spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], s.last_decode_rows,
+                                                   self._beams),
+                    spent[1] + s.last_decode_ms):
+            return s.last_caption, True, 0.0, 0
         s.view_changed_since_caption = False
         s.caption_window = tuple(s.window)
         s.caption_fused_knobs = fused_knobs
@@ -774,6 +793,7 @@ class StreamingEngine:
             ops.remember(s.drafts, ops.draft_of(ids, self.tokenizer.eos_id,
                                                 self.cfg.max_caption_len))
         self._charge("decoder")
+        s.last_decode_rows = rows
         s.last_caption = self.tokenizer.decode(ids)
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
         s.last_summary = real.copy()
