@@ -765,18 +765,19 @@ class StreamingEngine:
         if s.view_changed_since_caption:
             threshold = min(threshold, self._knobs.caption_reuse_threshold)
         fused_knobs = (k.max_fused_tokens, self._fused_frames(s, k))
-        if k.sttf_enabled and threshold > 0 and s.last_caption is not None and (
+        # reuse (and so a deferred decode) needs a caption and a reuse the user allows
+        reusable = k.sttf_enabled and threshold > 0 and s.last_caption is not None
+        if reusable and (
             self._caption_still_stands(s, fused_knobs)
             or (s.last_summary is not None
                 and self._reuse_movement(real, s.last_summary) < threshold)
         ):
             return s.last_caption, True, 0.0, 0
-        if k.sttf_enabled and threshold > 0 and s.last_caption is not None \
-                and self.budget.defer_decode(
-                    "frame",
-                    spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], s.last_decode_rows,
-                                                   self._beams),
-                    spent[1] + s.last_decode_ms):
+        if reusable and self.budget.active and self.budget.defer_decode(
+                "frame",
+                spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], s.last_decode_rows,
+                                               self._beams),
+                spent[1] + s.last_decode_ms):
             return s.last_caption, True, 0.0, 0
         s.view_changed_since_caption = False
         s.caption_window = tuple(s.window)
