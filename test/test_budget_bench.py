@@ -16,6 +16,7 @@ from tinygpt_ros.evaluation.budget_bench import (
     fixed_configurations,
     note_calibration_drift,
     settling_frames,
+    slow_switch_causes,
     slow_switches,
 )
 from tinygpt_ros.evaluation.node_bench import budget_params, budget_stats
@@ -46,6 +47,51 @@ def test_slow_switches_name_the_scene_change_that_took_too_long():
     assert slow_switches(settle, switch, since, allowance=4) == {
         "pan -> busy": [6], "still -> pan": [5]}
     assert slow_switches(settle, switch, since, allowance=6) == {}
+
+
+def test_a_slow_switch_names_its_last_frame_over_the_target_and_what_it_did():
+    """The frame that made a switch late is the scene's last one over 1.1 x the target before
+    it settled; the report says what it did (re-anchor, decode, tokens) and its cost, and the
+    markdown prints it next to the settling frames."""
+    from tinygpt_ros.evaluation.budget_bench import budget_markdown, cost_summary, frame_work
+    from tinygpt_ros.spec.types import ComputeRecord
+
+    def record(**kw) -> ComputeRecord:
+        return ComputeRecord(0, "frame", 196, 10, 10, "small", **kw)
+
+    assert frame_work(record(reanchored=True, decoder_passes=3)) == "re-anchor"
+    assert frame_work(record(decoder_passes=3)) == "decode"
+    assert frame_work(record()) == "tokens"
+
+    since = np.array(list(range(12)) * 2)
+    switch = ["start -> still"] * 12 + ["still -> pan"] * 12
+    cost = np.array([1.0] * 12 + [3.0] + [1.0] * 9 + [2.5, 1.0])  # over at 0 and 10: 11 frames
+    work = ["tokens"] * 12 + ["re-anchor"] + ["tokens"] * 9 + ["decode", "tokens"]
+    acc = {"gflops": list(cost), "ms": list(cost), "since_switch": list(since),
+           "states": ["holding"] * 24, "switch": switch, "frame_work": work}
+    summary = cost_summary(acc, "flops", 1.0)
+    assert summary["slow_switches"] == {"still -> pan": [11]}
+    assert summary["slow_switch_causes"] == {"still -> pan": [
+        {"settling": 11, "frame": 10, "work": "decode", "cost_vs_target": 2.5}]}
+    settle = settling_frames(cost, since, 1.1)
+    assert slow_switch_causes(cost, since, 1.0, settle, switch, work, allowance=11) == {}
+
+    run = {"mode": "flops", "target": 1.0, "mean_gflops": 1.0, "p95_gflops": 2.0,
+           "mean_ms": 1.0, "p95_ms": 2.0, "CIDEr": 0.5, "p95_settled_vs_target": 1.0,
+           "target_met": True, "settling_frames_median": 2.5, "settling_frames_max": 12,
+           "in_budget_pct": 90.0, "unreachable_frames": 0,
+           "slow_switches": {"still -> pan": [12, 11]},
+           "slow_switch_causes": {"still -> pan": [
+               {"settling": 12, "frame": 11, "work": "decode", "cost_vs_target": 1.13},
+               {"settling": 11, "frame": 10, "work": "re-anchor", "cost_vs_target": 1.71}]}}
+    rep = {"streams": {"count": 1, "pattern": ["still", "pan"], "frames_per_scene": 12,
+                       "split": "test", "segments": 1}, "settle_frames": 10, "seconds": 1.0,
+           "runs": {"flops=1": run}, "comparison": []}
+    text = budget_markdown(rep, None)
+    assert ("- flops=1: still -> pan (12: frame 11, decode, 1.13 x target / "
+            "11: frame 10, re-anchor, 1.71 x target)") in text
+    del run["slow_switch_causes"]  # a report from before the causes were recorded
+    assert "- flops=1: still -> pan (12, 11)" in budget_markdown(rep, None)
 
 
 def test_fixed_settings_are_the_ladder_each_rung_alone_and_a_dozen_grid_points():

@@ -84,7 +84,7 @@ def run_stream(engine: Any, clips: list[Any]) -> dict[str, Any]:
     each segment's last frame, per-frame GFLOPs and ms, and frames since the last switch."""
     engine.reset()
     out: dict[str, list[Any]] = {"shown": [], "gflops": [], "ms": [], "since_switch": [],
-                                 "states": [], "switch": []}
+                                 "states": [], "switch": [], "frame_work": []}
     previous = "start"
     offset_us = 0
     for clip in clips:
@@ -96,11 +96,23 @@ def run_stream(engine: Any, clips: list[Any]) -> dict[str, Any]:
             out["since_switch"].append(i)
             out["switch"].append(f"{previous} -> {clip.motion}")
             out["states"].append(res.budget["budget_state"] if res.budget else "off")
+            out["frame_work"].append(frame_work(res.record))
             if i in last:
                 out["shown"].append(res.caption or "")
         previous = clip.motion
         offset_us += int(clip.timestamps_us[-1]) + 33_333
     return out
+
+
+def frame_work(record: Any) -> str:
+    """What made a frame expensive, for the slow-switch report: `re-anchor` (the motion stage
+    recomputed the view), `decode` (a caption was decoded), else `tokens` (the encoder on the
+    tokens that changed)."""
+    if record.reanchored:
+        return "re-anchor"
+    if record.decoder_passes > 0:
+        return "decode"
+    return "tokens"
 
 
 def fixed_configurations() -> dict[str, dict[str, Any]]:
@@ -266,9 +278,33 @@ def slow_switches(settle: list[int], switch: list[str], since: np.ndarray,
     (`run_stream`'s per-frame `switch`): which step changes the controller is slow on, not
     only how slow the slowest was."""
     out: dict[str, list[int]] = {}
-    for a, frames in zip(np.flatnonzero(since == 0), settle, strict=True):
-        if frames > allowance:
-            out.setdefault(switch[a], []).append(int(frames))
+    for a, frames in _late_switches(settle, since, allowance):
+        out.setdefault(switch[a], []).append(frames)
+    return dict(sorted(out.items()))
+
+
+def _late_switches(settle: list[int], since: np.ndarray,
+                   allowance: int) -> list[tuple[int, int]]:
+    """(first frame, settling frames) of each switch that took longer than `allowance`."""
+    return [(int(a), int(frames)) for a, frames in zip(np.flatnonzero(since == 0), settle,
+                                                          strict=True) if frames > allowance]
+
+
+def slow_switch_causes(cost: np.ndarray, since: np.ndarray, target: float, settle: list[int],
+                       switch: list[str], work: list[str],
+                       allowance: int = SETTLE_FRAMES) -> dict[str, list[dict[str, Any]]]:
+    """For each switch slower than `allowance`: its settling frames, the last frame of the
+    scene over 1.1 x `target` before it settled (the one that made it late), its cost against
+    the target and what it did (`frame_work`). Why: a late frame over the target is a
+    re-anchor of the motion stage, a caption decode or a burst of changed tokens, and each has
+    another fix."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for a, frames in _late_switches(settle, since, allowance):
+        over = np.flatnonzero(cost[a:a + frames] > 1.1 * target)
+        late = int(over[-1]) if len(over) else frames - 1
+        out.setdefault(switch[a], []).append(
+            {"settling": frames, "frame": late, "work": work[a + late],
+             "cost_vs_target": float(cost[a + late] / target)})
     return dict(sorted(out.items()))
 
 
@@ -308,12 +344,15 @@ def cost_summary(acc: dict[str, list[Any]], mode: str | None,
         p95_settled = float(np.percentile(settled, 95)) if len(settled) else float("nan")
         settle = settling_frames(cost, since, 1.1 * target)
         slow = slow_switches(settle, acc["switch"], since) if "switch" in acc else {}
+        causes = (slow_switch_causes(cost, since, target, settle, acc["switch"],
+                                     acc["frame_work"]) if "frame_work" in acc else {})
         out.update({
             "p95_settled": p95_settled,
             "p95_settled_vs_target": p95_settled / target,
             "settling_frames_median": float(np.median(settle)),
             "settling_frames_max": int(max(settle)),
             "slow_switches": slow,
+            "slow_switch_causes": causes,
             "in_budget_pct": 100.0 * float((cost <= target).mean()),
             "in_budget_settled_pct": 100.0 * float((settled <= target).mean()),
             "unreachable_frames": int(sum(s == "unreachable" for s in acc["states"])),
@@ -429,10 +468,13 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
             if r.get("slow_switches")}
     if slow:
         lines += ["", f"Switches that took more than {rep['settle_frames']} frames to settle "
-                  "(from -> to scene: settling frames of each):", ""]
-        lines += [f"- {name}: " + "; ".join(f"{sw} ({', '.join(map(str, f))})"
-                                            for sw, f in sw_frames.items())
-                  for name, sw_frames in slow.items()]
+                  "(from -> to scene: settling frames of each; where the report has it, the "
+                  "scene's last frame over 1.1 x the target, counted from 0 at the switch, its "
+                  "cost and what it did):", ""]
+        for name, sw_frames in slow.items():
+            causes = rep["runs"][name].get("slow_switch_causes", {})
+            lines.append(f"- {name}: " + "; ".join(
+                f"{sw} ({_slow_text(f, causes.get(sw))})" for sw, f in sw_frames.items()))
     chosen_on = rep.get("fixed_chosen_on", st["split"])
     lines += ["", "At equal mean cost: the best-CIDEr fixed setting whose mean cost, in the "
               f"controller's unit, is at most the controller's, chosen on `{chosen_on}` clips"
@@ -472,6 +514,14 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
+
+
+def _slow_text(frames: list[int], causes: list[dict[str, Any]] | None) -> str:
+    """`12, 11` or, with causes, `12: frame 11, decode, 1.13 x target / 11: ...`."""
+    if not causes or len(causes) != len(frames):
+        return ", ".join(map(str, frames))
+    return " / ".join(f"{c['settling']}: frame {c['frame']}, {c['work']}, "
+                     f"{c['cost_vs_target']:.2f} x target" for c in causes)
 
 
 def _drift_sentence(rep: dict[str, Any]) -> str:
