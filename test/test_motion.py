@@ -356,7 +356,6 @@ def test_a_pan_is_tracked_while_an_object_crosses_the_view(contrast, pan_px, obj
     assert errors[2:].mean() < 0.06, np.round(errors, 3)
 
 
-
 def _striped_square(frame: np.ndarray, centre: tuple[int, int], side: int, angle: float) -> None:
     """Draw a square of diagonal stripes (textured, as the scene generator's patterned shapes)
     centred at `centre`, turned by `angle` degrees."""

@@ -489,17 +489,16 @@ def _track(anchor: np.ndarray, current: np.ndarray, mode: str, prediction: Motio
     if scores[-1] <= IDENTITY_MARGIN * scores.min():
         pick = len(candidates) - 1
     best, response = candidates[pick]
-    view = views[pick]
+    view, diff = views[pick], diffs[pick]
     if REFINE_STEPS and (pick != len(candidates) - 1 or not np.array_equal(best, ident)):
-        best, view = _refine(anchor, smooth_current, best, view, diffs[pick], mode, aspect,
-                             gain)
-    if not np.array_equal(best, ident) and diffs[-1] is not None and np.array_equal(
-            candidates[-1][0], ident):
-        # a camera motion that leaves more tokens changed than a still camera does is an
-        # object's motion taken for the camera's (a roll and zoom about a still object)
-        moved = _centred_difference(smooth_anchor, view, gain)
-        if moved is None or _changed_patches(diffs[-1], smooth_anchor.shape) < \
-                _changed_patches(moved, smooth_anchor.shape):
+        best, view, diff = _refine(anchor, smooth_current, best, view, diff, mode, aspect,
+                                   gain)
+    if not np.array_equal(best, ident) and diffs[-1] is not None:
+        # a camera motion that leaves more tokens changed than a still camera does (the last
+        # candidate) is an object's motion taken for the camera's (a roll and zoom about a
+        # still object)
+        if diff is None or _changed_patches(diffs[-1], smooth_anchor.shape) < \
+                _changed_patches(diff, smooth_anchor.shape):
             best, response, view = ident, 0.0, views[-1]
     motion = Motion((_TO_MODEL @ _h(best) @ _TO_THUMB)[:2], response=response)
     if motion.is_identity:
@@ -560,10 +559,11 @@ def _centred_difference(anchor: np.ndarray, view: _View, gain: float = 1.0
 
 def _refine(anchor: np.ndarray, current: np.ndarray, thumb: np.ndarray, view: _View,
             diff: tuple[np.ndarray, np.ndarray | None] | None, mode: str, aspect: float,
-            gain: float = 1.0) -> tuple[np.ndarray, _View]:
+            gain: float = 1.0
+            ) -> tuple[np.ndarray, _View, tuple[np.ndarray, np.ndarray | None] | None]:
     """The picked motion (`thumb`, its `view` and its `_centred_difference` at `gain`, all
     against the blurred `anchor` thumbnail) refined by robust inverse-compositional
-    Gauss-Newton steps.
+    Gauss-Newton steps; returns the refined motion with its view and difference.
 
     Why: phase correlation and the candidate set get within a few tenths of a thumbnail pixel,
     and an object acting in the scene pulls the measurement towards its own motion; on
@@ -620,7 +620,7 @@ def _refine(anchor: np.ndarray, current: np.ndarray, thumb: np.ndarray, view: _V
         if new_diff is None or not float(_median(np.abs(new_diff[0]))) < spread:
             break
         thumb, view, diff = new_thumb, new_view, new_diff
-    return thumb, view
+    return thumb, view, diff
 
 
 def _normal_equations(columns: list[np.ndarray], r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
