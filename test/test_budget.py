@@ -290,6 +290,41 @@ def test_a_new_view_is_paid_from_the_allowance_and_not_answered():
     assert not ctl.spend_on_new_view("frame")  # the allowance is spent
 
 
+def test_a_decode_that_may_wait_no_longer_reads_the_most_tokens_that_fit():
+    """After `defer_decode_max` deferrals the decode runs; when its whole fused set would still
+    take the frame over a FLOPs target, `thin_decode` names the largest token count whose
+    decode fits (else the ladder's floor), counts it, and the level is decided on what the
+    whole set would have cost. A decode that fits, or one that may still wait, is not
+    thinned; nor is one in latency mode, where the count hardly moves the milliseconds."""
+    per_token = 0.01e9  # the decode's FLOPs per token it reads, in this made-up frame
+    ctl = BudgetController("flops", 1.0, gains=ControllerGains(defer_decode_max=1))
+    ctl.plan("frame", Knobs())
+    assert not ctl.defer_decode("frame", 0.9e9, 5.0)  # fits
+    assert ctl.thin_decode("frame", 0.78e9, 5.0, lambda n: n * per_token, 12) is None
+    assert ctl.defer_decode("frame", 0.9e9 + 0.12e9, 5.0)  # over: waits a frame
+    assert ctl.thin_decode("frame", 0.9e9, 5.0, lambda n: n * per_token, 12) is None
+    assert not ctl.defer_decode("frame", 0.9e9 + 0.12e9, 5.0)  # may wait no longer
+    assert ctl.thin_decode("frame", 0.9e9, 5.0, lambda n: n * per_token, 12) == 10
+    assert ctl.diagnostics("frame")["budget_thinned_decodes"] == 1
+    ctl.observe("frame", record(1.0))  # what it cost with 10 tokens: on the target
+    ctl.plan("frame", Knobs())
+    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(1.02)
+    assert ctl.level("frame") > 0.0
+    # nothing down to the floor fits: the floor (CheapEnd.squeeze_max_fused_tokens)
+    assert ctl.defer_decode("frame", 1.5e9, 5.0)
+    assert not ctl.defer_decode("frame", 1.5e9, 5.0)
+    floor = CheapEnd().squeeze_max_fused_tokens
+    assert ctl.thin_decode("frame", 1.2e9, 5.0, lambda n: n * per_token, 12) == floor
+    # a set already at the floor stays as it is
+    assert ctl.defer_decode("frame", 1.5e9, 5.0)
+    assert not ctl.defer_decode("frame", 1.5e9, 5.0)
+    assert ctl.thin_decode("frame", 1.2e9, 5.0, lambda n: n * per_token, floor) is None
+    lat = BudgetController("latency", 5.0, gains=ControllerGains(defer_decode_max=0))
+    lat.plan("frame", Knobs())
+    assert not lat.defer_decode("frame", 0.0, 9.0)
+    assert lat.thin_decode("frame", 0.0, 7.0, lambda n: n * per_token, 12) is None
+
+
 def test_a_decode_that_would_take_its_frame_over_the_target_waits_a_frame():
     """The engine asks before each caption decode with the frame's cost so far plus the
     decode's estimate: over the target, the decode waits, at most `defer_decode_max` frames in

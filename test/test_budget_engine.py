@@ -231,3 +231,39 @@ def test_a_decode_that_would_take_a_scene_cut_over_the_target_waits_a_frame(engi
     assert cut.record.flops["decoder"] == 0.0 and cut.record.total_flops / 1e9 <= target
     assert cut.budget["budget_deferred_decodes"] == 1
     assert not after.record.caption_reused and after.caption != before
+
+
+def test_a_decode_that_has_waited_twice_reads_a_thinner_set_that_fits(engine):
+    """On a panning scene every frame's caption moves, and with a FLOPs target the frame fits
+    only without its whole decode, each decode waits twice (`defer_decode_max`) and then reads
+    a thinner fused set (`thin_decode`): a decode, not a reuse, with fewer decoder FLOPs than
+    the whole set's, and inside the target when a thinner set fits. The level is pinned at the
+    user's knobs (zero gains) so only the decode's own rule acts."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
+
+    clip = render_clip(split_seeds("test", 1, 3)[0], "pan", num_frames=16).frames
+    engine.reset()
+    engine.budget.configure("off", 0.0)
+    free = [engine.process_frame(f).record for f in clip]
+    decodes = [r for r in free[1:] if not r.caption_reused]
+    whole = max(r.flops["decoder"] for r in decodes) / 1e9
+    rest = float(np.median([(r.total_flops - r.flops["decoder"]) / 1e9 for r in decodes]))
+    target = rest + 0.5 * whole  # the whole decode never fits, half of it does
+    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0)
+    budget, engine.budget = engine.budget, BudgetController("flops", target, gains=pinned)
+    try:
+        engine.reset()
+        shown = [engine.process_frame(f) for f in clip]
+    finally:
+        engine.budget = budget
+    thinned = [r for prev, r in itertools.pairwise(shown)
+               if r.budget["budget_thinned_decodes"] > prev.budget["budget_thinned_decodes"]]
+    assert len(thinned) >= 2
+    assert all(r.budget["budget_level"] == 0.0 for r in shown)
+    for r in thinned:
+        assert not r.record.caption_reused
+        assert 0.0 < r.record.flops["decoder"] / 1e9 < 0.75 * whole
+    assert sum(r.record.total_flops / 1e9 <= target for r in thinned) >= 2
+    # each thinned decode waited the two frames before it
+    assert shown[-1].budget["budget_deferred_decodes"] >= 2 * len(thinned)

@@ -8,6 +8,7 @@ import pytest
 
 from tinygpt_ros import ops
 from tinygpt_ros.ops.fusion import MERGE_SCORE_QUANTUM
+from tinygpt_ros.spec.config import NUM_TOKENS
 
 D = 16
 
@@ -86,6 +87,30 @@ def test_fast_fusion_is_bit_identical_to_the_plain_formulation():
         for a, b in zip(fast[:3], plain[:3], strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b)
         assert fast.merge_input == plain[3]  # what the analytical fusion FLOPs are charged on
+
+
+def test_a_fused_set_merged_on_keeps_its_mass_and_its_centroid():
+    """`merge_fused` (a decode the budget thins) takes a fused set's real tokens on down by
+    the same merge: at most the count asked for, every window token still counted once
+    (sizes sum), the size-weighted centroid of the positions unchanged, padding ignored, and
+    a set already small enough comes back as it was."""
+    rng = np.random.default_rng(3)
+    time_embed = rng.normal(size=(4, D)).astype(np.float32)
+    window = rng.normal(size=(4, NUM_TOKENS, D)).astype(np.float32)
+    fused = ops.temporal_fusion(window, time_embed, 12, 0.1, 5.0)
+    padded = [np.concatenate([a, np.zeros((2, *a.shape[1:]), np.float32)])
+              for a in (fused.tokens, fused.sizes, fused.positions)]
+    thin = ops.merge_fused(*padded, 6, 5.0)
+    assert len(thin.tokens) == len(thin.sizes) == len(thin.positions) == 6
+    assert thin.merge_input == len(fused.tokens)
+    assert thin.sizes.sum() == pytest.approx(fused.sizes.sum()) == 4 * NUM_TOKENS
+    centroid = (fused.positions * fused.sizes[:, None]).sum(0) / fused.sizes.sum()
+    thin_centroid = (thin.positions * thin.sizes[:, None]).sum(0) / thin.sizes.sum()
+    np.testing.assert_allclose(thin_centroid, centroid, atol=1e-5)
+    same = ops.merge_fused(fused.tokens, fused.sizes, fused.positions, 12, 5.0)
+    assert np.array_equal(same.tokens, fused.tokens) and np.array_equal(same.sizes, fused.sizes)
+    with pytest.raises(ValueError):
+        ops.merge_fused(fused.tokens, fused.sizes, fused.positions, 0)
 
 
 def test_token_positions_cache_cannot_be_changed_by_a_caller():

@@ -633,6 +633,7 @@ def budget_stats(frames: Sequence[dict[str, str]]) -> dict[str, Any] | None:
         "let_through": _count(held[-1], "budget_let_through"),
         "new_views": _count(held[-1], "budget_new_views"),
         "deferred_decodes": _count(held[-1], "budget_deferred_decodes"),
+        "thinned_decodes": _count(held[-1], "budget_thinned_decodes"),
     }
 
 

@@ -164,10 +164,38 @@ def temporal_fusion(
     else:
         x, size = x.reshape(t * n, d + 3), np.ones(t * n, np.float32)
     merge_input = x.shape[0]
+    x, size = _merge_down(x, size, max_tokens, d, pos_weight)
+    return Fused(x[:, :d], size, x[:, d:], merge_input)
+
+
+def _merge_down(x: np.ndarray, size: np.ndarray, max_tokens: int, d: int,
+                pos_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The merge loop: bipartite merges of (n, d + 3) tokens-with-positions until at most
+    `max_tokens` real ones are left."""
     while x.shape[0] > max_tokens:
         x, size = bipartite_merge(x, size, x.shape[0] - max_tokens, d, pos_weight)
         x, size = compact(x, size)
-    return Fused(x[:, :d], size, x[:, d:], merge_input)
+    return x, size
+
+
+def merge_fused(tokens: np.ndarray, sizes: np.ndarray, positions: np.ndarray,
+                max_tokens: int, pos_weight: float = 0.0) -> Fused:
+    """A fused set's real tokens (sizes > 0) merged on down to `max_tokens` by the same loop
+    as `temporal_fusion` (its `merge_input` is the count that entered).
+
+    Why: a caption decode that the budget has already made wait as long as it may, and whose
+    whole set would still take its frame over a FLOPs target, reads a thinner set instead
+    (`StreamingEngine._caption`). Merging on from the fused set costs a few small similarity
+    matmuls, where fusing the window again would cost the whole loop once more."""
+    if isinstance(max_tokens, bool) or int(max_tokens) < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    real = np.asarray(sizes) > 0
+    d = tokens.shape[1]
+    x = np.concatenate([np.asarray(tokens, np.float32)[real],
+                        np.asarray(positions, np.float32)[real]], -1)
+    x, size = _merge_down(x, np.asarray(sizes, np.float32)[real], int(max_tokens), d,
+                          pos_weight)
+    return Fused(x[:, :d], size, x[:, d:], int(real.sum()))
 
 
 def fused_set_movement(current: np.ndarray, previous: np.ndarray) -> float:

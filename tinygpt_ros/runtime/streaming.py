@@ -752,7 +752,9 @@ class StreamingEngine:
 
         `spent` is the frame's cost so far (FLOPs, ms): a decode that would take the frame
         over the budget's target may wait for the next frame (`BudgetController.defer_decode`);
-        the last caption is shown meanwhile, as a reuse.
+        the last caption is shown meanwhile, as a reuse. One that has waited as long as it
+        may reads a thinner set when the budget asks (`BudgetController.thin_decode`); the
+        merge's few FLOPs are counted with the decoder's.
 
         After a new view (a re-anchor: the camera turned or the scene cut) the reuse test uses
         the user's threshold, not the budget's raised one (its caption rung), until the caption
@@ -773,12 +775,25 @@ class StreamingEngine:
                 and self._reuse_movement(real, s.last_summary) < threshold)
         ):
             return s.last_caption, True, 0.0, 0
-        if reusable and self.budget.active and self.budget.defer_decode(
-                "frame",
-                spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], s.last_decode_rows,
-                                               self._beams),
-                spent[1] + s.last_decode_ms):
-            return s.last_caption, True, 0.0, 0
+        merge_flops = 0.0
+        if reusable and self.budget.active:
+            if self.budget.defer_decode(
+                    "frame",
+                    spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], s.last_decode_rows,
+                                                   self._beams),
+                    spent[1] + s.last_decode_ms):
+                return s.last_caption, True, 0.0, 0
+            kept = self._kept_rows
+            cap = self.budget.thin_decode(
+                "frame", *spent,
+                lambda n: (F.beam_decode_flops(self.cfg, n, s.last_decode_rows, self._beams)
+                           + F.fusion_flops(self.cfg, len(real) - kept, n - kept)),
+                len(real))
+            if cap is not None and cap > kept:
+                fused, sizes, positions = self._thin(fused, sizes, positions, cap)
+                merge_flops = F.fusion_flops(self.cfg, len(real) - kept, len(fused) - kept)
+                real = fused
+                fused_knobs = (min(cap, fused_knobs[0]), fused_knobs[1])
         s.view_changed_since_caption = False
         s.caption_window = tuple(s.window)
         s.caption_fused_knobs = fused_knobs
@@ -799,7 +814,19 @@ class StreamingEngine:
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
         s.last_summary = real.copy()
         return (s.last_caption, False,
-                F.beam_decode_flops(self.cfg, fused.shape[0], rows, self._beams), passes)
+                merge_flops + F.beam_decode_flops(self.cfg, fused.shape[0], rows, self._beams),
+                passes)
+
+    def _thin(self, fused: np.ndarray, sizes: np.ndarray, positions: np.ndarray, cap: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The real fused set merged on down to `cap` tokens (`BudgetController.thin_decode`);
+        a pretrained tower's kept rows (CLS) lead and stay out of the merge, as in fusion."""
+        kept = self._kept_rows
+        thin = ops.merge_fused(fused[kept:], sizes[kept:], positions[kept:], cap - kept,
+                               self.cfg.fusion_pos_weight)
+        return (np.concatenate([fused[:kept], thin.tokens]),
+                np.concatenate([sizes[:kept], thin.sizes]),
+                np.concatenate([positions[:kept], thin.positions]))
 
     @staticmethod
     def _fused_frames(s: Stream, k: Knobs) -> int:
