@@ -323,6 +323,12 @@ def test_a_decode_that_may_wait_no_longer_reads_the_most_tokens_that_fit():
     lat.plan("frame", Knobs())
     assert not lat.defer_decode("frame", 0.0, 9.0)
     assert lat.thin_decode("frame", 0.0, 7.0, lambda n: n * per_token, 12) is None
+    # power mode weighs the same FLOPs as energy over the frame period (no stamps: the run
+    # time, here 1 s, so mW = GFLOPs x 0.1 J/GFLOP x 1000)
+    power = BudgetController("power", 100.0, gains=ControllerGains(defer_decode_max=0))
+    power.plan("frame", Knobs())
+    assert not power.defer_decode("frame", 1.02e9, 1000.0)
+    assert power.thin_decode("frame", 0.9e9, 1000.0, lambda n: n * per_token, 12) == 10
 
 
 def test_a_decode_that_would_take_its_frame_over_the_target_waits_a_frame():

@@ -267,3 +267,21 @@ def test_a_decode_that_has_waited_twice_reads_a_thinner_set_that_fits(engine):
     assert sum(r.record.total_flops / 1e9 <= target for r in thinned) >= 2
     # each thinned decode waited the two frames before it
     assert shown[-1].budget["budget_deferred_decodes"] >= 2 * len(thinned)
+
+
+def test_a_thinned_set_keeps_a_pretrained_towers_leading_rows_out_of_the_merge(engine):
+    """A pretrained tower's kept rows (CLS) lead the fused set and never merge; a thinned
+    decode merges only the patch tokens after them, down to the cap counting those rows."""
+    rng = np.random.default_rng(5)
+    tokens = rng.normal(size=(12, 128)).astype(np.float32)
+    sizes = np.full(12, 4.0, np.float32)
+    positions = rng.uniform(size=(12, 3)).astype(np.float32)
+    kept, engine._kept_rows = engine._kept_rows, 1
+    try:
+        thin = engine._thin(tokens, sizes, positions, 6)
+    finally:
+        engine._kept_rows = kept
+    assert [len(a) for a in thin] == [6, 6, 6]
+    assert np.array_equal(thin[0][0], tokens[0]) and thin[1][0] == sizes[0]
+    assert np.array_equal(thin[2][0], positions[0])
+    assert thin[1].sum() == pytest.approx(sizes.sum())
