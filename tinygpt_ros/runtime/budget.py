@@ -196,7 +196,9 @@ class _StreamState:
     new_views: int = 0  # new views run at the user's knobs, so far
     deferred_run: int = 0  # caption decodes deferred in a row, up to this frame
     deferred: int = 0  # caption decodes deferred, so far
-    deferred_cost: float | None = None  # this frame's cost had it decoded (defer_decode)
+    # this frame's cost with the whole decode it deferred or thinned (defer_decode,
+    # thin_decode): what the level is decided on
+    deferred_cost: float | None = None
     overdue_cost: float | None = None  # a decode that may wait no longer, over the target
     thinned: int = 0  # overdue decodes that read a thinner fused set (thin_decode), so far
     under: int = 0  # consecutive decisions under the relax band

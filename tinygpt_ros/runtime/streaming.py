@@ -793,7 +793,7 @@ class StreamingEngine:
                 fused, sizes, positions = self._thin(fused, sizes, positions, cap)
                 merge_flops = F.fusion_flops(self.cfg, len(real) - kept, len(fused) - kept)
                 real = fused
-                fused_knobs = (min(cap, fused_knobs[0]), fused_knobs[1])
+                fused_knobs = (cap, fused_knobs[1])  # cap < the set's size <= the knob
         s.view_changed_since_caption = False
         s.caption_window = tuple(s.window)
         s.caption_fused_knobs = fused_knobs
