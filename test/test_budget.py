@@ -310,10 +310,10 @@ def test_a_decode_that_may_wait_no_longer_reads_the_most_tokens_that_fit():
     ctl.plan("frame", Knobs())
     assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(1.02)
     assert ctl.level("frame") > 0.0
-    # nothing down to the floor fits: the floor (CheapEnd.squeeze_max_fused_tokens)
+    # nothing down to the floor fits: the floor (CheapEnd.thin_max_fused_tokens)
     assert ctl.defer_decode("frame", 1.5e9, 5.0)
     assert not ctl.defer_decode("frame", 1.5e9, 5.0)
-    floor = CheapEnd().squeeze_max_fused_tokens
+    floor = CheapEnd().thin_max_fused_tokens
     assert ctl.thin_decode("frame", 1.2e9, 5.0, lambda n: n * per_token, 12) == floor
     # a set already at the floor stays as it is
     assert ctl.defer_decode("frame", 1.5e9, 5.0)
@@ -365,3 +365,39 @@ def test_a_decode_that_would_take_its_frame_over_the_target_waits_a_frame():
     ctl.plan("frame", Knobs())
     assert ctl.spend_on_new_view("frame")
     assert not ctl.defer_decode("frame", 3e9, 0.0)
+
+
+def test_a_frame_recomputes_the_changed_tokens_that_fit_and_the_level_ignores_the_fit():
+    """`fit_tokens` names how many of a frame's changed tokens (largest change first) fit a
+    FLOPs target: more than the step's knobs selected when the frame has room, fewer when
+    they would take it over. It leaves room for a decode only when that decode may wait no
+    longer, counts what it did, and the level is decided on the step's own selection. At
+    level 0 (the user's knobs), in latency mode and on a new view it does nothing."""
+    per_token = 0.01e9
+    frame = lambda n: 0.3e9 + n * per_token  # noqa: E731 - embedding plus n tokens
+    ctl = BudgetController("flops", 1.0, gains=ControllerGains(defer_decode_max=1))
+    ctl.plan("frame", Knobs())
+    assert ctl.fit_tokens("frame", frame, 0.2e9, 196, 16, 5.0) is None  # level 0
+    ctl._stream("frame").level = 3.5  # engaged (as after a busy scene)
+    assert ctl.fit_tokens("frame", frame, 0.2e9, 196, 16, 5.0) == 70  # 0.3 + 0.7 fits
+    assert ctl.fit_tokens("frame", frame, 0.2e9, 40, 16, 5.0) == 40  # all the candidates
+    assert ctl.fit_tokens("frame", frame, 0.2e9, 196, 70, 5.0) is None  # as selected
+    assert ctl.fit_tokens("frame", frame, 0.2e9, 196, 120, 5.0) == 70  # cut back
+    diag = ctl.diagnostics("frame")
+    assert (diag["budget_filled_tokens"], diag["budget_trimmed_frames"]) == (54 + 24, 1)
+    # the level is decided on what the step's selection (120 tokens) would have cost
+    ctl.observe("frame", record(1.0))
+    ctl.plan("frame", Knobs())
+    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(1.5)
+    # the next frame's decode may wait no longer (it waited once, the most here): its room
+    # is kept free (the engine asks fit_tokens before the decode)
+    assert ctl.defer_decode("frame", 1.2e9, 5.0)
+    assert ctl.fit_tokens("frame", frame, 0.2e9, 196, 16, 5.0) == 50
+    # never cut below the ladder's floor (CheapEnd.squeeze_max_active_tokens)
+    over = lambda n: 2e9 + n * per_token  # noqa: E731 - nothing fits
+    floor = CheapEnd().squeeze_max_active_tokens
+    assert ctl.fit_tokens("frame", over, 0.0, 196, 120, 5.0) == floor
+    assert ctl.fit_tokens("frame", over, 0.0, 196, floor - 4, 5.0) is None
+    lat = BudgetController("latency", 5.0)
+    lat._stream("frame").level = 3.5
+    assert lat.fit_tokens("frame", frame, 0.2e9, 196, 16, 5.0) is None

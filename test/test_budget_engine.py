@@ -285,3 +285,50 @@ def test_a_thinned_set_keeps_a_pretrained_towers_leading_rows_out_of_the_merge(e
     assert np.array_equal(thin[0][0], tokens[0]) and thin[1][0] == sizes[0]
     assert np.array_equal(thin[2][0], positions[0])
     assert thin[1].sum() == pytest.approx(sizes.sum())
+
+
+def test_a_new_view_comes_in_as_fast_as_the_target_allows(engine):
+    """A scene cut at a high level (as after a busy scene: re-anchors gated, 32 active
+    tokens) with no allowance for a new view: `fit_tokens` recomputes as many of the new
+    view's changed tokens as fit the FLOPs target, so the view is in within fewer frames than
+    the active-token cap alone lets it, and no frame goes over the target. The level is
+    pinned (zero gains) so only the fit acts; a controller whose fit does nothing is the
+    comparison."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
+
+    class CapOnly(BudgetController):
+        def fit_tokens(self, *args, **kwargs):
+            return None
+
+    first_seed, second_seed = split_seeds("test", 2, 5)
+    first = render_clip(first_seed, "still", num_frames=6).frames
+    second = render_clip(second_seed, "still", num_frames=10).frames
+    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0,
+                             spike_allowance=0.0)
+    target = 0.07
+    budget = engine.budget
+    cut = {}
+    try:
+        for name, cls in (("fit", BudgetController), ("cap", CapOnly)):
+            engine.budget = cls("flops", target, gains=pinned)
+            engine.reset()
+            for f in first:
+                engine.process_frame(f)
+            engine.budget._stream("frame").level = 3.5
+            cut[name] = [engine.process_frame(f) for f in second]
+    finally:
+        engine.budget = budget
+    assert cut["fit"][0].budget["budget_knob_max_active_tokens"] == 32
+    assert cut["fit"][-1].budget["budget_level"] == 3.5
+
+    def frames_to_arrive(results) -> int:
+        busy = [i for i, r in enumerate(results) if r.record.tokens_recomputed > 0]
+        return busy[-1] + 1 if busy else 0
+
+    fit_in, cap_in = frames_to_arrive(cut["fit"]), frames_to_arrive(cut["cap"])
+    assert fit_in < cap_in, (fit_in, cap_in)
+    assert sum(r.record.tokens_recomputed for r in cut["fit"][:2]) > 1.5 * sum(
+        r.record.tokens_recomputed for r in cut["cap"][:2])
+    assert cut["fit"][-1].budget["budget_filled_tokens"] > 0
+    assert max(r.record.total_flops / 1e9 for r in cut["fit"]) <= target

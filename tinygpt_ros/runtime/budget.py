@@ -17,7 +17,8 @@ runs every rung alone at its cheap end; docs/benchmarks.md has the figures):
 3. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens` to
    48, and gate camera re-anchors (a re-anchor of the motion stage otherwise recomputes every
    token; gated, it goes through the same threshold and cap, see `gates_reanchor`);
-4. squeeze: the same three knobs on to the floor (router bias 6, 16 active and 6 fused tokens);
+4. squeeze: router bias and active tokens on to the floor (bias 6, 16 active tokens); the
+   fused tokens stay at the fused rung's 12 (they went on to 6 until 2026-12-05: see below);
 5. last, caption decoding: raise `caption_reuse_threshold` (decode less often, reuse more);
    never across a new view: after a re-anchor the user's threshold applies until the caption
    is decoded again (`StreamingEngine._caption`).
@@ -31,8 +32,8 @@ the floor, and a decoder that reads its tokens loses CIDEr there (on val, tokens
 0.663 and fused 0.670 with 16 active and 6 fused tokens, against 0.755; the grid point
 threshold 3, 12 fused tokens, bias 3 kept 0.793). They now stop short: router and fused alone
 cost nothing on val (0.783, 0.759); the tokens rung still does (0.635 alone), so it comes
-third. The squeeze keeps the old floor, so the cheapest setting, and with it what target can
-be held, did not change. Orders and ends compared on val, 2026-12-01 (docs/benchmarks.md,
+third. The squeeze kept the old floor then, so the cheapest setting, and with it what target
+could be held, did not change. Orders and ends compared on val, 2026-12-01 (docs/benchmarks.md,
 budget notes). With the `fresh` weights (2026-12-03) the fused rung alone costs val almost
 nothing (1.793 -> 1.786) and the router rung more (1.700), so fused now comes first; on the
 same val clips that order raised the controller's CIDEr at all three FLOPs targets (0.857 /
@@ -97,6 +98,17 @@ moved, so stale samples from an older level never push it further: anti-windup):
   1 decodes were thinned; CIDEr 1.285 / 1.670 / 1.784 -> 1.301 / 1.671 / 1.785 at the same
   mean cost, slowest settling 10 / 7 / 5 -> 7 / 8 / 5 frames, the whole run's p95 0.082 ->
   0.078 GFLOPs at 0.07 (0.134 at the other two).
+- under a FLOPs or power target, once the level is above 0, a frame recomputes the changed
+  tokens that fit (`fit_tokens`, counted in `budget_filled_tokens` / `budget_trimmed_frames`):
+  more than the level's active-token cap when the frame has room, fewer (not below the
+  squeeze's 16) when they would take it over; the level is decided on the cost of its own
+  selection. A scene cut at a high level used to come in 16-26 tokens a frame, decoded at
+  every one of them, for most of its 12 frames; now within two or three. With it the squeeze
+  keeps 12 fused tokens (a decode from 6 saved 0.005 GFLOPs and cost the most CIDEr of the
+  squeeze's three knobs: at 0.07 the caption shown was decoded at level 3-4 for 180 of 305
+  val segments) and the level relaxes twice as fast (`ControllerGains.gain_down`). On 18 val
+  streams (2026-12-05, FLOPs 0.07 / 0.1 / 0.13) CIDEr 1.301 / 1.671 / 1.785 -> 1.475 / 1.701
+  / 1.756 at about the same mean cost (`fit_tokens` has the details).
 """
 
 from __future__ import annotations
@@ -145,7 +157,8 @@ class CheapEnd:
     max_fused_tokens: int = 12
     squeeze_max_active_tokens: int = 16
     squeeze_router_bias: float = 6.0
-    squeeze_max_fused_tokens: int = 6
+    squeeze_max_fused_tokens: int = 12
+    thin_max_fused_tokens: int = 6  # the least a thinned decode reads (thin_decode)
 
 
 @dataclass
@@ -160,8 +173,13 @@ class ControllerGains:
     relax_below: float = 0.7  # dead band: hold while measured in [relax_below, 1] * target
     relax_after: int = 2  # frames under the band before relaxing
     relax_step: float = 0.25  # smallest relax step (also the probe step)
-    gain_down: float = 1.0  # levels per unit of ln(band middle / measured) when relaxing
-    max_step_down: float = 1.0
+    # levels per unit of ln(band middle / measured) when relaxing, at most max_step_down: 1.0
+    # / 1.0 until fit_tokens brought new views in within a few frames; with it, on 18 val
+    # streams (FLOPs 0.07 / 0.1 / 0.13, 2026-12-05), CIDEr 1.423 / 1.677 / 1.792 at 1.0,
+    # 1.439 / 1.708 / 1.774 at 1.5 and 1.475 / 1.701 / 1.756 at 2.0: the calm frames after a
+    # cut give quality back sooner, most where it is lowest (0.07); 0.13 loses a little
+    gain_down: float = 2.0
+    max_step_down: float = 2.0
     # Inside the dead band the cost may not depend on the level at all (a still scene costs the
     # same at any level), so after `probe_after` calm frames one relax step is tried; a probe
     # that goes over the target within `probe_judge` frames (a caption decode may land a frame
@@ -200,6 +218,9 @@ class _StreamState:
     # thin_decode): what the level is decided on
     deferred_cost: float | None = None
     overdue_cost: float | None = None  # a decode that may wait no longer, over the target
+    filled: int = 0  # tokens fit_tokens added over the step's selection, so far
+    trimmed: int = 0  # frames whose selection fit_tokens cut back to the target, so far
+    fit_cost: float = 0.0  # what fit_tokens added to this frame's cost (< 0: cut back)
     thinned: int = 0  # overdue decodes that read a thinner fused set (thin_decode), so far
     under: int = 0  # consecutive decisions under the relax band
     calm: int = 0  # consecutive decisions inside the dead band
@@ -438,7 +459,7 @@ class BudgetController:
         has waited as long as it may and its whole set of `tokens` would still take the frame
         over the target: the most whose decode (`decode_flops(n)`: its FLOPs with the merge
         down to n) fits with the frame's cost so far, else the ladder's floor
-        (`CheapEnd.squeeze_max_fused_tokens`). None: decode the set as it is. Counted in
+        (`CheapEnd.thin_max_fused_tokens`). None: decode the set as it is. Counted in
         `budget_thinned_decodes`.
 
         Why: after two deferrals the decode runs whatever it costs, and on FLOPs targets where
@@ -452,7 +473,7 @@ class BudgetController:
         set would cost quality and save nothing."""
         s = self._stream(modality)
         overdue, s.overdue_cost = s.overdue_cost, None
-        floor = self.cheap.squeeze_max_fused_tokens
+        floor = self.cheap.thin_max_fused_tokens
         if overdue is None or self.mode not in ("flops", "power") or tokens <= floor:
             return None
         n = tokens - 1
@@ -462,6 +483,62 @@ class BudgetController:
         s.thinned += 1
         s.deferred_cost = overdue
         return n
+
+    def fit_tokens(self, modality: str, frame_flops: Callable[[int], float],
+                   decode_flops: float, candidates: int, selected: int,
+                   spent_ms: float) -> int | None:
+        """How many of a frame's `candidates` changed tokens (largest change first; the step's
+        knobs `selected` the first ones) the encoder recomputes under a FLOPs or power target:
+        the most whose frame (`frame_flops(n)`: embedding, encoder and fusion) fits the target,
+        with room for the caption decode (`decode_flops`) only when that decode may wait no
+        longer (`defer_decode`). None: keep the step's selection. Tokens added are counted in
+        `budget_filled_tokens`, frames cut back in `budget_trimmed_frames`.
+
+        Why: a view that changed at once (a scene cut, the camera turned) has more changed
+        tokens than the level's active-token cap lets through, and the level, which follows
+        the cost of frames already run, cannot know. Capped, a new view came in a few tokens a
+        frame and was decoded at every one of them, and the level stayed high for as long;
+        uncapped (a low level), the frame went far over the target. Filled to the target, the
+        view comes in within two or three frames while its decode waits (`defer_decode`), and
+        a frame the scene would take over the target is cut back to what fits. The level is
+        decided on the cost of the step's own selection (`observe`), so the fill neither
+        raises it (a filled frame lands at the target) nor does a cut-back frame hide what the
+        scene asked for. Only for FLOPs and power: an encoder's milliseconds per token are not
+        known before it runs. On 18 val streams (2026-12-05, FLOPs targets 0.07 / 0.1 / 0.13)
+        this, with the squeeze keeping 12 fused tokens and the faster relaxing
+        (`ControllerGains`), moved CIDEr 1.301 / 1.671 / 1.785 -> 1.475 / 1.701 / 1.756 at
+        mean GFLOPs 0.0601 / 0.0729 / 0.0784 -> 0.0612 / 0.0735 / 0.0783, the slowest
+        settling 7 / 8 / 5 -> 7 / 7 / 1 frames, and the whole run's p95 at 0.07 0.078 ->
+        0.070 GFLOPs (frames cut back instead of going over). Without the fit (the other two
+        changes alone) 0.07 gave 1.419 at a p95 of 0.111; cutting back at level 0 as well
+        lost 0.13 more (1.720)."""
+        s = self._stream(modality)
+        if self.mode not in ("flops", "power") or s.view_frame or s.level <= 0:
+            return None  # level 0: exactly the user's knobs
+        reserve = decode_flops if s.deferred_run >= self.gains.defer_decode_max else 0.0
+
+        def fits(n: int) -> bool:
+            return self._unit_cost(s, frame_flops(n) + reserve, spent_ms) <= self.target
+
+        lo, hi = 0, candidates
+        while lo < hi:  # the most that fit: frame_flops grows with n
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        # never below the ladder's floor: a target nothing fits is the level's to report
+        # (unreachable), not a reason to stop reading the camera
+        lo = max(lo, min(selected, self.cheap.squeeze_max_active_tokens))
+        if lo == selected:
+            return None
+        if lo > selected:
+            s.filled += lo - selected
+        else:
+            s.trimmed += 1
+        s.fit_cost = (self._unit_cost(s, frame_flops(lo), spent_ms)
+                      - self._unit_cost(s, frame_flops(selected), spent_ms))
+        return lo
 
     def _decide(self, s: _StreamState) -> None:
         g = self.gains
@@ -544,7 +621,10 @@ class BudgetController:
             s.last_stamp_us = stamp_us
         cost = self.cost_of(record, s)
         # a deferred decode: decide on what the frame would have cost with it (defer_decode)
-        s.samples.append(cost if s.deferred_cost is None else max(cost, s.deferred_cost))
+        # and without the tokens fit_tokens added or cut: the level follows the step's knobs
+        s.samples.append((cost if s.deferred_cost is None else max(cost, s.deferred_cost))
+                         - s.fit_cost)
+        s.fit_cost = 0.0
         s.deferred_cost = None
         s.forgiven.append(s.view_frame)  # a new view was paid for in advance: not answered
         s.new_views += s.view_frame
@@ -613,4 +693,6 @@ class BudgetController:
             "budget_new_views": s.new_views,
             "budget_deferred_decodes": s.deferred,
             "budget_thinned_decodes": s.thinned,
+            "budget_filled_tokens": s.filled,
+            "budget_trimmed_frames": s.trimmed,
         }

@@ -582,6 +582,8 @@ class StreamingEngine:
             else:
                 thr = k.fusion_threshold if counts is None else k.event_fusion_threshold
                 selected = ops.select_tokens(change, thr, k.max_active_tokens)
+                if counts is None and self.budget.active:
+                    self._fit_selection(s, selected, change, branch, k, sum(timer.ms.values()))
         n_sel = int(selected.sum())
 
         fresh = selected  # patches whose input the encoder reads this step (before a fallback)
@@ -697,6 +699,50 @@ class StreamingEngine:
         return FrameResult(record, caption, gesture, confidence, mask,
                            fused_centroids=np.asarray(positions, np.float32).copy(),
                            fused_sizes=np.asarray(sizes, np.float32).copy(), budget=budget)
+
+    def _fit_selection(self, s: Stream, selected: np.ndarray, change: np.ndarray, branch: int,
+                       k: Knobs, spent_ms: float) -> None:
+        """Fit the frame's token selection (in place) to a FLOPs or power target
+        (`BudgetController.fit_tokens`): the changed tokens, largest change first, that the
+        frame can afford. Candidates are the tokens the user's own knobs would recompute
+        (change over the user's threshold, at most the user's cap) and those the step's knobs
+        selected.
+
+        Why: the step's knobs come from the level, which follows the cost of recent frames,
+        so a frame whose scene just cut either left most of the new view waiting behind the
+        active-token cap (a still scene after a busy one brought its tokens in 16 a frame and
+        was decoded at every one of them) or, at a low level with no cap, recomputed all of
+        it far over the target. The encoder's FLOPs for n tokens are known before it runs,
+        so the frame takes exactly what fits; the rest waits for the next frame's change
+        test, as capped tokens always did."""
+        user = self._knobs
+        cfg = self.cfg
+        n_sel = int(selected.sum())
+        candidates = (change > user.fusion_threshold) | selected
+        n_cand = min(int(candidates.sum()), max(user.max_active_tokens or NUM_TOKENS, n_sel))
+        if n_cand == 0:
+            return
+        order = np.argsort(-np.where(candidates, change, -np.inf), kind="stable")[:n_cand]
+        base = F.patch_embed_flops(cfg, "frame") + F.router_flops(cfg)
+        frames = min(len(s.window) + 1, cfg.temporal_window)
+        frames = min(k.fused_frames or frames, frames)
+        # positions already moving inside the fused frames: each moving position enters the
+        # merge once per frame, a static one once (static averaging)
+        moving = int((s.content_step > s.steps - frames).sum())
+
+        def frame_flops(n: int) -> float:
+            if n == 0:
+                return base
+            merge_in = NUM_TOKENS + (frames - 1) * min(NUM_TOKENS, moving + n)
+            return (base + F.encoder_flops(cfg, branch, n_selected=F.branch_rows(cfg, branch, n))
+                    + F.fusion_flops(cfg, merge_in, k.max_fused_tokens))
+
+        decode = F.beam_decode_flops(cfg, k.max_fused_tokens, max(1, s.last_decode_rows),
+                                     self._beams)
+        n = self.budget.fit_tokens("frame", frame_flops, decode, n_cand, n_sel, spent_ms)
+        if n is not None:
+            selected[:] = False
+            selected[order[:n]] = True
 
     def _rebase_window(self, s: Stream, out: np.ndarray, fresh: np.ndarray) -> None:
         """After a change of encoder branch, re-express the window's older slots in the new
