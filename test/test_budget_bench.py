@@ -226,11 +226,14 @@ def test_node_bench_budget_parameters_and_stats():
     assert b["in_budget_pct"] == pytest.approx(100 * 20 / 23)
     assert b["let_through"] == 0 and b["new_views"] == 0  # not reported: none
     assert b["deferred_decodes"] == 0 and b["thinned_decodes"] == 0
+    assert b["filled_tokens"] == 0 and b["trimmed_frames"] == 0
     frames[-1].update(budget_let_through="2", budget_new_views="1", budget_deferred_decodes="3",
-                      budget_thinned_decodes="1")
+                      budget_thinned_decodes="1", budget_filled_tokens="40",
+                      budget_trimmed_frames="2")
     b = budget_stats(frames)
     assert b is not None and b["let_through"] == 2 and b["new_views"] == 1
     assert b["deferred_decodes"] == 3 and b["thinned_decodes"] == 1
+    assert b["filled_tokens"] == 40 and b["trimmed_frames"] == 2
 
 
 def test_each_comparison_row_gets_a_bootstrap_interval_of_controller_over_fixed():
