@@ -401,3 +401,8 @@ def test_a_frame_recomputes_the_changed_tokens_that_fit_and_the_level_ignores_th
     lat = BudgetController("latency", 5.0)
     lat._stream("frame").level = 3.5
     assert lat.fit_tokens("frame", frame, 0.2e9, 196, 16, 5.0) is None
+    # power weighs the same FLOPs as energy over the frame period (no stamps: the run time,
+    # here 1 s, so mW = GFLOPs x 0.1 J/GFLOP x 1000): 100 mW is the 1 GFLOP above
+    power = BudgetController("power", 100.0)
+    power._stream("frame").level = 3.5
+    assert power.fit_tokens("frame", frame, 0.2e9, 196, 16, 1000.0) == 70
