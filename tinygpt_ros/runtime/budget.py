@@ -299,6 +299,18 @@ def knobs_with_rungs(user: Knobs, f: Mapping[str, float], cheap: CheapEnd = Chea
     return k, bias
 
 
+def _most_that_fit(fits: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The largest n in [lo, hi] with fits(n), for a cost that grows with n; `lo` when
+    none does (the caller's floor)."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _linear_toward(value: float, cheap: float, f: float) -> float:
     """A cap `f` of the way down to `cheap`; a cap already at or under it stays."""
     return value + (cheap - value) * f if value > cheap else value
@@ -476,10 +488,9 @@ class BudgetController:
         floor = self.cheap.thin_max_fused_tokens
         if overdue is None or self.mode not in ("flops", "power") or tokens <= floor:
             return None
-        n = tokens - 1
-        while n > floor and self._unit_cost(s, spent_flops + decode_flops(n),
-                                            spent_ms) > self.target:
-            n -= 1
+        n = _most_that_fit(
+            lambda m: self._unit_cost(s, spent_flops + decode_flops(m), spent_ms) <= self.target,
+            floor, tokens - 1)
         s.thinned += 1
         s.deferred_cost = overdue
         return n
@@ -517,16 +528,9 @@ class BudgetController:
             return None  # level 0: exactly the user's knobs
         reserve = decode_flops if s.deferred_run >= self.gains.defer_decode_max else 0.0
 
-        def fits(n: int) -> bool:
-            return self._unit_cost(s, frame_flops(n) + reserve, spent_ms) <= self.target
-
-        lo, hi = 0, candidates
-        while lo < hi:  # the most that fit: frame_flops grows with n
-            mid = (lo + hi + 1) // 2
-            if fits(mid):
-                lo = mid
-            else:
-                hi = mid - 1
+        lo = _most_that_fit(
+            lambda n: self._unit_cost(s, frame_flops(n) + reserve, spent_ms) <= self.target,
+            0, candidates)
         # never below the ladder's floor: a target nothing fits is the level's to report
         # (unreachable), not a reason to stop reading the camera
         lo = max(lo, min(selected, self.cheap.squeeze_max_active_tokens))

@@ -722,10 +722,9 @@ class StreamingEngine:
         n_cand = min(int(candidates.sum()), max(user.max_active_tokens or NUM_TOKENS, n_sel))
         if n_cand == 0:
             return
-        order = np.argsort(-np.where(candidates, change, -np.inf), kind="stable")[:n_cand]
         base = F.patch_embed_flops(cfg, "frame") + F.router_flops(cfg)
-        frames = min(len(s.window) + 1, cfg.temporal_window)
-        frames = min(k.fused_frames or frames, frames)
+        # the window this step's output joins
+        frames = self._fused_frame_count(min(len(s.window) + 1, cfg.temporal_window), k)
         # positions already moving inside the fused frames: each moving position enters the
         # merge once per frame, a static one once (static averaging)
         moving = int((s.content_step > s.steps - frames).sum())
@@ -740,7 +739,8 @@ class StreamingEngine:
         decode = F.beam_decode_flops(cfg, k.max_fused_tokens, max(1, s.last_decode_rows),
                                      self._beams)
         n = self.budget.fit_tokens("frame", frame_flops, decode, n_cand, n_sel, spent_ms)
-        if n is not None:
+        if n is not None:  # sorted only now: most frames (and every latency one) keep theirs
+            order = np.argsort(-np.where(candidates, change, -np.inf), kind="stable")
             selected[:] = False
             selected[order[:n]] = True
 
@@ -874,10 +874,16 @@ class StreamingEngine:
                 np.concatenate([sizes[:kept], thin.sizes]),
                 np.concatenate([positions[:kept], thin.positions]))
 
-    @staticmethod
-    def _fused_frames(s: Stream, k: Knobs) -> int:
+    @classmethod
+    def _fused_frames(cls, s: Stream, k: Knobs) -> int:
         """How many of the window's frames the fusion took (`fused_frames` 0 = all)."""
-        return min(k.fused_frames or len(s.window), len(s.window))
+        return cls._fused_frame_count(len(s.window), k)
+
+    @staticmethod
+    def _fused_frame_count(window: int, k: Knobs) -> int:
+        """How many of a `window`-frame window's frames fusion takes (`fused_frames` 0 =
+        all)."""
+        return min(k.fused_frames or window, window)
 
     @staticmethod
     def _caption_still_stands(s: Stream, fused_knobs: tuple[int, int]) -> bool:
