@@ -406,3 +406,25 @@ def test_a_frame_recomputes_the_changed_tokens_that_fit_and_the_level_ignores_th
     power = BudgetController("power", 100.0)
     power._stream("frame").level = 3.5
     assert power.fit_tokens("frame", frame, 0.2e9, 196, 16, 1000.0) == 70
+
+
+def test_only_a_latency_target_spreads_a_decode_and_not_a_new_views():
+    """`decode_deadline`: a latency target is the milliseconds a frame's decoder passes may
+    reach; FLOPs, power and no target decode whole (deferred and thinned as before), and so
+    does a new view paid from the allowance. Spread decodes are counted."""
+    lat = BudgetController("latency", 8.0)
+    lat.plan("frame", Knobs())
+    assert lat.decode_deadline("frame") == 8.0
+    lat.note_split_decode("frame")
+    assert lat.diagnostics("frame")["budget_split_decodes"] == 1
+    for mode, target in (("flops", 0.1), ("power", 100.0), ("off", 0.0)):
+        assert BudgetController(mode, target).decode_deadline("frame") is None
+    view = BudgetController("latency", 8.0)
+    # frames over the target raise the level; then frames just under it (the dead band, no
+    # probe) hold it while the p95 allowance fills up
+    for ms in [12.0] * 3 + [7.8] * 30:
+        view.plan("frame", Knobs())
+        view.observe("frame", dataclasses.replace(record(0.0), latency_ms={"encoder": ms}))
+    view.plan("frame", Knobs())
+    assert view.level("frame") > 0 and view.spend_on_new_view("frame")
+    assert view.decode_deadline("frame") is None

@@ -332,3 +332,47 @@ def test_a_new_view_comes_in_as_fast_as_the_target_allows(engine):
         r.record.tokens_recomputed for r in cut["cap"][:2])
     assert cut["fit"][-1].budget["budget_filled_tokens"] > 0
     assert max(r.record.total_flops / 1e9 for r in cut["fit"]) <= target
+
+
+def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption(engine):
+    """Under a latency target a caption decode runs the passes a frame affords and goes on in
+    the next frames (`StreamingEngine._advance_decode`). With a target no pass fits, each frame
+    runs its share of the passes left and the decode completes on the last frame it may take
+    (`split_decode_frames`), showing the last caption until then; the caption and the decoder
+    FLOPs over those frames are the ones a whole decode of the same fused set gives. With room
+    for it, the decode completes in its frame. The level is pinned at the user's knobs."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
+
+    first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
+    first = list(render_clip(first_seed, "still", num_frames=6).frames)
+    second = list(render_clip(second_seed, "still", num_frames=4).frames)
+    engine.reset()
+    engine.budget.configure("off", 0.0)
+    whole = [engine.process_frame(f) for f in first + second]
+    cut = whole[len(first)]
+    assert cut.record.reanchored and not cut.record.caption_reused
+    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0)
+    frames_max = pinned.split_decode_frames
+    budget = engine.budget
+    try:
+        for target, frames_taken in ((1e-6, frames_max), (1e6, 1)):
+            engine.budget = BudgetController("latency", target, gains=pinned)
+            engine.reset()
+            shown = [engine.process_frame(f) for f in first + second]
+            spread = shown[len(first):len(first) + frames_taken]
+            assert all(r.budget["budget_level"] == 0.0 for r in shown)
+            before = len(first)
+            assert [r.caption for r in shown[:before]] == [r.caption for r in whole[:before]]
+            # until the last frame the previous scene's caption is shown, and the decoder ran
+            for r in spread[:-1]:
+                assert r.record.caption_reused and r.caption == whole[len(first) - 1].caption
+                assert r.record.decoder_passes >= 1 and r.record.flops["decoder"] > 0
+            done = spread[-1]
+            assert not done.record.caption_reused and done.caption == cut.caption
+            assert sum(r.record.decoder_passes for r in spread) == cut.record.decoder_passes
+            assert sum(r.record.flops["decoder"] for r in spread) == pytest.approx(
+                cut.record.flops["decoder"])
+            assert done.budget["budget_split_decodes"] == (1 if frames_taken > 1 else 0)
+    finally:
+        engine.budget = budget

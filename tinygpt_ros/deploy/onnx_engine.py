@@ -142,23 +142,27 @@ class OnnxKernels:
         """Greedy or beam decoding with the KV cache: the same rules as `TinyGPTDecoder`."""
         if self.beam_size > 1:
             return self._beam(tokens, sizes, positions)
-        bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
-        max_len = self.cfg.max_caption_len
-        logits, *past = self._prefill(tokens, sizes, positions)
-        out: list[int] = []
-        position = 1
-        for t in range(max_len):
-            row = logits[0].astype(np.float32)
-            row[bos] = -np.inf
-            nxt = int(row.argmax())
-            if nxt == eos:
-                break
-            out.append(nxt)
-            if t + 1 == max_len:
-                break
-            logits, *past = self._step(np.array([nxt]), position, past)
-            position += 1
-        return out
+        return self._greedy(tokens, sizes, positions).finish()
+
+    def start_decode(self, tokens: np.ndarray, sizes: np.ndarray,
+                     positions: np.ndarray | None = None) -> ops.StepwiseGreedy | None:
+        """A greedy decode the engine advances one decoder pass at a time (`ops.stepwise`);
+        None with beam search, which decodes in one call."""
+        return None if self.beam_size > 1 else self._greedy(tokens, sizes, positions)
+
+    def _greedy(self, tokens: np.ndarray, sizes: np.ndarray,
+                positions: np.ndarray | None) -> ops.StepwiseGreedy:
+        def prefill() -> tuple[np.ndarray, list[np.ndarray]]:
+            logits, *past = self._prefill(tokens, sizes, positions)
+            return logits[0], past
+
+        def step(token: int, position: int, past: list[np.ndarray]
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+            logits, *past = self._step(np.array([token]), position, past)
+            return logits[0], past
+
+        tok = self.tokenizer
+        return ops.StepwiseGreedy(prefill, step, tok.bos_id, tok.eos_id, self.cfg.max_caption_len)
 
     def _beam(self, tokens: np.ndarray, sizes: np.ndarray, positions: np.ndarray | None,
               alpha: float = 1.0) -> list[int]:

@@ -634,6 +634,7 @@ def budget_stats(frames: Sequence[dict[str, str]]) -> dict[str, Any] | None:
         "new_views": _count(held[-1], "budget_new_views"),
         "deferred_decodes": _count(held[-1], "budget_deferred_decodes"),
         "thinned_decodes": _count(held[-1], "budget_thinned_decodes"),
+        "split_decodes": _count(held[-1], "budget_split_decodes"),
         "filled_tokens": _count(held[-1], "budget_filled_tokens"),
         "trimmed_frames": _count(held[-1], "budget_trimmed_frames"),
     }

@@ -54,6 +54,7 @@ from tinygpt_ros.ops.routing import (
     routing_probs,
     softmax,
 )
+from tinygpt_ros.ops.stepwise import StepwiseGreedy
 from tinygpt_ros.ops.token_grid import (
     coarse_selection,
     expand_rows,
@@ -75,6 +76,7 @@ __all__ = [
     "Fused",
     "Motion",
     "StackedEncoderCache",
+    "StepwiseGreedy",
     "TokenReference",
     "as_vector",
     "bipartite_merge",

@@ -200,6 +200,10 @@ class ControllerGains:
     # val streams, 1 left 1 / 0 / 0 switches slower than 10 frames at FLOPs 0.07 / 0.1 / 0.13
     # and 2 none, at CIDEr 1.353 / 1.668 / 1.770 against 1.327 / 1.666 / 1.771.
     defer_decode_max: int = 2
+    # Under a latency target a caption decode runs the passes that fit each frame and
+    # completes within this many frames (`BudgetController.decode_deadline`): no later than a
+    # decode deferred `defer_decode_max` times.
+    split_decode_frames: int = 3
 
 
 @dataclass
@@ -222,6 +226,7 @@ class _StreamState:
     trimmed: int = 0  # frames whose selection fit_tokens cut back to the target, so far
     fit_cost: float = 0.0  # what fit_tokens added to this frame's cost (< 0: cut back)
     thinned: int = 0  # overdue decodes that read a thinner fused set (thin_decode), so far
+    split: int = 0  # caption decodes spread over more than one frame (decode_deadline), so far
     under: int = 0  # consecutive decisions under the relax band
     calm: int = 0  # consecutive decisions inside the dead band
     probe_wait: int = 0  # calm decisions before the next probe (0 = gains.probe_after)
@@ -465,6 +470,28 @@ class BudgetController:
         s.deferred_cost = cost
         return True
 
+    def decode_deadline(self, modality: str) -> float | None:
+        """The milliseconds this frame may reach with caption decoder passes, for a backend
+        that decodes a pass at a time (`StreamingEngine._advance_decode`): the latency target.
+        None (decode whole, deferred as `defer_decode` decides) outside latency mode and on a
+        new view paid from the allowance (`spend_on_new_view`), whose decode it bought.
+
+        Why: a decode is a dozen sequential passes and at the ladder's cheap end about half a
+        frame's milliseconds, so the frames that decode were the ones over a latency target,
+        wherever in a scene they fell (five of six slow switches at 0.8 x on the 05:03 test
+        run were decodes at a scene's 11th or 12th frame). Deferring moves the whole decode to
+        a later frame, which it takes over as well; spread, each frame runs what fits and the
+        caption completes within `ControllerGains.split_decode_frames` frames. FLOPs and power
+        targets keep deferring and thinning: their decodes fit a frame once the encoder has
+        spent less, and a caption that late costs CIDEr for nothing."""
+        if self.mode != "latency":
+            return None
+        return None if self._stream(modality).view_frame else self.target
+
+    def note_split_decode(self, modality: str) -> None:
+        """A caption decode completed over more than one frame (`budget_split_decodes`)."""
+        self._stream(modality).split += 1
+
     def thin_decode(self, modality: str, spent_flops: float, spent_ms: float,
                     decode_flops: Callable[[int], float], tokens: int) -> int | None:
         """How many fused tokens the decode `defer_decode` just refused to defer reads, when it
@@ -697,6 +724,7 @@ class BudgetController:
             "budget_new_views": s.new_views,
             "budget_deferred_decodes": s.deferred,
             "budget_thinned_decodes": s.thinned,
+            "budget_split_decodes": s.split,
             "budget_filled_tokens": s.filled,
             "budget_trimmed_frames": s.trimmed,
         }

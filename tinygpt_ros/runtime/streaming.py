@@ -30,6 +30,7 @@ Bad input raises ValueError before any state is touched, so the next good frame 
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -126,6 +127,10 @@ class Kernels(Protocol):
     # Optional: `decode(tokens, sizes, drafts, positions=) -> ops.Decoded` is `generate` that
     # also checks drafts (recent captions' ids) several tokens a pass; the controller uses it
     # when present.
+    # Optional: `start_decode(tokens, sizes, positions) -> ops.StepwiseGreedy | None` is greedy
+    # `generate` advanced one decoder pass at a time (None: this backend decodes in one call,
+    # e.g. with beam search); under a latency target the controller spreads a decode over
+    # frames with it (`StreamingEngine._advance_decode`).
 
     def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
                        positions: np.ndarray) -> np.ndarray:
@@ -168,6 +173,15 @@ class Stream:
     last_decode_rows: int = 0
     last_decode_ms: float = 0.0
     drafts: list[list[int]] = field(default_factory=list)  # recent captions (ops.drafting)
+    # frames: a caption decode spread over frames under a latency target (ops.stepwise), the
+    # real fused set it reads, the frames and milliseconds it has run so far, and the recent
+    # milliseconds of one decoder pass (what decides whether another fits the frame)
+    pending_decode: ops.StepwiseGreedy | None = None
+    pending_summary: np.ndarray | None = None
+    pending_vis: int = 0
+    pending_frames: int = 0
+    pending_ms: float = 0.0
+    pass_ms: float = 0.0
     last_summary: np.ndarray | None = None  # the fused tokens the last caption was decoded from
     # frames: the view changed (a re-anchor or full refresh) since the caption was decoded; the
     # budget's caption rung does not apply until it is decoded again (StreamingEngine._caption)
@@ -652,8 +666,6 @@ class StreamingEngine:
             with timer.stage("decoder"):
                 caption, caption_reused, dec_flops, passes = self._caption(s, fused, sizes,
                                                                            positions, k, spent)
-            if dec_flops > 0:
-                s.last_decode_ms = timer.ms["decoder"]
             flops["decoder"] = dec_flops
             dense_head = F.beam_decode_flops(cfg, n_window, max(1, s.last_caption_len),
                                              self._beams)
@@ -800,7 +812,9 @@ class StreamingEngine:
         over the budget's target may wait for the next frame (`BudgetController.defer_decode`);
         the last caption is shown meanwhile, as a reuse. One that has waited as long as it
         may reads a thinner set when the budget asks (`BudgetController.thin_decode`); the
-        merge's few FLOPs are counted with the decoder's.
+        merge's few FLOPs are counted with the decoder's. Under a latency target, a backend
+        that decodes a pass at a time (`start_decode`) spreads the decode over frames instead
+        (`_advance_decode`), and the last caption is shown until it completes.
 
         After a new view (a re-anchor: the camera turned or the scene cut) the reuse test uses
         the user's threshold, not the budget's raised one (its caption rung), until the caption
@@ -808,12 +822,17 @@ class StreamingEngine:
         the threshold, and the previous scene's caption stood for the whole new scene. A gated
         re-anchor brings the new scene's tokens in over several frames, so the flag lasts until
         the set has moved past the user's threshold, not for the re-anchor frame alone."""
+        started = time.perf_counter()
+        if s.pending_decode is not None:
+            if not s.view_changed_since_caption:
+                return self._advance_decode(s, spent[1], started)
+            s.pending_decode = None  # it describes a view that has gone: decide anew
         real = fused[sizes > 0]
         threshold = k.caption_reuse_threshold
         if s.view_changed_since_caption:
             threshold = min(threshold, self._knobs.caption_reuse_threshold)
         fused_knobs = (k.max_fused_tokens, self._fused_frames(s, k))
-        # reuse (and so a deferred decode) needs a caption and a reuse the user allows
+        # reuse (and so a deferred or spread decode) needs a caption and a reuse the user allows
         reusable = k.sttf_enabled and threshold > 0 and s.last_caption is not None
         if reusable and (
             self._caption_still_stands(s, fused_knobs)
@@ -821,8 +840,12 @@ class StreamingEngine:
                 and self._reuse_movement(real, s.last_summary) < threshold)
         ):
             return s.last_caption, True, 0.0, 0
+        start_decode = getattr(self.kernels, "start_decode", None)
+        stepwise = (start_decode(fused, sizes, positions)
+                    if reusable and start_decode is not None
+                    and self.budget.decode_deadline("frame") is not None else None)
         merge_flops = 0.0
-        if reusable and self.budget.active:
+        if reusable and self.budget.active and stepwise is None:
             if self.budget.defer_decode(
                     "frame",
                     spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], s.last_decode_rows,
@@ -843,6 +866,10 @@ class StreamingEngine:
         s.view_changed_since_caption = False
         s.caption_window = tuple(s.window)
         s.caption_fused_knobs = fused_knobs
+        if stepwise is not None:
+            s.pending_decode, s.pending_summary = stepwise, real
+            s.pending_vis, s.pending_frames, s.pending_ms = fused.shape[0], 0, 0.0
+            return self._advance_decode(s, spent[1], started)
         decode = getattr(self.kernels, "decode", None)
         if decode is None:  # a backend without draft checking: one token per pass
             ids = self.kernels.generate(fused, sizes, positions)
@@ -855,13 +882,64 @@ class StreamingEngine:
             ops.remember(s.drafts, ops.draft_of(ids, self.tokenizer.eos_id,
                                                 self.cfg.max_caption_len))
         self._charge("decoder")
-        s.last_decode_rows = rows
-        s.last_caption = self.tokenizer.decode(ids)
-        s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
-        s.last_summary = real.copy()
+        self._decoded(s, ids, rows, real, (time.perf_counter() - started) * 1e3)
         return (s.last_caption, False,
                 merge_flops + F.beam_decode_flops(self.cfg, fused.shape[0], rows, self._beams),
                 passes)
+
+    def _decoded(self, s: Stream, ids: list[int], rows: int, summary: np.ndarray,
+                 ms: float) -> None:
+        """A caption decode completed: it becomes the caption shown and the reference of the
+        reuse test, and its rows and milliseconds the estimate of the next decode's cost."""
+        s.last_decode_rows = rows
+        s.last_decode_ms = ms
+        s.last_caption = self.tokenizer.decode(ids)
+        s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
+        s.last_summary = summary
+
+    def _advance_decode(self, s: Stream, spent_ms: float, started: float
+                        ) -> tuple[str, bool, float, int]:
+        """Run the pending decode's passes this frame affords; (caption shown, reused,
+        decoder FLOPs of the passes run, passes run), as `_caption` returns.
+
+        A pass runs while the frame's time so far (`spent_ms` before the decoder stage, plus
+        the stage's since `started`) and one more pass's recent milliseconds stay within the
+        budget's deadline (`BudgetController.decode_deadline`), and at least the share of the
+        passes left (estimated from the last caption's) that completes the decode within
+        `ControllerGains.split_decode_frames` frames, one at the least: a target that nothing
+        meets still gets its caption, that many frames late at most. On its last frame it runs
+        to the end. Until it completes, the last caption is shown (as a reuse)."""
+        d = s.pending_decode
+        assert d is not None
+        deadline = self.budget.decode_deadline("frame")  # None: the target mode changed
+        limit = math.inf if deadline is None else deadline
+        frames_left = self.budget.gains.split_decode_frames - s.pending_frames
+        expected = max(s.last_decode_rows, d.passes + 1)
+        must = (math.ceil((expected - d.passes) / frames_left) if frames_left > 1
+                else self.cfg.max_caption_len + 1)
+        before = d.passes
+        while not d.done:
+            now = spent_ms + (time.perf_counter() - started) * 1e3
+            if d.passes - before >= must and now + s.pass_ms > limit:
+                break
+            t = time.perf_counter()
+            d.advance()
+            self._charge("decoder")
+            ms = (time.perf_counter() - t) * 1e3
+            s.pass_ms = ms if s.pass_ms == 0.0 else 0.8 * s.pass_ms + 0.2 * ms
+        s.pending_frames += 1
+        s.pending_ms += (time.perf_counter() - started) * 1e3
+        passes = d.passes - before
+        flops = (F.decode_flops(self.cfg, s.pending_vis, d.passes)
+                 - (F.decode_flops(self.cfg, s.pending_vis, before) if before else 0.0))
+        if not d.done:
+            return s.last_caption, True, flops, passes  # type: ignore[return-value]
+        if s.pending_frames > 1:
+            self.budget.note_split_decode("frame")
+        s.pending_decode = None
+        self._decoded(s, d.ids, d.passes, s.pending_summary, s.pending_ms)  # type: ignore[arg-type]
+        s.pending_summary = None
+        return s.last_caption, False, flops, passes  # type: ignore[return-value]
 
     def _thin(self, fused: np.ndarray, sizes: np.ndarray, positions: np.ndarray, cap: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

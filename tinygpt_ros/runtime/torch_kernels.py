@@ -113,6 +113,33 @@ class TorchKernels:
             beam_size=self.beam_size, vis_pos=pos,
         )[0]
 
+    def start_decode(self, tokens: np.ndarray, sizes: np.ndarray,
+                     positions: np.ndarray | None = None) -> ops.StepwiseGreedy | None:
+        """A greedy decode the engine advances one decoder pass at a time (`ops.stepwise`),
+        on the decoder's own prefill and cached step (what `generate` runs in one call); None
+        with beam search. Each pass is counted like a kernel call (`last_flops`)."""
+        if self.beam_size > 1:
+            return None
+        vis = self._t(tokens)[None]
+        vis_size = self._t(sizes)[None]
+        vis_pos = None if positions is None else self._t(positions)[None]
+        tok = self.tokenizer
+        bos = torch.full((1, 1), tok.bos_id, dtype=torch.long, device=self.device)
+        return ops.StepwiseGreedy(
+            lambda: self._decoder_pass(lambda: self.model.decoder.prefill(vis, vis_size, bos,
+                                                                          vis_pos)),
+            lambda token, _position, cache: self._decoder_pass(
+                lambda: self.model.decoder.step(
+                    torch.tensor([token], dtype=torch.long, device=self.device), cache)),
+            tok.bos_id, tok.eos_id, self.cfg.max_caption_len)
+
+    @counted
+    @torch.no_grad()
+    def _decoder_pass(self, run: Callable[[], tuple[torch.Tensor, Any]]
+                      ) -> tuple[np.ndarray, Any]:
+        logits, cache = run()
+        return _np(logits[0].float()), cache
+
     @counted
     @torch.no_grad()
     def gesture_logits(self, tokens: np.ndarray, sizes: np.ndarray,
