@@ -98,6 +98,17 @@ moved, so stale samples from an older level never push it further: anti-windup):
   1 decodes were thinned; CIDEr 1.285 / 1.670 / 1.784 -> 1.301 / 1.671 / 1.785 at the same
   mean cost, slowest settling 10 / 7 / 5 -> 7 / 8 / 5 frames, the whole run's p95 0.082 ->
   0.078 GFLOPs at 0.07 (0.134 at the other two).
+- under a latency target a decode is spread instead of deferred (`decode_deadline`): each
+  frame runs the decoder passes that fit its time left, at least its share of those left so
+  the caption completes within `split_decode_frames` (3) frames, and the level follows what
+  the frames cost. On 18 val streams run interleaved (2026-12-05, targets 9.14 / 12.18 ms,
+  0.6 / 0.8 x that hour's calibration p95) CIDEr 1.233 / 1.665 -> 1.543 / 1.684, settled p95
+  1.14 / 0.98 -> 1.07 / 0.98 x target, switches slower than 10 frames 20 / 1 -> 9 / 2, mean
+  6.81 / 8.33 -> 7.69 / 8.61 ms (fewer frames over the target hold the level lower). The same
+  code in the next run gave 1.319 / 1.707 (the machine's speed drifts between runs); in that
+  run 4 and 5 frames gave 1.431 / 1.701 and 1.414 / 1.691, with 17 / 5 and 12 / 2 slow
+  switches against 20 / 1: more CIDEr at 0.6, less at 0.8, differences the size of the
+  run-to-run spread, so 3 stays (a caption no later than two deferrals made it).
 - under a FLOPs or power target, once the level is above 0, a frame recomputes the changed
   tokens that fit (`fit_tokens`, counted in `budget_filled_tokens` / `budget_trimmed_frames`):
   more than the level's active-token cap when the frame has room, fewer (not below the
