@@ -86,3 +86,33 @@ def test_a_length_limit_under_one_is_refused():
     toy = Toy()
     with pytest.raises(ValueError, match="max_len"):
         StepwiseGreedy(toy.prefill, toy.step, BOS, EOS, 0)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_both_kernels_step_to_the_caption_their_generate_gives(backend):
+    """The shipped model: a decode started with `start_decode` and run to the end, or advanced
+    one pass at a time, is the kernels' own `generate` on the same fused set; with beam search
+    the kernels decode in one call (None)."""
+    from pathlib import Path
+
+    from tinygpt_ros.deploy.factory import load_engine
+
+    model = str(Path(__file__).resolve().parent.parent / "models" / "tinygpt")
+    engine = load_engine(model, backend=backend)
+    kernels = engine.kernels
+    rng = np.random.default_rng(3)
+    try:
+        for n in (6, 12, 31):
+            tokens = rng.standard_normal((n, kernels.cfg.dim)).astype(np.float32)
+            sizes = rng.integers(1, 9, n).astype(np.float32)
+            positions = rng.uniform(size=(n, 3)).astype(np.float32)
+            whole = kernels.generate(tokens, sizes, positions)
+            d = kernels.start_decode(tokens, sizes, positions)
+            while not d.advance():
+                pass
+            assert d.ids == whole and whole
+            assert d.passes == len(whole) + (len(whole) < kernels.cfg.max_caption_len)
+        kernels.beam_size = 2
+        assert kernels.start_decode(tokens, sizes, positions) is None
+    finally:
+        engine.close()
