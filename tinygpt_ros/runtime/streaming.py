@@ -178,7 +178,6 @@ class Stream:
     # milliseconds of one decoder pass (what decides whether another fits the frame)
     pending_decode: ops.StepwiseGreedy | None = None
     pending_summary: np.ndarray | None = None
-    pending_vis: int = 0
     pending_frames: int = 0
     pending_ms: float = 0.0
     pass_ms: float = 0.0
@@ -868,7 +867,7 @@ class StreamingEngine:
         s.caption_fused_knobs = fused_knobs
         if stepwise is not None:
             s.pending_decode, s.pending_summary = stepwise, real
-            s.pending_vis, s.pending_frames, s.pending_ms = fused.shape[0], 0, 0.0
+            s.pending_frames, s.pending_ms = 0, 0.0
             return self._advance_decode(s, spent[1], started)
         decode = getattr(self.kernels, "decode", None)
         if decode is None:  # a backend without draft checking: one token per pass
@@ -930,8 +929,9 @@ class StreamingEngine:
         s.pending_frames += 1
         s.pending_ms += (time.perf_counter() - started) * 1e3
         passes = d.passes - before
-        flops = (F.decode_flops(self.cfg, s.pending_vis, d.passes)
-                 - (F.decode_flops(self.cfg, s.pending_vis, before) if before else 0.0))
+        n_vis = len(s.pending_summary)  # type: ignore[arg-type]  (the set it decodes)
+        flops = (F.decode_flops(self.cfg, n_vis, d.passes)
+                 - (F.decode_flops(self.cfg, n_vis, before) if before else 0.0))
         if not d.done:
             return s.last_caption, True, flops, passes  # type: ignore[return-value]
         if s.pending_frames > 1:
