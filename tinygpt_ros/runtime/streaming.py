@@ -73,6 +73,10 @@ DC_TOLERANCE = 4.0 / 255.0
 # the noise floor uses the median of this many recent frame-pair noise estimates: a re-anchor,
 # an exposure step or a burst of scene action inflates one or two of them, not the median
 NOISE_HISTORY = 8
+# The budget estimates a caption decode's rows (its sequential passes, for greedy search) as the
+# most of this many recent decodes: captions differ in length, and a short one (a thinned set,
+# a plain view) made the next decode look cheap enough to run on a frame it then took over.
+DECODE_ROWS_MEMORY = 4
 # Knobs whose change makes cached state incompatible (the stream restarts on the next frame).
 _RESET_KNOBS = ("sttf_enabled", "anc_enabled", "motion_compensation", "exposure_compensation")
 
@@ -168,9 +172,9 @@ class Stream:
     last_input: np.ndarray | None = None  # the last step's embedded tokens (196, D)
     last_caption: str | None = None
     last_caption_len: int = 0
-    # the last decode's decoder rows and milliseconds: the estimate of the next decode's cost
-    # that the budget's decode deferral weighs (BudgetController.defer_decode)
-    last_decode_rows: int = 0
+    # the recent decodes' decoder rows and the last one's milliseconds: the estimate of the
+    # next decode's cost that the budget weighs (BudgetController.defer_decode, fit_tokens)
+    decode_rows: deque = field(default_factory=lambda: deque(maxlen=DECODE_ROWS_MEMORY))
     last_decode_ms: float = 0.0
     drafts: list[list[int]] = field(default_factory=list)  # recent captions (ops.drafting)
     # frames: a caption decode spread over frames under a latency target (ops.stepwise), the
@@ -200,6 +204,12 @@ class Stream:
     # frames: the last embedded (compensated) image and the recent temporal-noise estimates
     noise_image: np.ndarray | None = None
     noise_history: deque = field(default_factory=lambda: deque(maxlen=NOISE_HISTORY))
+
+
+def _expected_rows(s: Stream) -> int:
+    """The next caption decode's rows, as the budget estimates them: the most of the recent
+    decodes' (`DECODE_ROWS_MEMORY`), 0 before the first."""
+    return max(s.decode_rows, default=0)
 
 
 def _same_outputs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
@@ -747,7 +757,7 @@ class StreamingEngine:
             return (base + F.encoder_flops(cfg, branch, n_selected=F.branch_rows(cfg, branch, n))
                     + F.fusion_flops(cfg, merge_in, k.max_fused_tokens))
 
-        decode = F.beam_decode_flops(cfg, k.max_fused_tokens, max(1, s.last_decode_rows),
+        decode = F.beam_decode_flops(cfg, k.max_fused_tokens, max(1, _expected_rows(s)),
                                      self._beams)
         n = self.budget.fit_tokens("frame", frame_flops, decode, n_cand, n_sel, spent_ms)
         if n is not None:  # sorted only now: most frames (and every latency one) keep theirs
@@ -847,14 +857,14 @@ class StreamingEngine:
         if reusable and self.budget.active and stepwise is None:
             if self.budget.defer_decode(
                     "frame",
-                    spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], s.last_decode_rows,
+                    spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], _expected_rows(s),
                                                    self._beams),
                     spent[1] + s.last_decode_ms):
                 return s.last_caption, True, 0.0, 0
             kept = self._kept_rows
             cap = self.budget.thin_decode(
                 "frame", *spent,
-                lambda n: (F.beam_decode_flops(self.cfg, n, s.last_decode_rows, self._beams)
+                lambda n: (F.beam_decode_flops(self.cfg, n, _expected_rows(s), self._beams)
                            + F.fusion_flops(self.cfg, len(real) - kept, n - kept)),
                 len(real))
             if cap is not None and cap > kept:
@@ -890,7 +900,7 @@ class StreamingEngine:
                  ms: float) -> None:
         """A caption decode completed: it becomes the caption shown and the reference of the
         reuse test, and its rows and milliseconds the estimate of the next decode's cost."""
-        s.last_decode_rows = rows
+        s.decode_rows.append(rows)
         s.last_decode_ms = ms
         s.last_caption = self.tokenizer.decode(ids)
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
@@ -904,7 +914,7 @@ class StreamingEngine:
         A pass runs while the frame's time so far (`spent_ms` before the decoder stage, plus
         the stage's since `started`) and one more pass's recent milliseconds stay within the
         budget's deadline (`BudgetController.decode_deadline`), and at least the share of the
-        passes left (estimated from the last caption's) that completes the decode within
+        passes left (estimated from the recent captions') that completes the decode within
         `ControllerGains.split_decode_frames` frames, one at the least: a target that nothing
         meets still gets its caption, that many frames late at most. On its last frame it runs
         to the end. Until it completes, the last caption is shown (as a reuse)."""
@@ -913,7 +923,7 @@ class StreamingEngine:
         deadline = self.budget.decode_deadline("frame")  # None: the target mode changed
         limit = math.inf if deadline is None else deadline
         frames_left = self.budget.gains.split_decode_frames - s.pending_frames
-        expected = max(s.last_decode_rows, d.passes + 1)
+        expected = max(_expected_rows(s), d.passes + 1)
         must = (math.ceil((expected - d.passes) / frames_left) if frames_left > 1
                 else self.cfg.max_caption_len + 1)
         before = d.passes
