@@ -78,7 +78,7 @@ def test_rungs_move_in_quality_order():
     CIDEr on val clips); then the squeeze to the floor; caption reuse last (alone it cost the
     most CIDEr on val)."""
     user, cheap = Knobs(), CheapEnd()
-    k, bias = knobs_at_level(user, 0.5)  # fused rung only: fused tokens and frames
+    k, bias = knobs_at_level(user, 0.75)  # fused rung only: fused tokens and frames
     assert bias == 0.0
     assert cheap.max_fused_tokens < k.max_fused_tokens < user.max_fused_tokens
     assert 0 < k.fused_frames
@@ -116,10 +116,14 @@ def test_the_fused_rung_fuses_fewer_camera_frames_never_more_than_the_user_allow
     assert frames[0] == 0  # level 0: the user's value (all of the window)
     assert all(0 < f <= window for f in frames[1:] if f) and frames[4] == cheap.fused_frames
     assert all(f == cheap.fused_frames for f in frames[4:])
-    assert knobs_at_level(Knobs(fused_frames=3), 1.0, window=window)[0].fused_frames == 2
+    assert knobs_at_level(Knobs(fused_frames=window), 1.0,
+                          window=window)[0].fused_frames == cheap.fused_frames
     assert knobs_at_level(Knobs(fused_frames=1), LEVELS, window=window)[0].fused_frames == 1
     # a longer window (a pretrained captioner's setting) starts from its own length
-    assert knobs_at_level(Knobs(), 0.5, window=8)[0].fused_frames == 5
+    assert knobs_at_level(Knobs(), 0.5, window=8)[0].fused_frames == round(
+        (8 + cheap.fused_frames) / 2)
+    assert knobs_at_level(Knobs(), 1.0, CheapEnd(fused_frames=2),
+                          window=window)[0].fused_frames == 2
     assert knobs_at_level(Knobs(sttf_enabled=False), LEVELS)[0].fused_frames == 0
 
 

@@ -9,10 +9,10 @@ ordered by how little quality it costs, as measured (`tinygpt-ros bench-budget -
 runs every rung alone at its cheap end; docs/benchmarks.md has the figures):
 
 1. fused: `max_fused_tokens` down to 12 (fewer tokens for the decoder / gesture head) and
-   `fused_frames` down to 2 (temporal fusion of camera frames takes the window's newest two:
-   where few tokens stay static, a busy scene or a pan, the merge loop's input halves and its
-   cost, which grows with the square of that input, with it; in milliseconds fusion was a
-   fifth of a frame at every level before);
+   `fused_frames` down to 3 (temporal fusion of camera frames takes the window's newest
+   three: where few tokens stay static, a busy scene or a pan, the merge loop's input shrinks
+   by a quarter and its cost, which grows with the square of that input, with it; in
+   milliseconds fusion was a fifth of a frame at every level before);
 2. router: a bias on the router logits toward the cheaper encoder branches (up to 3);
 3. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens` to
    48, and gate camera re-anchors (a re-anchor of the motion stage otherwise recomputes every
@@ -47,6 +47,17 @@ instead: 1.331 / 1.736 / 1.677 (12 / 12 / 10); on the tokens rung 1.268 / 1.654 
 1.603 for 6% fewer GFLOPs, so it is a rung, not a new default. Alone at its cheap end the
 fused rung now costs val more than the router rung (Reproduce val run: 1.581 against 1.835,
 1.910 at the user's knobs); the order stays, chosen on the controller's CIDEr above.
+Its cheap end went from two frames to three on 2026-12-05: on 18 val streams (FLOPs 0.07 /
+0.1 / 0.13, deterministic) the controller's CIDEr went 1.475 / 1.701 / 1.756 -> 1.547 / 1.773
+/ 1.778 at mean GFLOPs 0.0612 / 0.0735 / 0.0783 -> 0.0623 / 0.0739 / 0.0788, with the whole
+run's p95 0.070 -> 0.071 / 0.134 / 0.134; at latency 7.01 / 9.35 ms (0.6 / 0.8 x that hour's
+calibration p95), run interleaved twice, 1.489 -> 1.511 and 1.463 -> 1.522, 1.711 -> 1.686 and
+1.701 -> 1.707, differences inside the run-to-run spread. The whole window (the rung without
+`fused_frames`) lost: 1.248 / 1.610 / 1.667, the controller climbing to the squeeze for the
+fusion it no longer saved. Three frames with the squeeze going on to two lost 0.07's gain
+(1.469), so the squeeze leaves it. The fixed settings of the ladder gained more than the
+controller did (fixed@1 1.568 -> 1.773 at 0.0689 -> 0.0714 GFLOPs, fixed@3 1.499 -> 1.650):
+two frames was a poor trade everywhere.
 
 The user's knob values are the quality end of every rung; the controller never spends more than
 they allow (never lowers a threshold below, or raises a cap above, the user's value). The cheap
@@ -163,7 +174,7 @@ class CheapEnd:
     event_fusion_threshold_factor: float = 6.0
     event_fusion_threshold_min: float = 12.0
     max_active_tokens: int = 48
-    fused_frames: int = 2  # camera frames fused (fused rung), of the model's window
+    fused_frames: int = 3  # camera frames fused (fused rung), of the model's window
     router_bias: float = 3.0  # logit penalty per branch step (branch costs ~1:2:4)
     max_fused_tokens: int = 12
     squeeze_max_active_tokens: int = 16
