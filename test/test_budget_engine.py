@@ -334,6 +334,20 @@ def test_a_new_view_comes_in_as_fast_as_the_target_allows(engine):
     assert max(r.record.total_flops / 1e9 for r in cut["fit"]) <= target
 
 
+def test_the_decode_estimate_is_the_longest_recent_caption():
+    """The budget weighs a caption decode at the most rows of the recent decodes: a short
+    caption (a thinned set, a plain view) made the next decode look cheap enough to run on a
+    frame it then took over a FLOPs target. Older decodes leave the memory."""
+    from tinygpt_ros.runtime.streaming import DECODE_ROWS_MEMORY, Stream, _expected_rows
+
+    s = Stream(cache=None)
+    assert _expected_rows(s) == 0  # nothing decoded yet
+    s.decode_rows.extend([12, 7])
+    assert _expected_rows(s) == 12
+    s.decode_rows.extend([5] * DECODE_ROWS_MEMORY)
+    assert _expected_rows(s) == 5
+
+
 def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption(engine):
     """Under a latency target a caption decode runs the passes a frame affords and goes on in
     the next frames (`StreamingEngine._advance_decode`). With a target no pass fits, each frame
