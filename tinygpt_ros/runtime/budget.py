@@ -57,7 +57,9 @@ calibration p95), run interleaved twice, 1.489 -> 1.511 and 1.463 -> 1.522, 1.71
 fusion it no longer saved. Three frames with the squeeze going on to two lost 0.07's gain
 (1.469), so the squeeze leaves it. The fixed settings of the ladder gained more than the
 controller did (fixed@1 1.568 -> 1.773 at 0.0689 -> 0.0714 GFLOPs, fixed@3 1.499 -> 1.650):
-two frames was a poor trade everywhere.
+two frames was a poor trade at every level but the floor (fixed@5 1.276 -> 1.201). Alone at
+its new cheap end the fused rung costs val less than the router rung again (Reproduce val run
+at 11:38 UTC: 1.857 against 1.835).
 
 The user's knob values are the quality end of every rung; the controller never spends more than
 they allow (never lowers a threshold below, or raises a cap above, the user's value). The cheap
