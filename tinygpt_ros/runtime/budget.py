@@ -44,9 +44,10 @@ the slowest settling from 11 / 11 / 10 to 11 / 12 / 10 frames. Placed on the rou
 instead: 1.331 / 1.736 / 1.677 (12 / 12 / 10); on the tokens rung 1.268 / 1.654 / 1.653 (11 /
 11 / 10), down to one frame there 1.321 / 1.707 / 1.652 (12 / 11 / 10); on the squeeze 1.287 /
 1.628 / 1.639. Two frames at every level (the user's knobs too) cost fixed@0 CIDEr 1.661 ->
-1.603 for 6% fewer GFLOPs, so it is a rung, not a new default. Alone at its cheap end the
-fused rung now costs val more than the router rung (Reproduce val run: 1.581 against 1.835,
-1.910 at the user's knobs); the order stays, chosen on the controller's CIDEr above.
+1.603 for 6% fewer GFLOPs, so it is a rung, not a new default. Alone at its two-frame cheap
+end the fused rung cost val more than the router rung (a Reproduce val run then: 1.581
+against 1.835, 1.910 at the user's knobs); the order stayed, chosen on the controller's CIDEr
+above.
 Its cheap end went from two frames to three on 2026-12-05: on 18 val streams (FLOPs 0.07 /
 0.1 / 0.13, deterministic) the controller's CIDEr went 1.475 / 1.701 / 1.756 -> 1.547 / 1.773
 / 1.778 at mean GFLOPs 0.0612 / 0.0735 / 0.0783 -> 0.0623 / 0.0739 / 0.0788, with the whole

@@ -855,16 +855,16 @@ class StreamingEngine:
                     and self.budget.decode_deadline("frame") is not None else None)
         merge_flops = 0.0
         if reusable and self.budget.active and stepwise is None:
+            rows = _expected_rows(s)
             if self.budget.defer_decode(
                     "frame",
-                    spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], _expected_rows(s),
-                                                   self._beams),
+                    spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], rows, self._beams),
                     spent[1] + s.last_decode_ms):
                 return s.last_caption, True, 0.0, 0
             kept = self._kept_rows
             cap = self.budget.thin_decode(
                 "frame", *spent,
-                lambda n: (F.beam_decode_flops(self.cfg, n, _expected_rows(s), self._beams)
+                lambda n: (F.beam_decode_flops(self.cfg, n, rows, self._beams)
                            + F.fusion_flops(self.cfg, len(real) - kept, n - kept)),
                 len(real))
             if cap is not None and cap > kept:
