@@ -31,14 +31,20 @@ def plant(level: float, scene: float) -> float:
     return scene * 2.0 ** (-level)
 
 
+def timed(ms: float) -> ComputeRecord:
+    """A step that took `ms` milliseconds (and no FLOPs)."""
+    return dataclasses.replace(record(0.0), latency_ms={"encoder": ms})
+
+
 def drive(ctl: BudgetController, scene: float, frames: int) -> list[tuple[float, float]]:
-    """Run `frames` steps; returns (level used, cost) per frame."""
+    """Run `frames` steps; returns (level used, cost) per frame (in milliseconds under a
+    latency target, GFLOPs otherwise)."""
     out = []
     for _ in range(frames):
         ctl.plan("frame", Knobs())
         level = ctl.level("frame")
         cost = plant(level, scene)
-        ctl.observe("frame", record(cost))
+        ctl.observe("frame", timed(cost) if ctl.mode == "latency" else record(cost))
         out.append((level, cost))
     return out
 
@@ -269,11 +275,44 @@ def test_an_isolated_frame_over_the_target_is_let_through_and_counted():
     assert strict.level("frame") > 0.0
 
 
-def test_a_new_view_is_paid_from_the_allowance_and_not_answered():
-    """The engine asks before a re-anchor runs at the user's knobs: refused at level 0 (those
-    knobs run anyway) and while the allowance holds less than a frame; granted, it spends the
-    allowance, the frame over the target moves nothing, and it is counted."""
+def test_a_new_view_under_a_flops_target_is_paid_from_what_calm_frames_saved():
+    """Under a FLOPs target a new view runs at the user's knobs when the frames under the
+    target saved at least one frame's worth of it: refused at level 0 and in debt, granted
+    again once the frames after it repaid its excess. The saving is capped and reported."""
     ctl = BudgetController("flops", 1.0)
+    drive(ctl, scene=8.0, frames=30)  # busy: the level climbs and holds the target
+    assert ctl.level("frame") > 0.0
+    credit = ctl.diagnostics("frame")["budget_credit"]
+    assert credit < 1.0 and not ctl.spend_on_new_view("frame")
+    # inside the dead band above the probe line: holds this level and saves 0.03 a frame
+    drive(ctl, scene=plant(-ctl.level("frame"), 0.97), frames=150)
+    level = ctl.level("frame")
+    assert level > 0.0 and ctl.diagnostics("frame")["budget_credit"] == pytest.approx(2.0)
+    ctl.plan("frame", Knobs())
+    assert ctl.spend_on_new_view("frame")
+    ctl.observe("frame", record(3.5))  # the new view at the user's knobs: 2.5 over
+    ctl.plan("frame", Knobs())
+    assert ctl.level("frame") == level  # paid for: not answered
+    diag = ctl.diagnostics("frame")
+    assert diag["budget_new_views"] == 1 and diag["budget_credit"] == pytest.approx(-0.5)
+    assert not ctl.spend_on_new_view("frame")  # in debt
+    for _ in range(55):  # -0.5 + 55 x 0.03
+        ctl.observe("frame", record(0.97))
+        ctl.plan("frame", Knobs())
+    assert ctl.level("frame") > 0.0 and ctl.spend_on_new_view("frame")
+    assert BudgetController("latency", 8.0).diagnostics("frame")["budget_credit"] == 0.0
+    # a target that cannot be met runs up a debt, bounded: new views come back soon after
+    drive(ctl, scene=1e6, frames=30)
+    assert ctl.diagnostics("frame")["budget_state"] == "unreachable"
+    assert ctl.diagnostics("frame")["budget_credit"] == pytest.approx(-2.0)
+
+
+def test_a_new_view_under_a_latency_target_is_paid_from_the_allowance_and_not_answered():
+    """Milliseconds are not saved up: under a latency target the new view is paid from the p95
+    allowance. Refused at level 0 (the user's knobs run anyway) and while the allowance holds
+    less than a frame; granted, it spends the allowance, the frame over the target moves
+    nothing, and it is counted."""
+    ctl = BudgetController("latency", 1.0)
     drive(ctl, scene=0.5, frames=30)
     assert ctl.level("frame") == 0.0 and not ctl.spend_on_new_view("frame")
     drive(ctl, scene=8.0, frames=30)  # busy: the level climbs and holds the target
@@ -286,7 +325,7 @@ def test_a_new_view_is_paid_from_the_allowance_and_not_answered():
     ctl.plan("frame", Knobs())
     let_through = ctl.diagnostics("frame")["budget_let_through"]
     assert ctl.spend_on_new_view("frame")
-    ctl.observe("frame", record(3.0))  # the new view at the user's knobs: far over
+    ctl.observe("frame", timed(3.0))  # the new view at the user's knobs: far over
     ctl.plan("frame", Knobs())
     assert ctl.level("frame") == level
     diag = ctl.diagnostics("frame")
@@ -338,8 +377,8 @@ def test_a_decode_that_may_wait_no_longer_reads_the_most_tokens_that_fit():
 def test_a_decode_that_would_take_its_frame_over_the_target_waits_a_frame():
     """The engine asks before each caption decode with the frame's cost so far plus the
     decode's estimate: over the target, the decode waits, at most `defer_decode_max` frames in
-    a row, and each wait is counted. Latency mode weighs milliseconds; a new view paid from the
-    allowance, gpu_share mode and a switched-off budget never wait."""
+    a row, and each wait is counted. Latency mode weighs milliseconds; a new view (paid for in
+    advance), gpu_share mode and a switched-off budget never wait."""
     ctl = BudgetController("flops", 1.0, gains=ControllerGains(defer_decode_max=1))
     ctl.plan("frame", Knobs())
     assert not ctl.defer_decode("frame", 0.9e9, 50.0)  # fits: decode now
@@ -362,10 +401,10 @@ def test_a_decode_that_would_take_its_frame_over_the_target_waits_a_frame():
     assert latency.defer_decode("frame", 0.0, 11.0)
     assert ControllerGains().defer_decode_max == 2
     assert not BudgetController().defer_decode("frame", 1e12, 1e3)
-    # a new view's decode is what the allowance paid for
+    # a new view's decode is what the saving paid for
     ctl = BudgetController("flops", 1.0)
     drive(ctl, scene=8.0, frames=30)
-    drive(ctl, scene=plant(-ctl.level("frame"), 0.97), frames=30)
+    drive(ctl, scene=plant(-ctl.level("frame"), 0.97), frames=100)
     ctl.plan("frame", Knobs())
     assert ctl.spend_on_new_view("frame")
     assert not ctl.defer_decode("frame", 3e9, 0.0)
@@ -428,7 +467,7 @@ def test_only_a_latency_target_spreads_a_decode_and_not_a_new_views():
     # probe) hold it while the p95 allowance fills up
     for ms in [12.0] * 3 + [7.8] * 30:
         view.plan("frame", Knobs())
-        view.observe("frame", dataclasses.replace(record(0.0), latency_ms={"encoder": ms}))
+        view.observe("frame", timed(ms))
     view.plan("frame", Knobs())
     assert view.level("frame") > 0 and view.spend_on_new_view("frame")
     assert view.decode_deadline("frame") is None

@@ -156,7 +156,7 @@ def test_the_caption_rung_does_not_carry_a_caption_into_a_new_scene(engine):
     before = [engine.process_frame(f) for f in first]
     assert before[-1].budget["budget_level"] == LEVELS
     assert before[-1].budget["budget_knob_caption_reuse_threshold"] == pytest.approx(1.0)
-    engine.budget._stream("frame").allowance = 0.0  # no new view: the rung's own behaviour
+    engine.budget._stream("frame").credit = 0.0  # no new view: the rung's own behaviour
     after = [engine.process_frame(f) for f in second]
     engine.budget.configure("off", 0.0)
     assert after[0].record.reanchored and after[0].budget["budget_new_views"] == 0
@@ -166,8 +166,9 @@ def test_the_caption_rung_does_not_carry_a_caption_into_a_new_scene(engine):
 
 
 def test_a_new_view_runs_at_the_users_knobs_once_and_a_re_anchoring_camera_does_not(engine):
-    """A scene cut re-anchors the motion stage: with a frame of allowance saved, that frame
-    recomputes every token at the user's knobs (what a calm scene keeps) and moves nothing.
+    """A scene cut re-anchors the motion stage: with a frame's worth of the target saved, that
+    frame recomputes every token at the user's knobs (what a calm scene keeps) and moves
+    nothing.
     A camera panning faster than the motion stage follows re-anchors on every frame: those are
     not new views."""
     from tinygpt_ros.data.scenes import render_clip, split_seeds
@@ -180,9 +181,10 @@ def test_a_new_view_runs_at_the_users_knobs_once_and_a_re_anchoring_camera_does_
     engine.budget.configure("flops", 1e-6)  # below any frame: the level climbs to the last rung
     run(engine, list(first))
     assert engine.budget.level("frame") == LEVELS
-    # as if saved up over calm frames: one frame lets the last frame over the tiny target
-    # through (the next plan), one pays for the view
-    engine.budget._stream("frame").allowance = 2.0
+    # as if saved up over calm frames; the saving pays for the view, the allowance lets the
+    # last frame over the tiny target through (the next plan)
+    engine.budget._stream("frame").allowance = 1.0
+    engine.budget._stream("frame").credit = 1.0 * engine.budget.target
     cut = engine.process_frame(second[0])
     user = engine.knobs()
     assert cut.record.reanchored and cut.record.full_refresh
@@ -193,10 +195,10 @@ def test_a_new_view_runs_at_the_users_knobs_once_and_a_re_anchoring_camera_does_
     assert after.budget["budget_level"] == LEVELS
     assert after.budget["budget_knob_max_fused_tokens"] < user["max_fused_tokens"]
     # a camera panning faster than the motion stage follows re-anchors on every frame: those
-    # are not new views, whatever the allowance holds
+    # are not new views, whatever was saved
     picture = frames("busy", 1, 6)[0]
     for i in range(1, 9):
-        engine.budget._stream("frame").allowance = 2.0
+        engine.budget._stream("frame").credit = 2.0 * engine.budget.target
         res = engine.process_frame(np.roll(picture, 64 * i, axis=1))
         assert res.budget["budget_new_views"] == 1
     assert res.record.reanchored
@@ -289,7 +291,7 @@ def test_a_thinned_set_keeps_a_pretrained_towers_leading_rows_out_of_the_merge(e
 
 def test_a_new_view_comes_in_as_fast_as_the_target_allows(engine):
     """A scene cut at a high level (as after a busy scene: re-anchors gated, 32 active
-    tokens) with no allowance for a new view: `fit_tokens` recomputes as many of the new
+    tokens) with nothing saved for a new view: `fit_tokens` recomputes as many of the new
     view's changed tokens as fit the FLOPs target, so the view is in within fewer frames than
     the active-token cap alone lets it, and no frame goes over the target. The level is
     pinned (zero gains) so only the fit acts; a controller whose fit does nothing is the
@@ -305,7 +307,7 @@ def test_a_new_view_comes_in_as_fast_as_the_target_allows(engine):
     first = render_clip(first_seed, "still", num_frames=6).frames
     second = render_clip(second_seed, "still", num_frames=10).frames
     pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0,
-                             spike_allowance=0.0)
+                             spike_allowance=0.0, view_credit_cap=0.0)
     target = 0.07
     budget = engine.budget
     cut = {}

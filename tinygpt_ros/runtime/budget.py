@@ -98,6 +98,14 @@ moved, so stale samples from an older level never push it further: anti-windup):
   0.971 / 1.485 / 1.601 at a mean cost at most 0.5% higher; with every such re-anchor at the
   user's knobs (no allowance) it was 1.221 / 1.583 / 1.602, but then scene cuts, 8% of that
   benchmark's frames, all go over the target and the whole run's p95 with them.
+  Since 2026-12-05 a FLOPs or power target pays for new views from what the frames under it
+  saved instead (`budget_credit`), since that budget is a rate the battery and the thermal
+  envelope integrate: nearly every cut is now a new view, CIDEr on the same 18 val streams
+  1.539 / 1.759 / 1.777 -> 1.653 / 1.775 / 1.784, the mean within 2% and the p95 once
+  settled unchanged, and the whole run's p95 at 0.07 went from 0.070 to 0.152 GFLOPs, as
+  the sentence above says it must (`spend_on_new_view` has the figures). A latency target
+  keeps the allowance: the control loop waits for a slow frame whatever the frames before it
+  took.
 - the caption decode runs last, when the frame's cost so far is known: a decode that would take
   the frame over the target waits for the next frame, at most `defer_decode_max` (2) frames in
   a row (`defer_decode`, counted in `budget_deferred_decodes`); the level is decided on what
@@ -149,6 +157,9 @@ from tinygpt_ros.spec.config import NUM_TOKENS, Knobs, ModelConfig
 from tinygpt_ros.spec.types import ComputeRecord
 
 BUDGET_MODES = ("off", "latency", "flops", "power", "gpu_share")
+# modes whose target is an energy rate: a frame over it can be paid from frames under it
+# (`BudgetController.spend_on_new_view`); milliseconds and a GPU share are not saved up
+ENERGY_MODES = ("flops", "power")
 UNITS = {"latency": "ms", "flops": "GFLOPs", "power": "mW", "gpu_share": "%"}
 # the node parameter (and eval config key) holding each mode's target
 TARGET_PARAMS = {"latency": "budget_target_ms", "flops": "budget_target_gflops",
@@ -220,6 +231,17 @@ class ControllerGains:
     # many such frames the allowance can save up. 0 reacts to every frame over the target.
     spike_allowance: float = 0.04
     spike_burst: float = 1.0
+    # Under a FLOPs or power target a new view is paid from the energy the frames under the
+    # target saved (`BudgetController.spend_on_new_view`), in frames' worth of the target: it
+    # runs when at least `view_credit_min` are saved, and at most `view_credit_cap` are kept
+    # or owed (frames over the target while the level climbs run up a debt too; bounded, a
+    # long stretch over a target that cannot be met does not hold new views back long after).
+    # On 18 val streams (2026-12-05; scratch, the debt unbounded) minimums of 0.5 and 1 and
+    # caps of 2 and 4 gave the same CIDEr at 0.07 / 0.1 / 0.13 GFLOPs (1.669 / 1.775 /
+    # 1.784), a minimum of 0 or 0.25 1.656 and 1.653 at 0.07; with the debt bounded (as
+    # here) 1.653 / 1.775 / 1.784: differences of the size of which cuts land where.
+    view_credit_min: float = 1.0
+    view_credit_cap: float = 2.0
     # A caption decode that would take its frame over the target waits for the next frame, at
     # most this many frames in a row (`BudgetController.defer_decode`); 0 never defers. On 18
     # val streams, 1 left 1 / 0 / 0 switches slower than 10 frames at FLOPs 0.07 / 0.1 / 0.13
@@ -240,6 +262,9 @@ class _StreamState:
     allowance: float = 0.0  # frames that may still go over the target unanswered (p95 share)
     let_through: int = 0  # frames over the target let through on that allowance, so far
     view_frame: bool = False  # this frame is a new view run at the user's knobs (allowance)
+    # FLOPs / power: what the frames so far saved under the target (target - cost, summed,
+    # within +-view_credit_cap targets; < 0: a debt, run up by frames over the target)
+    credit: float = 0.0
     new_views: int = 0  # new views run at the user's knobs, so far
     deferred_run: int = 0  # caption decodes deferred in a row, up to this frame
     deferred: int = 0  # caption decodes deferred, so far
@@ -437,22 +462,46 @@ class BudgetController:
 
     def spend_on_new_view(self, modality: str) -> bool:
         """Whether this frame, whose view changed (the motion stage re-anchored: the camera
-        turned or the scene cut), runs at the user's knobs with every token recomputed, paid
-        from the p95 allowance (one frame of it; False when the bucket holds less, or at level
-        0 where the user's knobs run anyway).
+        turned or the scene cut), runs at the user's knobs with every token recomputed. Under
+        a FLOPs or power target it is paid from what the frames under the target saved (when
+        at least `ControllerGains.view_credit_min` frames' worth is saved; the frame's excess
+        over the target is taken from it); under a latency or GPU-share target from the p95
+        allowance (one frame of it). False when that holds less, or at level 0 where the
+        user's knobs run anyway.
 
         Why: a re-anchor is over the target at almost any level (it recomputes the view), and
         what it computes is what a calm scene keeps: with nothing changing afterwards, no later
         frame recomputes those tokens, however far the level relaxes. Computed at the level
         inherited from a busy scene, a still scene after it was captioned from the cheap end
         of the ladder for as long as it lasted. The frame is not answered (like a let-through
-        frame) and is counted in `budget_new_views`."""
+        frame) and is counted in `budget_new_views`.
+
+        Why saved energy under a FLOPs or power target: that budget is a rate the battery and
+        the thermal envelope integrate, so a new view may cost what calm frames saved and the
+        mean stays under the target. The p95 allowance (4% of frames) paid for about half of
+        the scene cuts of the benchmark's streams (a cut every 12 frames), and a cut that
+        came in at the ladder's level was captioned from fewer, staler tokens. On 18 val
+        streams (2026-12-05, FLOPs targets 0.07 / 0.1 / 0.13) CIDEr went from 1.539 / 1.759
+        / 1.777 to 1.653 / 1.775 / 1.784, mean GFLOPs 0.0617 / 0.0737 / 0.0788 -> 0.0625 /
+        0.0749 / 0.0788, the p95 of frames settled after a switch unchanged (0.97 / 0.92 /
+        0.79 -> 0.97 / 0.94 / 0.79 x target), the slowest settling 2 / 7 / 3 -> 8 / 8 / 8
+        frames (a re-anchor mid-scene is a new view too). The frames of the cuts now go over
+        the target, so the whole run's p95 at 0.07 went from 0.070 to 0.152 GFLOPs: at a cut
+        every 12 frames the cuts are more than the 5% a p95 leaves. Milliseconds are not
+        saved up (the control loop waits for the slow frame whatever the frames before it
+        took), so latency keeps the allowance."""
         if not self.active:
             return False
         s = self._stream(modality)
-        if s.level <= 0 or s.allowance < 1.0:
+        if s.level <= 0:
             return False
-        s.allowance -= 1.0
+        if self.mode in ENERGY_MODES:
+            if s.credit < self.gains.view_credit_min * self.target:
+                return False
+        elif s.allowance < 1.0:
+            return False
+        else:
+            s.allowance -= 1.0
         s.view_frame = True
         return True
 
@@ -689,6 +738,9 @@ class BudgetController:
         s.view_frame = False
         s.fresh += 1
         s.allowance = min(self.gains.spike_burst, s.allowance + self.gains.spike_allowance)
+        if self.mode in ENERGY_MODES:
+            cap = self.gains.view_credit_cap * self.target
+            s.credit = min(cap, max(-cap, s.credit + self.target - cost))
         s.last_cost = cost
         out = self.diagnostics(modality)
         if knobs is not None:
@@ -749,6 +801,9 @@ class BudgetController:
             "budget_unreachable": s.state == "unreachable",
             "budget_let_through": s.let_through,
             "budget_new_views": s.new_views,
+            # frames' worth of the target saved for new views (FLOPs / power; < 0: a debt)
+            "budget_credit": (round(s.credit / self.target, 3)
+                              if self.mode in ENERGY_MODES else 0.0),
             "budget_deferred_decodes": s.deferred,
             "budget_thinned_decodes": s.thinned,
             "budget_split_decodes": s.split,
