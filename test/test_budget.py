@@ -214,10 +214,14 @@ def test_power_mode_uses_frame_rate_and_measured_energy():
         d = ctl.observe("frame", record(0.2), stamp_us=i * 100_000)
     assert d is not None and d["budget_unit"] == "mW"
     assert abs(d["budget_cost"] - 200.0) < 1e-6
+    saved = d["budget_credit"]
     ctl.note_energy("frame", 150.0)  # the rails said 150 mJ: 1500 mW, over the target
     ctl.plan("frame", Knobs())
     assert ctl.level("frame") > 0
-    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(1500.0)
+    diag = ctl.diagnostics("frame")
+    assert diag["budget_measured"] == pytest.approx(1500.0)
+    # what the frame saved for new views is rebooked on the rails' figure
+    assert diag["budget_credit"] == pytest.approx(saved + (200.0 - 1500.0) / 1000.0)
 
 
 def test_eval_configs_accept_budget_sweeps():

@@ -758,8 +758,12 @@ class BudgetController:
     def _fold_energy(self, s: _StreamState) -> None:
         if s.pending_energy_mj is None or not s.samples:
             return
-        s.samples[-1] = s.pending_energy_mj / self._period_s(s, None)
-        s.last_cost = s.samples[-1]
+        measured = s.pending_energy_mj / self._period_s(s, None)
+        if s.last_cost is not None:  # the saving was booked on the estimate: rebook it
+            cap = self.gains.view_credit_cap * self.target
+            s.credit = min(cap, max(-cap, s.credit + s.last_cost - measured))
+        s.samples[-1] = measured
+        s.last_cost = measured
         s.pending_energy_mj = None
 
     def _period_s(self, s: _StreamState, record: ComputeRecord | None) -> float:
