@@ -81,6 +81,8 @@ def test_unreachable_target_is_reported_not_hidden(ros, lifecycle, tinygpt):
         d = feed.frame()
     assert d["budget_state"] == "unreachable" and d["budget_unreachable"] == "true"
     assert float(d["budget_level"]) == LEVELS  # the cheapest setting, and still over
+    # nothing saved for a new view: every frame over the target ran up the (bounded) debt
+    assert float(d["budget_credit"]) == -2.0 and d["budget_new_views"] == "0"
     frame_status = feed.statuses(": frame")[-1]
     assert frame_status.level == WARN and "unreachable" in frame_status.message
     assert ros.spin_until(lambda: any(
