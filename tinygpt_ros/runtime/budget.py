@@ -500,9 +500,9 @@ class BudgetController:
         if self.mode in ENERGY_MODES:
             if s.credit < self.gains.view_credit_min * self.target:
                 return False
-        elif s.allowance < 1.0:
-            return False
         else:
+            if s.allowance < 1.0:
+                return False
             s.allowance -= 1.0
         s.view_frame = True
         return True
