@@ -337,17 +337,55 @@ def test_a_new_view_comes_in_as_fast_as_the_target_allows(engine):
 
 
 def test_the_decode_estimate_is_the_longest_recent_caption():
-    """The budget weighs a caption decode at the most rows of the recent decodes: a short
-    caption (a thinned set, a plain view) made the next decode look cheap enough to run on a
-    frame it then took over a FLOPs target. Older decodes leave the memory."""
-    from tinygpt_ros.runtime.streaming import DECODE_ROWS_MEMORY, Stream, _expected_rows
+    """The budget weighs a caption decode at the most rows and milliseconds of the recent
+    decodes: a short caption (a thinned set, a plain view, a draft that held) made the next
+    decode look cheap enough to run on a frame it then took over a FLOPs or latency target.
+    Older decodes leave the memory."""
+    from tinygpt_ros.runtime.streaming import (
+        DECODE_ROWS_MEMORY,
+        Stream,
+        _expected_ms,
+        _expected_rows,
+    )
 
     s = Stream(cache=None)
-    assert _expected_rows(s) == 0  # nothing decoded yet
+    assert (_expected_rows(s), _expected_ms(s)) == (0, 0.0)  # nothing decoded yet
     s.decode_rows.extend([12, 7])
-    assert _expected_rows(s) == 12
+    s.decode_ms.extend([9.0, 2.5])
+    assert (_expected_rows(s), _expected_ms(s)) == (12, 9.0)
     s.decode_rows.extend([5] * DECODE_ROWS_MEMORY)
-    assert _expected_rows(s) == 5
+    s.decode_ms.extend([1.5] * DECODE_ROWS_MEMORY)
+    assert (_expected_rows(s), _expected_ms(s)) == (5, 1.5)
+
+
+def test_a_whole_decode_under_a_latency_target_is_weighed_at_the_longest_recent_one(engine):
+    """Where a decode is not spread over frames (beam search, a pretrained family's
+    draft-checked decode), a latency target defers it on the longest of the recent decodes'
+    milliseconds, not the last one's: after a long decode and a short one, a scene cut with
+    room for the short one only waits a frame; once the long one has left the memory, the
+    next frame decodes."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.streaming import DECODE_ROWS_MEMORY
+
+    first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
+    first = render_clip(first_seed, "still", num_frames=8).frames
+    second = render_clip(second_seed, "still", num_frames=2).frames
+    engine.reset()
+    engine.budget.configure("latency", 10_000.0)  # the user's knobs; only the estimate decides
+    engine.kernels.start_decode = None  # a backend that decodes in one call
+    try:
+        run(engine, list(first))
+        s = engine._streams["frame"]
+        s.decode_ms.extend([20_000.0, 0.1])  # a long decode, then a short one
+        cut = engine.process_frame(second[0])
+        s.decode_ms.extend([0.1] * DECODE_ROWS_MEMORY)
+        after = engine.process_frame(second[1])
+    finally:
+        del engine.kernels.start_decode
+        engine.budget.configure("off", 0.0)
+    assert cut.record.reanchored and cut.budget["budget_level"] == 0.0
+    assert cut.record.caption_reused and cut.budget["budget_deferred_decodes"] == 1
+    assert not after.record.caption_reused
 
 
 def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption(engine):

@@ -172,10 +172,10 @@ class Stream:
     last_input: np.ndarray | None = None  # the last step's embedded tokens (196, D)
     last_caption: str | None = None
     last_caption_len: int = 0
-    # the recent decodes' decoder rows and the last one's milliseconds: the estimate of the
-    # next decode's cost that the budget weighs (BudgetController.defer_decode, fit_tokens)
+    # the recent decodes' decoder rows and milliseconds: the estimate of the next decode's
+    # cost that the budget weighs (BudgetController.defer_decode, fit_tokens)
     decode_rows: deque = field(default_factory=lambda: deque(maxlen=DECODE_ROWS_MEMORY))
-    last_decode_ms: float = 0.0
+    decode_ms: deque = field(default_factory=lambda: deque(maxlen=DECODE_ROWS_MEMORY))
     drafts: list[list[int]] = field(default_factory=list)  # recent captions (ops.drafting)
     # frames: a caption decode spread over frames under a latency target (ops.stepwise), the
     # real fused set it reads, the frames and milliseconds it has run so far, and the recent
@@ -210,6 +210,14 @@ def _expected_rows(s: Stream) -> int:
     """The next caption decode's rows, as the budget estimates them: the most of the recent
     decodes' (`DECODE_ROWS_MEMORY`), 0 before the first."""
     return max(s.decode_rows, default=0)
+
+
+def _expected_ms(s: Stream) -> float:
+    """The next caption decode's milliseconds, estimated like its rows (`_expected_rows`): the
+    most of the recent decodes'. Why not the last one's: a draft-checked decode whose draft
+    held, or a short caption, takes a fraction of a full one, and a latency target then let
+    the next full decode run on a frame it took over the target."""
+    return max(s.decode_ms, default=0.0)
 
 
 def _same_outputs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
@@ -859,7 +867,7 @@ class StreamingEngine:
             if self.budget.defer_decode(
                     "frame",
                     spent[0] + F.beam_decode_flops(self.cfg, fused.shape[0], rows, self._beams),
-                    spent[1] + s.last_decode_ms):
+                    spent[1] + _expected_ms(s)):
                 return s.last_caption, True, 0.0, 0
             kept = self._kept_rows
             cap = self.budget.thin_decode(
@@ -901,7 +909,7 @@ class StreamingEngine:
         """A caption decode completed: it becomes the caption shown and the reference of the
         reuse test, and its rows and milliseconds the estimate of the next decode's cost."""
         s.decode_rows.append(rows)
-        s.last_decode_ms = ms
+        s.decode_ms.append(ms)
         s.last_caption = self.tokenizer.decode(ids)
         s.last_caption_len = len(ids) + (1 if len(ids) < self.cfg.max_caption_len else 0)
         s.last_summary = summary
