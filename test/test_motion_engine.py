@@ -145,6 +145,48 @@ def test_a_reanchor_starts_the_fusion_window_over(engine):
     assert frames_fused == [1, 2, 3, 1, 2, 3]
 
 
+def test_a_scene_cut_taken_for_a_small_motion_re_anchors(engine, monkeypatch):
+    """A cut to a view that looks alike in the grey thumbnail passes the motion stage as a
+    small motion; the change test then finds nearly every token changed, and the frame
+    re-anchors (`StreamingEngine._missed_cut`). Without that (the share set out of reach) the
+    anchor stayed the old scene's frame: the fusion window kept the old scene's frames, and a
+    pan after the cut, tracked against a view it does not show, recomputed about twice the
+    tokens. Clips: a bench-budget val stream's flicker -> pan switch."""
+    import tinygpt_ros.runtime.streaming as streaming
+    from tinygpt_ros.evaluation.budget_bench import switching_streams
+
+    clips = switching_streams(1, 12, 0, split="val")[0]
+    before, after = clips[5], clips[6]
+    assert (before.motion, after.motion) == ("flicker", "pan")
+
+    def cut_and_pan() -> tuple[list, np.ndarray]:
+        e = _fresh(engine, anc_enabled=False)  # one encoder branch: no router memory
+        res = [e.process_frame(f) for f in before.frames]
+        res.append(e.process_frame(after.frames[0]))
+        at_cut = np.array(e._streams["frame"].last_output)
+        res += [e.process_frame(f) for f in after.frames[1:]]
+        return res[len(before.frames):], at_cut
+
+    try:
+        _fresh(engine, anc_enabled=False).process_frame(after.frames[0])
+        own = np.array(engine._streams["frame"].last_output)  # the cut frame's own tokens
+        monkeypatch.setattr(streaming, "MISSED_CUT_SHARE", 2.0)
+        missed, missed_tokens = cut_and_pan()
+        monkeypatch.undo()
+        caught, caught_tokens = cut_and_pan()
+    finally:
+        engine.set_knob("anc_enabled", True)
+    assert not missed[0].record.reanchored and caught[0].record.reanchored
+    # re-anchored, the frame's tokens are its own, not those of its warp into the old view
+    np.testing.assert_allclose(caught_tokens, own, atol=1e-5)
+    assert not np.allclose(missed_tokens, own, atol=1e-3)
+    frames_fused = [[round(float(r.fused_sizes.sum())) // (GRID * GRID) for r in res[:4]]
+                    for res in (missed, caught)]
+    assert frames_fused == [[4, 4, 4, 4], [1, 2, 3, 4]]
+    tokens = [sum(r.record.tokens_recomputed for r in res[1:]) for res in (missed, caught)]
+    assert tokens[1] < 0.6 * tokens[0], tokens
+
+
 def test_knobs_are_validated(engine):
     with pytest.raises(ValueError, match="one of"):
         engine.set_knob("motion_compensation", "homography")

@@ -63,6 +63,10 @@ STATIC_THRESHOLD = 0.1
 # re-anchors stay with the controller's level (the tokens rung gates them).
 NEW_VIEW_AFTER = 4
 MODALITIES = ("frame", "events")
+# A frame on which at least this share of the tokens changed past the user's threshold, though
+# the motion stage kept its anchor, is a scene cut the motion estimate did not see: the frame
+# re-anchors (`StreamingEngine._missed_cut`).
+MISSED_CUT_SHARE = 0.9
 # Exposure gain beyond [1/MAX_GAIN, MAX_GAIN] against the anchor re-anchors: normalising more
 # would amplify noise and clipped highlights into fake content.
 MAX_GAIN = 1.5
@@ -397,6 +401,17 @@ class StreamingEngine:
         planned = self.budget.plan("frame", self._knobs, self.cfg.temporal_window)
         with timer.stage("motion"):
             comp = self._compensate(s, unit, aspect, self.budget.gates_reanchor("frame"))
+        x, emb, means, change = self._embed_and_compare(s, frame, unit, comp, timer)
+        if self._missed_cut(s, comp, change):
+            # the anchor moves here; the tokens follow the change test (the user's threshold
+            # and active-token cap), which found nearly all of them changed
+            with timer.stage("motion"):
+                self._set_anchor(s, unit, ops.motion.gray(unit))
+            warped = comp.image is not unit
+            comp = Compensation(unit, ops.Motion.identity(), comp.mode, False, True)
+            if warped:  # the tokens of the frame itself, not of its warp into the old view
+                x, emb, means, change = self._embed_and_compare(s, frame, unit, comp, timer,
+                                                                first=False)
         isolated = s.since_reanchor >= NEW_VIEW_AFTER
         s.since_reanchor = 0 if comp.reanchored else s.since_reanchor + 1
         if comp.reanchored and isolated and self.budget.spend_on_new_view("frame"):
@@ -404,33 +419,6 @@ class StreamingEngine:
             # of the budget's p95 allowance: a calm scene keeps the tokens computed here
             planned = (replace(self._knobs), 0.0)
             comp = replace(comp, refresh=True)
-        with timer.stage("preprocess"):
-            if self._frame_input is None:
-                x = ops.unit_to_array(comp.image)
-            elif comp.image is unit or self._unit_input is None:
-                x = self._frame_input(frame)  # exactly the family's own preprocessing
-            else:
-                x = self._unit_input(comp.image)
-            self._gpu_start()  # gpu_share: from the first GPU work of the step
-            emb = self.kernels.embed_frame(x)
-            self._charge("preprocess")
-        with timer.stage("change"):
-            means = ops.patch_means(comp.image)
-            self._charge("change", F.patch_means_flops())
-            if s.reference.is_empty or s.mean_reference.is_empty:
-                change = np.full(NUM_TOKENS, np.inf, np.float32)
-            elif self._dc_basis is not None and self._knobs.exposure_compensation \
-                    and self._knobs.sttf_enabled:
-                change = ops.token_change_dc_tolerant(
-                    emb, s.reference.value, means, s.mean_reference.value,  # type: ignore[arg-type]
-                    self._dc_basis, DC_TOLERANCE)
-                self._charge("change", F.change_test_flops(*emb.shape, dc_tolerant=True))
-            else:
-                change = ops.token_change(emb, s.reference.value)  # type: ignore[arg-type]
-                self._charge("change", F.change_test_flops(*emb.shape))
-                if self._change_scale != 1.0:
-                    change /= np.float32(self._change_scale)
-            change = self._remove_noise(s, comp.image, change)
         with timer.stage("router"):
             finite = np.nan_to_num(change, posinf=1e6)
             feats = ops.frame_complexity_features(finite, self._knobs.fusion_threshold, gray)
@@ -450,8 +438,64 @@ class StreamingEngine:
         self._record_motion(result.record, comp, aspect, px)
         return result
 
-    def _remove_noise(self, s: Stream, image: np.ndarray, change: np.ndarray) -> np.ndarray:
-        """Take the sensor's temporal noise out of the token change (knob `noise_floor`).
+    def _embed_and_compare(self, s: Stream, frame: np.ndarray, unit: np.ndarray,
+                           comp: Compensation, timer: StageTimer, first: bool = True
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The frame's encoder input, patch embedding, patch means and token change against
+        the stream's references, on the image the motion stage handed on (`first`: the
+        step's first embedding, where its GPU time starts and the noise is measured)."""
+        with timer.stage("preprocess"):
+            if self._frame_input is None:
+                x = ops.unit_to_array(comp.image)
+            elif comp.image is unit or self._unit_input is None:
+                x = self._frame_input(frame)  # exactly the family's own preprocessing
+            else:
+                x = self._unit_input(comp.image)
+            if first:
+                self._gpu_start()  # gpu_share: from the first GPU work of the step
+            emb = self.kernels.embed_frame(x)
+            self._charge("preprocess")
+        with timer.stage("change"):
+            means = ops.patch_means(comp.image)
+            self._charge("change", F.patch_means_flops())
+            if s.reference.is_empty or s.mean_reference.is_empty:
+                change = np.full(NUM_TOKENS, np.inf, np.float32)
+            elif self._dc_basis is not None and self._knobs.exposure_compensation \
+                    and self._knobs.sttf_enabled:
+                change = ops.token_change_dc_tolerant(
+                    emb, s.reference.value, means, s.mean_reference.value,  # type: ignore[arg-type]
+                    self._dc_basis, DC_TOLERANCE)
+                self._charge("change", F.change_test_flops(*emb.shape, dc_tolerant=True))
+            else:
+                change = ops.token_change(emb, s.reference.value)  # type: ignore[arg-type]
+                self._charge("change", F.change_test_flops(*emb.shape))
+                if self._change_scale != 1.0:
+                    change /= np.float32(self._change_scale)
+            change = self._remove_noise(s, comp.image, change, measure=first)
+        return x, emb, means, change
+
+    def _missed_cut(self, s: Stream, comp: Compensation, change: np.ndarray) -> bool:
+        """Whether this frame is a scene cut (or a turn of the camera) that the motion stage
+        did not re-anchor on: at least MISSED_CUT_SHARE of the tokens changed past the user's
+        threshold against an anchor the stage kept.
+
+        Why: the motion stage re-anchors on a displacement or an exposure gain it cannot
+        undo, and a cut to a view that looks alike in the grey thumbnail (the same backdrop,
+        other objects) passes as a small motion. The anchor then stayed the old scene's frame,
+        and every later frame was tracked against a view it does not show. On 4 val streams
+        of bench-budget (28 switches) 12 cuts were not re-anchored; a pan after one recomputed
+        45-60% of its tokens every frame, against 15-20% after a cut that re-anchored, and
+        its fusion window kept the old scene's frames."""
+        k = self._knobs
+        if comp.refresh or comp.reanchored or comp.mode == "off" or s.anchor is None \
+                or not k.sttf_enabled or k.fusion_threshold <= 0:
+            return False
+        return float(np.mean(change > k.fusion_threshold)) >= MISSED_CUT_SHARE
+
+    def _remove_noise(self, s: Stream, image: np.ndarray, change: np.ndarray,
+                      measure: bool = True) -> np.ndarray:
+        """Take the sensor's temporal noise out of the token change (knob `noise_floor`);
+        `measure` False: with the noise measured so far (a frame compared a second time).
 
         Why: at the model's 224 px a camera's read and shot noise of a few levels moves every
         patch embedding past the fusion threshold, so a noisy but still view recomputed most of
@@ -463,8 +507,11 @@ class StreamingEngine:
         if k.noise_floor <= 0 or not k.sttf_enabled or previous is None \
                 or previous.shape != image.shape:
             return change
-        s.noise_history.append(ops.frame_noise(image, previous))
-        self._charge("change", F.frame_noise_flops(image.shape[0]))
+        if measure:
+            s.noise_history.append(ops.frame_noise(image, previous))
+            self._charge("change", F.frame_noise_flops(image.shape[0]))
+        if not s.noise_history:
+            return change
         sigma = float(np.median(np.asarray(s.noise_history)))
         floor = k.noise_floor * sigma * self._unit_noise_gain() / self._change_scale
         return ops.remove_noise(change, floor)
