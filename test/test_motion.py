@@ -229,6 +229,27 @@ def test_separable_cubic_shift_is_warp_affine(shift):
     np.testing.assert_allclose(M._shift_cubic(rgba, *shift), want, atol=2e-5)
 
 
+@pytest.mark.parametrize("shift", [(0.0, 0.0), (3.3, -1.7), (-0.25, 0.6), (10.9, 4.01),
+                                   (-57.5, 30.2), (0.4, 0.0), (400.0, 0.0)])
+def test_a_shift_into_the_anchor_blends_the_edges_as_the_general_warp_does(shift):
+    """A pure shift skips the coverage channel and blends the anchor into the edge rows and
+    columns alone: the same pixels as the general path's 4-channel warp and blend, left edge,
+    right edge and a shift that leaves nothing of the frame in view included."""
+    rng = np.random.default_rng(2)
+    frame = cv2.GaussianBlur(rng.random((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32), (0, 0), 1)
+    anchor = rng.random((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
+    fast = M._shift_into_anchor(frame, anchor, *shift)
+    rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA)
+    matrix = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]])
+    warped = cv2.warpAffine(rgba, matrix, (IMAGE_SIZE, IMAGE_SIZE),
+                            flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    exact = warped[..., :3] + (1.0 - warped[..., 3:]) * anchor
+    assert fast.shape == exact.shape and fast.dtype == np.float32
+    np.testing.assert_allclose(fast, exact, atol=5e-5)
+    assert np.array_equal(ops.compensate(frame, anchor, M.Motion(matrix)), fast)
+
+
 def test_only_a_scale_and_rotation_under_the_deadband_count_as_a_shift():
     """`_as_translation` takes the centre's shift when the rest moves no pixel by DEADBAND_PX,
     and compensating such a near-shift stays within a few thousandths of the exact warp."""
