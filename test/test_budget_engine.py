@@ -388,6 +388,41 @@ def test_a_whole_decode_under_a_latency_target_is_weighed_at_the_longest_recent_
     assert not after.record.caption_reused
 
 
+def test_a_spread_decode_shares_its_milliseconds_not_its_passes(engine):
+    """Each frame of a spread decode runs at least its share of the decode's estimated
+    milliseconds left, the prefill weighed at its own milliseconds (`_decode_ms_left`): with a
+    prefill four steps long, the first frame of a 12-pass decode runs the prefill and one step
+    (4 + 1 of 15 / 3 ms), not a third of the passes (4), and the later frames take more of the
+    steps. With the two equal, the share is a third of the passes, as before."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
+
+    first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
+    first = list(render_clip(first_seed, "still", num_frames=3).frames)
+    cut_frame = render_clip(second_seed, "still", num_frames=1).frames[0]
+    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0)
+    budget = engine.budget
+    try:
+        firsts = []
+        for prefill_ms in (4.0, 1.0):
+            engine.budget = BudgetController("latency", 1e-6, gains=pinned)  # nothing fits
+            engine.reset()
+            for f in first:
+                engine.process_frame(f)
+            s = engine._streams["frame"]
+            while s.pending_decode is not None:  # the first scene's caption completes
+                engine.process_frame(first[-1])
+            s.decode_rows.clear()
+            s.decode_rows.append(12)
+            s.prefill_ms, s.pass_ms = prefill_ms, 1.0
+            cut = engine.process_frame(cut_frame)
+            assert cut.record.reanchored and cut.record.caption_reused
+            firsts.append(cut.record.decoder_passes)
+        assert firsts == [2, 4]
+    finally:
+        engine.budget = budget
+
+
 def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption(engine):
     """Under a latency target a caption decode runs the passes a frame affords and goes on in
     the next frames (`StreamingEngine._advance_decode`). With a target no pass fits, each frame

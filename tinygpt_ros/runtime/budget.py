@@ -121,8 +121,8 @@ moved, so stale samples from an older level never push it further: anti-windup):
   mean cost, slowest settling 10 / 7 / 5 -> 7 / 8 / 5 frames, the whole run's p95 0.082 ->
   0.078 GFLOPs at 0.07 (0.134 at the other two).
 - under a latency target a decode is spread instead of deferred (`decode_deadline`): each
-  frame runs the decoder passes that fit its time left, at least its share of those left so
-  the caption completes within `split_decode_frames` (3) frames, and the level follows what
+  frame runs the decoder passes that fit its time left, at least its share of their
+  milliseconds (the prefill weighed at its own) so the caption completes within `split_decode_frames` (3) frames, and the level follows what
   the frames cost. On 18 val streams run interleaved (2026-12-05, targets 9.14 / 12.18 ms,
   0.6 / 0.8 x that hour's calibration p95) CIDEr 1.233 / 1.665 -> 1.543 / 1.684, settled p95
   1.14 / 0.98 -> 1.07 / 0.98 x target, switches slower than 10 frames 20 / 1 -> 9 / 2, mean
