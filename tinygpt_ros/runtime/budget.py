@@ -122,8 +122,9 @@ moved, so stale samples from an older level never push it further: anti-windup):
   0.078 GFLOPs at 0.07 (0.134 at the other two).
 - under a latency target a decode is spread instead of deferred (`decode_deadline`): each
   frame runs the decoder passes that fit its time left, at least its share of their
-  milliseconds (the prefill weighed at its own) so the caption completes within `split_decode_frames` (3) frames, and the level follows what
-  the frames cost. On 18 val streams run interleaved (2026-12-05, targets 9.14 / 12.18 ms,
+  milliseconds (the prefill weighed at its own) so the caption completes within
+  `split_decode_frames` (3) frames, and the level follows what the frames cost. On 18 val
+  streams run interleaved (2026-12-05, targets 9.14 / 12.18 ms,
   0.6 / 0.8 x that hour's calibration p95) CIDEr 1.233 / 1.665 -> 1.543 / 1.684, settled p95
   1.14 / 0.98 -> 1.07 / 0.98 x target, switches slower than 10 frames 20 / 1 -> 9 / 2, mean
   6.81 / 8.33 -> 7.69 / 8.61 ms (fewer frames over the target hold the level lower). The same
