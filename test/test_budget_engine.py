@@ -392,8 +392,9 @@ def test_a_spread_decode_shares_its_milliseconds_not_its_passes(engine):
     """Each frame of a spread decode runs at least its share of the decode's estimated
     milliseconds left, the prefill weighed at its own milliseconds (`_decode_ms_left`): with a
     prefill four steps long, the first frame of a 12-pass decode runs the prefill and one step
-    (4 + 1 of 15 / 3 ms), not a third of the passes (4), and the later frames take more of the
-    steps. With the two equal, the share is a third of the passes, as before."""
+    (4 + 1 ms, its share of the 15 estimated), not a third of the passes (4), and the later
+    frames take more of the steps. With the two equal, the share is a third of the passes, as
+    before."""
     from tinygpt_ros.data.scenes import render_clip, split_seeds
     from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
 

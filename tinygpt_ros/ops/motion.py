@@ -765,7 +765,8 @@ def _warp_into_anchor(out: np.ndarray, anchor: np.ndarray, matrix: np.ndarray) -
 
 def _shift_into_anchor(out: np.ndarray, anchor: np.ndarray, tx: float, ty: float) -> np.ndarray:
     """`_warp_into_anchor` for a pure shift (`_as_translation`): the same pixels (within float
-    rounding, about 1e-7), at about half the cost.
+    rounding, about 1e-7), at about two thirds of the cost (1.25 -> 0.79 ms a call on val
+    pans in the engine).
 
     Why: a pan's frames are shifts, and there the general path's coverage channel (packed in,
     warped, unpacked and blended over the whole image by five full-image passes) took about
