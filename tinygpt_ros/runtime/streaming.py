@@ -218,21 +218,18 @@ def _expected_rows(s: Stream) -> int:
     return max(s.decode_rows, default=0)
 
 
-def _next_pass_ms(s: Stream, d: ops.StepwiseGreedy) -> float:
-    """The recent milliseconds of the pending decode's next pass: the prefill's for its first
-    (it reads every fused token), a step's for the others; either stands in for the other
-    until both were measured."""
-    prefill, step = s.prefill_ms or s.pass_ms, s.pass_ms or s.prefill_ms
-    return prefill if d.passes == 0 else step
+def _pass_ms(s: Stream) -> tuple[float, float]:
+    """The recent milliseconds of a decode's prefill (its first pass, which reads every fused
+    token) and of one step; either stands in for the other until both were measured."""
+    return s.prefill_ms or s.pass_ms, s.pass_ms or s.prefill_ms
 
 
-def _decode_ms_left(s: Stream, d: ops.StepwiseGreedy) -> float:
+def _decode_ms_left(d: ops.StepwiseGreedy, rows: int, prefill: float, step: float) -> float:
     """The pending decode's milliseconds left, estimated: its passes left as the recent
-    captions' rows put them (`_expected_rows`, at least one more), each at its recent
-    milliseconds (`_next_pass_ms`)."""
-    left = max(_expected_rows(s), d.passes + 1) - d.passes
-    step = s.pass_ms or s.prefill_ms
-    return (_next_pass_ms(s, d) + (left - 1) * step) if d.passes == 0 else left * step
+    captions' `rows` put them (`_expected_rows`, at least one more), the prefill at `prefill`
+    milliseconds and each step at `step`."""
+    left = max(rows, d.passes + 1) - d.passes
+    return (prefill + (left - 1) * step) if d.passes == 0 else left * step
 
 
 def _expected_ms(s: Stream) -> float:
@@ -989,10 +986,11 @@ class StreamingEngine:
         A pass runs while the frame's time so far (`spent_ms` before the decoder stage, plus
         the stage's since `started`) and one more pass's recent milliseconds stay within the
         budget's deadline (`BudgetController.decode_deadline`), and at least for the share of
-        the decode's milliseconds left (`_decode_ms_left`) that completes it within
-        `ControllerGains.split_decode_frames` frames, one pass at the least: a target that
-        nothing meets still gets its caption, that many frames late at most. On its last frame
-        it runs to the end. Until it completes, the last caption is shown (as a reuse).
+        the decode's milliseconds left (`_decode_ms_left`, at the estimates the frame started
+        with) that completes it within `ControllerGains.split_decode_frames` frames, one pass
+        at the least: a target that nothing meets still gets its caption, that many frames
+        late at most. On its last frame it runs to the end. Until it completes, the last
+        caption is shown (as a reuse).
 
         Why a share of milliseconds, not of passes: the first pass (the prefill, over every
         fused token) takes two to three steps' time, and an equal share of passes put all of
@@ -1006,12 +1004,16 @@ class StreamingEngine:
         deadline = self.budget.decode_deadline("frame")  # None: the target mode changed
         limit = math.inf if deadline is None else deadline
         frames_left = self.budget.gains.split_decode_frames - s.pending_frames
-        share_ms = _decode_ms_left(s, d) / frames_left if frames_left > 1 else math.inf
+        # the estimates as the frame starts: the passes it runs for its share do not depend
+        # on how fast its own passes happen to run
+        prefill_ms, step_ms = _pass_ms(s)
+        share_ms = (_decode_ms_left(d, _expected_rows(s), prefill_ms, step_ms) / frames_left
+                    if frames_left > 1 else math.inf)
         before = d.passes
         taken = 0.0  # the estimated milliseconds of the passes run so far this frame
         while not d.done:
             t = time.perf_counter()
-            next_ms = _next_pass_ms(s, d)
+            next_ms = prefill_ms if d.passes == 0 else step_ms
             if (d.passes > before and taken >= share_ms
                     and spent_ms + (t - started) * 1e3 + next_ms > limit):
                 break
