@@ -224,6 +224,12 @@ def _pass_ms(s: Stream) -> tuple[float, float]:
     return s.prefill_ms or s.pass_ms, s.pass_ms or s.prefill_ms
 
 
+def _smoothed_ms(recent: float, ms: float) -> float:
+    """A decoder pass's recent milliseconds with one more measurement folded in (an
+    exponential average; 0: nothing measured yet)."""
+    return ms if recent == 0.0 else 0.8 * recent + 0.2 * ms
+
+
 def _decode_ms_left(d: ops.StepwiseGreedy, rows: int, prefill: float, step: float) -> float:
     """The pending decode's milliseconds left, estimated: its passes left as the recent
     captions' `rows` put them (`_expected_rows`, at least one more), the prefill at `prefill`
@@ -1013,19 +1019,19 @@ class StreamingEngine:
         taken = 0.0  # the estimated milliseconds of the passes run so far this frame
         while not d.done:
             t = time.perf_counter()
-            next_ms = prefill_ms if d.passes == 0 else step_ms
+            prefill = d.passes == 0
+            next_ms = prefill_ms if prefill else step_ms
             if (d.passes > before and taken >= share_ms
                     and spent_ms + (t - started) * 1e3 + next_ms > limit):
                 break
             taken += next_ms
-            prefill = d.passes == 0
             d.advance()
             self._charge("decoder")
             ms = (time.perf_counter() - t) * 1e3
             if prefill:
-                s.prefill_ms = ms if s.prefill_ms == 0.0 else 0.8 * s.prefill_ms + 0.2 * ms
+                s.prefill_ms = _smoothed_ms(s.prefill_ms, ms)
             else:
-                s.pass_ms = ms if s.pass_ms == 0.0 else 0.8 * s.pass_ms + 0.2 * ms
+                s.pass_ms = _smoothed_ms(s.pass_ms, ms)
         s.pending_frames += 1
         s.pending_ms += (time.perf_counter() - started) * 1e3
         passes = d.passes - before
