@@ -159,30 +159,40 @@ def temporal_fusion(
     t, n, d = window.shape
     if not 1 <= t <= time_embed.shape[0]:
         raise ValueError(f"window has T={t} frames; must be in [1, {time_embed.shape[0]}]")
-    x = window + time_embed[-t:][:, None, :]
-    pos = token_positions(t, time_embed.shape[0])
+    embed = time_embed[-t:].astype(np.float32, copy=False)[:, None, :]
+    pos = _token_positions(t, time_embed.shape[0])
     if max_tokens is None:
-        return Fused(x.reshape(t * n, d), np.ones(t * n, np.float32), pos.reshape(t * n, 3),
-                     t * n)
+        return Fused((window + embed).reshape(t * n, d), np.ones(t * n, np.float32),
+                     pos.reshape(t * n, 3).copy(), t * n)
     if isinstance(max_tokens, bool) or int(max_tokens) < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     max_tokens = int(max_tokens)
-    x = np.concatenate([x, pos], -1)  # positions are averaged exactly like the tokens
+    # Each token row carries its (x, y, t) position: positions are averaged like the tokens.
     if t > 1 and static_threshold > 0:
         # A static position becomes one token of size t (its mean over the window) in the
         # newest slot, and leaves the older slots; what moved keeps one token per slot. The
         # tokens come out already compacted: moving ones of the older slots in slot order,
-        # then the newest slot.
+        # then the newest slot. Only those rows are built (the whole (T, N, D + 3) window
+        # with its positions was two 400 KB arrays a frame, mostly thrown away).
         static = static_mask(window, static_threshold)
-        moving = ~static
-        last = x[-1].copy()
+        moving = np.flatnonzero(~static)
+        n_older = (t - 1) * len(moving)
+        x = np.empty((n_older + n, d + 3), np.float32)
+        older = x[:n_older].reshape(t - 1, len(moving), d + 3)
+        np.add(window[:-1, moving], embed[:-1], out=older[..., :d])
+        older[..., d:] = pos[:-1, moving]
+        last = x[n_older:]
+        np.add(window[-1], embed[-1], out=last[:, :d])
+        last[:, d:] = pos[-1]
         if static.any():
-            last[static] = x[:, static].mean(0)
-        x = np.concatenate([x[:-1, moving].reshape(-1, d + 3), last], 0)
-        size = np.concatenate([np.ones((t - 1) * int(moving.sum()), np.float32),
+            still = np.flatnonzero(static)
+            last[still, :d] = (window[:, still] + embed).mean(0)
+            last[still, d:] = pos[:, still].mean(0)
+        size = np.concatenate([np.ones(n_older, np.float32),
                                np.where(static, np.float32(t), np.float32(1.0))])
     else:
-        x, size = x.reshape(t * n, d + 3), np.ones(t * n, np.float32)
+        x = np.concatenate([window + embed, pos], -1).reshape(t * n, d + 3)
+        size = np.ones(t * n, np.float32)
     merge_input = x.shape[0]
     x, size = _merge_down(x, size, max_tokens, d, pos_weight)
     return Fused(x[:, :d], size, x[:, d:], merge_input)
