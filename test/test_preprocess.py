@@ -8,6 +8,7 @@ import torch
 
 from tinygpt_ros.model.encoder import VisualEncoder
 from tinygpt_ros.model.preprocess import events_to_histogram, frame_to_tensor, frames_to_batch
+from tinygpt_ros import ops
 from tinygpt_ros.ops import events_per_patch, small_gray, validate_events
 from tinygpt_ros.spec.config import ModelConfig
 from tinygpt_ros.spec.types import EVENT_DTYPE
@@ -46,6 +47,20 @@ def test_float_frames_match_uint8(shape, atol):
     b = frame_to_tensor(frame.astype(np.float64) / 255.0)
     c = frame_to_tensor((frame / 255.0).astype(np.float32))
     assert torch.allclose(a, b, atol=atol) and torch.allclose(a, c, atol=atol)
+
+
+@pytest.mark.parametrize("shape", [(480, 640, 3), (720, 1280, 3), (1080, 1920, 3),
+                                   (448, 1792, 3)])
+def test_pixel_noise_shrinks_as_an_area_average_would(shape):
+    # the box stage takes each axis down by its own integer factor, so the bilinear stage
+    # after it never skips pixels: pixel noise keeps at most the spread an exact area average
+    # leaves (one factor for both axes left 1792 -> 896 for bilinear: 1.41 x; bilinear alone
+    # 1.65-4.3 x)
+    frame = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    unit = ops.frame_to_unit(frame)
+    area_std = float((frame / 255.0).std()) * 224 / np.sqrt(shape[0] * shape[1])
+    assert unit.shape == (224, 224, 3)
+    assert float(unit.std()) <= 1.05 * area_std
 
 
 @pytest.mark.parametrize(

@@ -40,19 +40,24 @@ def _check_frame(frame: object, name: str = "frame") -> np.ndarray:
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size: a box filter by each axis's integer factor, then bilinear.
+
+    Why two stages: cv2's INTER_AREA averages without aliasing but is fast only for integer
+    ratios (1080p -> 224 in one non-integer step: ~14 ms). The box stage takes each axis down
+    by its own integer factor (up to factor - 1 edge rows or columns are cropped), which
+    leaves a factor under 2 per axis, where bilinear interpolation aliases little. An
+    INTER_AREA second stage cost 0.45 ms of a 640x480 frame's 0.58 (320x240 -> 224; bilinear
+    0.08), and on 40 val streams rendered at 480x640 (2026-12-05, the user's knobs) CIDEr
+    was 1.686 with it and 1.732 with bilinear, 85% of segments showing the same caption."""
     h, w = img.shape[:2]
     if (h, w) == (size, size):
         return img
-    k = min(h // size, w // size)
-    if k >= 2:
-        # Integer-factor box filter first: cv2's INTER_AREA is fast only for integer ratios
-        # (1080p -> 224: ~3 ms instead of ~14 ms). Up to k - 1 edge rows/columns are cropped.
-        h, w = h // k, w // k
-        img = cv2.resize(np.ascontiguousarray(img[: h * k, : w * k]), (w, h),
+    ky, kx = max(1, h // size), max(1, w // size)
+    if ky >= 2 or kx >= 2:
+        h, w = h // ky, w // kx
+        img = cv2.resize(np.ascontiguousarray(img[: h * ky, : w * kx]), (w, h),
                          interpolation=cv2.INTER_AREA)
-    # INTER_AREA averages when shrinking (no aliasing); it is only defined well for shrinking.
-    interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(img), (size, size), interpolation=interp)
+    return cv2.resize(np.ascontiguousarray(img), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _resized_unit(frame: object, size: int) -> np.ndarray:
