@@ -19,7 +19,12 @@ from tinygpt_ros.evaluation.budget_bench import (
     slow_switch_causes,
     slow_switches,
 )
-from tinygpt_ros.evaluation.node_bench import budget_params, budget_stats
+from tinygpt_ros.evaluation.node_bench import (
+    budget_params,
+    budget_stats,
+    generated_stream,
+    scene_steps,
+)
 from tinygpt_ros.runtime.budget import RUNGS
 from tinygpt_ros.spec.config import Knobs
 
@@ -227,6 +232,16 @@ def test_node_bench_budget_parameters_and_stats():
     assert b["let_through"] == 0 and b["new_views"] == 0  # not reported: none
     assert b["deferred_decodes"] == 0 and b["thinned_decodes"] == 0
     assert b["filled_tokens"] == 0 and b["trimmed_frames"] == 0
+    # a step inside the stream (the scene moved again): its first frames settle, not count
+    again = frames + [dict(frames[0], budget_cost=str(c)) for c in [30, 20, 12] + [9] * 20]
+    flags = [i in (0, 23) for i in range(len(again))]
+    b = budget_stats(again, flags)
+    assert b is not None and b["steps"] == 2 and b["settling_frames"] == 2
+    assert b["steps_settled_in_time"] == 2
+    assert b["settled_p95_vs_target"] == pytest.approx(0.9)
+    assert b["p95_from_frame_10_vs_target"] > 1.1  # the second step's frames, counted
+    with pytest.raises(ValueError, match="steps"):
+        budget_stats(again, flags[:-1])
     frames[-1].update(budget_let_through="2", budget_new_views="1", budget_deferred_decodes="3",
                       budget_thinned_decodes="1", budget_filled_tokens="40",
                       budget_trimmed_frames="2")
@@ -234,6 +249,21 @@ def test_node_bench_budget_parameters_and_stats():
     assert b is not None and b["let_through"] == 2 and b["new_views"] == 1
     assert b["deferred_decodes"] == 3 and b["thinned_decodes"] == 1
     assert b["filled_tokens"] == 40 and b["trimmed_frames"] == 2
+
+
+def test_the_node_bench_finds_the_steps_in_its_looped_scenes():
+    still, moved = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 9, np.uint8)
+    # 12 still frames, 3 moving ones, 5 still at the new place: the motion's start is a step,
+    # and so is the wrap back to the first frame, unless the loop is seamless
+    frames = [still] * 12 + [moved + k for k in range(3)] + [moved + 2] * 5
+    assert scene_steps(frames, wrap_is_cut=True) == {0, 12}
+    assert scene_steps(frames, wrap_is_cut=False) == {12}
+    # motion again after fewer than 10 still frames continues the scene's stretch
+    assert scene_steps(frames + [moved + 3] + [moved + 3] * 4, wrap_is_cut=False) == {12}
+    assert scene_steps([still] * 8, wrap_is_cut=True) == set()  # nothing ever changes
+    # the node bench's streams: the still scene's object starts moving at frame 29
+    assert generated_stream("still").steps == {0, 29}
+    assert generated_stream("busy").steps == {0}  # never still for 10 frames: one stretch
 
 
 def test_each_comparison_row_gets_a_bootstrap_interval_of_controller_over_fixed():
