@@ -80,7 +80,8 @@ def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int, d: int | None = Non
         return x, size
     d = c if d is None else d
     feats = x[:, :d]
-    m = feats / np.maximum(np.linalg.norm(feats, axis=-1, keepdims=True), 1e-6)
+    # np.linalg.norm's own arithmetic for a real axis, without its per-call checks
+    m = feats / np.maximum(np.sqrt(np.add.reduce(feats * feats, axis=-1, keepdims=True)), 1e-6)
     a_x, b_x = x[::2], x[1::2]
     a_s, b_s = size[::2], size[1::2]
     scores = (m[::2] @ m[1::2].T).astype(np.float32, copy=False)
@@ -92,8 +93,11 @@ def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int, d: int | None = Non
     scores *= q
     np.round(scores, out=scores)
     scores /= q
-    scores[:, b_s <= 0] = -np.inf
-    scores[a_s <= 0, :] = np.inf
+    a_pad, b_pad = a_s <= 0, b_s <= 0
+    if b_pad.any():  # padding only comes from a caller's input: compact() drops it after
+        scores[:, b_pad] = -np.inf
+    if a_pad.any():
+        scores[a_pad, :] = np.inf
     best_idx = scores.argmax(-1)
     best = scores[np.arange(len(best_idx)), best_idx]
     order = np.argsort(-best, kind="stable")
@@ -105,7 +109,9 @@ def bipartite_merge(x: np.ndarray, size: np.ndarray, r: int, d: int | None = Non
     np.add.at(num.reshape(-1), flat, (a_x[src_idx] * src_s[:, None]).reshape(-1))
     den = b_s.copy()
     np.add.at(den, dst_idx, src_s)
-    merged = np.where(den[:, None] > 0, num / np.maximum(den, _EPS)[:, None], b_x)
+    merged = num / np.maximum(den, _EPS)[:, None]
+    if b_pad.any():  # a padding B token nothing merged into stays as it was
+        merged = np.where(den[:, None] > 0, merged, b_x)
     return (np.concatenate([a_x[unm_idx], merged]).astype(np.float32, copy=False),
             np.concatenate([a_s[unm_idx], den]).astype(np.float32, copy=False))
 
