@@ -229,6 +229,7 @@ def run_budget_bench(model_dir: str | Path, targets: list[float], n_streams: int
         runs[name]["CIDEr"] = scores[name]["CIDEr"]
         runs[name]["scores"] = scores[name]
     drift = note_calibration_drift(runs, calibration_p95_ms)
+    note_cheapest_fixed(runs)
     comparison = compare_at_equal_cost(runs, select)
     add_cider_intervals(comparison, hyps, refs, clip_of)
     return {
@@ -270,6 +271,26 @@ def note_calibration_drift(runs: dict[str, dict[str, Any]],
         if r["mode"] == "latency":
             r["target_vs_run_p95_at_0"] = r["target"] / run_p95
     return run_p95 / calibration_p95_ms
+
+
+def note_cheapest_fixed(runs: dict[str, dict[str, Any]]) -> None:
+    """For each budget run: the fixed setting of this run with the lowest settled p95 in the
+    budget's unit (`cheapest_fixed`), and that p95 over the target (`cheapest_fixed_vs_target`).
+
+    Why: the issue asks that a target below the cheapest setting be reported, not met; a row
+    that misses its p95 is a controller that failed only when some fixed setting held it. Over
+    1.1, no fixed setting of the run holds the target, and the row's miss is the target's."""
+    fixed = {name: r for name, r in runs.items() if r["mode"] is None}
+    for r in runs.values():
+        if r["mode"] not in ("latency", "flops") or not r.get("target"):
+            continue
+        key = "p95_settled_ms" if r["mode"] == "latency" else "p95_settled_gflops"
+        have = {name: f[key] for name, f in fixed.items() if key in f}
+        if not have:
+            continue
+        name = min(have, key=lambda n: have[n])
+        r["cheapest_fixed"] = name
+        r["cheapest_fixed_vs_target"] = have[name] / r["target"]
 
 
 def slow_switches(settle: list[int], switch: list[str], since: np.ndarray,
@@ -338,9 +359,13 @@ def cost_summary(acc: dict[str, list[Any]], mode: str | None,
         "mode": mode,
         "target": target,
     }
+    calm = since >= SETTLE_FRAMES
+    if calm.any():  # every configuration's, so a target can be held against the fixed ones'
+        out["p95_settled_gflops"] = float(np.percentile(gflops[calm], 95))
+        out["p95_settled_ms"] = float(np.percentile(ms[calm], 95))
     if mode is not None and target is not None:
         cost = gflops if mode == "flops" else ms
-        settled = cost[since >= SETTLE_FRAMES]
+        settled = cost[calm]
         p95_settled = float(np.percentile(settled, 95)) if len(settled) else float("nan")
         settle = settling_frames(cost, since, 1.1 * target)
         slow = slow_switches(settle, acc["switch"], since) if "switch" in acc else {}
@@ -449,20 +474,25 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
         + f"; {rep['seconds']:.0f} s." + _drift_sentence(rep),
         "",
         "| config | target | mean GFLOPs | p95 GFLOPs | mean ms | p95 ms | settled p95 / target "
-        "| settling median / max | frames in budget | unreachable frames | CIDEr |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cheapest fixed setting's settled p95 / target | settling median / max "
+        "| frames in budget | unreachable frames | CIDEr |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rep["runs"].items():
         t = r["target"]
         unit = "GFLOPs" if r["mode"] == "flops" else "ms"
+        floor = r.get("cheapest_fixed_vs_target")
+        below = floor is not None and floor > 1.1
         lines.append(
             f"| {name} | {f'{t:g} {unit}' if t is not None else '-'} | {r['mean_gflops']:.3f} | "
             f"{r['p95_gflops']:.3f} | {r['mean_ms']:.1f} | {r['p95_ms']:.1f} | "
             + (f"{r['p95_settled_vs_target']:.2f}"
                f"{'' if r['target_met'] else ' (missed)'} | "
-               f"{r['settling_frames_median']:g} / {r['settling_frames_max']} | "
+               + (f"{floor:.2f} ({r['cheapest_fixed']}{', target below it' if below else ''}) | "
+                  if floor is not None else "- | ")
+               + f"{r['settling_frames_median']:g} / {r['settling_frames_max']} | "
                f"{r['in_budget_pct']:.0f}% | {r['unreachable_frames']} | "
-               if t is not None else "- | - | - | - | ")
+               if t is not None else "- | - | - | - | - | ")
             + f"{r['CIDEr']:.3f} |")
     slow = {name: r["slow_switches"] for name, r in rep["runs"].items()
             if r.get("slow_switches")}
