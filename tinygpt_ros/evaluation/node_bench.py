@@ -524,6 +524,7 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
     mine_ev = [(s, r, v) for s, r, v in rec.event_diags
                if s in published and published[s].stream == stream]
     steady = [(s, r, v) for s, r, v in mine if s >= t_wall[0] + warmup_s * 1e9]
+    in_order = sorted(mine, key=lambda x: x[0])
     lat = [(r - s) / 1e6 for s, r, _ in steady]
     cap = [(rec.caption_times[caption_index[s]] - s) / 1e6 for s, _, _ in steady
            if caption_index.get(s, -1) < len(rec.caption_times) and s in caption_index]
@@ -564,9 +565,8 @@ def stream_stats(stream: str, published: dict[int, _Published], rec: _Received,
                                                   for _, _, v in mine])) if mine else None),
         "node_cpu_pct": cpu,
         "node_rss_mb_max": rss,
-        "budget": budget_stats([v for _, _, v in sorted(mine, key=lambda x: x[0])],
-                               [published[st].step for st, _, _ in sorted(mine,
-                                                                         key=lambda x: x[0])]),
+        "budget": budget_stats([v for _, _, v in in_order],
+                               [published[stamp].step for stamp, _, _ in in_order]),
         "stage_ms": stage_percentiles([v for _, _, v in steady]),
     }
 
