@@ -281,6 +281,15 @@ def test_node_bench_budget_parameters_and_stats():
     assert b["p95_from_frame_10_vs_target"] > 1.1  # the second step's frames, counted
     with pytest.raises(ValueError, match="steps"):
         budget_stats(again, flags[:-1])
+    from tinygpt_ros.evaluation.node_bench import budget_markdown as node_budget_markdown
+
+    rep = {"runs": [{"qos": "reliable", "transport": "raw", "config": "sttf+anc",
+                     "streams": {"still": {"budget": b}}}]}
+    row = node_budget_markdown(rep)[-1]
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[4:7] == ["still", "46", "2"]  # frames, steps
+    assert cells[8] == "0.90" and cells[10] == "2; 2 of 2"  # settled p95, settling
+    assert float(cells[9]) > 1.1  # from frame 10, the second step's frames in it
     frames[-1].update(budget_let_through="2", budget_new_views="1", budget_deferred_decodes="3",
                       budget_thinned_decodes="1", budget_filled_tokens="40",
                       budget_trimmed_frames="2")

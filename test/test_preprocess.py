@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from tinygpt_ros import ops
 from tinygpt_ros.model.encoder import VisualEncoder
 from tinygpt_ros.model.preprocess import events_to_histogram, frame_to_tensor, frames_to_batch
-from tinygpt_ros import ops
 from tinygpt_ros.ops import events_per_patch, small_gray, validate_events
 from tinygpt_ros.spec.config import ModelConfig
 from tinygpt_ros.spec.types import EVENT_DTYPE

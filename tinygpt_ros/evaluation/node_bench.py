@@ -1016,19 +1016,17 @@ def budget_markdown(report: dict[str, Any]) -> list[str]:
              "included); settling = frames after a step until the rest of its stretch stays "
              "within 1.1 x target (<= 5% over), the slowest of the stream's steps:", "",
              "| QoS | images | config | stream | frames | steps | cost p50 / p95 "
-             "| settled p95 / target | p95 / target from frame 10 | settling frames, max "
-             "(steps within 10) | in budget | unreachable | level at end |",
+             "| settled p95 / target | p95 / target from frame 10 | settling frames, max; "
+             "steps within 10 | in budget | unreachable | level at end |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r, name, b in rows:
         ratio = b["settled_p95_vs_target"]
         met = "" if ratio is None or ratio <= 1.1 else " (missed)"
-        slow = b["steps"] - b["steps_settled_in_time"]
         lines.append(
             f"| {r['qos']} | {r['transport']} | {r['config']} | {name} | {b['frames']} "
             f"| {b['steps']} | {_num(b['cost_p50'], '.2f')} / {_num(b['cost_p95'], '.2f')} "
             f"| {_num(ratio, '.2f')}{met} | {_num(b['p95_from_frame_10_vs_target'], '.2f')} "
-            f"| {b['settling_frames']} ({b['steps_settled_in_time']}/{b['steps']}"
-            f"{' missed' if slow else ''}) "
+            f"| {b['settling_frames']}; {b['steps_settled_in_time']} of {b['steps']} "
             f"| {b['in_budget_pct']:.0f}% | {b['unreachable_frames']} | {b['level_last']:g} |")
     return lines
 
