@@ -104,6 +104,16 @@ def test_small_gray():
     assert np.allclose(g, 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="NaN"):
         small_gray(np.full((8, 8, 3), np.nan, np.float32))
+    # the engine's unchecked thumbnail of its own unit image is the checked one
+    unit = ops.frame_to_unit(np.random.default_rng(2).integers(0, 256, (480, 640, 3), np.uint8))
+    assert np.array_equal(ops.unit_small_gray(unit), small_gray(unit))
+
+
+def test_unit_to_array_is_the_normalised_image_channel_first():
+    unit = np.random.default_rng(4).random((224, 224, 3), dtype=np.float32)
+    x = ops.unit_to_array(unit)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.array_equal(x, ((unit - 0.5) / 0.25).transpose(2, 0, 1))
 
 
 def test_validate_events_accepts_good_and_other_structured():

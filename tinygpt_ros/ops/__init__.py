@@ -39,6 +39,7 @@ from tinygpt_ros.ops.preprocess import (
     frame_to_unit_size,
     normalize_unit,
     small_gray,
+    unit_small_gray,
     unit_to_array,
     validate_events,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "token_change",
     "token_change_dc_tolerant",
     "token_positions",
+    "unit_small_gray",
     "unit_to_array",
     "validate_events",
 ]

@@ -412,7 +412,7 @@ class StreamingEngine:
                 # the router's thumbnail from the model input, as training computes it from
                 # its 224 px frames (and a 4x box instead of a second pass over the camera
                 # frame: 0.6 ms of every 640x480 frame)
-                gray = ops.small_gray(unit)
+                gray = ops.unit_small_gray(unit)
             else:
                 unit = self._frame_unit(frame)
                 aspect = self.kernels.unit_aspect(frame.shape)  # type: ignore[attr-defined]
