@@ -646,21 +646,21 @@ def budget_stats(frames: Sequence[dict[str, str]],
     flags = [True] + [False] * (len(frames) - 1) if steps is None else list(steps)
     if len(flags) != len(frames):
         raise ValueError(f"steps flags {len(flags)} frames, the stream has {len(frames)}")
-    held = [(v, step) for v, step in zip(frames, flags, strict=True) if "budget_cost" in v]
-    if not held:
+    keep = [i for i, v in enumerate(frames) if "budget_cost" in v]
+    if not keep:
         return None
-    cost = np.array([_f(v, "budget_cost") for v, _ in held])
+    held = [frames[i] for i in keep]
+    cost = np.array([_f(v, "budget_cost") for v in held])
     since = np.zeros(len(cost), np.int64)
-    for i, (_, step) in enumerate(held):
-        since[i] = 0 if step or i == 0 else since[i - 1] + 1
-    target = _f(held[-1][0], "budget_target")
+    for j, i in enumerate(keep):
+        since[j] = 0 if flags[i] or j == 0 else since[j - 1] + 1
+    target = _f(held[-1], "budget_target")
     p95_settled = _pct(list(cost[since >= SETTLE_FRAMES]), 95)
     p95_from_start = _pct(list(cost[SETTLE_FRAMES:]), 95)
     settling = settling_frames(cost, since, 1.1 * target)
-    held_values = [v for v, _ in held]
     return {
-        "mode": held_values[-1].get("budget_mode"),
-        "unit": held_values[-1].get("budget_unit"),
+        "mode": held[-1].get("budget_mode"),
+        "unit": held[-1].get("budget_unit"),
         "target": target,
         "frames": len(cost),
         "steps": len(settling),
@@ -674,17 +674,17 @@ def budget_stats(frames: Sequence[dict[str, str]],
         "settling_frames": max(settling),
         "steps_settled_in_time": sum(f <= SETTLE_FRAMES for f in settling),
         "in_budget_pct": 100.0 * float((cost <= target).mean()),
-        "unreachable_frames": sum(v.get("budget_state") == "unreachable" for v in held_values),
-        "level_last": _f(held_values[-1], "budget_level"),
+        "unreachable_frames": sum(v.get("budget_state") == "unreachable" for v in held),
+        "level_last": _f(held[-1], "budget_level"),
         # the controller's cumulative counters at the stream's last frame (they count from the
         # node's start, so across streams they only grow)
-        "let_through": _count(held_values[-1], "budget_let_through"),
-        "new_views": _count(held_values[-1], "budget_new_views"),
-        "deferred_decodes": _count(held_values[-1], "budget_deferred_decodes"),
-        "thinned_decodes": _count(held_values[-1], "budget_thinned_decodes"),
-        "split_decodes": _count(held_values[-1], "budget_split_decodes"),
-        "filled_tokens": _count(held_values[-1], "budget_filled_tokens"),
-        "trimmed_frames": _count(held_values[-1], "budget_trimmed_frames"),
+        "let_through": _count(held[-1], "budget_let_through"),
+        "new_views": _count(held[-1], "budget_new_views"),
+        "deferred_decodes": _count(held[-1], "budget_deferred_decodes"),
+        "thinned_decodes": _count(held[-1], "budget_thinned_decodes"),
+        "split_decodes": _count(held[-1], "budget_split_decodes"),
+        "filled_tokens": _count(held[-1], "budget_filled_tokens"),
+        "trimmed_frames": _count(held[-1], "budget_trimmed_frames"),
     }
 
 

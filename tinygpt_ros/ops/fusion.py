@@ -166,13 +166,13 @@ def temporal_fusion(
     if not 1 <= t <= time_embed.shape[0]:
         raise ValueError(f"window has T={t} frames; must be in [1, {time_embed.shape[0]}]")
     embed = time_embed[-t:].astype(np.float32, copy=False)[:, None, :]
-    pos = _token_positions(t, time_embed.shape[0])
     if max_tokens is None:
         return Fused((window + embed).reshape(t * n, d), np.ones(t * n, np.float32),
-                     pos.reshape(t * n, 3).copy(), t * n)
+                     token_positions(t, time_embed.shape[0]).reshape(t * n, 3), t * n)
     if isinstance(max_tokens, bool) or int(max_tokens) < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     max_tokens = int(max_tokens)
+    pos = _token_positions(t, time_embed.shape[0])  # read-only: only copied out of below
     # Each token row carries its (x, y, t) position: positions are averaged like the tokens.
     if t > 1 and static_threshold > 0:
         # A static position becomes one token of size t (its mean over the window) in the
