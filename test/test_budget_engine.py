@@ -466,3 +466,34 @@ def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption
             assert done.budget["budget_split_decodes"] == (1 if frames_taken > 1 else 0)
     finally:
         engine.budget = budget
+
+
+def test_a_gated_re_anchor_is_not_taken_for_a_missed_cut_on_the_next_frames(engine):
+    """Past the tokens rung a re-anchor is gated: the new view's changed tokens come in a few
+    at a time, and the others keep references from the old view. The missed-cut test reads
+    only the tokens recomputed in the new anchor's view (`StreamingEngine._missed_cut`), so a
+    still scene after a cut re-anchors once. Read on every token, the stale ones made the next
+    frame look like another cut, which cleared the fusion window and restarted the caption
+    decode (on the frame after this cut: 92% of the tokens)."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import LEVELS, BudgetController, ControllerGains
+
+    first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
+    first = render_clip(first_seed, "still", num_frames=4).frames
+    second = render_clip(second_seed, "still", num_frames=6).frames
+    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0,
+                             spike_allowance=0.0)  # no allowance: no new view at the user's
+    budget = engine.budget
+    try:
+        engine.budget = BudgetController("latency", 1e6, gains=pinned)
+        engine.reset()
+        for f in first:
+            engine.process_frame(f)
+        engine.budget._stream("frame").level = LEVELS
+        after = [engine.process_frame(f) for f in second]
+    finally:
+        engine.budget = budget
+    assert engine.budget is budget
+    cut = after[0].record
+    assert cut.reanchored and not cut.full_refresh and cut.tokens_recomputed <= 16
+    assert [r.record.reanchored for r in after] == [True] + [False] * (len(second) - 1)
