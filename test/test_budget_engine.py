@@ -389,24 +389,30 @@ def test_a_whole_decode_under_a_latency_target_is_weighed_at_the_longest_recent_
 
 
 def test_a_spread_decode_shares_its_milliseconds_not_its_passes(engine):
-    """Each frame of a spread decode runs at least its share of the decode's estimated
-    milliseconds left, the prefill weighed at its own milliseconds (`_decode_ms_left`): with a
-    prefill four steps long, the first frame of a 12-pass decode runs the prefill and one step
-    (4 + 1 ms, its share of the 15 estimated), not a third of the passes (4), and the later
-    frames take more of the steps. With the two equal, the share is a third of the passes, as
-    before."""
+    """A frame of a spread decode with room for its next pass runs at least its share of the
+    decode's estimated milliseconds left, the prefill weighed at its own milliseconds
+    (`_decode_ms_left`): with a prefill four steps long, the first frame of a 12-pass decode
+    spread over 3 frames runs the prefill and one step (4 + 1 units, its share of the 15
+    estimated), not a third of the passes (4). With the two equal, the share is a third of the
+    passes. The frame's time so far is set to leave room for the prefill's estimate and no
+    more, so only the share runs further passes; the unit is 2^-7 ms, far under a real pass,
+    and exact in binary."""
     from tinygpt_ros.data.scenes import render_clip, split_seeds
     from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
 
     first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
     first = list(render_clip(first_seed, "still", num_frames=3).frames)
     cut_frame = render_clip(second_seed, "still", num_frames=1).frames[0]
-    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0)
+    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0,
+                             split_decode_frames=3)
+    unit = 2.0 ** -7
+    target = 1.0
     budget = engine.budget
+    advance = engine._advance_decode
     try:
         firsts = []
-        for prefill_ms in (4.0, 1.0):
-            engine.budget = BudgetController("latency", 1e-6, gains=pinned)  # nothing fits
+        for prefill in (4.0, 1.0):
+            engine.budget = BudgetController("latency", target, gains=pinned)
             engine.reset()
             for f in first:
                 engine.process_frame(f)
@@ -415,57 +421,84 @@ def test_a_spread_decode_shares_its_milliseconds_not_its_passes(engine):
                 engine.process_frame(first[-1])
             s.decode_rows.clear()
             s.decode_rows.append(12)
-            s.prefill_ms, s.pass_ms = prefill_ms, 1.0
+            s.prefill_ms, s.pass_ms = prefill * unit, unit
+            engine._advance_decode = (
+                lambda st, spent_ms, started, room=prefill * unit:
+                advance(st, target - room, started))
             cut = engine.process_frame(cut_frame)
+            del engine._advance_decode
             assert cut.record.reanchored and cut.record.caption_reused
             firsts.append(cut.record.decoder_passes)
         assert firsts == [2, 4]
     finally:
         engine.budget = budget
+        engine.__dict__.pop("_advance_decode", None)
 
 
 def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption(engine):
     """Under a latency target a caption decode runs the passes a frame affords and goes on in
-    the next frames (`StreamingEngine._advance_decode`). With a target no pass fits, each frame
-    runs its share of the passes left and the decode completes on the last frame it may take
-    (`split_decode_frames`), showing the last caption until then; the caption and the decoder
-    FLOPs over those frames are the ones a whole decode of the same fused set gives. With room
-    for it, the decode completes in its frame. The level is pinned at the user's knobs."""
+    the next frames (`StreamingEngine._advance_decode`), showing the last caption until it
+    completes; the caption and the decoder FLOPs over those frames are the ones a whole
+    decode of the same fused set gives. Three frames' time: with room for one pass by its
+    estimate (the frame's time so far set to leave that much), each frame runs at least one
+    pass and the decode completes within `split_decode_frames`, on more than one frame; with
+    no room at all (a target no pass fits), the frames run none and the last frame the decode
+    may take runs it whole; with room for it, the decode completes in its frame. The level is
+    pinned at the user's knobs."""
     from tinygpt_ros.data.scenes import render_clip, split_seeds
     from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
 
     first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
+    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0)
+    frames_max = pinned.split_decode_frames
     first = list(render_clip(first_seed, "still", num_frames=6).frames)
-    second = list(render_clip(second_seed, "still", num_frames=4).frames)
+    second = list(render_clip(second_seed, "still", num_frames=frames_max + 1).frames)
     engine.reset()
     engine.budget.configure("off", 0.0)
     whole = [engine.process_frame(f) for f in first + second]
     cut = whole[len(first)]
     assert cut.record.reanchored and not cut.record.caption_reused
-    pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0)
-    frames_max = pinned.split_decode_frames
     budget = engine.budget
+    advance = engine._advance_decode
+
+    def one_pass_of_room(st, spent_ms, started):
+        """The frame's time so far as the target less the next pass's estimate."""
+        d = st.pending_decode
+        room = (st.pass_ms or st.prefill_ms) if d.passes else (st.prefill_ms or st.pass_ms)
+        return advance(st, engine.budget.target - room, started)
+
     try:
-        for target, frames_taken in ((1e-6, frames_max), (1e6, 1)):
+        for case, target in (("one pass", 50.0), ("none", 1e-6), ("all", 1e6)):
             engine.budget = BudgetController("latency", target, gains=pinned)
+            if case == "one pass":
+                engine._advance_decode = one_pass_of_room
             engine.reset()
             shown = [engine.process_frame(f) for f in first + second]
-            spread = shown[len(first):len(first) + frames_taken]
+            engine.__dict__.pop("_advance_decode", None)
             assert all(r.budget["budget_level"] == 0.0 for r in shown)
             before = len(first)
             assert [r.caption for r in shown[:before]] == [r.caption for r in whole[:before]]
-            # until the last frame the previous scene's caption is shown, and the decoder ran
+            after = shown[before:]
+            taken = next(i for i, r in enumerate(after) if not r.record.caption_reused) + 1
+            spread, done = after[:taken], after[taken - 1]
+            # until the last frame the previous scene's caption is shown
             for r in spread[:-1]:
-                assert r.record.caption_reused and r.caption == whole[len(first) - 1].caption
-                assert r.record.decoder_passes >= 1 and r.record.flops["decoder"] > 0
-            done = spread[-1]
-            assert not done.record.caption_reused and done.caption == cut.caption
-            assert sum(r.record.decoder_passes for r in spread) == cut.record.decoder_passes
+                assert r.record.caption_reused and r.caption == whole[before - 1].caption
+            passes = [r.record.decoder_passes for r in spread]
+            if case == "one pass":
+                assert 1 < taken <= frames_max and min(passes) >= 1, passes
+            elif case == "none":
+                assert taken == frames_max and passes[:-1] == [0] * (frames_max - 1), passes
+            else:
+                assert taken == 1
+            assert done.caption == cut.caption
+            assert sum(passes) == cut.record.decoder_passes
             assert sum(r.record.flops["decoder"] for r in spread) == pytest.approx(
                 cut.record.flops["decoder"])
-            assert done.budget["budget_split_decodes"] == (1 if frames_taken > 1 else 0)
+            assert done.budget["budget_split_decodes"] == (1 if taken > 1 else 0)
     finally:
         engine.budget = budget
+        engine.__dict__.pop("_advance_decode", None)
 
 
 def test_a_gated_re_anchor_is_not_taken_for_a_missed_cut_on_the_next_frames(engine):

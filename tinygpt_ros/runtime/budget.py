@@ -123,7 +123,7 @@ moved, so stale samples from an older level never push it further: anti-windup):
 - under a latency target a decode is spread instead of deferred (`decode_deadline`): each
   frame runs the decoder passes that fit its time left, at least its share of their
   milliseconds (the prefill weighed at its own) so the caption completes within
-  `split_decode_frames` (3) frames, and the level follows what the frames cost. On 18 val
+  `split_decode_frames` (8) frames, and the level follows what the frames cost. On 18 val
   streams run interleaved (2026-12-05, targets 9.14 / 12.18 ms,
   0.6 / 0.8 x that hour's calibration p95) CIDEr 1.233 / 1.665 -> 1.543 / 1.684, settled p95
   1.14 / 0.98 -> 1.07 / 0.98 x target, switches slower than 10 frames 20 / 1 -> 9 / 2, mean
@@ -131,7 +131,22 @@ moved, so stale samples from an older level never push it further: anti-windup):
   code in the next run gave 1.319 / 1.707 (the machine's speed drifts between runs); in that
   run 4 and 5 frames gave 1.431 / 1.701 and 1.414 / 1.691, with 17 / 5 and 12 / 2 slow
   switches against 20 / 1: more CIDEr at 0.6, less at 0.8, differences the size of the
-  run-to-run spread, so 3 stays (a caption no later than two deferrals made it).
+  run-to-run spread, so 3 stayed (a caption no later than two deferrals made it).
+  Since 2026-12-05 (evening) a frame with no room left for the next pass runs none (the
+  passes wait for a frame with room), and a decode may take 8 frames. At 0.6 x the settled
+  frames over 1.1 x the target had been mostly decode frames whose encoder alone had taken
+  them to the target, pushed past 1.1 x by the share's forced pass or two; the level was at
+  the ladder's end and the cheapest fixed setting held that target. On 18 val streams run
+  interleaved, twice (scratch trace; drift 1.04 and 0.99), the settled p95 at 0.6 x went
+  1.19 / 1.16 -> 1.08 / 1.03 x target (fixed@5 1.05 / 1.03), slow switches 13 / 12 -> 10 /
+  7, CIDEr 1.266 / 1.418 -> 1.334 / 1.382; at 0.8 x 0.995 / 0.991 -> 0.996 / 0.989, CIDEr
+  1.824 / 1.841 -> 1.827 / 1.800. (Both runs with the missed-cut test that reads only the
+  tokens recomputed in the anchor's view, `StreamingEngine._missed_cut`.) Each against 3
+  frames without waiting in the same run: waiting alone 1.24 against 1.24; 8 frames alone
+  1.18 against 1.23; both 1.13 / 1.12 / 1.09 against 1.24 / 1.27 / 1.26 in three runs; 6 and
+  12 frames with waiting 1.15 and 1.39 (a decode run whole on its last frame, late in a
+  scene); no forced share on any frame but the last, 1.09 as the waiting at 8 frames in
+  that run, at CIDEr 1.259 against 1.342.
 - under a FLOPs or power target, once the level is above 0, a frame recomputes the changed
   tokens that fit (`fit_tokens`, counted in `budget_filled_tokens` / `budget_trimmed_frames`):
   more than the level's active-token cap when the frame has room, fewer (not below the
@@ -249,9 +264,11 @@ class ControllerGains:
     # and 2 none, at CIDEr 1.353 / 1.668 / 1.770 against 1.327 / 1.666 / 1.771.
     defer_decode_max: int = 2
     # Under a latency target a caption decode runs the passes that fit each frame and
-    # completes within this many frames (`BudgetController.decode_deadline`): no later than a
-    # decode deferred `defer_decode_max` times.
-    split_decode_frames: int = 3
+    # completes within this many frames (`BudgetController.decode_deadline`). It was 3 (no
+    # later than a decode deferred `defer_decode_max` times) until 2026-12-05, when a frame
+    # without room for a pass started to run none (`StreamingEngine._advance_decode`); see
+    # the module docstring for the figures.
+    split_decode_frames: int = 8
 
 
 @dataclass

@@ -1019,9 +1019,10 @@ class StreamingEngine:
         budget's deadline (`BudgetController.decode_deadline`), and at least for the share of
         the decode's milliseconds left (`_decode_ms_left`, at the estimates the frame started
         with) that completes it within `ControllerGains.split_decode_frames` frames, one pass
-        at the least: a target that nothing meets still gets its caption, that many frames
-        late at most. On its last frame it runs to the end. Until it completes, the last
-        caption is shown (as a reuse).
+        at the least, in a frame with room for one. A frame with no room for its next pass
+        runs none and leaves the passes to frames with room. On its last frame the decode
+        runs to the end: a target that nothing meets still gets its caption, that many frames
+        late at most. Until it completes, the last caption is shown (as a reuse).
 
         Why a share of milliseconds, not of passes: the first pass (the prefill, over every
         fused token) takes two to three steps' time, and an equal share of passes put all of
@@ -1029,7 +1030,12 @@ class StreamingEngine:
         user's-knobs p95 (2026-12-05, interleaved, scratch trace), frames over 1.1 x the
         target went from 19.4 / 7.5 / 14.4% of a spread's first / second / last frames to
         14.1 / 9.4 / 19.1%, and from 11.7 to 10.4% of all frames; at 0.8 x (3.3 -> 3.5% of
-        frames) nothing moved beyond the run-to-run spread."""
+        frames) nothing moved beyond the run-to-run spread.
+
+        Why no pass in a frame without room: at 0.6 x, most settled frames over 1.1 x the
+        target were decode frames whose encoder alone had taken them to the target; the
+        share's pass or two took them past 1.1 x (`ControllerGains.split_decode_frames`; the
+        module docstring of runtime/budget.py has the figures)."""
         d = s.pending_decode
         assert d is not None
         deadline = self.budget.decode_deadline("frame")  # None: the target mode changed
@@ -1040,9 +1046,11 @@ class StreamingEngine:
         prefill_ms, step_ms = _pass_ms(s)
         share_ms = (_decode_ms_left(d, _expected_rows(s), prefill_ms, step_ms) / frames_left
                     if frames_left > 1 else math.inf)
+        # no room for the next pass: it waits for a frame with some (unless this is the last)
+        wait = frames_left > 1 and spent_ms + (step_ms if d.passes else prefill_ms) > limit
         before = d.passes
         taken = 0.0  # the estimated milliseconds of the passes run so far this frame
-        while not d.done:
+        while not d.done and not wait:
             t = time.perf_counter()
             prefill = d.passes == 0
             next_ms = prefill_ms if prefill else step_ms
@@ -1061,8 +1069,10 @@ class StreamingEngine:
         s.pending_ms += (time.perf_counter() - started) * 1e3
         passes = d.passes - before
         n_vis = len(s.pending_summary)  # type: ignore[arg-type]  (the set it decodes)
-        flops = (F.decode_flops(self.cfg, n_vis, d.passes)
-                 - (F.decode_flops(self.cfg, n_vis, before) if before else 0.0))
+        # decode_flops(n, k) counts the prefill from k = 0 on: a frame that ran none cost none
+        flops = 0.0 if passes == 0 else (F.decode_flops(self.cfg, n_vis, d.passes)
+                                         - (F.decode_flops(self.cfg, n_vis, before)
+                                            if before else 0.0))
         if not d.done:
             return s.last_caption, True, flops, passes  # type: ignore[return-value]
         if s.pending_frames > 1:
