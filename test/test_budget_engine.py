@@ -447,6 +447,7 @@ def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption
     pinned at the user's knobs."""
     from tinygpt_ros.data.scenes import render_clip, split_seeds
     from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
+    from tinygpt_ros.runtime.streaming import _pass_ms
 
     first_seed, second_seed = split_seeds("test", 2, 11)  # a cut that re-anchors
     pinned = ControllerGains(gain_up=0.0, min_step_up=0.0, relax_step=0.0, gain_down=0.0)
@@ -463,8 +464,8 @@ def test_a_decode_under_a_latency_target_spreads_over_frames_to_the_same_caption
 
     def one_pass_of_room(st, spent_ms, started):
         """The frame's time so far as the target less the next pass's estimate."""
-        d = st.pending_decode
-        room = (st.pass_ms or st.prefill_ms) if d.passes else (st.prefill_ms or st.pass_ms)
+        prefill_ms, step_ms = _pass_ms(st)
+        room = step_ms if st.pending_decode.passes else prefill_ms
         return advance(st, engine.budget.target - room, started)
 
     try:
