@@ -311,30 +311,43 @@ def test_a_new_view_under_a_flops_target_is_paid_from_what_calm_frames_saved():
     assert ctl.diagnostics("frame")["budget_credit"] == pytest.approx(-2.0)
 
 
-def test_a_new_view_under_a_latency_target_is_paid_from_the_allowance_and_not_answered():
-    """Milliseconds are not saved up: under a latency target the new view is paid from the p95
-    allowance. Refused at level 0 (the user's knobs run anyway) and while the allowance holds
-    less than a frame; granted, it spends the allowance, the frame over the target moves
-    nothing, and it is counted."""
+def test_a_new_view_under_a_latency_target_runs_when_spaced_else_from_the_allowance():
+    """Milliseconds are not saved up: under a latency target a new view runs when the last one
+    it ran is `time_view_spacing` frames back (a step in the scene, inside the settling the
+    target leaves out of its p95), and a closer one is paid from the p95 allowance. Refused at
+    level 0 (the user's knobs run anyway) and, when close, while the allowance holds less than
+    a frame; granted, the frame over the target moves nothing, and it is counted."""
     ctl = BudgetController("latency", 1.0)
+    spacing = ctl.gains.time_view_spacing
+    assert spacing == 10
     drive(ctl, scene=0.5, frames=30)
     assert ctl.level("frame") == 0.0 and not ctl.spend_on_new_view("frame")
     drive(ctl, scene=8.0, frames=30)  # busy: the level climbs and holds the target
-    level = ctl.level("frame")
-    assert level > 0.0
     # inside the dead band above the probe line: holds this level and saves up
-    drive(ctl, scene=plant(-level, 0.97), frames=30)
+    drive(ctl, scene=plant(-ctl.level("frame"), 0.97), frames=30)
     level = ctl.level("frame")
     assert level > 0.0
-    ctl.plan("frame", Knobs())
+
+    def new_view() -> bool:
+        ctl.plan("frame", Knobs())
+        granted = ctl.spend_on_new_view("frame")
+        ctl.observe("frame", timed(3.0 if granted else 0.97))  # at the user's knobs: far over
+        return granted
+
+    s = ctl._stream("frame")
     let_through = ctl.diagnostics("frame")["budget_let_through"]
-    assert ctl.spend_on_new_view("frame")
-    ctl.observe("frame", timed(3.0))  # the new view at the user's knobs: far over
+    allowance = s.allowance
+    assert allowance >= 1.0
+    assert new_view() and s.allowance >= allowance  # spaced: the allowance is not drawn
+    assert new_view() and s.allowance < 1.0  # one frame later: the allowance pays
+    assert not new_view()  # and it is spent
+    drive(ctl, scene=plant(-level, 0.97), frames=spacing - 2)
+    assert not new_view()  # still closer than the spacing to the last one that ran
+    assert new_view()  # `spacing` frames after it
     ctl.plan("frame", Knobs())
     assert ctl.level("frame") == level
     diag = ctl.diagnostics("frame")
-    assert diag["budget_new_views"] == 1 and diag["budget_let_through"] == let_through
-    assert not ctl.spend_on_new_view("frame")  # the allowance is spent
+    assert diag["budget_new_views"] == 3 and diag["budget_let_through"] == let_through
 
 
 def test_a_decode_that_may_wait_no_longer_reads_the_most_tokens_that_fit():
@@ -458,7 +471,7 @@ def test_a_frame_recomputes_the_changed_tokens_that_fit_and_the_level_ignores_th
 def test_only_a_latency_target_spreads_a_decode_and_not_a_new_views():
     """`decode_deadline`: a latency target is the milliseconds a frame's decoder passes may
     reach; FLOPs, power and no target decode whole (deferred and thinned as before), and so
-    does a new view paid from the allowance. Spread decodes are counted."""
+    does a new view. Spread decodes are counted."""
     lat = BudgetController("latency", 8.0)
     lat.plan("frame", Knobs())
     assert lat.decode_deadline("frame") == 8.0

@@ -205,6 +205,38 @@ def test_a_new_view_runs_at_the_users_knobs_once_and_a_re_anchoring_camera_does_
     engine.budget.configure("off", 0.0)
 
 
+def test_a_scene_cut_under_a_latency_target_is_a_new_view_without_the_allowance(engine):
+    """Under a latency target a scene cut `time_view_spacing` frames or more after the last new
+    view recomputes every token at the user's knobs, with the p95 allowance empty: the cut is
+    a step in the scene, inside the settling the target leaves out of its p95. The next cut,
+    closer than that, is gated again."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import LEVELS, BudgetController, ControllerGains
+
+    seeds = split_seeds("test", 2, 11)  # cuts that re-anchor
+    clips = [render_clip(seed, "still", num_frames=12).frames for seed in seeds]
+    budget = engine.budget
+    try:
+        engine.budget = BudgetController("latency", 1e-6,
+                                         gains=ControllerGains(spike_allowance=0.0))
+        engine.reset()
+        run(engine, list(clips[0]))
+        assert engine.budget.level("frame") == LEVELS
+        assert engine.budget._stream("frame").allowance == 0.0
+        cut = engine.process_frame(clips[1][0])
+        rest = [engine.process_frame(f) for f in clips[1][1:5]]
+        again = engine.process_frame(clips[0][0])  # a cut 5 frames after the last
+    finally:
+        engine.budget = budget
+    user = engine.knobs()
+    assert cut.record.reanchored and cut.record.full_refresh
+    assert cut.budget["budget_new_views"] == 1
+    assert cut.budget["budget_knob_max_fused_tokens"] == user["max_fused_tokens"]
+    assert all(r.budget["budget_level"] == LEVELS for r in rest)
+    assert again.record.reanchored and not again.record.full_refresh
+    assert again.budget["budget_new_views"] == 1
+
+
 def test_a_decode_that_would_take_a_scene_cut_over_the_target_waits_a_frame(engine):
     """A scene cut at the user's knobs recomputes every token; with the decode on top it costs
     more than a target it fits without. The decode waits for the next frame: the cut frame
@@ -524,6 +556,9 @@ def test_a_gated_re_anchor_is_not_taken_for_a_missed_cut_on_the_next_frames(engi
         for f in first:
             engine.process_frame(f)
         engine.budget._stream("frame").level = LEVELS
+        # as if a new view had just run: this cut is closer than `time_view_spacing` and,
+        # with no allowance, its re-anchor is gated
+        engine.budget._stream("frame").since_view = 0
         after = [engine.process_frame(f) for f in second]
     finally:
         engine.budget = budget
