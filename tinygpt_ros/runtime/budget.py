@@ -108,9 +108,7 @@ moved, so stale samples from an older level never push it further: anti-windup):
   until 2026-12-06; it now runs every new view at least `time_view_spacing` (10) frames after
   the last one it ran, and draws the allowance only for closer ones: a new view is a step
   in the scene, and the 10 frames after a step are the settling the target leaves out of its
-  p95. On 18 val streams at 0.6 x the user's-knobs p95, run interleaved twice, CIDEr went
-  1.416 / 1.310 -> 1.655 / 1.639 (the caption rung alone: 1.529), the settled p95 1.03 /
-  1.06 -> 1.04 / 1.09 x target; at 0.8 x, 1.847 / 1.832 -> 1.829 / 1.853 and 1.00 -> 1.00.
+  p95 (`spend_on_new_view` has the figures).
 - the caption decode runs last, when the frame's cost so far is known: a decode that would take
   the frame over the target waits for the next frame, at most `defer_decode_max` (2) frames in
   a row (`defer_decode`, counted in `budget_deferred_decodes`); the level is decided on what
