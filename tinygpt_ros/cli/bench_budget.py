@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from tinygpt_ros.cli.paths import default_model_dir
+from tinygpt_ros.runtime.threads import DEFAULT_INTRA_OP_THREADS
 
-HELP = "budget controller vs fixed knobs on scene-switching clips (FLOPs targets)"
+HELP = "budget controller vs fixed knobs on scene-switching clips (FLOPs and latency targets)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "run is compared with is chosen there, not on the clips being scored")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="clip size (default: the generator's)")
+    p.add_argument("--threads", type=int, default=DEFAULT_INTRA_OP_THREADS,
+                   help="onnxruntime / torch intra-op threads (the node's intra_op_threads; "
+                   "BLAS and OpenCV get the node's blas_threads default)")
     p.add_argument("--out", default="reports/bench_budget", help="report directory")
     p.add_argument("--markdown", default=None,
                    help="also write the 'budget' section of this file (docs/benchmarks.md)")
