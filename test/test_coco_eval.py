@@ -52,6 +52,8 @@ def test_eval_coco_scores_dense_and_sttf_on_a_tiny_git(tmp_path, capsys):
     assert rc == 0
     rep = json.loads(out.read_text())
     assert rep["num_images"] == 4 and set(rep["configs"]) == {"dense", "sttf+anc"}
+    # timed as the node runs: one intra-op thread, one OpenCV thread
+    assert "intra_op_threads=1" in rep["threads"] and "opencv 1" in rep["threads"]
     dense, sttf = rep["configs"]["dense"], rep["configs"]["sttf+anc"]
     assert dense["tokens_recomputed_mean"] == 196
     assert sttf["tokens_recomputed_mean"] == 98  # frame 2 of a still image reuses every token

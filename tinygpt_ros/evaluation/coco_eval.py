@@ -21,6 +21,11 @@ import numpy as np
 
 from tinygpt_ros.data.coco import coco_refs
 from tinygpt_ros.evaluation.configs import full_knobs, parse_configs
+from tinygpt_ros.runtime.threads import (
+    DEFAULT_BLAS_THREADS,
+    DEFAULT_INTRA_OP_THREADS,
+    apply_thread_limits,
+)
 
 
 def load_coco(captions: str | Path, images: str | Path, limit: int = 0
@@ -56,7 +61,10 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def run(model_dir: str | Path, captions: str | Path, images: str | Path,
         configs: Sequence[str] = ("dense", "sttf+anc"), limit: int = 0,
-        frames_per_image: int = 1, backend: str = "torch", log: Any = print) -> dict[str, Any]:
+        frames_per_image: int = 1, backend: str = "torch", log: Any = print,
+        threads: int = DEFAULT_INTRA_OP_THREADS) -> dict[str, Any]:
+    """Caption every image with each config. The ms per frame are taken under the node's
+    thread limits (`runtime.threads`; `threads` is the intra-op count), as the node runs."""
     from tinygpt_ros.deploy.factory import load_engine
     from tinygpt_ros.evaluation.metrics import caption_scores_many
 
@@ -64,7 +72,9 @@ def run(model_dir: str | Path, captions: str | Path, images: str | Path,
         raise ValueError(f"frames_per_image must be >= 1, got {frames_per_image}")
     refs, paths = load_coco(captions, images, limit)
     knobs = {name: full_knobs(over) for name, over in parse_configs(list(configs)).items()}
-    engine = load_engine(model_dir, backend=backend)
+    engine = load_engine(model_dir, backend=backend, threads=threads)
+    # after the engine is built: threadpoolctl caps only the pools already loaded
+    thread_report = apply_thread_limits(DEFAULT_BLAS_THREADS, threads)
     hyps: dict[str, dict[int, str]] = {name: {} for name in knobs}
     cost: dict[str, dict[str, list[float]]] = {n: {"ms": [], "recomputed": []} for n in knobs}
     for n_done, (image_id, path) in enumerate(paths.items(), 1):
@@ -88,6 +98,7 @@ def run(model_dir: str | Path, captions: str | Path, images: str | Path,
     return {
         "model": str(model_dir), "captions": str(captions), "images": str(images),
         "num_images": len(refs), "frames_per_image": frames_per_image,
+        "threads": thread_report.summary(),
         "configs": {name: {"knobs": knobs[name], "scores": scores[name],
                            "ms_per_frame_mean": float(np.mean(cost[name]["ms"])),
                            "tokens_recomputed_mean": float(np.mean(cost[name]["recomputed"]))}
