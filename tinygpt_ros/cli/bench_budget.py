@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=("torch", "onnxruntime"))
     p.add_argument("--targets", type=float, nargs="+", default=[0.05, 0.08, 0.12],
                    help="budget_target_gflops values to run the controller at")
-    p.add_argument("--latency-fractions", type=float, nargs="*", default=[0.6, 0.8],
+    p.add_argument("--latency-fractions", type=float, nargs="*", default=[0.6, 0.7, 0.8],
                    help="latency targets as fractions of the user's-knobs p95 ms measured in "
                    "the same run (none: FLOPs targets only)")
     p.add_argument("--streams", type=int, default=4, help="scene-switching streams")
