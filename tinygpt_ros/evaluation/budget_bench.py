@@ -25,9 +25,9 @@ FLOPs are deterministic, so those figures reproduce on any machine; latency figu
 on whatever the machine is doing at the time, with the node's thread limits (`runtime.threads`:
 one BLAS / OpenCV thread, one onnxruntime intra-op thread unless `threads` says otherwise), since
 the milliseconds a target is held against are the node's. Until 2026-12-06 the engine ran at the
-libraries' defaults (two threads each on two cores): on 18 val streams a frame's fixed stages
-(motion, fusion) then stalled by 6-13 ms on 0.3-0.8% of frames, against 0-1 in 1728 with the
-node's limits.
+libraries' defaults (two threads each on two cores): on 18 val streams a stage outside the
+networks (motion, fusion, change test; usually 0.2-4 ms) then took over 6 ms on 0.3-0.8% of a
+configuration's frames, against 0-1 of 1728 with the node's limits.
 """
 
 from __future__ import annotations
