@@ -99,12 +99,24 @@ def test_a_slow_switch_names_its_last_frame_over_the_target_and_what_it_did():
     assert "- flops=1: still -> pan (12, 11)" in budget_markdown(rep, None)
 
 
+def _markdown_rows(runs: dict, frames_per_scene: int) -> dict[str, str]:
+    """The main table's rows (config name -> line) of a one-stream report of `runs`."""
+    from tinygpt_ros.evaluation.budget_bench import budget_markdown
+
+    for r in runs.values():
+        r["CIDEr"] = 1.0
+    rep = {"streams": {"count": 1, "pattern": ["still"], "frames_per_scene": frames_per_scene,
+                       "split": "test", "segments": 1}, "settle_frames": 10, "seconds": 1.0,
+           "runs": runs, "comparison": []}
+    return {line.split(" | ")[0][2:]: line for line in budget_markdown(rep, None).splitlines()
+            if line.startswith("| ")}
+
+
 def test_a_target_below_every_fixed_setting_is_named_as_such_in_the_report():
     """Each budget row carries the run's fixed setting with the lowest settled p95 in its
     unit, over its target: above 1.1, no fixed setting holds the target, and the markdown says
     the target lies below it (the issue: such a target is reported, not met)."""
     from tinygpt_ros.evaluation.budget_bench import (
-        budget_markdown,
         cost_summary,
         note_cheapest_fixed,
     )
@@ -126,13 +138,7 @@ def test_a_target_below_every_fixed_setting_is_named_as_such_in_the_report():
     assert runs["latency=8ms"]["cheapest_fixed_vs_target"] == pytest.approx(0.75)
     assert runs["flops=0.1"]["cheapest_fixed_vs_target"] == pytest.approx(0.5)  # in GFLOPs
     assert "cheapest_fixed" not in runs["fixed@0"]
-    for r in runs.values():
-        r["CIDEr"] = 1.0
-    rep = {"streams": {"count": 1, "pattern": ["still"], "frames_per_scene": 20,
-                       "split": "test", "segments": 1}, "settle_frames": 10, "seconds": 1.0,
-           "runs": runs, "comparison": []}
-    rows = {line.split(" | ")[0][2:]: line for line in budget_markdown(rep, None).splitlines()
-            if line.startswith("| ")}
+    rows = _markdown_rows(runs, frames_per_scene=20)
     assert "1.24 (missed) | 1.20 (fixed@5, target below it) |" in rows["latency=5ms"]
     assert "1.00 | 0.75 (fixed@5) |" in rows["latency=8ms"]
     assert rows["fixed@0"].count("|") == rows["latency=8ms"].count("|")
@@ -144,7 +150,6 @@ def test_the_report_counts_switches_settled_in_time_beside_the_cheapest_fixed_se
     switches settled within 10 frames and the cheapest fixed setting's count at the same
     target, so a reader tells the target's misses from the controller's."""
     from tinygpt_ros.evaluation.budget_bench import (
-        budget_markdown,
         cost_summary,
         note_cheapest_fixed,
     )
@@ -167,13 +172,7 @@ def test_the_report_counts_switches_settled_in_time_beside_the_cheapest_fixed_se
     note_cheapest_fixed(runs, accs)
     assert runs["latency=5ms"]["cheapest_fixed"] == "fixed@5"
     assert runs["latency=5ms"]["cheapest_fixed_settled_within"] == 1
-    for r in runs.values():
-        r["CIDEr"] = 1.0
-    rep = {"streams": {"count": 1, "pattern": ["still"], "frames_per_scene": 12,
-                       "split": "test", "segments": 1}, "settle_frames": 10, "seconds": 1.0,
-           "runs": runs, "comparison": []}
-    rows = {line.split(" | ")[0][2:]: line for line in budget_markdown(rep, None).splitlines()
-            if line.startswith("| ")}
+    rows = _markdown_rows(runs, frames_per_scene=12)
     assert "| 2 / 3 (1) |" in rows["latency=5ms"]
     assert rows["fixed@0"].count("|") == rows["latency=5ms"].count("|")
 
