@@ -427,6 +427,40 @@ def test_a_decode_that_would_take_its_frame_over_the_target_waits_a_frame():
     assert not ctl.defer_decode("frame", 3e9, 0.0)
 
 
+def test_a_frame_whose_fusion_would_take_it_over_a_time_target_keeps_the_last_fused_set():
+    """Under a latency target the engine asks before fusing, with the frame's milliseconds so
+    far and what its last fusion took: over the target, the frame keeps the last fused set, at
+    most `hold_fusion_max` frames in a row, each counted; the level is decided on what the
+    frame would have cost with the fusion. FLOPs targets (whose costs are known before a stage
+    runs), a new view and a switched-off budget always fuse."""
+    ctl = BudgetController("latency", 10.0)
+    assert ControllerGains().hold_fusion_max == 1
+    ctl.plan("frame", Knobs())
+    assert not ctl.hold_fusion("frame", 8.0, 1.5)  # fits: fuse
+    assert ctl.hold_fusion("frame", 9.0, 1.5)  # would go over: keep the last set
+    # the frame costs what it cost without the fusion; the level follows the cost with it
+    diag = ctl.observe("frame", timed(9.2))
+    assert diag is not None and diag["budget_cost"] == pytest.approx(9.2)
+    assert diag["budget_held_fusions"] == 1
+    ctl.plan("frame", Knobs())
+    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(10.5)
+    assert ctl.level("frame") > 0.0
+    assert not ctl.hold_fusion("frame", 9.0, 1.5)  # one frame in a row at most: fuse
+    assert ctl.hold_fusion("frame", 9.0, 1.5)  # after a fusion it may hold again
+    two = BudgetController("latency", 10.0, gains=ControllerGains(hold_fusion_max=2))
+    assert [two.hold_fusion("frame", 9.5, 1.0) for _ in range(3)] == [True, True, False]
+    never = BudgetController("latency", 10.0, gains=ControllerGains(hold_fusion_max=0))
+    assert not never.hold_fusion("frame", 20.0, 1.0)
+    assert not BudgetController("flops", 1e-9).hold_fusion("frame", 20.0, 1.0)
+    assert not BudgetController().hold_fusion("frame", 20.0, 1.0)
+    # a new view runs whole at the user's knobs: the allowance paid for its fusion too
+    view = BudgetController("latency", 1.0)
+    drive(view, scene=8.0, frames=30)
+    view.plan("frame", Knobs())
+    assert view.spend_on_new_view("frame")
+    assert not view.hold_fusion("frame", 20.0, 1.0)
+
+
 def test_a_frame_recomputes_the_changed_tokens_that_fit_and_the_level_ignores_the_fit():
     """`fit_tokens` names how many of a frame's changed tokens (largest change first) fit a
     FLOPs target: more than the step's knobs selected when the frame has room, fewer when

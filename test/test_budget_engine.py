@@ -237,6 +237,46 @@ def test_a_scene_cut_under_a_latency_target_is_a_new_view_without_the_allowance(
     assert again.budget["budget_new_views"] == 1
 
 
+def test_a_frame_over_a_time_target_keeps_the_last_fused_set_and_the_next_fuses(engine):
+    """Under a latency target no frame can meet, a panning camera's frames keep the last fused
+    set every other frame (one in a row at most): no fusion runs and none is charged, the
+    decoder reads the set the frame before fused, the encoder still recomputes the changed
+    tokens, and the next frame fuses them. A re-anchor (a scene cut: the window starts anew)
+    fuses whatever the target says. Without a budget every frame fuses."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import BudgetController
+
+    pan_seed, cut_seed = split_seeds("test", 2, 11)
+    pan = render_clip(pan_seed, "pan", num_frames=10).frames
+    cut = render_clip(cut_seed, "still", num_frames=3).frames
+    budget = engine.budget
+    try:
+        engine.budget = BudgetController("latency", 1e-6)
+        engine.reset()
+        results = [engine.process_frame(f) for f in list(pan) + list(cut)]
+        engine.budget = BudgetController()
+        engine.reset()
+        free = [engine.process_frame(f) for f in pan]
+    finally:
+        engine.budget = budget
+    held = [r.budget["budget_held_fusions"] for r in results]
+    steps = [b - a for a, b in itertools.pairwise([0, *held])]
+    assert steps[0] == 0 and max(steps) == 1 and sum(steps) >= 3, steps
+    assert all(not (a and b) for a, b in itertools.pairwise(steps)), steps  # never two in a row
+    for i, (prev, now) in enumerate(itertools.pairwise(results), start=1):
+        if steps[i]:
+            assert now.record.flops["fusion"] == 0.0
+            assert np.array_equal(now.fused_centroids, prev.fused_centroids)
+            assert not now.record.reanchored
+    # the tokens a held frame recomputed are fused by the next frame
+    moved = [i for i in range(1, len(pan) - 1)
+             if steps[i] and results[i].record.tokens_recomputed > 0]
+    assert moved and all(results[i + 1].record.flops["fusion"] > 0 for i in moved)
+    first_cut = results[len(pan)]
+    assert first_cut.record.reanchored and steps[len(pan)] == 0
+    assert all(r.record.flops["fusion"] > 0 for r in free[1:])
+
+
 def test_a_decode_that_would_take_a_scene_cut_over_the_target_waits_a_frame(engine):
     """A scene cut at the user's knobs recomputes every token; with the decode on top it costs
     more than a target it fits without. The decode waits for the next frame: the cut frame

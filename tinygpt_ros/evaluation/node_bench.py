@@ -683,6 +683,7 @@ def budget_stats(frames: Sequence[dict[str, str]],
         "deferred_decodes": _count(held[-1], "budget_deferred_decodes"),
         "thinned_decodes": _count(held[-1], "budget_thinned_decodes"),
         "split_decodes": _count(held[-1], "budget_split_decodes"),
+        "held_fusions": _count(held[-1], "budget_held_fusions"),
         "filled_tokens": _count(held[-1], "budget_filled_tokens"),
         "trimmed_frames": _count(held[-1], "budget_trimmed_frames"),
     }

@@ -161,6 +161,19 @@ moved, so stale samples from an older level never push it further: anti-windup):
   CIDEr 1.301 -> 1.352) and the level relaxes twice as fast (`ControllerGains.gain_down`). On 18 val
   streams (2026-12-05, FLOPs 0.07 / 0.1 / 0.13) CIDEr 1.301 / 1.671 / 1.785 -> 1.475 / 1.701
   / 1.756 at about the same mean cost (`fit_tokens` has the details).
+- under a latency target a camera frame whose milliseconds so far and its stream's last fusion
+  would go over the target keeps the last fused set (`hold_fusion`, counted in
+  `budget_held_fusions`), one frame in a row at most; the level is decided on the cost with
+  the fusion. What still took frames over 1.1 x a 0.7-0.8 x target once settled was the
+  stages no rung moves: on val pans the motion stage took 1.5-3.2 ms a frame (a rotation or
+  zoom in the estimate takes the general warp, about 1.1 ms more than a shift), and the
+  level cannot see such a frame coming. On 18 val streams run interleaved four times
+  (2026-12-06, scratch trace; calibration p95 8.5-11.0 ms) the settled p95 went 1.00 / 1.03 /
+  1.00 / 0.99 -> 0.99 / 1.00 / 1.00 / 0.99 x target at 0.8 x and 1.01 / 1.07 / 1.01 / 1.01 ->
+  1.00 / 1.03 / 1.01 / 1.00 at 0.7 x, at 0.6 x (under the floor) 1.05 / 1.28 -> 1.02 / 1.20
+  (the cheapest fixed setting 1.08 / 1.34); switches settled within 10 frames 567 -> 570 of
+  576 at 0.8 x, 562 -> 562 at 0.7 x; CIDEr 1.776 -> 1.783 and 1.742 -> 1.743 (means of the
+  four). Two frames in a row at most gave the same (two runs).
 """
 
 from __future__ import annotations
@@ -277,6 +290,10 @@ class ControllerGains:
     # without room for a pass started to run none (`StreamingEngine._advance_decode`); see
     # the module docstring for the figures.
     split_decode_frames: int = 8
+    # Under a latency target a frame whose cost so far and last fusion's milliseconds would
+    # take it over the target keeps the last fused set instead of fusing (`hold_fusion`), at
+    # most this many frames in a row; 0 always fuses.
+    hold_fusion_max: int = 1
 
 
 @dataclass
@@ -304,6 +321,8 @@ class _StreamState:
     fit_cost: float = 0.0  # what fit_tokens added to this frame's cost (< 0: cut back)
     thinned: int = 0  # overdue decodes that read a thinner fused set (thin_decode), so far
     split: int = 0  # caption decodes spread over more than one frame (decode_deadline), so far
+    held_run: int = 0  # frames in a row, up to this one, that kept the last fused set
+    held: int = 0  # frames that kept the last fused set (hold_fusion), so far
     under: int = 0  # consecutive decisions under the relax band
     calm: int = 0  # consecutive decisions inside the dead band
     probe_wait: int = 0  # calm decisions before the next probe (0 = gains.probe_after)
@@ -611,6 +630,37 @@ class BudgetController:
             return None
         return None if self._stream(modality).view_frame else self.target
 
+    def hold_fusion(self, modality: str, spent_ms: float, fusion_ms: float) -> bool:
+        """Whether this camera frame keeps the last fused set instead of fusing its window,
+        under a latency target: True when the frame's milliseconds so far (`spent_ms`, the
+        encoder included) and what the stream's last fusion took (`fusion_ms`) would take it
+        over the target, at most `ControllerGains.hold_fusion_max` frames in a row. Never on a
+        new view paid from the allowance (`spend_on_new_view`). Counted in
+        `budget_held_fusions`; the level is decided on what the frame would have cost with
+        the fusion, as for a deferred decode.
+
+        Why: the stages before fusion that no rung moves (preprocessing, the motion stage,
+        the change test) vary by a millisecond from frame to frame on a moving camera (the
+        motion stage takes 1.5 to 3.2 ms on val pans, with the warp a rotation or zoom in the
+        estimate needs), and at 0.7-0.8 x the user's-knobs p95 such a frame went over 1.1 x
+        the target at any level: the level follows the frames already run and cannot see one
+        coming. Fusion runs after them, its cost is known from the last frame, and it is
+        the largest share of a frame that the ladder's knobs move (1.1-1.8 ms on pans). The
+        encoder has recomputed the changed tokens and they are in the window; only the set
+        the decoder reads is one frame old, and the next frame fuses them."""
+        if self.mode != "latency":
+            return False
+        s = self._stream(modality)
+        if (s.view_frame or s.held_run >= self.gains.hold_fusion_max
+                or spent_ms + fusion_ms <= self.target):
+            s.held_run = 0
+            return False
+        s.held_run += 1
+        s.held += 1
+        cost = spent_ms + fusion_ms
+        s.deferred_cost = cost if s.deferred_cost is None else max(s.deferred_cost, cost)
+        return True
+
     def note_split_decode(self, modality: str) -> None:
         """A caption decode completed over more than one frame (`budget_split_decodes`)."""
         self._stream(modality).split += 1
@@ -864,6 +914,7 @@ class BudgetController:
             "budget_deferred_decodes": s.deferred,
             "budget_thinned_decodes": s.thinned,
             "budget_split_decodes": s.split,
+            "budget_held_fusions": s.held,
             "budget_filled_tokens": s.filled,
             "budget_trimmed_frames": s.trimmed,
         }

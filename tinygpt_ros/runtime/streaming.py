@@ -206,6 +206,7 @@ class Stream:
     since_reanchor: int = 1 << 30  # frames since the motion stage last re-anchored
     # (window frames, max_tokens, fusion result) of the last fusion: see StreamingEngine._fuse
     fusion_memo: tuple[tuple[np.ndarray, ...], int | None, tuple[Any, ...]] | None = None
+    fusion_ms: float = 0.0  # what the last fusion that ran took (BudgetController.hold_fusion)
     # frames: the stabilised frame (ops.motion); anchor = model input of the last full refresh
     anchor: np.ndarray | None = None  # (224, 224, 3) unit float
     anchor_gray: np.ndarray | None = None
@@ -748,9 +749,16 @@ class StreamingEngine:
 
         with timer.stage("fusion"):
             n_window = len(s.window) * NUM_TOKENS
-            fused, sizes, positions, merge_input, fused_now = self._fuse(
-                s, k.max_fused_tokens if k.sttf_enabled else None,
-                k.fused_frames if k.sttf_enabled and counts is None else 0)
+            if self._hold_fusion(s, modality, k, sum(timer.ms.values())):
+                fused, sizes, positions, merge_input = s.fusion_memo[2]  # type: ignore[index]
+                fused_now = False
+            else:
+                started = time.perf_counter()
+                fused, sizes, positions, merge_input, fused_now = self._fuse(
+                    s, k.max_fused_tokens if k.sttf_enabled else None,
+                    k.fused_frames if k.sttf_enabled and counts is None else 0)
+                if fused_now:
+                    s.fusion_ms = (time.perf_counter() - started) * 1e3
             real = sizes > 0
             n_fused = int(real.sum())
             if k.sttf_enabled and fused_now:  # a memo hit ran no fusion: it costs nothing
@@ -867,6 +875,18 @@ class StreamingEngine:
             order = np.argsort(-np.where(candidates, change, -np.inf), kind="stable")
             selected[:] = False
             selected[order[:n]] = True
+
+    def _hold_fusion(self, s: Stream, modality: str, k: Knobs, spent_ms: float) -> bool:
+        """Whether this camera frame keeps the last fused set (`BudgetController.hold_fusion`:
+        under a latency target, when fusing would take the frame over it). Only when that set
+        was fused from slots still in the window: never across a re-anchor, which starts the
+        window anew (the set would show the old view), nor without STTF, whose dense path
+        keeps no fused set."""
+        memo = s.fusion_memo
+        if (modality != "frame" or not k.sttf_enabled or memo is None
+                or not any(slot is memo[0][-1] for slot in list(s.window)[:-1])):
+            return False
+        return self.budget.hold_fusion(modality, spent_ms, s.fusion_ms)
 
     def _rebase_window(self, s: Stream, out: np.ndarray, fresh: np.ndarray) -> None:
         """After a change of encoder branch, re-express the window's older slots in the new
