@@ -546,8 +546,10 @@ class BudgetController:
         part new (on val, still scenes scored 1.567 where the caption rung alone scored
         1.849). A new view is a step in the scene, and the target's p95 is taken once settled,
         10 frames after a step; the spacing keeps a camera that cuts faster from turning every
-        frame into one. Continuous pans do not re-anchor (4 to 32 px a frame over a generated
-        scene and over a photograph at 640x480: none in 360 frames), so new views are cuts. On
+        frame into one. New views are mostly cuts: a pan re-anchors only past
+        `max_compensated_motion` from the anchor (4 to 32 px a frame over a generated scene
+        and over a photograph at 640x480: none in 360 frames; 3 of the 36 pans of
+        bench-budget's test streams at the user's knobs, at frames 5-9, 2026-12-06). On
         18 val streams run interleaved twice (targets 0.6 / 0.8 x the user's-knobs p95),
         CIDEr went 1.416 / 1.310 -> 1.655 / 1.639 at 0.6 (the caption rung alone 1.529, at a
         lower mean: 5.1-5.2 ms against 5.5), 1.847 / 1.832 -> 1.829 / 1.853 at 0.8; the
