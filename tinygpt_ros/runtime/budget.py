@@ -548,8 +548,8 @@ class BudgetController:
         10 frames after a step; the spacing keeps a camera that cuts faster from turning every
         frame into one. New views are mostly cuts: a pan re-anchors only past
         `max_compensated_motion` from the anchor (4 to 32 px a frame over a generated scene
-        and over a photograph at 640x480: none in 360 frames; 3 of the 36 pans of
-        bench-budget's test streams at the user's knobs, at frames 5-9, 2026-12-06). On
+        and over a photograph at 640x480: none in 360 frames; 2 of the 36 pans of
+        bench-budget's test streams at the user's knobs, 3 times at frames 5-9, 2026-12-06). On
         18 val streams run interleaved twice (targets 0.6 / 0.8 x the user's-knobs p95),
         CIDEr went 1.416 / 1.310 -> 1.655 / 1.639 at 0.6 (the caption rung alone 1.529, at a
         lower mean: 5.1-5.2 ms against 5.5), 1.847 / 1.832 -> 1.829 / 1.853 at 0.8; the
