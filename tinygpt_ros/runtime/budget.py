@@ -653,13 +653,12 @@ class BudgetController:
         if self.mode != "latency":
             return False
         s = self._stream(modality)
-        if (s.view_frame or s.held_run >= self.gains.hold_fusion_max
-                or spent_ms + fusion_ms <= self.target):
+        cost = spent_ms + fusion_ms
+        if s.view_frame or s.held_run >= self.gains.hold_fusion_max or cost <= self.target:
             s.held_run = 0
             return False
         s.held_run += 1
         s.held += 1
-        cost = spent_ms + fusion_ms
         s.deferred_cost = cost if s.deferred_cost is None else max(s.deferred_cost, cost)
         return True
 
