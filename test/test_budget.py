@@ -255,6 +255,27 @@ def test_reanchors_are_gated_from_the_tokens_rung_on():
     assert not BudgetController().gates_reanchor("frame")  # off: never
 
 
+def test_a_latency_target_runs_the_cheaper_motion_model_once_engaged():
+    """Under a latency target the step's camera-motion model is the cheap end's (translation)
+    once the level leaves 0; at level 0 it is the user's. A user's model that is already as
+    cheap or cheaper stays, and no other target touches it (its cost is milliseconds, and
+    under a FLOPs target a zoom the shift cannot undo recomputes more tokens)."""
+    ctl = BudgetController("latency", 10.0)
+    assert ctl.plan("frame", Knobs())[0].motion_compensation == "similarity"  # level 0
+    ctl._stream("frame").level = 0.5
+    assert ctl.plan("frame", Knobs())[0].motion_compensation == "translation"
+    for mine in ("translation", "off"):
+        assert ctl.plan("frame", Knobs(motion_compensation=mine))[0].motion_compensation == mine
+    for mode, target in (("flops", 0.1), ("power", 100.0)):
+        other = BudgetController(mode, target)
+        other._stream("frame").level = 3.0
+        assert other.plan("frame", Knobs())[0].motion_compensation == "similarity", mode
+    kept = BudgetController("latency", 10.0,
+                            cheap=CheapEnd(time_motion_compensation="similarity"))
+    kept._stream("frame").level = 3.0
+    assert kept.plan("frame", Knobs())[0].motion_compensation == "similarity"
+
+
 def test_an_isolated_frame_over_the_target_is_let_through_and_counted():
     """The target is a p95: a one-off spike (a scene cut) does not move the level, a second
     one before the 4% allowance refills does, and each let-through frame is counted."""

@@ -177,13 +177,19 @@ def test_the_report_counts_switches_settled_in_time_beside_the_cheapest_fixed_se
     assert rows["fixed@0"].count("|") == rows["latency=5ms"].count("|")
 
 
-def test_fixed_settings_are_the_ladder_each_rung_alone_and_a_dozen_grid_points():
+def test_fixed_settings_are_the_ladder_each_rung_alone_and_two_dozen_grid_points():
     cfgs = fixed_configurations()
     grid = [n for n in cfgs if n.startswith("grid")]
     alone = [n for n in cfgs if n.endswith("rung alone")]
-    assert len(grid) == int(np.prod([len(v) for v in FIXED_GRID.values()])) >= 12
+    assert len(grid) == int(np.prod([len(v) for v in FIXED_GRID.values()])) >= 24
     assert alone == [f"{r} rung alone" for r in RUNGS]
-    assert len(cfgs) == len(grid) + len(FIXED_LEVELS) + len(RUNGS)
+    ladder_translation = [n for n in cfgs if n.startswith("fixed@") and "motion=" in n]
+    assert len(ladder_translation) == len(FIXED_LEVELS) - 1  # level 0 is the user's knobs
+    assert len(cfgs) == len(grid) + 2 * len(FIXED_LEVELS) - 1 + len(RUNGS)
+    assert cfgs["fixed@3 motion=translation"]["knobs"] == {
+        **cfgs["fixed@3"]["knobs"], "motion_compensation": "translation"}
+    assert {c["knobs"]["motion_compensation"] for n, c in cfgs.items() if n in grid} == set(
+        FIXED_GRID["motion_compensation"])
     assert cfgs["fixed@0"]["knobs"] == Knobs().as_dict() and cfgs["fixed@0"]["bias"] == 0.0
     assert cfgs["fixed@2"]["bias"] > 0  # the ladder's router rung
     assert cfgs["router rung alone"]["knobs"] == Knobs().as_dict()

@@ -277,6 +277,61 @@ def test_a_frame_over_a_time_target_keeps_the_last_fused_set_and_the_next_fuses(
     assert all(r.record.flops["fusion"] > 0 for r in free[1:])
 
 
+def test_under_a_latency_target_a_pan_is_tracked_as_a_shift_and_a_zoom_is_not(engine):
+    """Once a latency target engages the ladder, the motion stage estimates a shift only while
+    the user's similarity model last found no zoom or roll against the anchor, and runs the
+    user's model again every SHIFT_ONLY_RUN + 1 frames (the frame's diagnostics say which ran).
+    A pan is still followed on the shift frames, recomputing no more tokens than at the
+    user's model; a zoom keeps the user's model once it has seen the zoom. Without a budget
+    the user's model runs on every frame."""
+    from tinygpt_ros.data.scenes import render_clip, split_seeds
+    from tinygpt_ros.runtime.budget import BudgetController
+    from tinygpt_ros.runtime.streaming import SHIFT_ONLY_RUN
+
+    seed = split_seeds("test", 1, 11)[0]
+    pan = render_clip(seed, "pan", num_frames=12).frames
+    zoom = render_clip(seed, "zoom", num_frames=12).frames
+
+    def run_clip(clip, budget: BudgetController) -> list:
+        engine.budget = budget
+        engine.reset()
+        return [engine.process_frame(f).record for f in clip]
+
+    budget = engine.budget
+    try:
+        free = run_clip(pan, BudgetController())
+        tight = run_clip(pan, BudgetController("latency", 1e-6))
+        zoomed = run_clip(zoom, BudgetController("latency", 1e-6))
+    finally:
+        engine.budget = budget
+    assert {r.motion_compensation for r in free} == {"similarity"}
+    modes = [r.motion_compensation for r in tight]
+    # frame 0 sets the anchor at level 0, frame 1 is the user's model's first look at it
+    assert modes[:2] == ["similarity", "similarity"], modes
+    shift = [i for i, m in enumerate(modes) if m == "translation"]
+    assert len(shift) >= len(pan) // 2, modes
+    assert all("similarity" in modes[i:i + SHIFT_ONLY_RUN + 1]
+               for i in range(1, len(modes) - SHIFT_ONLY_RUN)), modes  # re-checked
+    # a shift frame moves only the shift: its scale and roll are the frame before's
+    assert all(np.isclose(tight[i].motion_scale, tight[i - 1].motion_scale, atol=1e-9)
+               and np.isclose(tight[i].motion_rotation_deg, tight[i - 1].motion_rotation_deg,
+                              atol=1e-7)
+               for i in shift if not (tight[i].reanchored or tight[i - 1].reanchored))
+    assert all(abs(tight[i].motion_dx) + abs(tight[i].motion_dy) > 0 for i in shift
+               if not tight[i].reanchored)
+    followed = [tight[i].tokens_recomputed for i in shift if not tight[i].reanchored]
+    assert np.mean(followed) <= 1.25 * np.mean(
+        [r.tokens_recomputed for r in free[2:] if not r.reanchored])
+    zoom_modes = [r.motion_compensation for r in zoomed]
+    seen = [i for i, r in enumerate(zoomed) if abs(r.motion_scale - 1.0) > 0.005]
+    assert seen, [r.motion_scale for r in zoomed]
+    # after the user's model saw the zoom, no shift-only frame until a re-anchor
+    for i in range(seen[0] + 1, len(zoomed)):
+        if zoomed[i].reanchored:
+            break
+        assert zoom_modes[i] == "similarity", (i, zoom_modes)
+
+
 def test_a_decode_that_would_take_a_scene_cut_over_the_target_waits_a_frame(engine):
     """A scene cut at the user's knobs recomputes every token; with the decode on top it costs
     more than a target it fits without. The decode waits for the next frame: the cut frame

@@ -10,10 +10,11 @@ knobs (motion and exposure compensation on). Configurations:
   fractions of the user's-knobs p95 latency, measured by a calibration pass over the same
   streams at the start of the run, since absolute ms depend on the machine);
 - fixed settings: the ladder the controller walks (`budget.knobs_at_level`, levels 0-5, with
-  its router bias), each rung alone at its cheap end (`budget.knobs_with_rungs`: what one rung
-  costs in quality and saves in compute, which is how the ladder's order is chosen, on `val`
-  clips), and a grid over fusion_threshold x max_fused_tokens x router bias (`FIXED_GRID`) on
-  top of the user's other knobs.
+  its router bias; levels 1-5 also with the camera-motion model a latency target runs them
+  with), each rung alone at its cheap end (`budget.knobs_with_rungs`: what one rung costs in
+  quality and saves in compute, which is how the ladder's order is chosen, on `val` clips),
+  and a grid over fusion_threshold x max_fused_tokens x router bias x motion model
+  (`FIXED_GRID`) on top of the user's other knobs.
 
 Reported per configuration: CIDEr (all segments scored together), mean and p95 cost in GFLOPs
 and ms per frame, and for the controller the p95 once settled (frames >= `SETTLE_FRAMES` after
@@ -38,12 +39,19 @@ import math
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinygpt_ros.runtime.budget import RUNGS, BudgetController, knobs_at_level, knobs_with_rungs
+from tinygpt_ros.runtime.budget import (
+    RUNGS,
+    BudgetController,
+    CheapEnd,
+    knobs_at_level,
+    knobs_with_rungs,
+)
 from tinygpt_ros.runtime.threads import (
     DEFAULT_BLAS_THREADS,
     DEFAULT_INTRA_OP_THREADS,
@@ -54,9 +62,11 @@ from tinygpt_ros.spec.config import Knobs
 SWITCH_PATTERN = ("still", "busy", "pan", "slow", "busy", "flicker", "pan", "still")
 SETTLE_FRAMES = 10  # the issue's settling allowance after a step change
 FIXED_LEVELS = tuple(float(level) for level in range(len(RUNGS) + 1))
-# fusion_threshold x max_fused_tokens x router bias: 12 fixed points off the ladder
+# fusion_threshold x max_fused_tokens x router bias x camera-motion model: 24 fixed points
+# off the ladder (the motion model since the controller runs the cheaper one under a latency
+# target, `BudgetController._time_motion`: a fixed setting may run it too)
 FIXED_GRID = {"fusion_threshold": (0.5, 1.5, 3.0), "max_fused_tokens": (31, 12),
-              "router_bias": (0.0, 3.0)}
+              "router_bias": (0.0, 3.0), "motion_compensation": ("similarity", "translation")}
 UNIT_KEYS = {"flops": "gflops", "latency": "ms"}
 
 
@@ -128,19 +138,26 @@ def frame_work(record: Any) -> str:
 def fixed_configurations() -> dict[str, dict[str, Any]]:
     """name -> {"knobs", "bias", "mode": None, "target": None}: the ladder and the grid."""
     user = Knobs()
+    cheap_motion = CheapEnd().time_motion_compensation
     out: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, k: Knobs, bias: float) -> None:
+        out[name] = {"knobs": k.as_dict(), "bias": bias, "mode": None, "target": None}
+
     for level in FIXED_LEVELS:
         k, bias = knobs_at_level(user, level)
-        out[f"fixed@{level:g}"] = {"knobs": k.as_dict(), "bias": bias, "mode": None,
-                                   "target": None}
+        add(f"fixed@{level:g}", k, bias)
+    for level in FIXED_LEVELS[1:]:  # the ladder as a latency target runs it
+        k, bias = knobs_at_level(user, level)
+        add(f"fixed@{level:g} motion={cheap_motion}",
+            replace(k, motion_compensation=cheap_motion), bias)
     for rung in RUNGS:
         k, bias = knobs_with_rungs(user, {rung: 1.0})
-        out[f"{rung} rung alone"] = {"knobs": k.as_dict(), "bias": bias, "mode": None,
-                                     "target": None}
-    for thr, fused, bias in itertools.product(*FIXED_GRID.values()):
-        k = Knobs(fusion_threshold=thr, max_fused_tokens=fused)
-        out[f"grid thr={thr:g} fused={fused} bias={bias:g}"] = {
-            "knobs": k.as_dict(), "bias": bias, "mode": None, "target": None}
+        add(f"{rung} rung alone", k, bias)
+    for thr, fused, bias, motion in itertools.product(*FIXED_GRID.values()):
+        k = Knobs(fusion_threshold=thr, max_fused_tokens=fused, motion_compensation=motion)
+        suffix = "" if motion == user.motion_compensation else f" motion={motion}"
+        add(f"grid thr={thr:g} fused={fused} bias={bias:g}{suffix}", k, bias)
     return out
 
 
@@ -423,8 +440,8 @@ def compare_at_equal_cost(runs: dict[str, dict[str, Any]],
 
     With `select` (the runs of the same benchmark on `val` clips) the fixed setting is chosen
     there, from the val costs and CIDEr, and then compared on these clips: picking the best of
-    two dozen fixed settings on the clips it is scored on would hand the fixed side the
-    maximum of two dozen noisy scores. The setting picked in hindsight is reported too."""
+    forty fixed settings on the clips it is scored on would hand the fixed side the
+    maximum of forty noisy scores. The setting picked in hindsight is reported too."""
     fixed = {n: r for n, r in runs.items() if r["mode"] is None}
     by_key = {r.get("key", n): r for n, r in (select or {}).items()}
     rows = []

@@ -120,6 +120,11 @@ class Motion:
         moved = corners @ self.matrix.T
         return float(np.abs(moved - corners[:, :2]).max())
 
+    def zoom_roll_px(self) -> float:
+        """A bound on how far the scale and rotation alone move a model-input corner about
+        the centre (what a shift leaves out), model px."""
+        return float(np.abs(self.matrix[:, :2] - np.eye(2)).max() * (IMAGE_SIZE - 1))
+
     @property
     def is_identity(self) -> bool:
         return self.max_displacement() < DEADBAND_PX
