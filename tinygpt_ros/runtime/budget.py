@@ -529,7 +529,7 @@ class BudgetController:
         3.0 ms a pan frame with it and 2.2 ms with a shift (slow scenes 1.5 -> 0.8), for the
         same tokens recomputed. Only latency: the stage's cost is milliseconds, and under a
         FLOPs target a zoom the shift cannot undo would recompute more tokens."""
-        cheap = self.cheap.time_motion_compensation
+        cheap = self.cheap.time_motion_compensation  # MOTION_MODES run cheapest first
         if (self.mode != "latency" or level <= 0
                 or MOTION_MODES.index(cheap) >= MOTION_MODES.index(k.motion_compensation)):
             return k

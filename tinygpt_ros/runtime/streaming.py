@@ -439,10 +439,9 @@ class StreamingEngine:
         # asked before the motion stage, which it may tell to gate a re-anchor
         planned = self.budget.plan("frame", self._knobs, self.cfg.temporal_window)
         with timer.stage("motion"):
-            mode = self._motion_mode(s, planned[0].motion_compensation)
-            comp = self._compensate(s, unit, aspect, self.budget.gates_reanchor("frame"), mode)
-            if mode == self._knobs.motion_compensation and not (comp.refresh or comp.reanchored):
-                s.seen_shift = comp.motion.zoom_roll_px() < SHIFT_ONLY_PX
+            comp = self._compensate(s, unit, aspect,
+                                    self._motion_mode(s, planned[0].motion_compensation),
+                                    self.budget.gates_reanchor("frame"))
         x, emb, means, change = self._embed_and_compare(s, frame, unit, comp, timer)
         if self._missed_cut(s, comp, change):
             # the anchor moves here; the tokens follow the change test (the user's threshold
@@ -603,11 +602,11 @@ class StreamingEngine:
             or (k.refresh_interval > 0 and s.since_refresh + 1 >= k.refresh_interval)
         )
 
-    def _compensate(self, s: Stream, unit: np.ndarray, aspect: float,
-                    gated_reanchor: bool = False, motion_mode: str | None = None
-                    ) -> Compensation:
+    def _compensate(self, s: Stream, unit: np.ndarray, aspect: float, motion_mode: str,
+                    gated_reanchor: bool = False) -> Compensation:
         """Estimate the camera motion and exposure against the anchor and undo them; decide
         whether this frame re-anchors (every token recomputed on the raw frame).
+        `motion_mode`: the camera-motion model this frame runs (`_motion_mode`).
 
         `gated_reanchor` (the budget controller's tokens rung): a re-anchor does not recompute
         every token; the raw frame becomes the anchor and goes through the ordinary change test
@@ -617,7 +616,7 @@ class StreamingEngine:
         k = self._knobs
         compensable = k.sttf_enabled and (self._frame_input is None
                                           or self._unit_input is not None)
-        mode = (motion_mode or k.motion_compensation) if compensable else "off"
+        mode = motion_mode if compensable else "off"
         photometric = compensable and k.exposure_compensation
         refresh = self._refresh_due(s)
         identity = ops.Motion.identity()
@@ -637,6 +636,8 @@ class StreamingEngine:
             self._set_anchor(s, unit, gray)
             return Compensation(unit, motion, mode, not gated_reanchor, True)
         s.motion = motion
+        if mode == k.motion_compensation:  # what `_motion_mode` reads next frame
+            s.seen_shift = motion.zoom_roll_px() < SHIFT_ONLY_PX
         return Compensation(ops.compensate(unit, s.anchor, motion), motion, mode, False, False)
 
     def _motion_mode(self, s: Stream, planned: str) -> str:
