@@ -523,6 +523,31 @@ def test_a_frame_recomputes_the_changed_tokens_that_fit_and_the_level_ignores_th
     assert power.fit_tokens("frame", frame, 0.2e9, 196, 16, 1000.0) == 70
 
 
+def test_a_spread_decode_whose_passes_wait_is_weighed_with_its_share():
+    """A frame of a spread decode with no room for its next pass runs none and tells the
+    controller what it would have cost with its share (`wait_decode`): counted with the
+    deferred decodes, and the level is decided on that cost. Frames that fit only without
+    the decode then tighten instead of holding in the dead band until the decode's last frame
+    runs every pass left."""
+    ctl = BudgetController("latency", 10.0)
+    for _ in range(6):  # inside the dead band: level 0 holds
+        ctl.plan("frame", Knobs())
+        ctl.observe("frame", timed(9.5))
+    ctl.plan("frame", Knobs())
+    assert ctl.level("frame") == 0.0
+    ctl.wait_decode("frame", 11.5)
+    diag = ctl.observe("frame", timed(9.5))
+    assert diag is not None and diag["budget_cost"] == pytest.approx(9.5)
+    assert diag["budget_deferred_decodes"] == 1
+    ctl.plan("frame", Knobs())
+    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(11.5)
+    assert ctl.level("frame") > 0.0
+    # the frame after it runs its passes: its own cost is what counts again
+    ctl.observe("frame", timed(9.0))
+    ctl.plan("frame", Knobs())
+    assert ctl.diagnostics("frame")["budget_measured"] == pytest.approx(9.0)
+
+
 def test_only_a_latency_target_spreads_a_decode_and_not_a_new_views():
     """`decode_deadline`: a latency target is the milliseconds a frame's decoder passes may
     reach; FLOPs, power and no target decode whole (deferred and thinned as before), and so

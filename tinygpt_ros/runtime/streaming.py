@@ -1082,7 +1082,9 @@ class StreamingEngine:
         the decode's milliseconds left (`_decode_ms_left`, at the estimates the frame started
         with) that completes it within `ControllerGains.split_decode_frames` frames, one pass
         at the least, in a frame with room for one. A frame with no room for its next pass
-        runs none and leaves the passes to frames with room. On its last frame the decode
+        runs none and leaves the passes to frames with room; the budget's level is decided on
+        what it would have cost with its share (`BudgetController.wait_decode`). On its last
+        frame the decode
         runs to the end: a target that nothing meets still gets its caption, that many frames
         late at most. Until it completes, the last caption is shown (as a reuse).
 
@@ -1109,7 +1111,10 @@ class StreamingEngine:
         share_ms = (_decode_ms_left(d, _expected_rows(s), prefill_ms, step_ms) / frames_left
                     if frames_left > 1 else math.inf)
         # no room for the next pass: it waits for a frame with some (unless this is the last)
-        wait = frames_left > 1 and spent_ms + (step_ms if d.passes else prefill_ms) > limit
+        first_ms = step_ms if d.passes else prefill_ms  # this frame's first pass
+        wait = frames_left > 1 and spent_ms + first_ms > limit
+        if wait:  # the level weighs the frame with its share (`BudgetController.wait_decode`)
+            self.budget.wait_decode("frame", spent_ms + max(first_ms, share_ms))
         before = d.passes
         taken = 0.0  # the estimated milliseconds of the passes run so far this frame
         while not d.done and not wait:
