@@ -18,6 +18,7 @@ from tinygpt_ros.evaluation.budget_bench import (
     settling_frames,
     slow_switch_causes,
     slow_switches,
+    step_response_settling,
 )
 from tinygpt_ros.evaluation.node_bench import (
     budget_params,
@@ -173,8 +174,27 @@ def test_the_report_counts_switches_settled_in_time_beside_the_cheapest_fixed_se
     assert runs["latency=5ms"]["cheapest_fixed"] == "fixed@5"
     assert runs["latency=5ms"]["cheapest_fixed_settled_within"] == 1
     rows = _markdown_rows(runs, frames_per_scene=12)
-    assert "| 2 / 3 (1) |" in rows["latency=5ms"]
+    assert "| 2 / 3 (1) | 12 (12) |" in rows["latency=5ms"]
     assert rows["fixed@0"].count("|") == rows["latency=5ms"].count("|")
+
+
+def test_the_step_response_settles_where_the_p95_over_switches_stays_in_budget():
+    """`step_response_settling`: the frames after a switch until, at every later frame since
+    the switch, the p95 of the cost over all switches stays within the limit. A setting with
+    no transient and one late frame in twenty switches settles at once (per switch, one is
+    late); a transient of three frames settles at 3, even with one switch over for longer;
+    over at the scene's last frame in more than 5% of the switches, it never does."""
+    since = np.array(list(range(12)) * 20)
+    flat = np.full(240, 5.0)
+    flat[11] = 6.0
+    assert step_response_settling(flat, since, 5.5) == 0
+    assert settling_frames(flat, since, 5.5).count(12) == 1
+    ctl = np.full(240, 5.0)
+    ctl[since < 3] = 8.0
+    ctl[12 + 3:12 + 6] = 8.0
+    assert step_response_settling(ctl, since, 5.5) == 3
+    ctl[[11, 23]] = 8.0
+    assert step_response_settling(ctl, since, 5.5) == 12
 
 
 def test_fixed_settings_are_the_ladder_each_rung_alone_and_two_dozen_grid_points():

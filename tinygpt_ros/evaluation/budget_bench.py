@@ -336,6 +336,8 @@ def note_cheapest_fixed(runs: dict[str, dict[str, Any]],
             settle = settling_frames(cost, np.array(accs[name]["since_switch"]),
                                      1.1 * r["target"])
             r["cheapest_fixed_settled_within"] = sum(f <= SETTLE_FRAMES for f in settle)
+            r["cheapest_fixed_step_settling_frames"] = step_response_settling(
+                cost, np.array(accs[name]["since_switch"]), 1.1 * r["target"])
 
 
 def slow_switches(settle: list[int], switch: list[str], since: np.ndarray,
@@ -391,6 +393,32 @@ def settling_frames(cost: np.ndarray, since: np.ndarray, limit: float) -> list[i
     return out
 
 
+def step_response_settling(cost: np.ndarray, since: np.ndarray, limit: float,
+                           share: float = 0.95) -> int:
+    """Frames after a switch until the step response settles: from then on, at every frame
+    since the switch, the `share` quantile of the cost over all switches stays within `limit`
+    (frames since a switch that fewer than half the switches reach are left out). The scene's
+    length when its last frame is still over.
+
+    Why beside the per-switch count (`settling_frames`): the issue reads the cost once
+    settled as a p95 and asks that settling take at most 10 frames. Per switch, a 12-frame
+    scene leaves two frames to judge, its "5% over" allowance none, so one frame over 1.1 x
+    the target at frame 10 or 11 makes a switch late; a p95 at the target leaves 5% of frames
+    over it, and some of those over 1.1 x. A fixed setting, which has no transient at all,
+    then counts late switches too. Across switches the p95 at each frame since the switch is
+    the transient itself: how long the frames after a step stay over, read as a p95."""
+    cost, since = np.asarray(cost, float), np.asarray(since)
+    switches = int((since == 0).sum())
+    over = 0
+    for k in range(int(since.max()) + 1 if len(since) else 0):
+        at = cost[since == k]
+        if len(at) < 0.5 * switches:
+            break
+        if np.percentile(at, 100.0 * share) > limit:
+            over = k + 1
+    return over
+
+
 def cost_summary(acc: dict[str, list[Any]], mode: str | None,
                  target: float | None) -> dict[str, Any]:
     gflops, ms = np.array(acc["gflops"]), np.array(acc["ms"])
@@ -423,6 +451,7 @@ def cost_summary(acc: dict[str, list[Any]], mode: str | None,
             "settling_frames_max": int(max(settle)),
             "switches": len(settle),
             "settled_within": sum(f <= SETTLE_FRAMES for f in settle),
+            "step_settling_frames": step_response_settling(cost, since, 1.1 * target),
             "slow_switches": slow,
             "slow_switch_causes": causes,
             "in_budget_pct": 100.0 * float((cost <= target).mean()),
@@ -515,7 +544,9 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
         f"a reset; knobs as the node's defaults: {st.get('knobs', {})}), {st['segments']} "
         f"caption segments; settled = >= {rep['settle_frames']} frames after a switch; "
         f"settling = frames after a switch until the rest of the scene stays within 1.1 x "
-        f"target (<= 5% over); configurations interleaved stream by stream"
+        f"target (<= 5% over); step response settling = frames after a switch until, at "
+        f"every later frame since the switch, the p95 over all switches stays within 1.1 x "
+        f"target; configurations interleaved stream by stream"
         + (f", latency targets from a calibration pass at the user's knobs (p95 "
            f"{rep['calibration_p95_ms']:.1f} ms)" if rep.get("calibration_p95_ms") else "")
         + (f"; threads {rep['threads']}" if rep.get("threads") else "")
@@ -524,8 +555,9 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
         "| config | target | mean GFLOPs | p95 GFLOPs | mean ms | p95 ms | settled p95 / target "
         "| cheapest fixed setting's settled p95 / target | settling median / max "
         f"| switches settled within {rep['settle_frames']} (cheapest fixed setting's) "
+        "| step response settling, p95 over switches (cheapest fixed setting's) "
         "| frames in budget | unreachable frames | CIDEr |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rep["runs"].items():
         t = r["target"]
@@ -540,9 +572,9 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
                + (f"{floor:.2f} ({r['cheapest_fixed']}{', target below it' if below else ''}) | "
                   if floor is not None else "- | ")
                + f"{r['settling_frames_median']:g} / {r['settling_frames_max']} | "
-               + _within_text(r)
+               + _within_text(r) + _step_text(r)
                + f"{r['in_budget_pct']:.0f}% | {r['unreachable_frames']} | "
-               if t is not None else "- | - | - | - | - | - | ")
+               if t is not None else "- | - | - | - | - | - | - | ")
             + f"{r['CIDEr']:.3f} |")
     slow = {name: r["slow_switches"] for name, r in rep["runs"].items()
             if r.get("slow_switches")}
@@ -603,6 +635,14 @@ def _within_text(r: dict[str, Any]) -> str:
     floor = r.get("cheapest_fixed_settled_within")
     return (f"{r['settled_within']} / {r['switches']}"
             + (f" ({floor})" if floor is not None else "") + " | ")
+
+
+def _step_text(r: dict[str, Any]) -> str:
+    """`3 (0) | `: the step response's settling frames, the cheapest fixed setting's."""
+    if "step_settling_frames" not in r:  # a report from before it was recorded
+        return "- | "
+    floor = r.get("cheapest_fixed_step_settling_frames")
+    return f"{r['step_settling_frames']}" + (f" ({floor})" if floor is not None else "") + " | "
 
 
 def _slow_text(frames: list[int], causes: list[dict[str, Any]] | None) -> str:
