@@ -1084,9 +1084,9 @@ class StreamingEngine:
         at the least, in a frame with room for one. A frame with no room for its next pass
         runs none and leaves the passes to frames with room; the budget's level is decided on
         what it would have cost with its share (`BudgetController.wait_decode`). On its last
-        frame the decode
-        runs to the end: a target that nothing meets still gets its caption, that many frames
-        late at most. Until it completes, the last caption is shown (as a reuse).
+        frame the decode runs to the end: a target that nothing meets still gets its caption,
+        that many frames late at most. Until it completes, the last caption is shown (as a
+        reuse).
 
         Why a share of milliseconds, not of passes: the first pass (the prefill, over every
         fused token) takes two to three steps' time, and an equal share of passes put all of
