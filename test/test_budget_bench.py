@@ -3,6 +3,8 @@ the fixed-setting grid, the comparison at equal cost in each mode's unit, node p
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from tinygpt_ros.evaluation.budget_bench import (
     compare_at_equal_cost,
     fixed_configurations,
     note_calibration_drift,
+    same_settings,
     settling_frames,
     slow_switch_causes,
     slow_switches,
@@ -98,6 +101,10 @@ def test_a_slow_switch_names_its_last_frame_over_the_target_and_what_it_did():
             "11: frame 10, re-anchor, 1.71 x target)") in text
     del run["slow_switch_causes"]  # a report from before the causes were recorded
     assert "- flops=1: still -> pan (12, 11)" in budget_markdown(rep, None)
+    assert "Not run twice" not in text
+    rep["same_settings"] = {"fused rung alone": "fixed@1"}
+    assert ("Not run twice (the same knobs and router bias as another name): fused rung "
+            "alone = fixed@1.") in budget_markdown(rep, None)
 
 
 def _markdown_rows(runs: dict, frames_per_scene: int) -> dict[str, str]:
@@ -198,14 +205,25 @@ def test_the_step_response_settles_where_the_p95_over_switches_stays_in_budget()
 
 
 def test_fixed_settings_are_the_ladder_each_rung_alone_and_two_dozen_grid_points():
+    """Each setting runs once: a name whose knobs and bias an earlier one has is left out and
+    named in `same_settings` (two runs of one setting are two draws of the machine's noise,
+    and the comparison at equal cost would take the cheaper)."""
     cfgs = fixed_configurations()
+    same = same_settings()
+    assert same == {"fused rung alone": "fixed@1", "grid thr=0.5 fused=31 bias=0": "fixed@0",
+                    "grid thr=0.5 fused=31 bias=3": "router rung alone"}
+    assert not set(same) & set(cfgs) and set(same.values()) <= set(cfgs)
+    settings = [json.dumps([c["knobs"], c["bias"]], sort_keys=True) for c in cfgs.values()]
+    assert len(set(settings)) == len(settings)
     grid = [n for n in cfgs if n.startswith("grid")]
     alone = [n for n in cfgs if n.endswith("rung alone")]
-    assert len(grid) == int(np.prod([len(v) for v in FIXED_GRID.values()])) >= 24
-    assert alone == [f"{r} rung alone" for r in RUNGS]
+    grid_points = int(np.prod([len(v) for v in FIXED_GRID.values()]))
+    assert grid_points >= 24
+    assert len(grid) == grid_points - sum(n.startswith("grid") for n in same)
+    assert alone == [f"{r} rung alone" for r in RUNGS if f"{r} rung alone" not in same]
     ladder_translation = [n for n in cfgs if n.startswith("fixed@") and "motion=" in n]
     assert len(ladder_translation) == len(FIXED_LEVELS) - 1  # level 0 is the user's knobs
-    assert len(cfgs) == len(grid) + 2 * len(FIXED_LEVELS) - 1 + len(RUNGS)
+    assert len(cfgs) + len(same) == grid_points + 2 * len(FIXED_LEVELS) - 1 + len(RUNGS)
     assert cfgs["fixed@3 motion=translation"]["knobs"] == {
         **cfgs["fixed@3"]["knobs"], "motion_compensation": "translation"}
     assert {c["knobs"]["motion_compensation"] for n, c in cfgs.items() if n in grid} == set(
@@ -213,6 +231,7 @@ def test_fixed_settings_are_the_ladder_each_rung_alone_and_two_dozen_grid_points
     assert cfgs["fixed@0"]["knobs"] == Knobs().as_dict() and cfgs["fixed@0"]["bias"] == 0.0
     assert cfgs["fixed@2"]["bias"] > 0  # the ladder's router rung
     assert cfgs["router rung alone"]["knobs"] == Knobs().as_dict()
+    assert cfgs["fixed@1"]["knobs"] != Knobs().as_dict()  # the fused rung alone
     assert cfgs["caption rung alone"]["bias"] == 0.0
     assert (cfgs["caption rung alone"]["knobs"]["caption_reuse_threshold"]
             > Knobs().caption_reuse_threshold)

@@ -136,13 +136,38 @@ def frame_work(record: Any) -> str:
 
 
 def fixed_configurations() -> dict[str, dict[str, Any]]:
-    """name -> {"knobs", "bias", "mode": None, "target": None}: the ladder and the grid."""
+    """name -> {"knobs", "bias", "mode": None, "target": None}: the ladder and the grid, each
+    setting once (`same_settings` names the ones left out)."""
+    return {name: cfg for name, cfg in _fixed_settings().items() if "same_as" not in cfg}
+
+
+def same_settings() -> dict[str, str]:
+    """The fixed settings not run because another name runs the same knobs and router bias
+    (name -> the name that runs them): the fused rung alone is the ladder's level 1, the
+    grid's point at the user's threshold, 31 tokens and no bias is fixed@0.
+
+    Why not run them twice: the comparison at equal cost picks, on val, the best fixed setting
+    whose mean milliseconds are at most the controller's, and two runs of the same setting are
+    two draws of the machine's noise for it (on the 11:13 val run of 2026-12-06, fixed@0 and
+    its grid twin read 6.58 and 5.64 ms a frame at the same CIDEr): the cheaper draw decided
+    which setting the test run compared with."""
+    return {name: cfg["same_as"] for name, cfg in _fixed_settings().items() if "same_as" in cfg}
+
+
+def _fixed_settings() -> dict[str, dict[str, Any]]:
+    """Every fixed setting by name; one whose knobs and bias an earlier name has carries
+    `same_as`: that name."""
     user = Knobs()
     cheap_motion = CheapEnd().time_motion_compensation
     out: dict[str, dict[str, Any]] = {}
+    first: dict[str, str] = {}  # the settings, as json, -> the first name with them
 
     def add(name: str, k: Knobs, bias: float) -> None:
         out[name] = {"knobs": k.as_dict(), "bias": bias, "mode": None, "target": None}
+        key = json.dumps([out[name]["knobs"], bias], sort_keys=True)
+        if key in first:
+            out[name]["same_as"] = first[key]
+        first.setdefault(key, name)
 
     for level in FIXED_LEVELS:
         k, bias = knobs_at_level(user, level)
@@ -283,6 +308,7 @@ def run_budget_bench(model_dir: str | Path, targets: list[float], n_streams: int
         "captions": {name: [h[i] for i in refs] for name, h in hyps.items()},
         "comparison": comparison,
         "fixed_chosen_on": "val" if select is not None else split,
+        "same_settings": same_settings(),
     }
 
 
@@ -587,6 +613,10 @@ def budget_markdown(rep: dict[str, Any], command: str | None) -> str:
             causes = rep["runs"][name].get("slow_switch_causes", {})
             lines.append(f"- {name}: " + "; ".join(
                 f"{sw} ({_slow_text(f, causes.get(sw))})" for sw, f in sw_frames.items()))
+    same = rep.get("same_settings")
+    if same:
+        lines += ["", "Not run twice (the same knobs and router bias as another name): "
+                  + "; ".join(f"{name} = {kept}" for name, kept in same.items()) + "."]
     chosen_on = rep.get("fixed_chosen_on", st["split"])
     lines += ["", "At equal mean cost: the best-CIDEr fixed setting whose mean cost, in the "
               f"controller's unit, is at most the controller's, chosen on `{chosen_on}` clips"
