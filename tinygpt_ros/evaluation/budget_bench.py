@@ -14,12 +14,14 @@ knobs (motion and exposure compensation on). Configurations:
   with), each rung alone at its cheap end (`budget.knobs_with_rungs`: what one rung costs in
   quality and saves in compute, which is how the ladder's order is chosen, on `val` clips),
   and a grid over fusion_threshold x max_fused_tokens x router bias x motion model
-  (`FIXED_GRID`) on top of the user's other knobs.
+  (`FIXED_GRID`) on top of the user's other knobs; a setting two of these name runs once
+  (`same_settings`).
 
 Reported per configuration: CIDEr (all segments scored together), mean and p95 cost in GFLOPs
 and ms per frame, and for the controller the p95 once settled (frames >= `SETTLE_FRAMES` after
-each scene switch) against the target, the settling time after each switch, and the share of
-frames inside the budget. The comparison at equal mean cost takes, for each controller run, the
+each scene switch) against the target, the settling time after each switch and of the step
+response over all switches (`step_response_settling`), and the share of frames inside the
+budget. The comparison at equal mean cost takes, for each controller run, the
 best-CIDEr fixed setting whose mean cost (in the controller's unit) is at most the controller's.
 
 FLOPs are deterministic, so those figures reproduce on any machine; latency figures are one run
