@@ -146,7 +146,8 @@ def fixed_configurations() -> dict[str, dict[str, Any]]:
 def same_settings() -> dict[str, str]:
     """The fixed settings not run because another name runs the same knobs and router bias
     (name -> the name that runs them): the fused rung alone is the ladder's level 1, the
-    grid's point at the user's threshold, 31 tokens and no bias is fixed@0.
+    grid's point at the user's threshold and 31 tokens is fixed@0 without a bias and the
+    router rung alone with one.
 
     Why not run them twice: the comparison at equal cost picks, on val, the best fixed setting
     whose mean milliseconds are at most the controller's, and two runs of the same setting are
@@ -497,8 +498,8 @@ def compare_at_equal_cost(runs: dict[str, dict[str, Any]],
 
     With `select` (the runs of the same benchmark on `val` clips) the fixed setting is chosen
     there, from the val costs and CIDEr, and then compared on these clips: picking the best of
-    forty fixed settings on the clips it is scored on would hand the fixed side the
-    maximum of forty noisy scores. The setting picked in hindsight is reported too."""
+    nearly forty fixed settings on the clips it is scored on would hand the fixed side
+    the maximum of nearly forty noisy scores. The setting picked in hindsight is reported too."""
     fixed = {n: r for n, r in runs.items() if r["mode"] is None}
     by_key = {r.get("key", n): r for n, r in (select or {}).items()}
     rows = []
