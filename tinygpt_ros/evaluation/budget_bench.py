@@ -362,11 +362,11 @@ def note_cheapest_fixed(runs: dict[str, dict[str, Any]],
         r["cheapest_fixed_vs_target"] = have[name] / r["target"]
         if accs is not None and name in accs:
             cost = np.array(accs[name][UNIT_KEYS[r["mode"]]])
-            settle = settling_frames(cost, np.array(accs[name]["since_switch"]),
-                                     1.1 * r["target"])
+            since = np.array(accs[name]["since_switch"])
+            settle = settling_frames(cost, since, 1.1 * r["target"])
             r["cheapest_fixed_settled_within"] = sum(f <= SETTLE_FRAMES for f in settle)
             r["cheapest_fixed_step_settling_frames"] = step_response_settling(
-                cost, np.array(accs[name]["since_switch"]), 1.1 * r["target"])
+                cost, since, 1.1 * r["target"])
 
 
 def slow_switches(settle: list[int], switch: list[str], since: np.ndarray,
@@ -665,17 +665,21 @@ def _within_text(r: dict[str, Any]) -> str:
     """`133 / 144 (130) | `: the run's switches settled in time, the cheapest fixed setting's."""
     if "settled_within" not in r:
         return "- | "
-    floor = r.get("cheapest_fixed_settled_within")
-    return (f"{r['settled_within']} / {r['switches']}"
-            + (f" ({floor})" if floor is not None else "") + " | ")
+    return _beside_floor(f"{r['settled_within']} / {r['switches']}",
+                         r.get("cheapest_fixed_settled_within"))
 
 
 def _step_text(r: dict[str, Any]) -> str:
     """`3 (0) | `: the step response's settling frames, the cheapest fixed setting's."""
     if "step_settling_frames" not in r:  # a report from before it was recorded
         return "- | "
-    floor = r.get("cheapest_fixed_step_settling_frames")
-    return f"{r['step_settling_frames']}" + (f" ({floor})" if floor is not None else "") + " | "
+    return _beside_floor(f"{r['step_settling_frames']}",
+                         r.get("cheapest_fixed_step_settling_frames"))
+
+
+def _beside_floor(value: str, floor: Any) -> str:
+    """A table cell: the run's figure, the cheapest fixed setting's in brackets when known."""
+    return value + (f" ({floor})" if floor is not None else "") + " | "
 
 
 def _slow_text(frames: list[int], causes: list[dict[str, Any]] | None) -> str:
