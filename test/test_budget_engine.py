@@ -671,3 +671,41 @@ def test_a_gated_re_anchor_is_not_taken_for_a_missed_cut_on_the_next_frames(engi
     cut = after[0].record
     assert cut.reanchored and not cut.full_refresh and cut.tokens_recomputed <= 16
     assert [r.record.reanchored for r in after] == [True] + [False] * (len(second) - 1)
+
+
+def test_a_pan_tracked_past_the_re_anchor_limit_is_not_a_new_view_and_a_cut_is(engine):
+    """A camera panning at a steady pace re-anchors each time the view has moved past
+    `max_compensated_motion`: those frames are the pan going on, not a new view, and stay
+    with the controller's level however far back the last re-anchor and the last new view
+    were. A scene cut after the pan is a new view."""
+    import cv2
+
+    from tinygpt_ros.runtime.budget import BudgetController, ControllerGains
+    from tinygpt_ros.runtime.streaming import NEW_VIEW_AFTER
+
+    rng = np.random.default_rng(21)
+    noise = rng.integers(0, 255, (96, 640, 3)).astype(np.float32)
+    texture = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    world = np.clip((texture - texture.mean()) * 6 + 128, 0, 255).astype(np.uint8)
+    step = 2  # camera px a frame: past the re-anchor limit (8% of 224 model px) every few
+    pan = [np.ascontiguousarray(world[:, step * i:step * i + 128]) for i in range(30)]
+    stopped = [pan[-1]] * NEW_VIEW_AFTER  # the camera stops; then the scene cuts
+    cut = frames("busy", 1, 7)[0]
+    budget = engine.budget
+    try:
+        engine.budget = BudgetController("latency", 1e-6,
+                                         gains=ControllerGains(spike_allowance=0.0))
+        engine.reset()
+        panned = [engine.process_frame(f) for f in pan + stopped]
+        after = engine.process_frame(cut)
+    finally:
+        engine.budget = budget
+    reanchors = [i for i, r in enumerate(panned) if r.record.reanchored]
+    # tracked (the shift measured between re-anchors), each re-anchor far enough from the
+    # last to be a new view but for what it is, and the last `time_view_spacing` frames on
+    assert len(reanchors) >= 3 and min(np.diff(reanchors)) > NEW_VIEW_AFTER, reanchors
+    assert any(abs(r.record.motion_dx) > step for r in panned[reanchors[0] + 1:])
+    assert reanchors[-1] >= 10
+    assert panned[-1].budget["budget_level"] > 0
+    assert all(r.budget["budget_new_views"] == 0 for r in panned)
+    assert after.record.reanchored and after.budget["budget_new_views"] == 1, reanchors

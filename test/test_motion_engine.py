@@ -205,3 +205,23 @@ def test_compensation_off_matches_no_compensation_code_path(engine):
     e = _fresh(engine, motion_compensation="off", exposure_compensation=False)
     r = [e.process_frame(_view(canvas, i * 3)).record for i in range(3)]
     assert all(x.motion_compensation == "off" and x.motion_dx == 0.0 for x in r)
+
+
+def test_a_re_anchor_is_followed_only_when_its_estimate_was_measured_and_continues_the_last():
+    """A pan carried past the re-anchor limit (`StreamingEngine._followed`): the estimate was
+    measured, the camera had already moved against the anchor, and the step from the last
+    estimate is at most the limit. A cut's estimate measures a weak peak or none."""
+    from tinygpt_ros.ops import Motion
+    from tinygpt_ros.runtime.streaming import FOLLOWED_MIN_RESPONSE, StreamingEngine
+
+    def shift(dx: float, dy: float = 0.0, response: float = 0.6) -> Motion:
+        return Motion(np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]), response=response)
+
+    limit = 0.08 * IMAGE_SIZE
+    followed = StreamingEngine._followed
+    assert followed(shift(12.0), shift(19.0), limit)
+    assert followed(shift(-9.0, 1.0), shift(-18.5, 2.0), limit)
+    assert not followed(shift(12.0), shift(19.0, response=FOLLOWED_MIN_RESPONSE / 2), limit)
+    assert not followed(None, shift(19.0), limit)  # no estimate against this anchor yet
+    assert not followed(Motion.identity(), shift(19.0), limit)  # the camera had not moved
+    assert not followed(shift(2.0), shift(2.0 + limit + 1.0), limit)  # a jump, not a step

@@ -585,17 +585,18 @@ class BudgetController:
         1.849). A new view is a step in the scene, and the target's p95 is taken once settled,
         10 frames after a step; the spacing keeps a camera that cuts faster from turning every
         frame into one. New views are mostly cuts: a pan re-anchors only past
-        `max_compensated_motion` from the anchor (4 to 32 px a frame over a generated scene
-        and over a photograph at 640x480: none in 360 frames; 2 of the 36 pans of
-        bench-budget's test streams at the user's knobs, 3 times at frames 5-9, 2026-12-06). On
-        18 val streams run interleaved twice (targets 0.6 / 0.8 x the user's-knobs p95),
-        CIDEr went 1.416 / 1.310 -> 1.655 / 1.639 at 0.6 (the caption rung alone 1.529, at a
-        lower mean: 5.1-5.2 ms against 5.5), 1.847 / 1.832 -> 1.829 / 1.853 at 0.8; the
-        settled p95 1.03 / 1.06 -> 1.04 / 1.09 x target at 0.6, 1.00 at 0.8; the whole run's
-        p95 1.17 / 1.21 -> 1.16 / 1.18 x target at 0.6 (a gated re-anchor made several frames
-        expensive, a new view one). On the test clips the whole run's p95 at 0.6 rose instead,
-        1.22 -> 1.39-1.54 x in three runs, the settled p95 staying at 1.02-1.07 x: the cut
-        frames are the price (docs/benchmarks.md, budget notes of 2026-12-06)."""
+        `max_compensated_motion` from the anchor (4 to 32 px a frame over a generated scene and over
+        a photograph at 640x480: none in 360 frames; 2 of the 36 pans of bench-budget's test streams
+        at the user's knobs, 3 times at frames 5-9, 2026-12-06), and the engine does not offer one
+        the motion stage tracked there (`StreamingEngine._followed`). On 18 val streams run
+        interleaved twice (targets 0.6 / 0.8 x the user's-knobs p95), CIDEr went 1.416 / 1.310 ->
+        1.655 / 1.639 at 0.6 (the caption rung alone 1.529, at a lower mean: 5.1-5.2 ms against
+        5.5), 1.847 / 1.832 -> 1.829 / 1.853 at 0.8; the settled p95 1.03 / 1.06 -> 1.04 / 1.09 x
+        target at 0.6, 1.00 at 0.8; the whole run's p95 1.17 / 1.21 -> 1.16 / 1.18 x target at 0.6
+        (a gated re-anchor made several frames expensive, a new view one). On the test clips the
+        whole run's p95 at 0.6 rose instead, 1.22 -> 1.39-1.54 x in three runs, the settled p95
+        staying at 1.02-1.07 x: the cut frames are the price (docs/benchmarks.md, budget notes of
+        2026-12-06)."""
         if not self.active:
             return False
         s = self._stream(modality)

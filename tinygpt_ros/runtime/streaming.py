@@ -62,6 +62,13 @@ STATIC_THRESHOLD = 0.1
 # the motion stage follows, noise it reads as motion) is not looking at a new scene, and its
 # re-anchors stay with the controller's level (the tokens rung gates them).
 NEW_VIEW_AFTER = 4
+# A re-anchor whose estimate was measured with at least this phase-correlation response, and
+# continues the previous frame's estimate against the same anchor by at most the re-anchor
+# limit, is a followed camera motion that carried the view past `max_compensated_motion`,
+# not a lost view: it is never a new view (`Compensation.followed`). On 36 val streams at the
+# user's knobs (2026-12-06) such re-anchors measured 0.47-0.68 and the cuts whose estimate
+# crossed the limit 0.10-0.15 (the rest of the cuts measured nothing).
+FOLLOWED_MIN_RESPONSE = 0.3
 # Under a latency target the controller may lower the camera-motion model to a shift
 # (`BudgetController._time_motion`). The engine runs it only while the user's model last
 # found no more than SHIFT_ONLY_PX of zoom or roll at a corner against the anchor, and
@@ -278,6 +285,7 @@ class Compensation:
     mode: str  # applied: off | translation | similarity
     refresh: bool  # recompute every token (first frame, refresh due, or ungated re-anchor)
     reanchored: bool  # the anchor moved to this frame because of the motion / exposure
+    followed: bool = False  # a re-anchor of a tracked camera motion (FOLLOWED_MIN_RESPONSE)
 
 
 class StageTimer:
@@ -455,9 +463,13 @@ class StreamingEngine:
                                                                 first=False)
         isolated = s.since_reanchor >= NEW_VIEW_AFTER
         s.since_reanchor = 0 if comp.reanchored else s.since_reanchor + 1
-        if comp.reanchored and isolated and self.budget.spend_on_new_view("frame"):
+        if comp.reanchored and isolated and not comp.followed \
+                and self.budget.spend_on_new_view("frame"):
             # a new view (the camera turned, the scene cut) runs once at the user's knobs, out
-            # of the budget's p95 allowance: a calm scene keeps the tokens computed here
+            # of the budget's p95 allowance: a calm scene keeps the tokens computed here. A
+            # pan tracked past the re-anchor limit is not one: the view moved on by a frame's
+            # step, the scene did not change, and the controller's level holds (with the
+            # tokens rung's gate) as on the pan's other frames
             planned = (replace(self._knobs), 0.0)
             comp = replace(comp, refresh=True)
         with timer.stage("router"):
@@ -627,18 +639,44 @@ class StreamingEngine:
         if refresh or s.anchor is None:
             self._set_anchor(s, unit, gray)
             return Compensation(unit, identity, mode, True, False)
-        motion = ops.estimate_motion(s.anchor_gray, gray, mode, s.motion, aspect,  # type: ignore[arg-type]
+        prior = s.motion
+        motion = ops.estimate_motion(s.anchor_gray, gray, mode, prior, aspect,  # type: ignore[arg-type]
                                      photometric)
-        if (
-            motion.max_displacement() > k.max_compensated_motion * IMAGE_SIZE
-            or not 1.0 / MAX_GAIN <= motion.gain <= MAX_GAIN
-        ):
+        limit = k.max_compensated_motion * IMAGE_SIZE
+        exposed = not 1.0 / MAX_GAIN <= motion.gain <= MAX_GAIN
+        if motion.max_displacement() > limit or exposed:
+            followed = not exposed and self._followed(prior, motion, limit)
             self._set_anchor(s, unit, gray)
-            return Compensation(unit, motion, mode, not gated_reanchor, True)
+            return Compensation(unit, motion, mode, not gated_reanchor, True, followed)
         s.motion = motion
         if mode == k.motion_compensation:  # what `_motion_mode` reads next frame
             s.seen_shift = motion.zoom_roll_px() < SHIFT_ONLY_PX
         return Compensation(ops.compensate(unit, s.anchor, motion), motion, mode, False, False)
+
+    @staticmethod
+    def _followed(prior: ops.Motion | None, motion: ops.Motion, limit: float) -> bool:
+        """Whether a re-anchor on displacement is the tracked camera carrying the view past
+        the limit: the estimate was measured (FOLLOWED_MIN_RESPONSE), the camera had already
+        moved against this anchor, and the centre moved on from there by at most `limit`.
+
+        Why: a cut is a new view, worth every token at the user's knobs under a budget
+        (`BudgetController.spend_on_new_view`); a pan's re-anchor is one more frame of the
+        pan. Taken for a new view, it ran at the user's knobs whenever the last new view was
+        `time_view_spacing` frames back: on bench-budget's test streams the re-anchor of one
+        pan 11 frames after its cut cost 1.16-1.50 x a latency target in three runs of
+        2026-12-06, the step's only frame over it. A cut's estimate against the old anchor
+        measures nothing or a weak peak (`FOLLOWED_MIN_RESPONSE`).
+
+        Chosen on val: of 36 streams, three have such re-anchors (7 under a 0.6 x latency
+        target, at frames 6-11 of a pan or a slow clip), and nothing else changes. Run 4 times
+        each under 0.6 / 0.7 / 0.8 x targets, with and without (scratch, 2026-12-06), those
+        clips' captions were alike and CIDEr was 1.943 / 1.928 / 1.984 against 1.939 / 1.943
+        / 1.969; all their switches settled within 10 frames both ways but one without (at
+        0.7 x)."""
+        if prior is None or prior.is_identity or motion.response < FOLLOWED_MIN_RESPONSE:
+            return False
+        (px, py), (x, y) = prior.translation, motion.translation
+        return max(abs(x - px), abs(y - py)) <= limit
 
     def _motion_mode(self, s: Stream, planned: str) -> str:
         """The camera-motion model this frame runs: the step's (`planned`, which a latency
