@@ -667,11 +667,11 @@ class StreamingEngine:
         2026-12-06, the step's only frame over it. A cut's estimate against the old anchor
         measures nothing or a weak peak (`FOLLOWED_MIN_RESPONSE`).
 
-        Chosen on val: of 36 streams, three have such re-anchors (7 under a 0.6 x latency
-        target, at frames 6-11 of a pan or a slow clip), and nothing else changes. Run 4 times
-        each under 0.6 / 0.7 / 0.8 x targets, with and without (scratch, 2026-12-06), those
-        clips' captions were alike and CIDEr was 1.943 / 1.928 / 1.984 against 1.939 / 1.943
-        / 1.969; all their switches settled within 10 frames both ways but one without (at
+        Chosen on val: of 36 streams, three have such re-anchors (at frames 6-11 of a pan or
+        a slow clip), and on the others nothing changes. Those three run 4 times each under
+        0.6 / 0.7 / 0.8 x targets, with and without (scratch, 2026-12-06): the clips'
+        captions were alike, CIDEr over them 1.943 / 1.928 / 1.984 against 1.939 / 1.943 /
+        1.969, and all their switches settled within 10 frames both ways but one without (at
         0.7 x)."""
         if prior is None or prior.is_identity or motion.response < FOLLOWED_MIN_RESPONSE:
             return False
